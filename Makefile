@@ -1,0 +1,32 @@
+# One toolchain, the same locally and in CI. The README names `make demo` and `make test`.
+SHELL := /bin/bash
+# Python 3.12 matches the Lambda runtime; pyenv machines resolve it with this setting.
+export PYENV_VERSION ?= 3.11.7:3.12.1
+export UV_PYTHON ?= 3.12
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+
+.PHONY: setup demo test lint typecheck unit bench clean
+
+setup:
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --frozen
+	@if [ -f package.json ]; then npm ci --no-audit --no-fund --loglevel=error; fi
+
+demo: setup
+	$(UV) run python -m demo
+
+lint:
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+
+typecheck:
+	$(UV) run mypy app.py infra lambdas training demo benchmarks
+
+test: setup lint typecheck
+	$(UV) run pytest -n 2 --dist loadgroup
+
+bench: setup
+	$(UV) run python -m benchmarks
+
+clean:
+	rm -rf .venv node_modules cdk.out build .demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,330 @@
+"""Docker-free Lambda deployment packages: locked wheels for Lambda's Linux + our code + the model bundle.
+
+Public API (used by the CDK assets and by other engineers' isolated-import tests)::
+
+    from infra.lambda_package import build_lambda_package
+    report = build_lambda_package("api", Path("build/api-pkg"))   # or "batch"; arch="arm64"
+    print(report.unzipped_bytes, report.zipped_bytes)
+
+CLI::
+
+    python -m infra.lambda_package --function api|batch --out DIR [--arch x86_64|arm64]
+
+How a package is built:
+1. ``uv export --frozen`` turns uv.lock's ``lambda`` group (plus ``lambda-batch`` for the batch function)
+   into pinned requirements, so the Lambda gets exactly the locked versions.
+2. The wheels are installed for Lambda's platform (manylinux_2_28, CPython 3.12, binary wheels only)
+   into a folder; nothing is compiled and no Docker is needed.
+3. ``lambdas/`` (without tests and caches) and the model bundle folder are copied in at the paths the
+   handlers expect, and what Lambda never needs is pruned (see ``_PRUNE_*``).
+The result is cached under ``build/lambda-packages/`` by a hash of every input, so repeated
+``cdk synth`` runs copy a finished folder instead of reinstalling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+LambdaFunction = Literal["api", "batch"]
+Architecture = Literal["x86_64", "arm64"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL_BUNDLE_DIR = "model_artifacts/credit_risk"
+CACHE_ROOT_RELATIVE = Path("build") / "lambda-packages"
+# Lambda's hard limit on the unzipped size of a function (code + layers).
+LAMBDA_UNZIPPED_LIMIT_BYTES = 250 * 1024 * 1024
+PYTHON_VERSION = "3.12"
+
+_DEPENDENCY_GROUPS: dict[str, tuple[str, ...]] = {
+    "api": ("lambda",),
+    "batch": ("lambda", "lambda-batch"),
+}
+# Lambda's python3.12 runs on Amazon Linux 2023 (glibc 2.34). manylinux2014 is not enough: numpy 2.5
+# publishes only manylinux_2_28 wheels, so we target 2_28 (which AL2023 satisfies).
+_UV_PLATFORMS: dict[str, str] = {"x86_64": "x86_64-manylinux_2_28", "arm64": "aarch64-manylinux_2_28"}
+_PIP_PLATFORMS: dict[str, str] = {"x86_64": "manylinux_2_28_x86_64", "arm64": "manylinux_2_28_aarch64"}
+# The Lambda runtime already ships boto3/botocore; bundling them again costs ~30 MB.
+_PROVIDED_BY_RUNTIME = frozenset({"boto3", "botocore", "s3transfer"})
+# Folder names never needed at run time (test suites, byte-code caches, C headers).
+_PRUNE_DIR_NAMES = frozenset({"__pycache__", "tests", "include"})
+_PRUNE_SUFFIXES = (".pyc", ".pyo", ".pxd", ".pyx", ".pxi", ".h", ".hpp")
+# Optional parts of big wheels that the handlers never import; pyarrow and onnxruntime import
+# without them (checked by tests/infra/test_lambda_package.py importing the built package).
+_PRUNE_GLOBS = (
+    "onnxruntime/transformers",
+    "onnxruntime/tools",
+    "onnxruntime/quantization",
+    "onnxruntime/backend",
+    "pyarrow/libarrow_flight*",
+    "pyarrow/_flight*",
+    "pyarrow/libarrow_python_flight*",
+    "pyarrow/libarrow_s3*",
+    "pyarrow/_s3fs*",
+    "pyarrow/_pyarrow_cpp_tests*",
+)
+_CODE_DIR = "lambdas"
+
+
+@dataclass(frozen=True)
+class PackageReport:
+    """What was built and how big it is (Lambda limits: 250 MB unzipped, 50 MB zipped direct upload)."""
+
+    function: str
+    arch: str
+    out_dir: Path
+    unzipped_bytes: int
+    zipped_bytes: int
+    input_hash: str
+    from_cache: bool
+
+    @property
+    def fits_lambda_limit(self) -> bool:
+        return self.unzipped_bytes <= LAMBDA_UNZIPPED_LIMIT_BYTES
+
+    def summary(self) -> str:
+        mib = 1024 * 1024
+        return (
+            f"{self.function} ({self.arch}) -> {self.out_dir}: "
+            f"unzipped {self.unzipped_bytes / mib:.1f} MiB (limit 250), "
+            f"zipped {self.zipped_bytes / mib:.1f} MiB"
+            f"{' [cached]' if self.from_cache else ''}"
+        )
+
+
+class PackageBuildError(RuntimeError):
+    """The package could not be built (bad argument, uv/pip failure, or over Lambda's size limit)."""
+
+
+def build_lambda_package(
+    function: LambdaFunction,
+    out_dir: Path,
+    arch: str = "x86_64",
+    *,
+    model_bundle_dir: str = DEFAULT_MODEL_BUNDLE_DIR,
+    repo_root: Path = REPO_ROOT,
+) -> PackageReport:
+    """Build the code folder of one Lambda into ``out_dir`` (created or replaced) and report its sizes.
+
+    ``model_bundle_dir`` is relative to ``repo_root`` and lands at the same relative path in the package
+    (the handlers' ``MODEL_BUNDLE_DIR``); a missing bundle folder is skipped so synthesis works before a
+    model has been trained.
+    """
+    if function not in _DEPENDENCY_GROUPS:
+        raise PackageBuildError(f"function must be one of {sorted(_DEPENDENCY_GROUPS)}, got {function!r}")
+    if arch not in _UV_PLATFORMS:
+        raise PackageBuildError(f"arch must be one of {sorted(_UV_PLATFORMS)}, got {arch!r}")
+    if Path(model_bundle_dir).is_absolute() or ".." in Path(model_bundle_dir).parts:
+        raise PackageBuildError(
+            f"model_bundle_dir must be relative inside the repository, got {model_bundle_dir!r}"
+        )
+
+    requirements = _export_requirements(function, repo_root)
+    bundle_path = repo_root / model_bundle_dir
+    input_hash = _hash_inputs(function, arch, requirements, repo_root, model_bundle_dir)
+    cached = repo_root / CACHE_ROOT_RELATIVE / f"{function}-{arch}-{input_hash[:16]}"
+    report_file = cached / ".package-report.json"
+
+    from_cache = report_file.is_file()
+    if not from_cache:
+        _build_into_cache(cached, requirements, arch, repo_root, bundle_path, model_bundle_dir)
+        sizes = {"unzipped_bytes": _unzipped_size(cached), "zipped_bytes": _zipped_size(cached)}
+        report_file.write_text(json.dumps(sizes))
+    sizes = json.loads(report_file.read_text())
+
+    _replace_dir(out_dir)
+    shutil.copytree(cached, out_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns(report_file.name))
+    report = PackageReport(
+        function=function,
+        arch=arch,
+        out_dir=out_dir,
+        unzipped_bytes=int(sizes["unzipped_bytes"]),
+        zipped_bytes=int(sizes["zipped_bytes"]),
+        input_hash=input_hash,
+        from_cache=from_cache,
+    )
+    if not report.fits_lambda_limit:
+        raise PackageBuildError(f"{report.summary()} exceeds Lambda's 250 MB unzipped limit")
+    return report
+
+
+def _export_requirements(function: str, repo_root: Path) -> list[str]:
+    """Pinned requirement lines for the function's dependency groups, minus what the runtime provides."""
+    uv = shutil.which("uv")
+    if uv is None:
+        raise PackageBuildError("uv is required to export the locked requirements (pip install uv)")
+    command = [uv, "export", "--frozen", "--no-hashes", "--no-default-groups"]
+    for group in _DEPENDENCY_GROUPS[function]:
+        command += ["--group", group]
+    command += ["--no-emit-project", "--no-header", "--no-annotate"]
+    output = _run(command, cwd=repo_root)
+    lines = [line.strip() for line in output.splitlines() if line.strip() and not line.startswith("#")]
+    return [line for line in lines if _requirement_name(line) not in _PROVIDED_BY_RUNTIME]
+
+
+def _requirement_name(line: str) -> str:
+    name = line.split(";")[0].split("==")[0].split("[")[0]
+    return name.strip().lower().replace("_", "-")
+
+
+def _hash_inputs(
+    function: str, arch: str, requirements: list[str], repo_root: Path, model_bundle_dir: str
+) -> str:
+    digest = hashlib.sha256()
+    # The builder itself is an input: changing the prune rules must invalidate the cache.
+    for part in (function, arch, PYTHON_VERSION, _UV_PLATFORMS[arch], model_bundle_dir, *requirements):
+        digest.update(part.encode() + b"\0")
+    digest.update(Path(__file__).read_bytes())
+    for root in (repo_root / _CODE_DIR, repo_root / model_bundle_dir):
+        for file in _files_to_copy(root):
+            digest.update(str(file.relative_to(repo_root)).encode() + b"\0")
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def _files_to_copy(root: Path) -> Iterator[Path]:
+    if not root.is_dir():
+        return
+    for file in sorted(root.rglob("*")):
+        relative_parts = file.relative_to(root).parts
+        if file.is_file() and not _is_pruned(relative_parts):
+            yield file
+
+
+def _is_pruned(relative_parts: tuple[str, ...]) -> bool:
+    in_pruned_dir = any(part in _PRUNE_DIR_NAMES for part in relative_parts[:-1])
+    return in_pruned_dir or relative_parts[-1].endswith(_PRUNE_SUFFIXES)
+
+
+def _build_into_cache(
+    cached: Path,
+    requirements: list[str],
+    arch: str,
+    repo_root: Path,
+    bundle_path: Path,
+    model_bundle_dir: str,
+) -> None:
+    staging = Path(tempfile.mkdtemp(prefix=cached.name + "-", dir=_ensure_dir(cached.parent)))
+    try:
+        _install_wheels(requirements, arch, staging)
+        _prune(staging)
+        for root, relative in (
+            (repo_root / _CODE_DIR, Path(_CODE_DIR)),
+            (bundle_path, Path(model_bundle_dir)),
+        ):
+            for file in _files_to_copy(root):
+                target = staging / relative / file.relative_to(root)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(file, target)
+        _replace_dir(cached)
+        cached.rmdir()
+        staging.rename(cached)  # atomic: a half-built folder is never mistaken for a cached one
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _install_wheels(requirements: list[str], arch: str, target: Path) -> None:
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
+        handle.write("\n".join(requirements) + "\n")
+        requirements_file = handle.name
+    try:
+        uv = shutil.which("uv")
+        # --no-deps: the exported list is already the complete locked resolution.
+        if uv:
+            command = [uv, "pip", "install", "--no-deps", "--only-binary", ":all:"]
+            command += ["--python-platform", _UV_PLATFORMS[arch], "--python-version", PYTHON_VERSION]
+        else:
+            command = [sys.executable, "-m", "pip", "install", "--no-deps", "--only-binary=:all:"]
+            command += ["--platform", _PIP_PLATFORMS[arch], "--implementation", "cp"]
+            command += ["--python-version", PYTHON_VERSION]
+        _run([*command, "--target", str(target), "-r", requirements_file], cwd=target)
+    finally:
+        os.unlink(requirements_file)
+
+
+def _prune(root: Path) -> None:
+    for pattern in _PRUNE_GLOBS:
+        for match in root.glob(pattern):
+            _remove(match)
+    for path in sorted(root.rglob("*"), reverse=True):  # deepest first
+        pruned_dir = path.is_dir() and path.name in _PRUNE_DIR_NAMES
+        if pruned_dir or (path.is_file() and path.name.endswith(_PRUNE_SUFFIXES)):
+            _remove(path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _replace_dir(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+
+
+def _ensure_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _unzipped_size(root: Path) -> int:
+    return sum(file.stat().st_size for file in root.rglob("*") if file.is_file())
+
+
+def _zipped_size(root: Path) -> int:
+    """Size of the zip Lambda would receive (deflate, the same as the CDK asset zip)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        archive = Path(scratch) / "package.zip"
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zipped:
+            for file in sorted(root.rglob("*")):
+                if file.is_file() and file.name != ".package-report.json":
+                    zipped.write(file, file.relative_to(root))
+        return archive.stat().st_size
+
+
+def _run(command: list[str], cwd: Path) -> str:
+    completed = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)  # noqa: S603
+    if completed.returncode != 0:
+        raise PackageBuildError(
+            f"{' '.join(command)} failed ({completed.returncode}):\n{completed.stderr[-3000:]}"
+        )
+    return completed.stdout
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.lambda_package", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--function", required=True, choices=list(get_args(LambdaFunction)))
+    parser.add_argument("--out", required=True, type=Path, help="folder to (re)create with the package")
+    parser.add_argument("--arch", default="x86_64", choices=list(get_args(Architecture)))
+    parser.add_argument("--model-bundle-dir", default=DEFAULT_MODEL_BUNDLE_DIR)
+    args = parser.parse_args(argv)
+    try:
+        report = build_lambda_package(
+            args.function, args.out, args.arch, model_bundle_dir=args.model_bundle_dir
+        )
+    except PackageBuildError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    print(json.dumps({**asdict(report), "out_dir": str(report.out_dir)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

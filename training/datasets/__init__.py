@@ -1,0 +1,1 @@
+"""Dataset readers and per-loan feature builders for the training pipeline."""

@@ -1,0 +1,67 @@
+"""Lambda code assets built without Docker: CDK calls ``LocalPackageBundling`` instead of a container."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jsii
+from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
+from aws_cdk import aws_lambda as lambda_
+
+from infra.lambda_package import REPO_ROOT, LambdaFunction, build_lambda_package
+
+_LIGHTWEIGHT_HANDLER = '''"""Placeholder asset used by infra tests (context lightweightAssets=true); never deployed."""
+
+
+def handler(event, context):
+    raise RuntimeError("lightweight test asset: synthesise without lightweightAssets to deploy")
+'''
+
+
+@jsii.implements(ILocalBundling)
+class LocalPackageBundling:
+    """Builds the function's package with ``infra.lambda_package`` on the synthesising machine."""
+
+    def __init__(self, function: LambdaFunction, arch: str, model_bundle_dir: str) -> None:
+        self._function = function
+        self._arch = arch
+        self._model_bundle_dir = model_bundle_dir
+
+    def try_bundle(self, output_dir: str, **_options: Any) -> bool:
+        build_lambda_package(
+            self._function, Path(output_dir), self._arch, model_bundle_dir=self._model_bundle_dir
+        )
+        return True
+
+
+def lambda_code(
+    function: LambdaFunction, arch: str, model_bundle_dir: str, *, lightweight: bool
+) -> lambda_.Code:
+    """The function's code asset: the real Docker-free package, or a tiny placeholder for fast tests."""
+    if lightweight:
+        return lambda_.Code.from_asset(str(_lightweight_asset_dir(function)))
+    return lambda_.Code.from_asset(
+        str(REPO_ROOT / "lambdas"),
+        # The package builder hashes every input (lock file, code, model bundle) itself, so CDK's
+        # source fingerprint is replaced by an output hash and bundling is skipped only if unchanged.
+        asset_hash_type=AssetHashType.OUTPUT,
+        bundling=BundlingOptions(
+            # Never pulled: local bundling always succeeds or raises, so Docker is not needed.
+            image=DockerImage.from_registry("public.ecr.aws/sam/build-python3.12"),
+            local=LocalPackageBundling(function, arch, model_bundle_dir),
+        ),
+    )
+
+
+def _lightweight_asset_dir(function: str) -> Path:
+    folder = REPO_ROOT / "build" / "lightweight-assets" / function
+    handler_file = folder / "lambdas" / function / "handler.py"
+    if not handler_file.is_file() or handler_file.read_text() != _LIGHTWEIGHT_HANDLER:
+        shutil.rmtree(folder, ignore_errors=True)
+        handler_file.parent.mkdir(parents=True)
+        for package in (folder / "lambdas", handler_file.parent):
+            (package / "__init__.py").write_text("")
+        handler_file.write_text(_LIGHTWEIGHT_HANDLER)
+    return folder

@@ -1,0 +1,128 @@
+"""Batch: files dropped under incoming/ -> SQS -> batch Lambda -> scored/, rejected/, manifests/."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_notifications as s3n
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra.buckets import secure_bucket
+from infra.config import AppConfig
+from infra.nag import (
+    ANY_RESOURCE,
+    KMS_WRITE_ACTIONS,
+    S3_PUT_ACTIONS,
+    S3_READ_ACTIONS,
+    bucket_objects,
+    suppress,
+)
+from infra.scoring_functions import scoring_function
+
+INCOMING_PREFIX = "incoming/"
+OUTPUT_PREFIXES = ("scored/", "rejected/", "manifests/")
+BATCH_TIMEOUT = Duration.minutes(5)
+# AWS guidance: queue visibility timeout >= 6x the function timeout, so a message is never handed to a
+# second invocation while the first is still working on it (including retries inside the batch window).
+VISIBILITY_TIMEOUT = Duration.minutes(30)
+MAX_RECEIVE_COUNT = 3
+
+
+class BatchScoring(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: AppConfig,
+        access_logs: s3.IBucket,
+        removal_policy: RemovalPolicy,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.key = kms.Key(
+            self,
+            "ScoringKey",
+            description="Batch scoring files",
+            enable_key_rotation=True,
+            removal_policy=removal_policy,
+        )
+        self.bucket = secure_bucket(
+            self,
+            "ScoringBucket",
+            key=self.key,
+            access_logs=access_logs,
+            removal_policy=removal_policy,
+            lifecycle_rules=[
+                s3.LifecycleRule(id="expire-incoming", prefix=INCOMING_PREFIX, expiration=Duration.days(30))
+            ],
+        )
+        # SSE-SQS rather than KMS: S3 event notifications cannot publish to a queue under a key
+        # whose policy does not name s3.amazonaws.com, and the messages carry only object keys.
+        self.dead_letter_queue = sqs.Queue(
+            self,
+            "DeadLetterQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+        )
+        self.queue = sqs.Queue(
+            self,
+            "IncomingQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            visibility_timeout=VISIBILITY_TIMEOUT,
+            retention_period=Duration.days(4),
+            dead_letter_queue=sqs.DeadLetterQueue(
+                queue=self.dead_letter_queue, max_receive_count=MAX_RECEIVE_COUNT
+            ),
+        )
+        self.bucket.add_event_notification(
+            s3.EventType.OBJECT_CREATED,
+            s3n.SqsDestination(self.queue),
+            s3.NotificationKeyFilter(prefix=INCOMING_PREFIX),
+        )
+        self.function = scoring_function(
+            self,
+            "BatchFunction",
+            config=config,
+            function="batch",
+            memory_mb=config.batch_memory_mb,
+            timeout=BATCH_TIMEOUT,
+            extra_environment={"SCORING_BUCKET": self.bucket.bucket_name},
+        )
+        self.function.add_event_source(
+            sources.SqsEventSource(self.queue, batch_size=1, report_batch_item_failures=True)
+        )
+        self.bucket.grant_read(self.function, INCOMING_PREFIX + "*")
+        for prefix in OUTPUT_PREFIXES:
+            self.bucket.grant_put(self.function, prefix + "*")
+        self.dlq_alarm = cloudwatch.Alarm(
+            self,
+            "DeadLetterAlarm",
+            alarm_description="Batch files that failed 3 times are waiting in the dead-letter queue",
+            metric=self.dead_letter_queue.metric_approximate_number_of_messages_visible(
+                period=Duration.minutes(5)
+            ),
+            threshold=0,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        suppress(self.dead_letter_queue, "AwsSolutions-SQS3", "This queue is the dead-letter queue.")
+        suppress(
+            self.function,
+            "AwsSolutions-IAM5",
+            "Wildcards are the incoming/ (read) and scored/, rejected/, manifests/ (write) object prefixes of "
+            "the scoring bucket, the grant_* action groups on its KMS key, and X-Ray's '*' resource.",
+            findings=[
+                *S3_READ_ACTIONS,
+                *S3_PUT_ACTIONS,
+                *KMS_WRITE_ACTIONS,
+                ANY_RESOURCE,
+                *(bucket_objects(self.bucket, p + "*") for p in (INCOMING_PREFIX, *OUTPUT_PREFIXES)),
+            ],
+        )

@@ -1,0 +1,181 @@
+"""One typed configuration object for the CDK app, built from cdk.json context and validated up front.
+
+Configuration flows one way: cdk.json context (or ``-c key=value``) -> ``AppConfig`` -> construct
+arguments -> Lambda environment variables. Any bad value fails synthesis with a message that names
+the context key, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, cast
+
+AuthMode = Literal["iam", "cognito"]
+Architecture = Literal["x86_64", "arm64"]
+RemovalPolicyName = Literal["retain", "snapshot", "destroy"]
+
+# Context keys understood by the app (all optional; defaults below). Kept in one place so a typo in
+# cdk.json is reported instead of silently ignored.
+CONTEXT_KEYS = (
+    "environment",
+    "modelBundleDir",
+    "lambdaMemoryMb",
+    "lambdaArchitecture",
+    "batchMemoryMb",
+    "rdsInstanceClass",
+    "rdsMultiAz",
+    "rdsDeletionProtection",
+    "dataRemovalPolicy",
+    "authMode",
+    "trainingSchedule",
+    "alarmEmail",
+    "useNatGateway",
+    "lightweightAssets",
+)
+
+_ENVIRONMENT_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+_INSTANCE_CLASS_PATTERN = re.compile(r"^db\.[a-z0-9]+\.[a-z0-9]+$")
+_SCHEDULE_PATTERN = re.compile(r"^(rate\(.+\)|cron\(.+\)|none)$")
+_EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_BUNDLE_DIR_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$")
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A cdk.json context value is missing, mistyped or out of range; the message names the key."""
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    environment: str = "dev"
+    model_bundle_dir: str = "model_artifacts/credit_risk"
+    lambda_memory_mb: int = 1024
+    lambda_architecture: Architecture = "x86_64"
+    batch_memory_mb: int = 2048
+    rds_instance_class: str = "db.t4g.micro"
+    rds_multi_az: bool = False
+    rds_deletion_protection: bool = True
+    data_removal_policy: RemovalPolicyName = "retain"
+    auth_mode: AuthMode = "iam"
+    # EventBridge schedule expression for retraining, or None for on-demand only.
+    training_schedule: str | None = "rate(30 days)"
+    alarm_email: str | None = None
+    use_nat_gateway: bool = False
+    # Tests only: ship a tiny placeholder asset instead of the real Docker-free package build.
+    lightweight_assets: bool = False
+
+    @property
+    def stack_prefix(self) -> str:
+        return f"LoanScoring-{self.environment}"
+
+
+def config_from_context(context: Mapping[str, Any]) -> AppConfig:
+    """Build and validate the config from a context mapping (``app.node.try_get_context`` values)."""
+    unknown = sorted(key for key in context if key not in CONTEXT_KEYS and _looks_like_ours(key))
+    if unknown:
+        raise ConfigError(f"unknown context key(s) {unknown}; known keys are {list(CONTEXT_KEYS)}")
+    defaults = AppConfig()
+    schedule = _get(context, "trainingSchedule", str, defaults.training_schedule or "none")
+    _require(
+        context,
+        "trainingSchedule",
+        schedule,
+        bool(_SCHEDULE_PATTERN.match(schedule)),
+        "rate(...)|cron(...)|none",
+    )
+    email = _get(context, "alarmEmail", str, "")
+    _require(
+        context, "alarmEmail", email, email == "" or bool(_EMAIL_PATTERN.match(email)), "an e-mail address"
+    )
+    return AppConfig(
+        environment=_matching(
+            context, "environment", _ENVIRONMENT_PATTERN, defaults.environment, "lower-case, <=20"
+        ),
+        model_bundle_dir=_bundle_dir(context, defaults.model_bundle_dir),
+        lambda_memory_mb=_int_in_range(context, "lambdaMemoryMb", defaults.lambda_memory_mb, 128, 10240),
+        lambda_architecture=cast(
+            Architecture,
+            _choice(context, "lambdaArchitecture", ("x86_64", "arm64"), defaults.lambda_architecture),
+        ),
+        batch_memory_mb=_int_in_range(context, "batchMemoryMb", defaults.batch_memory_mb, 128, 10240),
+        rds_instance_class=_matching(
+            context,
+            "rdsInstanceClass",
+            _INSTANCE_CLASS_PATTERN,
+            defaults.rds_instance_class,
+            "like db.t4g.micro",
+        ),
+        rds_multi_az=_bool(context, "rdsMultiAz", defaults.rds_multi_az),
+        rds_deletion_protection=_bool(context, "rdsDeletionProtection", defaults.rds_deletion_protection),
+        data_removal_policy=cast(
+            RemovalPolicyName,
+            _choice(
+                context, "dataRemovalPolicy", ("retain", "snapshot", "destroy"), defaults.data_removal_policy
+            ),
+        ),
+        auth_mode=cast(AuthMode, _choice(context, "authMode", ("iam", "cognito"), defaults.auth_mode)),
+        training_schedule=None if schedule == "none" else schedule,
+        alarm_email=email or None,
+        use_nat_gateway=_bool(context, "useNatGateway", defaults.use_nat_gateway),
+        lightweight_assets=_bool(context, "lightweightAssets", defaults.lightweight_assets),
+    )
+
+
+def _looks_like_ours(key: str) -> bool:
+    # CDK itself puts feature flags ("@aws-cdk/...") and "aws:cdk:..." keys into the context.
+    return not (key.startswith("@") or ":" in key or key.startswith("aws-cdk") or key.startswith("cdk"))
+
+
+def _get(context: Mapping[str, Any], key: str, expected: type[T], default: T) -> T:
+    value = context.get(key, default)
+    if value is None:
+        return default
+    # `cdk -c key=value` passes strings: accept them for numbers and booleans.
+    if expected is int and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if expected is bool and isinstance(value, str) and value.lower() in ("true", "false"):
+        value = value.lower() == "true"
+    if expected is int and isinstance(value, bool):
+        raise ConfigError(f"context key {key!r}: expected an integer, got {value!r}")
+    if not isinstance(value, expected):
+        raise ConfigError(f"context key {key!r}: expected {expected.__name__}, got {value!r}")
+    return value
+
+
+def _require(context: Mapping[str, Any], key: str, value: object, ok: bool, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"context key {key!r}: invalid value {value!r} (expected {expected})")
+
+
+def _choice(context: Mapping[str, Any], key: str, allowed: tuple[str, ...], default: str) -> str:
+    value = _get(context, key, str, default)
+    _require(context, key, value, value in allowed, f"one of {list(allowed)}")
+    return value
+
+
+def _bool(context: Mapping[str, Any], key: str, default: bool) -> bool:
+    return _get(context, key, bool, default)
+
+
+def _int_in_range(context: Mapping[str, Any], key: str, default: int, low: int, high: int) -> int:
+    value = _get(context, key, int, default)
+    _require(context, key, value, low <= value <= high, f"an integer from {low} to {high}")
+    return value
+
+
+def _matching(
+    context: Mapping[str, Any], key: str, pattern: re.Pattern[str], default: str, expected: str
+) -> str:
+    value = _get(context, key, str, default)
+    _require(context, key, value, bool(pattern.match(value)), expected)
+    return value
+
+
+def _bundle_dir(context: Mapping[str, Any], default: str) -> str:
+    value = _get(context, "modelBundleDir", str, default).rstrip("/")
+    valid = bool(_BUNDLE_DIR_PATTERN.match(value)) and ".." not in value.split("/")
+    _require(context, "modelBundleDir", value, valid, "a relative folder inside the repository")
+    return value

@@ -1,0 +1,210 @@
+"""Data: private RDS MariaDB, the snapshot-export bucket and role, and the in-VPC dataset loader."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_rds as rds
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from infra.buckets import secure_bucket
+from infra.config import AppConfig
+from infra.nag import (
+    ANY_RESOURCE,
+    KMS_WRITE_ACTIONS,
+    S3_READ_ACTIONS,
+    S3_WRITE_ACTIONS,
+    bucket_objects,
+    suppress,
+)
+from infra.network import Network
+
+DATABASE_NAME = "loans"
+DATASET_PREFIX = "datasets/"  # where files for the loader are dropped in the export bucket
+EXPORT_LIFECYCLE_DAYS = 90
+
+
+class Data(Construct):
+    """RDS holds the loan data; snapshots are exported as Parquet to ``export_bucket`` for training."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: AppConfig,
+        network: Network,
+        access_logs: s3.IBucket,
+        removal_policy: RemovalPolicy,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.key = kms.Key(
+            self,
+            "DataKey",
+            description="Loan data: RDS storage, its secret, snapshot exports",
+            enable_key_rotation=True,
+            removal_policy=removal_policy,
+        )
+        self.database = self._build_database(config, network, removal_policy)
+        self.export_bucket = secure_bucket(
+            self,
+            "ExportBucket",
+            key=self.key,
+            access_logs=access_logs,
+            removal_policy=removal_policy,
+            lifecycle_rules=[
+                s3.LifecycleRule(id="expire-exports", expiration=Duration.days(EXPORT_LIFECYCLE_DAYS))
+            ],
+        )
+        self.export_role = self._build_export_role()
+        self.loader_security_group = ec2.SecurityGroup(
+            self,
+            "LoaderSecurityGroup",
+            vpc=network.vpc,
+            description="Dataset loader task",
+            allow_all_outbound=True,
+        )
+        self.database.connections.allow_default_port_from(self.loader_security_group, "dataset loader")
+
+    @property
+    def secret(self) -> rds.DatabaseSecret:
+        secret = self.database.secret
+        assert secret is not None  # generated below, always present
+        return secret  # type: ignore[return-value]
+
+    def _build_database(
+        self, config: AppConfig, network: Network, removal_policy: RemovalPolicy
+    ) -> rds.DatabaseInstance:
+        engine = rds.DatabaseInstanceEngine.maria_db(version=rds.MariaDbEngineVersion.VER_10_11)
+        parameters = rds.ParameterGroup(
+            self,
+            "Parameters",
+            engine=engine,
+            description="TLS required for every connection",
+            parameters={"require_secure_transport": "ON"},
+        )
+        database = rds.DatabaseInstance(
+            self,
+            "Database",
+            engine=engine,
+            instance_type=ec2.InstanceType(config.rds_instance_class.removeprefix("db.")),
+            vpc=network.vpc,
+            vpc_subnets=network.isolated_subnets,
+            publicly_accessible=False,
+            database_name=DATABASE_NAME,
+            credentials=rds.Credentials.from_generated_secret("loanadmin", encryption_key=self.key),
+            storage_encrypted=True,
+            storage_encryption_key=self.key,
+            allocated_storage=20,
+            max_allocated_storage=100,
+            multi_az=config.rds_multi_az,
+            parameter_group=parameters,
+            backup_retention=Duration.days(7),
+            iam_authentication=True,
+            cloudwatch_logs_exports=["error", "general", "slowquery"],
+            cloudwatch_logs_retention=logs.RetentionDays.ONE_MONTH,
+            deletion_protection=config.rds_deletion_protection,
+            removal_policy=removal_policy,
+            auto_minor_version_upgrade=True,
+        )
+        database.add_rotation_single_user(
+            automatically_after=Duration.days(30),
+            endpoint=network.secrets_manager_endpoint,
+            vpc_subnets=network.isolated_subnets,
+        )
+        suppress(
+            database,
+            "AwsSolutions-RDS11",
+            "The default port is kept: the instance has no public route and its security group admits only "
+            "the loader and the rotation function; a non-standard port adds no real protection.",
+        )
+        if not config.rds_multi_az:
+            suppress(
+                database,
+                "AwsSolutions-RDS3",
+                "Multi-AZ is a cdk.json option (rdsMultiAz); single-AZ is the cost-conscious default for a "
+                "training store that is rebuilt from exports and automated backups.",
+            )
+        if not config.rds_deletion_protection:
+            suppress(
+                database,
+                "AwsSolutions-RDS10",
+                "Deletion protection turned off in cdk.json for this environment.",
+            )
+        return database
+
+    def _build_export_role(self) -> iam.Role:
+        """The role RDS assumes to write a snapshot export into the export bucket."""
+        role = iam.Role(
+            self,
+            "SnapshotExportRole",
+            assumed_by=iam.ServicePrincipal(
+                "export.rds.amazonaws.com",
+                conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
+            ),
+            description="RDS snapshot export writes Parquet into the export bucket",
+        )
+        self.export_bucket.grant_read_write(role)
+        role.add_to_policy(
+            iam.PolicyStatement(actions=["s3:GetBucketLocation"], resources=[self.export_bucket.bucket_arn])
+        )
+        suppress(
+            role,
+            "AwsSolutions-IAM5",
+            "Object wildcard and grant_read_write action groups are limited to the export bucket and its "
+            "KMS key, which is what the RDS export service documents it needs.",
+            findings=[
+                *S3_READ_ACTIONS,
+                *S3_WRITE_ACTIONS,
+                *KMS_WRITE_ACTIONS,
+                bucket_objects(self.export_bucket, "*"),
+            ],
+        )
+        return role
+
+    def build_loader_task(
+        self, cluster: ecs.ICluster, image: ecs.ContainerImage, log_group: logs.ILogGroup
+    ) -> ecs.FargateTaskDefinition:
+        """Fargate task that runs ``python -m training load`` inside the VPC against RDS."""
+        task = ecs.FargateTaskDefinition(self, "LoaderTask", cpu=512, memory_limit_mib=2048)
+        task.add_container(
+            "loader",
+            image=image,
+            command=[
+                "python",
+                "-m",
+                "training",
+                "load",
+                "--dataset",
+                "credit_risk",
+                "--files",
+                self.export_bucket.s3_url_for_object(DATASET_PREFIX + "credit_risk/"),
+            ],
+            environment={"DB_SECRET_ARN": self.secret.secret_arn, "DB_TLS": "true"},
+            logging=ecs.LogDrivers.aws_logs(stream_prefix="loader", log_group=log_group),
+        )
+        self.secret.grant_read(task.task_role)
+        self.export_bucket.grant_read(task.task_role, DATASET_PREFIX + "*")
+        suppress(
+            task.task_role,
+            "AwsSolutions-IAM5",
+            "Read access is limited to the datasets/ prefix of the export bucket (object wildcard).",
+            findings=[*S3_READ_ACTIONS, bucket_objects(self.export_bucket, DATASET_PREFIX + "*")],
+        )
+        suppress(
+            task.obtain_execution_role(),
+            "AwsSolutions-IAM5",
+            "ecr:GetAuthorizationToken has no resource-level permissions; image pull and log writes are scoped.",
+            findings=[ANY_RESOURCE],
+        )
+        suppress(
+            task,
+            "AwsSolutions-ECS2",
+            "Only non-secret settings (secret ARN, TLS flag) are environment variables.",
+        )
+        return task

@@ -1,0 +1,160 @@
+"""Observability: one dashboard and the alarms an operator needs, optionally e-mailed through SNS."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from infra.batch_scoring import BatchScoring
+from infra.config import AppConfig
+
+FIVE_XX_RATE_PERCENT = 1.0
+P99_LATENCY_MS = 2000
+PERIOD = Duration.minutes(5)
+
+
+class Observability(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: AppConfig,
+        api: apigw.RestApi,
+        api_function: lambda_.IFunction,
+        batch: BatchScoring,
+        state_machine: sfn.StateMachine,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        requests = api.metric_count(period=PERIOD, statistic="Sum")
+        server_errors = api.metric_server_error(period=PERIOD, statistic="Sum")
+        five_xx_rate = cloudwatch.MathExpression(
+            expression="IF(requests > 0, 100 * errors / requests, 0)",
+            using_metrics={"requests": requests, "errors": server_errors},
+            label="5xx rate (%)",
+            period=PERIOD,
+        )
+        latency_p99 = api.metric_latency(period=PERIOD, statistic="p99")
+        throttles = cloudwatch.MathExpression(
+            expression="api + batch",
+            using_metrics={
+                "api": api_function.metric_throttles(period=PERIOD, statistic="Sum"),
+                "batch": batch.function.metric_throttles(period=PERIOD, statistic="Sum"),
+            },
+            label="Lambda throttles",
+            period=PERIOD,
+        )
+        self.alarms: dict[str, cloudwatch.Alarm] = {
+            "Api5xxRate": five_xx_rate.create_alarm(
+                self,
+                "Api5xxRate",
+                threshold=FIVE_XX_RATE_PERCENT,
+                evaluation_periods=3,
+                datapoints_to_alarm=2,
+                alarm_description=f"More than {FIVE_XX_RATE_PERCENT}% of API requests end in 5xx",
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            ),
+            "ApiLatencyP99": latency_p99.create_alarm(
+                self,
+                "ApiLatencyP99",
+                threshold=P99_LATENCY_MS,
+                evaluation_periods=3,
+                datapoints_to_alarm=2,
+                alarm_description=f"API p99 latency above {P99_LATENCY_MS} ms",
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            ),
+            "LambdaThrottles": throttles.create_alarm(
+                self,
+                "LambdaThrottles",
+                threshold=0,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                alarm_description="A scoring Lambda was throttled",
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            ),
+            "BatchFailures": batch.function.metric_errors(period=PERIOD, statistic="Sum").create_alarm(
+                self,
+                "BatchFailures",
+                threshold=0,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                alarm_description="The batch scoring Lambda failed on a message",
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            ),
+            "TrainingFailures": cloudwatch.MathExpression(
+                expression="failed + timedOut + aborted",
+                using_metrics={
+                    "failed": state_machine.metric_failed(period=PERIOD, statistic="Sum"),
+                    "timedOut": state_machine.metric_timed_out(period=PERIOD, statistic="Sum"),
+                    "aborted": state_machine.metric_aborted(period=PERIOD, statistic="Sum"),
+                },
+                label="Training runs failed",
+                period=PERIOD,
+            ).create_alarm(
+                self,
+                "TrainingFailures",
+                threshold=0,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                alarm_description="A retraining run failed, timed out or was aborted",
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            ),
+            "DeadLetterQueue": batch.dlq_alarm,
+        }
+        self.topic: sns.Topic | None = None
+        if config.alarm_email:
+            self.topic = sns.Topic(
+                self,
+                "AlarmTopic",
+                master_key=kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns"),
+                enforce_ssl=True,
+            )
+            self.topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
+            for alarm in self.alarms.values():
+                alarm.add_alarm_action(actions.SnsAction(self.topic))
+
+        self.dashboard = cloudwatch.Dashboard(
+            self, "Dashboard", dashboard_name=f"loan-scoring-{config.environment}"
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(title="API requests and 5xx rate", left=[requests], right=[five_xx_rate]),
+            cloudwatch.GraphWidget(
+                title="API latency p50 / p99",
+                left=[api.metric_latency(period=PERIOD, statistic="p50"), latency_p99],
+            ),
+            cloudwatch.GraphWidget(title="Lambda throttles", left=[throttles]),
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Batch: invocations and errors",
+                left=[
+                    batch.function.metric_invocations(period=PERIOD),
+                    batch.function.metric_errors(period=PERIOD),
+                ],
+            ),
+            cloudwatch.GraphWidget(
+                title="Batch: queue and dead-letter depth",
+                left=[
+                    batch.queue.metric_approximate_number_of_messages_visible(period=PERIOD),
+                    batch.dead_letter_queue.metric_approximate_number_of_messages_visible(period=PERIOD),
+                ],
+            ),
+            cloudwatch.GraphWidget(
+                title="Training runs",
+                left=[
+                    state_machine.metric_succeeded(period=PERIOD),
+                    state_machine.metric_failed(period=PERIOD),
+                ],
+            ),
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.AlarmStatusWidget(title="Alarms", alarms=list(self.alarms.values()))
+        )

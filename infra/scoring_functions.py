@@ -1,0 +1,75 @@
+"""Settings shared by both scoring Lambdas (runtime, architecture, model bundle env vars, logs)."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra.assets import lambda_code
+from infra.config import AppConfig
+from infra.lambda_package import LambdaFunction
+from infra.nag import BASIC_EXECUTION_POLICY, suppress
+
+METRICS_NAMESPACE = "LoanScoring"
+
+
+def scoring_function(
+    scope: Construct,
+    construct_id: str,
+    *,
+    config: AppConfig,
+    function: LambdaFunction,
+    memory_mb: int,
+    timeout: Duration,
+    extra_environment: dict[str, str] | None = None,
+) -> lambda_.Function:
+    service_name = f"loan-scoring-{function}"
+    log_group = logs.LogGroup(
+        scope,
+        f"{construct_id}Logs",
+        retention=logs.RetentionDays.THREE_MONTHS,
+        removal_policy=RemovalPolicy.DESTROY,
+    )
+    fn = lambda_.Function(
+        scope,
+        construct_id,
+        runtime=lambda_.Runtime.PYTHON_3_12,
+        # onnxruntime's arm64 wheels have been reported to fail on Lambda's Graviton CPUs (cpuinfo
+        # cannot read /sys there and older builds crash on import), so x86_64 is the default and
+        # arm64 is an explicit opt-in (cdk.json lambdaArchitecture) to be smoke-tested before use.
+        architecture=lambda_.Architecture.ARM_64
+        if config.lambda_architecture == "arm64"
+        else lambda_.Architecture.X86_64,
+        handler=f"lambdas.{function}.handler.handler",
+        code=lambda_code(
+            function,
+            config.lambda_architecture,
+            config.model_bundle_dir,
+            lightweight=config.lightweight_assets,
+        ),
+        memory_size=memory_mb,
+        timeout=timeout,
+        tracing=lambda_.Tracing.ACTIVE,
+        log_group=log_group,
+        environment={
+            "MODEL_BUNDLE_DIR": config.model_bundle_dir,
+            "POWERTOOLS_SERVICE_NAME": service_name,
+            "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+            "LOG_APPLICANT_VALUES": "false",
+            **(extra_environment or {}),
+        },
+    )
+    suppress(
+        fn,
+        "AwsSolutions-L1",
+        "python3.12 is pinned on purpose: the wheels are resolved for CPython 3.12 and the design fixes it.",
+    )
+    suppress(
+        fn,
+        "AwsSolutions-IAM4",
+        "AWSLambdaBasicExecutionRole only allows writing the function's own CloudWatch logs.",
+        findings=[BASIC_EXECUTION_POLICY],
+    )
+    return fn

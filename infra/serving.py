@@ -1,0 +1,138 @@
+"""Serving: REST API Gateway -> scoring Lambda alias; IAM auth on every method but health by default."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_cognito as cognito
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra.config import AppConfig
+from infra.nag import ANY_RESOURCE, suppress
+from infra.scoring_functions import scoring_function
+
+# (path under /v1, HTTP method) of every authorised route; health is added separately without auth.
+AUTHORISED_ROUTES = (("score", "POST"), ("score/batch", "POST"), ("model", "GET"), ("openapi.json", "GET"))
+THROTTLE_RATE_PER_SECOND = 50
+THROTTLE_BURST = 100
+
+
+class Serving(Construct):
+    def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig) -> None:
+        super().__init__(scope, construct_id)
+        self.function = scoring_function(
+            self,
+            "ScoringFunction",
+            config=config,
+            function="api",
+            memory_mb=config.lambda_memory_mb,
+            timeout=Duration.seconds(15),
+        )
+        # Published version behind an alias: the API always calls a fixed, immutable version.
+        self.alias = lambda_.Alias(self, "Live", alias_name="live", version=self.function.current_version)
+        access_logs = logs.LogGroup(
+            self,
+            "AccessLogs",
+            retention=logs.RetentionDays.THREE_MONTHS,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.api = apigw.RestApi(
+            self,
+            "Api",
+            rest_api_name=f"loan-scoring-{config.environment}",
+            description="Loan default scoring",
+            cloud_watch_role=True,
+            cloud_watch_role_removal_policy=RemovalPolicy.DESTROY,
+            endpoint_types=[apigw.EndpointType.REGIONAL],
+            deploy_options=apigw.StageOptions(
+                stage_name=config.environment,
+                throttling_rate_limit=THROTTLE_RATE_PER_SECOND,
+                throttling_burst_limit=THROTTLE_BURST,
+                access_log_destination=apigw.LogGroupLogDestination(access_logs),
+                access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
+                    caller=True,
+                    http_method=True,
+                    ip=True,
+                    protocol=True,
+                    request_time=True,
+                    resource_path=True,
+                    response_length=True,
+                    status=True,
+                    user=True,
+                ),
+                tracing_enabled=True,
+                logging_level=apigw.MethodLoggingLevel.ERROR,
+                data_trace_enabled=False,  # request bodies hold applicant data
+                metrics_enabled=True,
+            ),
+        )
+        self.user_pool: cognito.UserPool | None = None
+        method_options = self._method_options(config)
+        integration = apigw.LambdaIntegration(self.alias)
+        validator = self.api.add_request_validator(
+            "Validator", validate_request_body=True, validate_request_parameters=True
+        )
+        v1 = self.api.root.add_resource("v1")
+        for path, http_method in AUTHORISED_ROUTES:
+            resource = v1.resource_for_path(path)
+            resource.add_method(http_method, integration, request_validator=validator, **method_options)
+        self.health_method = v1.add_resource("health").add_method(
+            "GET", integration, authorization_type=apigw.AuthorizationType.NONE, request_validator=validator
+        )
+        suppress(
+            self.health_method, "AwsSolutions-APIG4", "Health check is public by design: it reveals no data."
+        )
+        suppress(
+            self.health_method, "AwsSolutions-COG4", "Health check is public by design: it reveals no data."
+        )
+        if config.auth_mode == "iam":
+            suppress(
+                self.api,
+                "AwsSolutions-COG4",
+                "Methods use IAM (SigV4) authorisation; a Cognito authoriser is the authMode=cognito option.",
+            )
+        suppress(
+            self.api,
+            "AwsSolutions-APIG3",
+            "No WAF by default: every data method needs signed IAM (or Cognito) auth and the stage is "
+            "throttled; attach a web ACL for internet-facing production use (about $6/month plus rules).",
+        )
+        suppress(
+            self.api,
+            "AwsSolutions-IAM4",
+            "API Gateway's account-level CloudWatch role uses the AWS-managed push-to-logs policy.",
+            findings=[
+                "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
+            ],
+        )
+        suppress(
+            self.function,
+            "AwsSolutions-IAM5",
+            "X-Ray PutTraceSegments/PutTelemetryRecords do not support resource-level permissions.",
+            findings=[ANY_RESOURCE],
+        )
+
+    def _method_options(self, config: AppConfig) -> dict[str, object]:
+        if config.auth_mode == "iam":
+            return {"authorization_type": apigw.AuthorizationType.IAM}
+        self.user_pool = cognito.UserPool(
+            self,
+            "Users",
+            self_sign_up_enabled=False,
+            mfa=cognito.Mfa.REQUIRED,
+            mfa_second_factor=cognito.MfaSecondFactor(sms=False, otp=True),
+            password_policy=cognito.PasswordPolicy(
+                min_length=12,
+                require_digits=True,
+                require_lowercase=True,
+                require_uppercase=True,
+                require_symbols=True,
+            ),
+            feature_plan=cognito.FeaturePlan.PLUS,
+            standard_threat_protection_mode=cognito.StandardThreatProtectionMode.FULL_FUNCTION,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        authorizer = apigw.CognitoUserPoolsAuthorizer(self, "Authorizer", cognito_user_pools=[self.user_pool])
+        return {"authorization_type": apigw.AuthorizationType.COGNITO, "authorizer": authorizer}

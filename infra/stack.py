@@ -1,0 +1,130 @@
+"""The stack composes the capability constructs; each construct builds one part of the system."""
+
+from __future__ import annotations
+
+from aws_cdk import CfnOutput, RemovalPolicy, Stack
+from constructs import Construct
+
+from infra.batch_scoring import INCOMING_PREFIX, BatchScoring
+from infra.buckets import access_log_bucket
+from infra.config import AppConfig
+from infra.data import DATASET_PREFIX, Data
+from infra.nag import ANY_RESOURCE, BASIC_EXECUTION_POLICY, suppress
+from infra.network import Network
+from infra.observability import Observability
+from infra.serving import Serving
+from infra.training_pipeline import REGISTRY_PREFIX, TrainingPipeline
+
+_REMOVAL_POLICIES = {
+    "retain": RemovalPolicy.RETAIN,
+    "snapshot": RemovalPolicy.SNAPSHOT,
+    "destroy": RemovalPolicy.DESTROY,
+}
+
+
+class LoanScoringStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig, **kwargs: object) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        data_removal = _REMOVAL_POLICIES[config.data_removal_policy]
+        # Buckets cannot be snapshotted: "snapshot" keeps them (RETAIN) and snapshots only the database.
+        bucket_removal = (
+            RemovalPolicy.DESTROY if config.data_removal_policy == "destroy" else RemovalPolicy.RETAIN
+        )
+
+        self.network = Network(self, "Network", use_nat_gateway=config.use_nat_gateway)
+        access_logs = access_log_bucket(self, "AccessLogs", bucket_removal)
+        self.data = Data(
+            self,
+            "Data",
+            config=config,
+            network=self.network,
+            access_logs=access_logs,
+            removal_policy=data_removal,
+        )
+        self.training = TrainingPipeline(
+            self,
+            "Training",
+            config=config,
+            network=self.network,
+            data=self.data,
+            access_logs=access_logs,
+            removal_policy=bucket_removal,
+        )
+        self.serving = Serving(self, "Serving", config=config)
+        self.batch = BatchScoring(
+            self, "Batch", config=config, access_logs=access_logs, removal_policy=bucket_removal
+        )
+        self.observability = Observability(
+            self,
+            "Observability",
+            config=config,
+            api=self.serving.api,
+            api_function=self.serving.function,
+            batch=self.batch,
+            state_machine=self.training.state_machine,
+        )
+        self._outputs()
+        self._acknowledge_cdk_singletons()
+
+    def _acknowledge_cdk_singletons(self) -> None:
+        """CDK's own helper functions (log retention, bucket notifications) live at the stack root."""
+        for child in self.node.children:
+            if child.node.id.startswith(("LogRetention", "BucketNotificationsHandler")):
+                suppress(
+                    child,
+                    "AwsSolutions-IAM4",
+                    "CDK-provided helper Lambda; AWSLambdaBasicExecutionRole only writes its own logs.",
+                    findings=[BASIC_EXECUTION_POLICY],
+                )
+            if child.node.id.startswith("LogRetention"):
+                suppress(
+                    child,
+                    "AwsSolutions-IAM5",
+                    "CDK's log-retention helper sets retention on log groups whose names are only known at "
+                    "deploy time (RDS log exports), so logs:PutRetentionPolicy needs '*'.",
+                    findings=[ANY_RESOURCE],
+                )
+
+    def _outputs(self) -> None:
+        isolated = self.network.vpc.isolated_subnets
+        outputs = {
+            "ApiUrl": (self.serving.api.url, "Base URL of the scoring API (SigV4-signed calls to /v1/...)"),
+            "ScoringBucketName": (
+                self.batch.bucket.bucket_name,
+                f"Drop files under {INCOMING_PREFIX} for batch scoring",
+            ),
+            "ExportBucketName": (
+                self.data.export_bucket.bucket_name,
+                f"RDS snapshot exports; put loader input files under {DATASET_PREFIX}<dataset>/",
+            ),
+            "ArtifactBucketName": (
+                self.training.artifact_bucket.bucket_name,
+                f"Model candidates, champion/ and the {REGISTRY_PREFIX} registry",
+            ),
+            "TrainingStateMachineArn": (
+                self.training.state_machine.state_machine_arn,
+                "Start a retraining run",
+            ),
+            "DatabaseEndpoint": (self.data.database.db_instance_endpoint_address, "RDS endpoint (VPC only)"),
+            "DatabaseSecretArn": (self.data.secret.secret_arn, "Generated RDS credentials (rotated)"),
+            "ClusterName": (
+                self.training.cluster.cluster_name,
+                "ECS cluster for the loader and training tasks",
+            ),
+            "LoaderTaskDefinitionArn": (
+                self.training.loader_task.task_definition_arn,
+                "Run to load a dataset",
+            ),
+            "TaskSubnetIds": (",".join(subnet.subnet_id for subnet in isolated), "Subnets for ecs run-task"),
+            "LoaderSecurityGroupId": (
+                self.data.loader_security_group.security_group_id,
+                "Security group for the loader",
+            ),
+            "DeadLetterQueueUrl": (
+                self.batch.dead_letter_queue.queue_url,
+                "Batch messages that failed 3 times",
+            ),
+            "DashboardName": (self.observability.dashboard.dashboard_name, "CloudWatch dashboard"),
+        }
+        for name, (value, description) in outputs.items():
+            CfnOutput(self, name, value=value, description=description)

@@ -1,0 +1,513 @@
+"""The scoring runtime: a model bundle (``model.onnx`` + ``model_card.json``) turned into scores.
+
+Pure domain code shared by the API and the batch Lambda: numpy, onnxruntime and the card only (no
+AWS, no pandas, no scikit-learn). Everything about the inputs comes from the card, so a model
+trained on other features needs no change here.
+
+Validation
+    ``prepare_records`` checks JSON objects strictly (a number must be a JSON number, a boolean a
+    JSON boolean); ``prepare_columns`` checks whole columns at once and also accepts the text of
+    CSV cells (``"12.5"``, ``"true"``). Both return the ONNX feed for every row plus, per invalid
+    row, a list of :class:`FieldError` naming the field and a stable code.
+
+Reasons (model-agnostic, one batched ONNX call)
+    For each selected row and each feature, the feature alone is replaced by its baseline value
+    (``card.reference.reason_baseline``: the training median for numbers, the mode for
+    categories) and the row is re-scored. The contribution of a feature is
+    ``p(original) - p(feature at baseline)``: how much that feature's actual value raised the
+    probability of default compared with a typical applicant. The reasons are the ``top_k``
+    features with a positive contribution, largest first, with the card's reason text. The
+    original rows and all ``rows x features`` perturbed rows go through a single
+    ``InferenceSession.run``. For a logistic model the contribution on the logit scale,
+    ``logit(p) - logit(p - contribution)``, is exactly ``coef * (x - baseline)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+from lambdas.scoring.card import FeatureSchema, ModelCard
+
+CARD_FILE = "model_card.json"
+NULL_CATEGORY = ""
+_TRUE_TEXT = frozenset({"true", "1", "yes", "y", "t"})
+_FALSE_TEXT = frozenset({"false", "0", "no", "n", "f"})
+
+
+class ModelBundleError(RuntimeError):
+    """The model bundle is missing, unreadable, or its parts disagree (hash, inputs, outputs)."""
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem with one field: ``code`` is stable (clients may branch on it)."""
+
+    field: str
+    # missing, unknown_field, wrong_type, not_finite, out_of_range, unknown_category, null_not_allowed
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Reason:
+    feature: str
+    text: str
+    contribution: float  # drop in probability when the feature is set to its baseline
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """ONNX feed for every input row (invalid rows hold placeholders) and the errors per invalid row."""
+
+    feed: dict[str, np.ndarray]
+    valid: NDArray[np.bool_]
+    errors: dict[int, list[FieldError]] = field(default_factory=dict)
+
+    def valid_feed(self) -> dict[str, np.ndarray]:
+        """The feed restricted to the valid rows, ready for :meth:`ScoringModel.score`."""
+        if bool(self.valid.all()):
+            return self.feed
+        return {name: column[self.valid] for name, column in self.feed.items()}
+
+
+@dataclass(frozen=True)
+class BatchScores:
+    probability: NDArray[np.float64]
+    decline: NDArray[np.bool_]
+    reasons: list[list[Reason]]  # empty where not computed
+
+
+class ScoringModel:
+    """One loaded bundle: an onnxruntime session and its card. Load once per execution environment."""
+
+    def __init__(self, card: ModelCard, session: ort.InferenceSession) -> None:
+        self.card = card
+        self._session = session
+        self._features = list(card.features)
+        self._output = card.onnx.probability_output
+        self._positive_index = card.onnx.positive_class_index
+        self._threshold = card.decision_policy.threshold
+        self._decline_at_or_above = card.decision_policy.approve_below_threshold
+        self._feature_names = frozenset(f.name for f in self._features)
+        self._baseline = {f.name: _baseline_value(card, f) for f in self._features}
+        self._check_graph_matches_card()
+
+    @property
+    def model_version(self) -> str:
+        return self.card.model_version
+
+    @property
+    def features(self) -> list[FeatureSchema]:
+        return list(self._features)
+
+    @classmethod
+    def load_directory(cls, path: Path, *, threads: int = 1) -> ScoringModel:
+        card_path = path / CARD_FILE
+        if not card_path.is_file():
+            raise ModelBundleError(f"model bundle {path} has no {CARD_FILE}")
+        card_json = card_path.read_bytes()
+        card = _parse_card(card_json, str(card_path))
+        onnx_path = path / card.onnx.file
+        if not onnx_path.is_file():
+            raise ModelBundleError(f"model bundle {path} has no {card.onnx.file} (named by the card)")
+        return cls._build(onnx_path.read_bytes(), card, str(onnx_path), threads)
+
+    @classmethod
+    def from_bytes(
+        cls, onnx_bytes: bytes, card_json: bytes, *, source: str = "<bytes>", threads: int = 1
+    ) -> ScoringModel:
+        card = _parse_card(card_json, source)
+        return cls._build(onnx_bytes, card, source, threads)
+
+    @classmethod
+    def _build(cls, onnx_bytes: bytes, card: ModelCard, source: str, threads: int) -> ScoringModel:
+        actual = hashlib.sha256(onnx_bytes).hexdigest()
+        if actual != card.onnx.sha256:
+            raise ModelBundleError(
+                f"model file {source} does not match its card: sha256 is {actual}, "
+                f"the card of model version {card.model_version} expects {card.onnx.sha256}"
+            )
+        return cls(card, _session(onnx_bytes, threads))
+
+    def _check_graph_matches_card(self) -> None:
+        graph_inputs = {i.name: i.type for i in self._session.get_inputs()}
+        expected = {f.onnx_input: f"tensor({f.onnx_type})" for f in self._features}
+        if graph_inputs != expected:
+            raise ModelBundleError(f"ONNX inputs {graph_inputs} differ from the card's features {expected}")
+        outputs = {o.name for o in self._session.get_outputs()}
+        if self._output not in outputs:
+            raise ModelBundleError(f"ONNX graph has no output {self._output!r} (outputs: {sorted(outputs)})")
+
+    # ---- validation -------------------------------------------------------------------------
+
+    def prepare_records(self, records: Sequence[Mapping[str, object]]) -> PreparedBatch:
+        """Validate JSON objects (strict JSON types) and build the feed; unknown keys are errors."""
+        rows = len(records)
+        errors: dict[int, list[FieldError]] = {}
+        values: dict[str, list[Any]] = {f.name: [None] * rows for f in self._features}
+        for row, record in enumerate(records):
+            row_errors: list[FieldError] = []
+            if not isinstance(record, Mapping):
+                row_errors.append(FieldError("features", "wrong_type", "features must be a JSON object"))
+                errors[row] = row_errors
+                continue
+            for key in record:
+                if key not in self._feature_names:
+                    row_errors.append(
+                        FieldError(str(key), "unknown_field", f"{key!r} is not a feature of this model")
+                    )
+            for feature in self._features:
+                if feature.name not in record:
+                    row_errors.append(FieldError(feature.name, "missing", f"{feature.name} is required"))
+                    continue
+                value, error = _check_json_value(feature, record[feature.name])
+                if error is not None:
+                    row_errors.append(error)
+                else:
+                    values[feature.name][row] = value
+            if row_errors:
+                errors[row] = row_errors
+        feed = {f.onnx_input: _feed_column(f, values[f.name]) for f in self._features}
+        return PreparedBatch(feed=feed, valid=_valid_mask(rows, errors), errors=errors)
+
+    def prepare_columns(self, columns: Mapping[str, Sequence[object] | np.ndarray]) -> PreparedBatch:
+        """Validate whole columns (CSV text or typed Parquet/JSONL values); extra columns are ignored."""
+        missing = [f.name for f in self._features if f.name not in columns]
+        if missing:
+            raise ValueError(f"missing feature columns: {', '.join(missing)}")
+        lengths = {len(columns[f.name]) for f in self._features}
+        if len(lengths) > 1:
+            raise ValueError(f"feature columns have different lengths: {sorted(lengths)}")
+        rows = lengths.pop() if lengths else 0
+        errors: dict[int, list[FieldError]] = {}
+        feed: dict[str, np.ndarray] = {}
+        for feature in self._features:
+            column, column_errors = _prepare_column(feature, columns[feature.name])
+            feed[feature.onnx_input] = column.reshape(rows, 1)
+            for row, error in column_errors:
+                errors.setdefault(row, []).append(error)
+        return PreparedBatch(feed=feed, valid=_valid_mask(rows, errors), errors=errors)
+
+    # ---- scoring ----------------------------------------------------------------------------
+
+    def score(
+        self, feed: dict[str, np.ndarray], reasons_for: np.ndarray | bool = True, top_k: int = 3
+    ) -> BatchScores:
+        """Probabilities, decisions and (for the selected rows) reasons; every feed row must be valid.
+
+        The original rows and the ``selected rows x features`` perturbed rows run in one ONNX call.
+        """
+        rows = _rows_in(feed)
+        selected = _selected_rows(reasons_for, rows)
+        feature_count = len(self._features)
+        if selected.size and feature_count:
+            run_feed = {
+                f.onnx_input: _with_perturbations(feed[f.onnx_input], selected, index, feature_count, f, self)
+                for index, f in enumerate(self._features)
+            }
+        else:
+            run_feed = feed
+        all_probabilities = self._run(run_feed)
+        probability = all_probabilities[:rows]
+        decline = (
+            probability >= self._threshold if self._decline_at_or_above else probability < self._threshold
+        )
+        reasons: list[list[Reason]] = [[] for _ in range(rows)]
+        if selected.size and feature_count:
+            perturbed = all_probabilities[rows:].reshape(selected.size, feature_count)
+            contributions = probability[selected, None] - perturbed
+            for position, row in enumerate(selected):
+                reasons[int(row)] = self._top_reasons(contributions[position], top_k)
+        return BatchScores(
+            probability=probability, decline=np.asarray(decline, dtype=np.bool_), reasons=reasons
+        )
+
+    def decision_label(self, decline: bool) -> str:
+        labels = self.card.decision_policy.decision_labels
+        return labels["decline"] if decline else labels["approve"]
+
+    def baseline(self, feature: str) -> float | str:
+        return self._baseline[feature]  # type: ignore[no-any-return]
+
+    def _run(self, feed: dict[str, np.ndarray]) -> NDArray[np.float64]:
+        (output,) = self._session.run([self._output], feed)
+        return np.asarray(output, dtype=np.float64)[:, self._positive_index]
+
+    def _top_reasons(self, contributions: NDArray[np.float64], top_k: int) -> list[Reason]:
+        order = np.argsort(-contributions, kind="stable")[:top_k]
+        return [
+            Reason(self._features[i].name, self._features[i].reason, float(contributions[i]))
+            for i in order
+            if contributions[i] > 0.0
+        ]
+
+
+# ---- loading helpers --------------------------------------------------------------------------
+
+
+def _parse_card(card_json: bytes, source: str) -> ModelCard:
+    try:
+        return ModelCard.model_validate_json(card_json)
+    except ValueError as error:  # pydantic.ValidationError is a ValueError
+        raise ModelBundleError(f"model card {source} is not a valid card: {error}") from error
+
+
+def _session(onnx_bytes: bytes, threads: int) -> ort.InferenceSession:
+    """A session sized for a small Lambda: few threads, sequential execution, full graph optimisation."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # warnings about unused initialisers are noise in Lambda logs
+    try:
+        return ort.InferenceSession(onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own exception types
+        raise ModelBundleError(f"onnxruntime cannot load the model: {error}") from error
+
+
+def _baseline_value(card: ModelCard, feature: FeatureSchema) -> float | str:
+    if feature.name not in card.reference.reason_baseline:
+        raise ModelBundleError(f"the card has no reason baseline for feature {feature.name}")
+    raw = card.reference.reason_baseline[feature.name]
+    if feature.onnx_type == "string":
+        return NULL_CATEGORY if raw is None else str(raw)
+    if raw is None:
+        return math.nan
+    if isinstance(raw, str):
+        raise ModelBundleError(f"reason baseline of numeric feature {feature.name} is text: {raw!r}")
+    return float(raw)
+
+
+# ---- JSON (record) validation ------------------------------------------------------------------
+
+
+def _check_json_value(feature: FeatureSchema, value: object) -> tuple[Any, FieldError | None]:
+    """The feed value of one JSON value, or the error naming what is wrong with it."""
+    name = feature.name
+    if value is None:
+        if feature.nullable:
+            return (NULL_CATEGORY if feature.onnx_type == "string" else math.nan), None
+        return None, FieldError(name, "null_not_allowed", f"{name} may not be null")
+    if feature.type == "category":
+        if not isinstance(value, str):
+            return None, FieldError(name, "wrong_type", f"{name} must be a string (one of the categories)")
+        if feature.categories is not None and value not in feature.categories:
+            allowed = ", ".join(feature.categories)
+            return None, FieldError(name, "unknown_category", f"{name} must be one of: {allowed}")
+        return value, None
+    if feature.type == "boolean":
+        if not isinstance(value, bool):
+            return None, FieldError(name, "wrong_type", f"{name} must be a boolean (true or false)")
+        return (1.0 if value else 0.0), None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        kind = "an integer" if feature.type == "integer" else "a number"
+        return None, FieldError(name, "wrong_type", f"{name} must be {kind}")
+    number = float(value)
+    error = _check_number(feature, number)
+    return (number, None) if error is None else (None, error)
+
+
+def _check_number(feature: FeatureSchema, number: float) -> FieldError | None:
+    name = feature.name
+    if not math.isfinite(number):
+        return FieldError(name, "not_finite", f"{name} must be a finite number (not NaN or Infinity)")
+    if feature.type == "integer" and not number.is_integer():
+        return FieldError(name, "wrong_type", f"{name} must be an integer")
+    if (feature.minimum is not None and number < feature.minimum) or (
+        feature.maximum is not None and number > feature.maximum
+    ):
+        return FieldError(name, "out_of_range", f"{name} must be {_range_text(feature)}")
+    return None
+
+
+def _range_text(feature: FeatureSchema) -> str:
+    if feature.minimum is not None and feature.maximum is not None:
+        return f"between {feature.minimum:g} and {feature.maximum:g}"
+    if feature.minimum is not None:
+        return f"at least {feature.minimum:g}"
+    return f"at most {feature.maximum:g}"
+
+
+def _feed_column(feature: FeatureSchema, values: list[Any]) -> np.ndarray:
+    if feature.onnx_type == "string":
+        column = np.array([NULL_CATEGORY if v is None else v for v in values], dtype=object)
+    else:
+        column = np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+    return column.reshape(len(values), 1)
+
+
+def _valid_mask(rows: int, errors: Mapping[int, object]) -> NDArray[np.bool_]:
+    valid = np.ones(rows, dtype=np.bool_)
+    if errors:
+        valid[list(errors)] = False
+    return valid
+
+
+# ---- column validation (batch files) -----------------------------------------------------------
+
+
+def _prepare_column(
+    feature: FeatureSchema, raw: Sequence[object] | np.ndarray
+) -> tuple[np.ndarray, list[tuple[int, FieldError]]]:
+    if feature.onnx_type == "string":
+        return _category_column(feature, raw)
+    return _numeric_column(feature, raw)
+
+
+def _is_null(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
+
+
+def _category_column(
+    feature: FeatureSchema, raw: Sequence[object] | np.ndarray
+) -> tuple[np.ndarray, list[tuple[int, FieldError]]]:
+    name = feature.name
+    values = np.asarray(raw, dtype=object).ravel()
+    column = np.empty(values.shape[0], dtype=object)
+    errors: list[tuple[int, FieldError]] = []
+    allowed = frozenset(feature.categories) if feature.categories is not None else None
+    for row, value in enumerate(values.tolist()):
+        if _is_null(value):
+            column[row] = NULL_CATEGORY
+            if not feature.nullable:
+                errors.append((row, FieldError(name, "null_not_allowed", f"{name} may not be empty")))
+            continue
+        text = (
+            str(value) if isinstance(value, str | int | np.integer) and not isinstance(value, bool) else None
+        )
+        if text is None:
+            errors.append(
+                (row, FieldError(name, "wrong_type", f"{name} must be text (one of the categories)"))
+            )
+            column[row] = NULL_CATEGORY
+        elif allowed is not None and text not in allowed:
+            errors.append(
+                (
+                    row,
+                    FieldError(
+                        name, "unknown_category", f"{name} must be one of: {', '.join(sorted(allowed))}"
+                    ),
+                )
+            )
+            column[row] = NULL_CATEGORY
+        else:
+            column[row] = text
+    return column, errors
+
+
+def _numeric_column(
+    feature: FeatureSchema, raw: Sequence[object] | np.ndarray
+) -> tuple[np.ndarray, list[tuple[int, FieldError]]]:
+    """Float64 column plus errors; typed arrays are checked with masks, text cell by cell only on failure."""
+    name = feature.name
+    array = raw if isinstance(raw, np.ndarray) else np.asarray(raw, dtype=object)
+    array = array.ravel()
+    errors: list[tuple[int, FieldError]] = []
+    if array.dtype.kind in "biuf" and not (array.dtype.kind == "b" and feature.type != "boolean"):
+        numbers = array.astype(np.float64)
+        null = np.isnan(numbers)
+        wrong_type = np.zeros(numbers.shape[0], dtype=np.bool_)
+    else:
+        numbers, null, wrong_type = _parse_cells(feature, array)
+    if feature.type == "boolean":
+        wrong_type |= ~null & (numbers != 0.0) & (numbers != 1.0)
+    for row in np.flatnonzero(wrong_type):
+        kind = {"boolean": "a boolean", "integer": "an integer"}.get(feature.type, "a number")
+        errors.append((int(row), FieldError(name, "wrong_type", f"{name} must be {kind}")))
+    if not feature.nullable:
+        for row in np.flatnonzero(null & ~wrong_type):
+            errors.append((int(row), FieldError(name, "null_not_allowed", f"{name} may not be empty")))
+    checkable = ~null & ~wrong_type
+    if feature.type != "boolean":
+        bad = checkable & (
+            np.isinf(numbers)
+            | ((numbers != np.round(numbers)) if feature.type == "integer" else False)
+            | ((numbers < feature.minimum) if feature.minimum is not None else False)
+            | ((numbers > feature.maximum) if feature.maximum is not None else False)
+        )
+        for row in np.flatnonzero(bad):
+            error = _check_number(feature, float(numbers[row]))
+            if error is not None:
+                errors.append((int(row), error))
+    numbers = np.where(wrong_type, np.nan, numbers)
+    return numbers, errors
+
+
+def _parse_cells(
+    feature: FeatureSchema, array: np.ndarray
+) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.bool_]]:
+    """Numbers from mixed cells (CSV text, Python numbers, None): values, null mask, wrong-type mask."""
+    rows = array.shape[0]
+    numbers = np.full(rows, np.nan, dtype=np.float64)
+    null = np.zeros(rows, dtype=np.bool_)
+    wrong_type = np.zeros(rows, dtype=np.bool_)
+    for row, value in enumerate(array.tolist()):
+        if _is_null(value):
+            null[row] = True
+        elif isinstance(value, bool):
+            numbers[row] = 1.0 if value else 0.0
+            wrong_type[row] = feature.type != "boolean"
+        elif isinstance(value, int | float):
+            numbers[row] = float(value)
+        elif isinstance(value, str):
+            text = value.strip()
+            if feature.type == "boolean" and text.lower() in _TRUE_TEXT | _FALSE_TEXT:
+                numbers[row] = 1.0 if text.lower() in _TRUE_TEXT else 0.0
+                continue
+            try:
+                numbers[row] = float(text)
+            except ValueError:
+                wrong_type[row] = True
+            else:
+                # "nan" typed into a file is not an empty cell: report it rather than treat it as null.
+                if math.isnan(numbers[row]):
+                    numbers[row] = math.inf
+        else:
+            wrong_type[row] = True
+    return numbers, null, wrong_type
+
+
+# ---- scoring helpers ---------------------------------------------------------------------------
+
+
+def _rows_in(feed: Mapping[str, np.ndarray]) -> int:
+    lengths = {column.shape[0] for column in feed.values()}
+    if len(lengths) != 1:
+        raise ValueError(f"feed columns have different lengths: {sorted(lengths)}")
+    return int(lengths.pop())
+
+
+def _selected_rows(reasons_for: np.ndarray | bool, rows: int) -> NDArray[np.intp]:
+    if isinstance(reasons_for, bool | np.bool_):
+        return np.arange(rows) if reasons_for else np.empty(0, dtype=np.intp)
+    mask = np.asarray(reasons_for)
+    if mask.dtype != np.bool_ or mask.shape != (rows,):
+        raise ValueError(f"reasons_for must be a bool or a bool array of shape ({rows},)")
+    return np.flatnonzero(mask)
+
+
+def _with_perturbations(
+    column: np.ndarray,
+    selected: NDArray[np.intp],
+    feature_index: int,
+    feature_count: int,
+    feature: FeatureSchema,
+    model: ScoringModel,
+) -> np.ndarray:
+    """The column followed by ``selected x features`` copies where this feature is set to its baseline.
+
+    Perturbed row ``p * feature_count + j`` is selected row ``p`` with feature ``j`` at its baseline.
+    """
+    copies = np.repeat(column[selected], feature_count, axis=0)
+    copies[feature_index::feature_count] = model.baseline(feature.name)
+    return np.concatenate([column, copies], axis=0)

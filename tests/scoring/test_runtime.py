@@ -1,0 +1,270 @@
+"""Unit tests of the scoring runtime on a hand-built logistic bundle (Given/When/Then in the names)."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lambdas.scoring.runtime import ModelBundleError, ScoringModel
+from tests.scoring import bundles
+from tests.scoring.bundles import BASELINE, INTERCEPT, THRESHOLD, coefficient, good_application
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+def _expected_probability(application: dict[str, object]) -> float:
+    z = INTERCEPT + sum(coefficient(name, value) for name, value in application.items())
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+# ---- loading ---------------------------------------------------------------------------------
+
+
+def test_given_a_bundle_when_loaded_then_version_and_features_come_from_the_card(model: ScoringModel) -> None:
+    assert model.model_version == bundles.MODEL_VERSION
+    assert [f.name for f in model.features] == list(bundles.FEATURE_ORDER)
+
+
+def test_given_a_tampered_onnx_file_when_loading_then_the_hash_mismatch_is_named(
+    logistic_bundle: Path, tmp_path: Path
+) -> None:
+    copy = Path(shutil.copytree(logistic_bundle, tmp_path / "tampered"))
+    (copy / "model.onnx").write_bytes((copy / "model.onnx").read_bytes() + b"\0")
+    with pytest.raises(ModelBundleError, match="does not match its card: sha256"):
+        ScoringModel.load_directory(copy)
+
+
+def test_given_a_folder_without_card_when_loading_then_the_error_names_the_card(tmp_path: Path) -> None:
+    with pytest.raises(ModelBundleError, match=r"model_card\.json"):
+        ScoringModel.load_directory(tmp_path)
+
+
+def test_given_bytes_when_loading_from_bytes_then_it_scores_like_the_folder(
+    logistic_bundle: Path, model: ScoringModel
+) -> None:
+    from_bytes = ScoringModel.from_bytes(
+        (logistic_bundle / "model.onnx").read_bytes(), (logistic_bundle / "model_card.json").read_bytes()
+    )
+    feed = model.prepare_records([good_application()]).feed
+    assert from_bytes.score(feed).probability[0] == model.score(feed).probability[0]
+
+
+def test_given_a_card_that_is_not_json_when_loading_from_bytes_then_a_bundle_error_is_raised() -> None:
+    with pytest.raises(ModelBundleError, match="not a valid card"):
+        ScoringModel.from_bytes(bundles.logistic_onnx_bytes(), b"{not json")
+
+
+# ---- scoring and decisions -------------------------------------------------------------------
+
+
+def test_given_an_application_when_scored_then_probability_matches_the_logistic_formula(
+    model: ScoringModel,
+) -> None:
+    application = good_application()
+    scores = model.score(model.prepare_records([application]).feed)
+    assert scores.probability[0] == pytest.approx(_expected_probability(application), abs=1e-12)
+
+
+def test_given_probabilities_around_the_threshold_when_deciding_then_at_or_above_declines(
+    model: ScoringModel,
+) -> None:
+    low = {**good_application(), "loan_ratio": 0.0, "prior_default": False, "home": "OWN"}
+    high = {**good_application(), "loan_ratio": 0.9}
+    scores = model.score(model.prepare_records([low, high]).feed)
+    assert scores.probability[0] < THRESHOLD <= scores.probability[1]
+    assert scores.decline.tolist() == [False, True]
+    assert model.decision_label(False) == "approve"
+    assert model.decision_label(True) == "decline"
+
+
+# ---- reasons ---------------------------------------------------------------------------------
+
+
+def test_given_a_logistic_model_when_reasons_computed_then_logit_contributions_equal_coef_times_delta(
+    model: ScoringModel,
+) -> None:
+    rng = np.random.default_rng(7)
+    applications = [
+        {
+            "age": int(rng.integers(18, 80)),
+            "income": float(rng.uniform(5_000, 150_000)),
+            "home": str(rng.choice(bundles.HOME_CATEGORIES)),
+            "loan_ratio": float(rng.uniform(0, 1)),
+            "prior_default": bool(rng.integers(0, 2)),
+        }
+        for _ in range(20)
+    ]
+    scores = model.score(model.prepare_records(applications).feed, top_k=len(bundles.FEATURE_ORDER))
+    checked = 0
+    for application, probability, reasons in zip(
+        applications, scores.probability, scores.reasons, strict=True
+    ):
+        for reason in reasons:
+            value = application[reason.feature]
+            exact = coefficient(reason.feature, value) - coefficient(reason.feature, BASELINE[reason.feature])
+            measured = _logit(float(probability)) - _logit(float(probability) - reason.contribution)
+            assert measured == pytest.approx(exact, abs=1e-9)
+            checked += 1
+        # Every feature that raises the logit is reported, and only those.
+        raising = {
+            name
+            for name, value in application.items()
+            if coefficient(name, value) - coefficient(name, BASELINE[name]) > 1e-12
+        }
+        assert {r.feature for r in reasons} == raising
+    assert checked > 20
+
+
+def test_given_top_k_when_reasons_computed_then_they_are_the_largest_positive_in_order(
+    model: ScoringModel,
+) -> None:
+    scores = model.score(model.prepare_records([good_application()]).feed, top_k=2)
+    (reasons,) = scores.reasons
+    assert [r.feature for r in reasons] == ["loan_ratio", "prior_default"]
+    assert reasons[0].contribution > reasons[1].contribution > 0
+    assert reasons[0].text == "Loan is large relative to income"
+
+
+def test_given_a_row_mask_when_scoring_then_reasons_only_for_selected_rows(model: ScoringModel) -> None:
+    feed = model.prepare_records([good_application(), good_application()]).feed
+    scores = model.score(feed, reasons_for=np.array([False, True]))
+    assert scores.reasons[0] == []
+    assert len(scores.reasons[1]) == 3
+    without = model.score(feed, reasons_for=False)
+    assert without.reasons == [[], []]
+    np.testing.assert_array_equal(without.probability, scores.probability)
+
+
+def test_given_reasons_when_scoring_then_onnx_runs_once(
+    model: ScoringModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    original = model._session.run
+
+    def counting_run(outputs: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        calls.append(next(iter(feed.values())).shape[0])
+        return original(outputs, feed)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(model._session, "run", counting_run)
+    model.score(model.prepare_records([good_application()] * 4).feed)
+    assert calls == [4 + 4 * len(bundles.FEATURE_ORDER)]
+
+
+# ---- record validation -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "code"),
+    [
+        ("age", "24", "wrong_type"),
+        ("age", 24.5, "wrong_type"),
+        ("age", True, "wrong_type"),
+        ("age", 17, "out_of_range"),
+        ("loan_ratio", 1.5, "out_of_range"),
+        ("loan_ratio", float("nan"), "not_finite"),
+        ("income", float("inf"), "not_finite"),
+        ("home", "CASTLE", "unknown_category"),
+        ("home", 3, "wrong_type"),
+        ("prior_default", 1, "wrong_type"),
+        ("age", None, "null_not_allowed"),
+    ],
+)
+def test_given_a_bad_value_when_preparing_records_then_the_field_and_code_are_reported(
+    model: ScoringModel, field: str, value: object, code: str
+) -> None:
+    prepared = model.prepare_records([good_application(), {**good_application(), field: value}])
+    assert prepared.valid.tolist() == [True, False]
+    assert [(e.field, e.code) for e in prepared.errors[1]] == [(field, code)]
+    assert field in prepared.errors[1][0].message
+
+
+def test_given_missing_and_unknown_fields_when_preparing_records_then_both_are_named(
+    model: ScoringModel,
+) -> None:
+    record = {k: v for k, v in good_application().items() if k != "age"} | {"shoe_size": 42}
+    errors = model.prepare_records([record]).errors[0]
+    assert {(e.field, e.code) for e in errors} == {("age", "missing"), ("shoe_size", "unknown_field")}
+
+
+def test_given_a_null_in_a_nullable_feature_when_prepared_then_it_is_valid_and_fed_as_nan(
+    model: ScoringModel,
+) -> None:
+    prepared = model.prepare_records([{**good_application(), "income": None}])
+    assert prepared.valid.tolist() == [True]
+    assert math.isnan(prepared.feed["income"][0, 0])
+    assert 0.0 < model.score(prepared.feed).probability[0] < 1.0
+
+
+# ---- column validation -----------------------------------------------------------------------
+
+
+def test_given_csv_text_columns_when_prepared_then_valid_rows_score_like_records(model: ScoringModel) -> None:
+    columns = {
+        "age": ["24", "17", "x", "30"],
+        "income": ["32000", "", "1000", "nan"],
+        "home": ["RENT", "OWN", "CASTLE", "OWN"],
+        "loan_ratio": ["0.45", "0.1", "0.2", "0.3"],
+        "prior_default": ["true", "N", "maybe", "0"],
+        "id": ["a", "b", "c", "d"],
+    }
+    prepared = model.prepare_columns(columns)
+    assert prepared.valid.tolist() == [True, False, False, False]
+    assert {(e.field, e.code) for e in prepared.errors[1]} == {("age", "out_of_range")}
+    assert {(e.field, e.code) for e in prepared.errors[2]} == {
+        ("age", "wrong_type"),
+        ("home", "unknown_category"),
+        ("prior_default", "wrong_type"),
+    }
+    assert {(e.field, e.code) for e in prepared.errors[3]} == {("income", "not_finite")}
+    from_columns = model.score(prepared.valid_feed()).probability
+    from_records = model.score(model.prepare_records([good_application()]).feed).probability
+    np.testing.assert_allclose(from_columns, from_records, rtol=0, atol=1e-15)
+
+
+def test_given_typed_arrays_when_prepared_then_masks_find_nulls_ranges_and_non_integers(
+    model: ScoringModel,
+) -> None:
+    columns = {
+        "age": np.array([24, 30, 200], dtype=np.int64),
+        "income": np.array([np.nan, 1.0, 2.0]),
+        "home": np.array(["RENT", None, "OWN"], dtype=object),
+        "loan_ratio": np.array([0.1, 0.2, np.inf]),
+        "prior_default": np.array([True, False, True]),
+    }
+    prepared = model.prepare_columns(columns)
+    assert prepared.valid.tolist() == [True, False, False]
+    assert {(e.field, e.code) for e in prepared.errors[1]} == {("home", "null_not_allowed")}
+    assert {(e.field, e.code) for e in prepared.errors[2]} == {
+        ("age", "out_of_range"),
+        ("loan_ratio", "not_finite"),
+    }
+    assert prepared.feed["age"].shape == (3, 1)
+
+
+def test_given_a_missing_feature_column_when_prepared_then_value_error_names_it(model: ScoringModel) -> None:
+    with pytest.raises(ValueError, match="missing feature columns: home, loan_ratio"):
+        model.prepare_columns({"age": [1], "income": [1.0], "prior_default": [True]})
+
+
+# ---- leanness --------------------------------------------------------------------------------
+
+
+def test_given_the_runtime_when_imported_then_neither_pandas_nor_sklearn_is_loaded() -> None:
+    code = (
+        "import sys, lambdas.scoring.runtime; "
+        "print(sorted(m for m in ('pandas', 'sklearn') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

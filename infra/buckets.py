@@ -20,7 +20,7 @@ def access_log_bucket(scope: Construct, construct_id: str, removal_policy: Remov
         encryption=s3.BucketEncryption.S3_MANAGED,
         block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
         enforce_ssl=True,
-        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
+        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,  # log delivery via bucket policy, no ACLs
         lifecycle_rules=[s3.LifecycleRule(id="expire-access-logs", expiration=Duration.days(90))],
         removal_policy=removal_policy,
         auto_delete_objects=False,

@@ -80,7 +80,7 @@ class Data(Construct):
     def _build_database(
         self, config: AppConfig, network: Network, removal_policy: RemovalPolicy
     ) -> rds.DatabaseInstance:
-        engine = rds.DatabaseInstanceEngine.maria_db(version=rds.MariaDbEngineVersion.VER_10_11)
+        engine = rds.DatabaseInstanceEngine.maria_db(version=rds.MariaDbEngineVersion.VER_10_11_16)
         parameters = rds.ParameterGroup(
             self,
             "Parameters",

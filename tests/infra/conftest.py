@@ -1,0 +1,58 @@
+"""One synthesis per test session: the app is synthesised once (lightweight Lambda assets) and shared."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk.assertions import Template
+
+from app import build_app
+
+
+@dataclass(frozen=True)
+class Synthesised:
+    template: Template
+    template_json: dict[str, Any]
+    template_path: Path
+    validation_report: dict[str, Any]
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def synthesise(outdir: Path, **context: object) -> Synthesised:
+    """Synthesise with cdk.json's context (feature flags included), lightweight assets and overrides."""
+    committed = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
+    app = cdk.App(context={**committed, "lightweightAssets": True, **context}, outdir=str(outdir))
+    stack = build_app(app)
+    assembly = app.synth()
+    artifact = assembly.get_stack_artifact(stack.artifact_id)
+    report_file = outdir / "validation-report.json"
+    report = json.loads(report_file.read_text()) if report_file.is_file() else {"pluginReports": []}
+    return Synthesised(
+        template=Template.from_json(artifact.template),
+        template_json=artifact.template,
+        template_path=outdir / artifact.template_file,
+        validation_report=report,
+    )
+
+
+@pytest.fixture(scope="session")
+def synthesised(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesised]:
+    yield synthesise(tmp_path_factory.mktemp("cdk-out"))
+
+
+@pytest.fixture(scope="session")
+def template(synthesised: Synthesised) -> Template:
+    return synthesised.template
+
+
+@pytest.fixture(scope="session")
+def resources(synthesised: Synthesised) -> dict[str, dict[str, Any]]:
+    return synthesised.template_json["Resources"]

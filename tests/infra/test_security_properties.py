@@ -1,0 +1,225 @@
+"""Template assertions for each security property the issue names (one shared synthesis)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from aws_cdk.assertions import Match, Template
+
+from infra.batch_scoring import BATCH_TIMEOUT, MAX_RECEIVE_COUNT, VISIBILITY_TIMEOUT
+
+
+def _of_type(resources: dict[str, dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in resources.items() if r["Type"] == kind}
+
+
+def test_rds_is_private_isolated_encrypted_with_a_customer_key_and_tls(template: Template, resources) -> None:
+    # Given the database, then it is private, encrypted with our KMS key, backed up and IAM-auth enabled
+    template.has_resource_properties(
+        "AWS::RDS::DBInstance",
+        {
+            "PubliclyAccessible": False,
+            "StorageEncrypted": True,
+            "KmsKeyId": {"Fn::GetAtt": [Match.string_like_regexp("DataDataKey"), "Arn"]},
+            "BackupRetentionPeriod": 7,
+            "EnableIAMDatabaseAuthentication": True,
+            "DeletionProtection": True,
+            "EnableCloudwatchLogsExports": Match.array_with(["error", "slowquery"]),
+        },
+    )
+    template.has_resource_properties(
+        "AWS::RDS::DBParameterGroup", {"Parameters": {"require_secure_transport": "ON"}}
+    )
+    # And its subnet group uses only isolated subnets (no route to an internet or NAT gateway)
+    subnet_group = next(iter(_of_type(resources, "AWS::RDS::DBSubnetGroup").values()))
+    subnet_refs = [ref["Ref"] for ref in subnet_group["Properties"]["SubnetIds"]]
+    assert subnet_refs and all("isolated" in ref for ref in subnet_refs)
+    routes = _of_type(resources, "AWS::EC2::Route")
+    assert routes == {}, "isolated-only VPC must have no internet/NAT routes by default"
+    template.resource_count_is("AWS::EC2::NatGateway", 0)
+    template.resource_count_is("AWS::EC2::InternetGateway", 0)
+
+
+def test_rds_secret_is_generated_and_rotated(template: Template) -> None:
+    template.resource_count_is("AWS::SecretsManager::RotationSchedule", 1)
+    template.has_resource_properties(
+        "AWS::SecretsManager::Secret",
+        {"GenerateSecretString": Match.object_like({"PasswordLength": Match.any_value()})},
+    )
+
+
+def test_every_bucket_is_private_encrypted_and_tls_only(resources) -> None:
+    buckets = _of_type(resources, "AWS::S3::Bucket")
+    policies = _of_type(resources, "AWS::S3::BucketPolicy")
+    assert len(buckets) == 4  # access logs, export, artifacts, scoring
+    for name, bucket in buckets.items():
+        properties = bucket["Properties"]
+        assert properties["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True,
+            "BlockPublicPolicy": True,
+            "IgnorePublicAcls": True,
+            "RestrictPublicBuckets": True,
+        }, name
+        encryption = properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+        algorithm = encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"]
+        if "AccessLogs" in name:
+            assert algorithm == "AES256"  # S3 log delivery cannot write to KMS buckets
+        else:
+            assert algorithm == "aws:kms", name
+            assert properties["VersioningConfiguration"] == {"Status": "Enabled"}, name
+            assert "LoggingConfiguration" in properties, name
+        policy = next(p for p in policies.values() if p["Properties"]["Bucket"] == {"Ref": name})
+        denies_plain_http = [
+            statement
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+            if statement["Effect"] == "Deny"
+            and statement.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+        ]
+        assert denies_plain_http, f"{name} must deny requests without TLS"
+
+
+def test_every_api_method_is_authorised_except_health(resources) -> None:
+    methods = [
+        m
+        for m in _of_type(resources, "AWS::ApiGateway::Method").values()
+        if m["Properties"]["HttpMethod"] != "OPTIONS"
+    ]
+    resource_paths = {
+        name: r["Properties"]["PathPart"]
+        for name, r in _of_type(resources, "AWS::ApiGateway::Resource").items()
+    }
+    open_paths = []
+    for method in methods:
+        path = resource_paths[method["Properties"]["ResourceId"]["Ref"]]
+        if method["Properties"]["AuthorizationType"] == "NONE":
+            open_paths.append(path)
+        else:
+            assert method["Properties"]["AuthorizationType"] == "AWS_IAM"
+    assert len(methods) == 5
+    assert open_paths == ["health"]
+
+
+def test_api_stage_is_throttled_traced_and_access_logged(template: Template) -> None:
+    template.has_resource_properties(
+        "AWS::ApiGateway::Stage",
+        {
+            "TracingEnabled": True,
+            "AccessLogSetting": Match.object_like({"DestinationArn": Match.any_value()}),
+            "MethodSettings": Match.array_with(
+                [
+                    Match.object_like(
+                        {"ThrottlingRateLimit": 50, "ThrottlingBurstLimit": 100, "DataTraceEnabled": False}
+                    )
+                ]
+            ),
+        },
+    )
+
+
+def test_the_api_calls_a_published_alias_of_the_scoring_lambda(template: Template, resources) -> None:
+    template.has_resource_properties("AWS::Lambda::Alias", {"Name": "live"})
+    template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "Handler": "lambdas.api.handler.handler",
+            "Runtime": "python3.12",
+            "Architectures": ["x86_64"],
+            "TracingConfig": {"Mode": "Active"},
+            "Environment": {
+                "Variables": Match.object_like(
+                    {"LOG_APPLICANT_VALUES": "false", "MODEL_BUNDLE_DIR": "model_artifacts/credit_risk"}
+                )
+            },
+        },
+    )
+    uris = json.dumps(
+        [
+            m["Properties"].get("Integration", {})
+            for m in _of_type(resources, "AWS::ApiGateway::Method").values()
+        ]
+    )
+    assert "ServingLive" in uris  # integrations point at the alias, not $LATEST
+
+
+def test_batch_queue_has_a_dead_letter_queue_alarm_and_a_fitting_visibility_timeout(
+    template: Template,
+) -> None:
+    assert VISIBILITY_TIMEOUT.to_seconds() >= 6 * BATCH_TIMEOUT.to_seconds()
+    template.has_resource_properties(
+        "AWS::SQS::Queue",
+        {
+            "VisibilityTimeout": VISIBILITY_TIMEOUT.to_seconds(),
+            "RedrivePolicy": {"deadLetterTargetArn": Match.any_value(), "maxReceiveCount": MAX_RECEIVE_COUNT},
+        },
+    )
+    template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {"Handler": "lambdas.batch.handler.handler", "Timeout": BATCH_TIMEOUT.to_seconds()},
+    )
+    template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping",
+        {"FunctionResponseTypes": ["ReportBatchItemFailures"], "BatchSize": 1},
+    )
+    template.has_resource_properties(
+        "Custom::S3BucketNotifications",
+        {
+            "NotificationConfiguration": {
+                "QueueConfigurations": [
+                    Match.object_like(
+                        {"Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "incoming/"}]}}}
+                    )
+                ]
+            }
+        },
+    )
+
+
+def test_alarms_cover_every_failure_mode_the_issue_names(resources) -> None:
+    descriptions = " | ".join(
+        a["Properties"].get("AlarmDescription", "")
+        for a in _of_type(resources, "AWS::CloudWatch::Alarm").values()
+    )
+    for expected in (
+        "5xx",
+        "p99",
+        "throttled",
+        "dead-letter",
+        "batch scoring Lambda failed",
+        "retraining run failed",
+    ):
+        assert expected in descriptions, expected
+    assert len(_of_type(resources, "AWS::CloudWatch::Dashboard")) == 1
+
+
+_DATA_SERVICES = ("s3", "kms", "secretsmanager", "rds", "sqs")
+
+
+def test_no_wildcard_actions_and_no_data_actions_on_every_resource(resources) -> None:
+    # Given every IAM policy, then no statement allows "*" or a whole service ("s3:*"), and no
+    # statement granting data-service actions applies to Resource "*" (except the documented
+    # rds:DescribeExportTasks, which has no resource-level permissions).
+    for name, policy in _of_type(resources, "AWS::IAM::Policy").items():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            for action in actions:
+                assert action != "*" and not re.fullmatch(r"[a-z0-9-]+:\*", action), (name, action)
+            if statement.get("Resource") == "*" and statement["Effect"] == "Allow":
+                data_actions = [a for a in actions if a.split(":")[0] in _DATA_SERVICES]
+                assert data_actions in ([], ["rds:DescribeExportTasks"]), (name, data_actions)
+
+
+def test_batch_lambda_grants_are_scoped_to_its_prefixes(resources) -> None:
+    policy = next(
+        p for n, p in _of_type(resources, "AWS::IAM::Policy").items() if n.startswith("BatchBatchFunction")
+    )
+    text = json.dumps(policy["Properties"]["PolicyDocument"])
+    for prefix in ("/incoming/*", "/scored/*", "/rejected/*", "/manifests/*"):
+        assert prefix in text
+    assert '"/*"' not in text  # never the whole bucket
+
+
+def test_vpc_has_flow_logs_and_the_endpoints_in_vpc_tasks_need(template: Template) -> None:
+    template.resource_count_is("AWS::EC2::FlowLog", 1)
+    template.resource_count_is("AWS::EC2::VPCEndpoint", 7)  # S3 gateway + 6 interface endpoints

@@ -1,0 +1,119 @@
+"""Batch-scoring Lambda: S3 ObjectCreated notifications delivered by SQS, one file per record.
+
+Parse (SQS record -> S3 objects), one domain call per object (``process_object``), report partial
+batch failures so only the failed messages return to the queue. Powertools objects are created
+once, here; decorators in a fixed order (logger outermost, then tracer, then metrics).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from lambdas.batch.events import parse_s3_notification
+from lambdas.batch.formats import DEFAULT_CHUNK_ROWS, DEFAULT_CSV_BLOCK_BYTES
+from lambdas.batch.s3_store import S3ObjectStore
+from lambdas.batch.service import BatchSettings, process_object
+from lambdas.scoring.runtime import ScoringModel
+
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "loan-scoring-batch"))
+tracer = Tracer()
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "LoanScoring"))
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+class SettingsError(RuntimeError):
+    """An environment variable of the function is missing or invalid."""
+
+
+def model_bundle_path() -> Path:
+    configured = os.environ.get("MODEL_BUNDLE_DIR")
+    if not configured:
+        raise SettingsError("MODEL_BUNDLE_DIR is not set (the folder with model.onnx and model_card.json)")
+    path = Path(configured)
+    if not path.is_absolute():
+        # In Lambda the package is unpacked at LAMBDA_TASK_ROOT; locally, paths are relative to cwd.
+        path = Path(os.environ.get("LAMBDA_TASK_ROOT", os.getcwd())) / path
+    return path
+
+
+def _positive_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as error:
+        raise SettingsError(f"{name} must be a positive integer, got {raw!r}") from error
+    if value <= 0:
+        raise SettingsError(f"{name} must be a positive integer, got {raw!r}")
+    return value
+
+
+@cache
+def loaded_model() -> ScoringModel:
+    """Loaded once per execution environment (cold start), reused by every invocation."""
+    return ScoringModel.load_directory(model_bundle_path())
+
+
+@cache
+def object_store() -> S3ObjectStore:
+    return S3ObjectStore()
+
+
+def batch_settings() -> BatchSettings:
+    work_dir = os.environ.get("BATCH_WORK_DIR")
+    return BatchSettings(
+        chunk_rows=_positive_int("BATCH_CHUNK_ROWS", DEFAULT_CHUNK_ROWS),
+        csv_block_bytes=_positive_int("BATCH_CSV_BLOCK_BYTES", DEFAULT_CSV_BLOCK_BYTES),
+        work_dir=Path(work_dir) if work_dir else None,
+    )
+
+
+@tracer.capture_method
+def record_handler(record: SQSRecord) -> None:
+    """One SQS message = one S3 notification (possibly several records, or a test event)."""
+    for created in parse_s3_notification(record.body):
+        outcome = process_object(object_store(), loaded_model(), created, batch_settings())
+        manifest = outcome.manifest
+        if outcome.skipped is not None:
+            logger.info("skipped", extra={"key": created.key, "reason": outcome.skipped})
+            metrics.add_metric(name="FilesSkipped", unit=MetricUnit.Count, value=1)
+        if manifest is None or outcome.skipped is not None:
+            continue
+        logger.info(
+            "file processed",
+            extra={
+                "key": created.key,
+                "status": manifest.status,
+                "counts": manifest.counts.model_dump(),
+                "error": manifest.error.model_dump() if manifest.error else None,
+                "seconds": manifest.timings.total_seconds,
+            },
+        )
+        if manifest.status == "failed":
+            metrics.add_metric(name="FilesUnreadable", unit=MetricUnit.Count, value=1)
+        else:
+            metrics.add_metric(name="FilesScored", unit=MetricUnit.Count, value=1)
+            metrics.add_metric(name="RowsScored", unit=MetricUnit.Count, value=manifest.counts.rows_scored)
+            metrics.add_metric(
+                name="RowsRejected", unit=MetricUnit.Count, value=manifest.counts.rows_rejected
+            )
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

@@ -1,0 +1,80 @@
+"""The manifest written last for every input file: what was read, what came out, and why not.
+
+A manifest is the "done" marker: outputs without a manifest for the same input ETag/version are
+leftovers of an interrupted attempt and will be overwritten by the retry.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+MANIFEST_SCHEMA_VERSION = "1"
+Status = Literal["succeeded", "failed"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputObject(_Strict):
+    bucket: str
+    key: str
+    etag: str
+    version_id: str | None = None
+    size_bytes: int
+    format: str | None
+
+
+class Outputs(_Strict):
+    scored: str | None = None
+    rejected: str | None = None
+
+
+class Counts(_Strict):
+    rows_in: int = 0
+    rows_scored: int = 0
+    rows_rejected: int = 0
+    approved: int = 0
+    declined: int = 0
+
+
+class FileError(_Strict):
+    code: str
+    message: str
+
+
+class ReasonsPolicy(_Strict):
+    computed_for: Literal["declined"] = "declined"
+    top_k: int
+
+
+class Timings(_Strict):
+    started_at: str
+    finished_at: str
+    total_seconds: float
+    phases: dict[str, float]
+
+
+class Chunking(_Strict):
+    chunks: int
+    max_rows_per_chunk: int
+
+
+class Manifest(_Strict):
+    schema_version: str = MANIFEST_SCHEMA_VERSION
+    status: Status
+    input: InputObject
+    model_name: str
+    model_version: str
+    outputs: Outputs
+    counts: Counts
+    error: FileError | None = None
+    reasons: ReasonsPolicy
+    chunking: Chunking | None = None
+    timings: Timings
+
+    def is_complete_for(self, key: str, etag: str, version_id: str | None) -> bool:
+        """True when this manifest already answers this exact object version (skip rescoring)."""
+        return self.input.key == key and self.input.etag == etag and self.input.version_id == version_id

@@ -1,0 +1,97 @@
+"""The edge: :class:`ObjectStore` over boto3 S3. The only batch module that imports an AWS library.
+
+boto3 honours ``AWS_ENDPOINT_URL``, so the same code talks to a local emulator in tests and the demo.
+Errors other than "the object is gone" propagate: the SQS message is retried, then dead-lettered.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import IO, Any
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import ClientError
+
+from lambdas.batch.events import normalise_etag
+from lambdas.batch.service import ObjectGoneError, ObjectInfo
+
+_GONE_CODES = frozenset({"404", "NoSuchKey", "NoSuchVersion", "412", "PreconditionFailed"})
+# Multipart above 64 MiB, 4 parts in flight: bounded memory, and the object appears only when complete.
+_TRANSFER = TransferConfig(
+    multipart_threshold=64 * 1024 * 1024, multipart_chunksize=64 * 1024 * 1024, max_concurrency=4
+)
+
+
+class S3ObjectStore:
+    def __init__(self, client: Any | None = None) -> None:
+        # Typed loosely: the optional VersionId/IfMatch keywords are passed as **kwargs.
+        self._s3: Any = client if client is not None else boto3.client("s3")
+
+    def head(self, bucket: str, key: str, version_id: str | None) -> ObjectInfo | None:
+        try:
+            response = self._s3.head_object(Bucket=bucket, Key=key, **_version(version_id))
+        except ClientError as error:
+            if _is_gone(error):
+                return None
+            raise
+        current_version = response.get("VersionId")
+        return ObjectInfo(
+            etag=normalise_etag(response["ETag"]),
+            # Unversioned buckets report no version (or "null" once versioning was suspended).
+            version_id=current_version if current_version not in (None, "null") else None,
+            size=int(response["ContentLength"]),
+        )
+
+    def open_stream(self, bucket: str, key: str, *, etag: str, version_id: str | None) -> IO[bytes]:
+        body: IO[bytes] = self._get(bucket, key, etag, version_id)["Body"]
+        return body
+
+    def download(self, bucket: str, key: str, target: Path, *, etag: str, version_id: str | None) -> None:
+        body = self._get(bucket, key, etag, version_id)["Body"]
+        try:
+            with target.open("wb") as sink:
+                shutil.copyfileobj(body, sink, length=1024 * 1024)
+        finally:
+            body.close()
+
+    def upload_file(self, source: Path, bucket: str, key: str, content_type: str) -> None:
+        self._s3.upload_file(
+            str(source), bucket, key, ExtraArgs={"ContentType": content_type}, Config=_TRANSFER
+        )
+
+    def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
+        self._s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+
+    def get_bytes(self, bucket: str, key: str) -> bytes | None:
+        try:
+            response = self._s3.get_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            if _is_gone(error):
+                return None
+            raise
+        data: bytes = response["Body"].read()
+        return data
+
+    def _get(self, bucket: str, key: str, etag: str, version_id: str | None) -> dict[str, Any]:
+        # IfMatch: never score bytes other than the version the manifest will name.
+        try:
+            response: dict[str, Any] = self._s3.get_object(
+                Bucket=bucket, Key=key, IfMatch=f'"{etag}"', **_version(version_id)
+            )
+        except ClientError as error:
+            if _is_gone(error):
+                raise ObjectGoneError(f"s3://{bucket}/{key} is gone or changed: {error}") from error
+            raise
+        return response
+
+
+def _version(version_id: str | None) -> dict[str, str]:
+    return {"VersionId": version_id} if version_id else {}
+
+
+def _is_gone(error: ClientError) -> bool:
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    status = str(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+    return code in _GONE_CODES or status in ("404", "412")

@@ -1,0 +1,236 @@
+"""Score one table file, chunk by chunk: read -> validate -> score -> reasons -> write.
+
+Pure domain code: file objects in, file objects out, a :class:`ScoringModel` in between (no AWS).
+Every input row ends up in exactly one of the two outputs, so ``rows_in = rows_scored +
+rows_rejected`` holds by construction and is checked at the end.
+
+Reasons are computed for declined rows only: they explain a decline, and each explained row
+costs ``1 + features`` extra rows through the model (see docs/batch.md for the measured cost).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from numpy.typing import NDArray
+
+from lambdas.batch.formats import (
+    Chunk,
+    ChunkRead,
+    JsonLinesSource,
+    RejectedRow,
+    RejectedWriter,
+    ScoredColumns,
+    TableSource,
+    UnreadableFileError,
+    scored_writer,
+)
+from lambdas.batch.layout import FileFormat
+from lambdas.scoring.card import FeatureSchema
+from lambdas.scoring.runtime import FieldError, ScoringModel
+
+REASONS_TOP_K = 3
+REASON_SEPARATOR = "; "
+
+
+@dataclass
+class FileCounts:
+    rows_in: int = 0
+    rows_scored: int = 0
+    rows_rejected: int = 0
+    approved: int = 0
+    declined: int = 0
+    chunks: int = 0
+    max_chunk_rows: int = 0
+
+
+@dataclass
+class PhaseSeconds:
+    read: float = 0.0
+    validate: float = 0.0
+    score: float = 0.0
+    reasons: float = 0.0
+    write: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {name: round(value, 4) for name, value in vars(self).items()}
+
+
+@dataclass
+class FileResult:
+    counts: FileCounts = field(default_factory=FileCounts)
+    seconds: PhaseSeconds = field(default_factory=PhaseSeconds)
+    columns: list[str] = field(default_factory=list)
+
+
+def check_columns(model: ScoringModel, columns: Sequence[str]) -> None:
+    """A file must have one column per feature; a wrong or missing header makes it unreadable."""
+    missing = [feature.name for feature in model.features if feature.name not in columns]
+    if missing:
+        shown = ", ".join(columns[:20]) + (", …" if len(columns) > 20 else "")
+        raise UnreadableFileError(
+            "missing_columns",
+            f"missing feature column(s): {', '.join(missing)}; the file has: {shown or '(no columns)'}",
+        )
+
+
+def score_source(
+    model: ScoringModel,
+    source: TableSource,
+    file_format: FileFormat,
+    scored_sink: IO[bytes],
+    rejected_sink: IO[bytes],
+) -> FileResult:
+    """Score every row of ``source`` into the two sinks; raises :class:`UnreadableFileError` for bad files."""
+    result = FileResult(columns=source.columns)
+    check_columns(model, result.columns)
+    if isinstance(source, JsonLinesSource):
+        source.require([feature.name for feature in model.features])
+        rejected_columns = ["record"]
+    else:
+        rejected_columns = result.columns
+    writer = scored_writer(file_format, scored_sink)
+    rejected = RejectedWriter(rejected_sink, rejected_columns)
+    seconds = result.seconds
+    for read in _timed(source.chunks(), seconds):
+        _score_chunk(model, read, writer, rejected, result)
+    started = time.perf_counter()
+    writer.close()
+    rejected.close()
+    seconds.write += time.perf_counter() - started
+    counts = result.counts
+    if counts.rows_in == 0:
+        raise UnreadableFileError("no_data_rows", "the file has a header but no data rows")
+    if counts.rows_in != counts.rows_scored + counts.rows_rejected:  # a bug, never bad input
+        raise AssertionError(f"row accounting broken: {counts}")
+    return result
+
+
+def _timed(chunks: Iterator[ChunkRead], seconds: PhaseSeconds) -> Iterator[ChunkRead]:
+    while True:
+        started = time.perf_counter()
+        try:
+            read = next(chunks)
+        except StopIteration:
+            seconds.read += time.perf_counter() - started
+            return
+        seconds.read += time.perf_counter() - started
+        yield read
+
+
+def _score_chunk(
+    model: ScoringModel, read: ChunkRead, writer: Any, rejected: RejectedWriter, result: FileResult
+) -> None:
+    counts, seconds, chunk = result.counts, result.seconds, read.chunk
+    counts.rows_in += chunk.n_rows + len(read.malformed)
+    counts.chunks += 1
+    counts.max_chunk_rows = max(counts.max_chunk_rows, chunk.n_rows)
+    rejected_rows: list[RejectedRow] = list(read.malformed)
+    if chunk.n_rows:
+        started = time.perf_counter()
+        prepared = model.prepare_columns(feature_columns(model, chunk))
+        valid = prepared.valid.copy()
+        for row in chunk.pre_rejected:
+            valid[row] = False
+        seconds.validate += time.perf_counter() - started
+
+        if valid.any():
+            started = time.perf_counter()
+            feed = prepared.valid_feed() if valid is prepared.valid else _rows(prepared.feed, valid)
+            scores = model.score(feed, reasons_for=False)
+            seconds.score += time.perf_counter() - started
+
+            started = time.perf_counter()
+            reasons = _reasons_for_declined(model, feed, scores.decline)
+            seconds.reasons += time.perf_counter() - started
+
+            started = time.perf_counter()
+            labels = model.card.decision_policy.decision_labels
+            decisions = np.where(scores.decline, labels["decline"], labels["approve"]).tolist()
+            writer.write(
+                chunk,
+                valid,
+                ScoredColumns(scores.probability, decisions, reasons, model.model_version),
+            )
+            seconds.write += time.perf_counter() - started
+            declined = int(scores.decline.sum())
+            counts.rows_scored += int(valid.sum())
+            counts.declined += declined
+            counts.approved += int(valid.sum()) - declined
+        for row in np.flatnonzero(~valid).tolist():
+            errors = _row_errors(chunk.pre_rejected.get(row, []), prepared.errors.get(row, []))
+            rejected_rows.append(
+                RejectedRow(
+                    row_number=int(chunk.row_numbers[row]),
+                    error_code=";".join(dict.fromkeys(error.code for error in errors)),
+                    error="; ".join(f"{error.field}: {error.message}" for error in errors),
+                    values=chunk.original_values(row),
+                )
+            )
+    if rejected_rows:
+        started = time.perf_counter()
+        rejected_rows.sort(key=lambda rejected_row: rejected_row.row_number)
+        rejected.write(rejected_rows)
+        counts.rows_rejected += len(rejected_rows)
+        seconds.write += time.perf_counter() - started
+
+
+def _rows(feed: Mapping[str, np.ndarray], mask: NDArray[np.bool_]) -> dict[str, np.ndarray]:
+    return {name: column[mask] for name, column in feed.items()}
+
+
+def _reasons_for_declined(
+    model: ScoringModel, feed: dict[str, np.ndarray], decline: NDArray[np.bool_]
+) -> list[str]:
+    """Reason texts for declined rows ('' for approved ones): one extra batched run over the declined rows."""
+    texts = [""] * len(decline)
+    if not decline.any():
+        return texts
+    explained = model.score(_rows(feed, decline), reasons_for=True, top_k=REASONS_TOP_K)
+    for position, row_reasons in zip(np.flatnonzero(decline).tolist(), explained.reasons, strict=True):
+        texts[position] = REASON_SEPARATOR.join(reason.text for reason in row_reasons)
+    return texts
+
+
+def _row_errors(pre: list[tuple[str, str, str]], validation: list[FieldError]) -> list[FieldError]:
+    errors = [FieldError(field_name, code, message) for field_name, code, message in pre]
+    seen = {error.field for error in errors}
+    return errors + [error for error in validation if error.field not in seen]
+
+
+def feature_columns(model: ScoringModel, chunk: Chunk) -> dict[str, Sequence[object] | np.ndarray]:
+    """The chunk's feature columns in the cheapest form the runtime accepts.
+
+    Arrow text columns of numeric features are cast to float64 in C when every cell parses (the
+    common case); otherwise the raw text goes to the runtime, which names the bad cells.
+    """
+    columns: dict[str, Sequence[object] | np.ndarray] = {}
+    for feature in model.features:
+        values = chunk.column_values(feature.name)
+        if isinstance(values, pa.ChunkedArray):
+            columns[feature.name] = _arrow_column(feature, values)
+        else:
+            columns[feature.name] = values
+    return columns
+
+
+def _arrow_column(feature: FeatureSchema, values: pa.ChunkedArray) -> np.ndarray:
+    if feature.onnx_type == "double" and feature.type != "boolean":
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            try:
+                numbers = pc.cast(values, pa.float64())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                return np.asarray(values.to_numpy(zero_copy_only=False), dtype=object)
+            # "nan" written in a cell is an error for the runtime, not an empty cell: let it say so.
+            if pc.any(pc.is_nan(numbers)).as_py():
+                return np.asarray(values.to_numpy(zero_copy_only=False), dtype=object)
+            return np.asarray(numbers.to_numpy(zero_copy_only=False), dtype=np.float64)
+        if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
+            return np.asarray(pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    return np.asarray(values.to_numpy(zero_copy_only=False), dtype=object)

@@ -1,0 +1,281 @@
+"""Process one created object end to end: idempotency check, score, upload outputs, manifest last.
+
+Domain orchestration without AWS imports: storage is the small :class:`ObjectStore` interface,
+implemented over boto3 in :mod:`lambdas.batch.s3_store` (the only edge module).
+
+Error policy (what the SQS redrive sees):
+- the file cannot be read (corrupt gzip, not a table, wrong or missing columns, empty, unsupported
+  name): a ``failed`` manifest says why and the message succeeds, because retrying cannot help;
+- the object is gone or was overwritten since the event: nothing to do, the message succeeds
+  (a newer object has its own event);
+- anything else (S3 errors, throttling, a model that does not load, a bug) raises: SQS
+  redelivers, and after the queue's maxReceiveCount the message lands in the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Protocol
+
+from lambdas.batch.events import ObjectCreated
+from lambdas.batch.formats import (
+    DEFAULT_CHUNK_ROWS,
+    DEFAULT_CSV_BLOCK_BYTES,
+    UnreadableFileError,
+    open_source,
+)
+from lambdas.batch.layout import (
+    FileFormat,
+    UnsupportedKeyError,
+    detect_format,
+    is_incoming_key,
+    manifest_key_for,
+    output_keys,
+)
+from lambdas.batch.manifest import (
+    Chunking,
+    Counts,
+    FileError,
+    InputObject,
+    Manifest,
+    Outputs,
+    ReasonsPolicy,
+    Timings,
+)
+from lambdas.batch.scoring import REASONS_TOP_K, FileResult, score_source
+from lambdas.scoring.runtime import ScoringModel
+
+logger = logging.getLogger(__name__)
+
+CONTENT_TYPES: dict[FileFormat, str] = {
+    "csv": "text/csv",
+    "csv.gz": "application/gzip",
+    "jsonl": "application/x-ndjson",
+    "parquet": "application/vnd.apache.parquet",
+}
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    etag: str
+    version_id: str | None
+    size: int
+
+
+class ObjectGoneError(Exception):
+    """The object (at the event's version/ETag) no longer exists: there is nothing to score."""
+
+
+class ObjectStore(Protocol):
+    def head(self, bucket: str, key: str, version_id: str | None) -> ObjectInfo | None: ...
+
+    def open_stream(self, bucket: str, key: str, *, etag: str, version_id: str | None) -> IO[bytes]: ...
+
+    def download(self, bucket: str, key: str, target: Path, *, etag: str, version_id: str | None) -> None: ...
+
+    def upload_file(self, source: Path, bucket: str, key: str, content_type: str) -> None: ...
+
+    def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None: ...
+
+    def get_bytes(self, bucket: str, key: str) -> bytes | None: ...
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    csv_block_bytes: int = DEFAULT_CSV_BLOCK_BYTES
+    work_dir: Path | None = None  # local scratch for outputs (Lambda: /tmp, sized by ephemeral storage)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    manifest: Manifest | None
+    skipped: str | None = None  # why nothing was done: "already_done", "gone", "not_incoming"
+
+
+def process_object(
+    store: ObjectStore, model: ScoringModel, event: ObjectCreated, settings: BatchSettings
+) -> Outcome:
+    if not is_incoming_key(event.key):
+        logger.warning("ignoring object outside incoming/: %s", event.key)
+        return Outcome(None, skipped="not_incoming")
+    info = store.head(event.bucket, event.key, event.version_id)
+    if info is None:
+        logger.warning("object is gone, nothing to score: %s", event.key)
+        return Outcome(None, skipped="gone")
+    if event.etag is not None and event.version_id is None and info.etag != event.etag:
+        # Overwritten since this event (unversioned bucket): the newer object has its own event.
+        logger.warning("object changed since the event (ETag %s -> %s): %s", event.etag, info.etag, event.key)
+        return Outcome(None, skipped="gone")
+
+    manifest_key = manifest_key_for(event.key)
+    existing = store.get_bytes(event.bucket, manifest_key)
+    if existing is not None:
+        previous = _parse_manifest(existing)
+        if previous is not None and previous.is_complete_for(event.key, info.etag, info.version_id):
+            logger.info("already processed (manifest %s): %s", manifest_key, event.key)
+            return Outcome(previous, skipped="already_done")
+
+    started_at, started = _now(), time.perf_counter()
+    file_format = detect_format(event.key)
+    input_object = InputObject(
+        bucket=event.bucket,
+        key=event.key,
+        etag=info.etag,
+        version_id=info.version_id,
+        size_bytes=info.size,
+        format=file_format,
+    )
+    try:
+        manifest = _score_and_upload(store, model, input_object, settings, started_at, started)
+    except UnreadableFileError as error:
+        manifest = _manifest(
+            model,
+            input_object,
+            status="failed",
+            outputs=Outputs(),
+            result=None,
+            error=FileError(code=error.code, message=error.message),
+            started_at=started_at,
+            started=started,
+            upload_seconds=0.0,
+        )
+    except ObjectGoneError:
+        logger.warning("object disappeared while reading: %s", event.key)
+        return Outcome(None, skipped="gone")
+    # The manifest goes last: once it exists, every output it names is complete.
+    store.put_bytes(
+        event.bucket, manifest_key, manifest.model_dump_json(indent=2).encode(), "application/json"
+    )
+    return Outcome(manifest)
+
+
+def _score_and_upload(
+    store: ObjectStore,
+    model: ScoringModel,
+    input_object: InputObject,
+    settings: BatchSettings,
+    started_at: str,
+    started: float,
+) -> Manifest:
+    if input_object.size_bytes == 0:
+        raise UnreadableFileError("empty_file", "the file is empty (0 bytes)")
+    try:
+        keys = output_keys(input_object.key)
+    except UnsupportedKeyError as error:
+        raise UnreadableFileError("unsupported_format", str(error)) from error
+    file_format = keys.file_format
+    with tempfile.TemporaryDirectory(prefix="batch-", dir=settings.work_dir) as scratch:
+        scratch_dir = Path(scratch)
+        scored_path, rejected_path = scratch_dir / "scored", scratch_dir / "rejected.csv"
+        result = _score_to_files(store, model, input_object, file_format, settings, scratch_dir)
+        upload_started = time.perf_counter()
+        # Each put is atomic in S3 (a multipart upload appears only when completed).
+        store.upload_file(scored_path, input_object.bucket, keys.scored, CONTENT_TYPES[file_format])
+        store.upload_file(rejected_path, input_object.bucket, keys.rejected, "text/csv")
+        upload_seconds = time.perf_counter() - upload_started
+    return _manifest(
+        model,
+        input_object,
+        status="succeeded",
+        outputs=Outputs(scored=keys.scored, rejected=keys.rejected),
+        result=result,
+        error=None,
+        started_at=started_at,
+        started=started,
+        upload_seconds=upload_seconds,
+    )
+
+
+def _score_to_files(
+    store: ObjectStore,
+    model: ScoringModel,
+    input_object: InputObject,
+    file_format: FileFormat,
+    settings: BatchSettings,
+    scratch_dir: Path,
+) -> FileResult:
+    bucket, key = input_object.bucket, input_object.key
+    etag, version_id = input_object.etag, input_object.version_id
+    with (
+        (scratch_dir / "scored").open("wb") as scored_sink,
+        (scratch_dir / "rejected.csv").open("wb") as rejected_sink,
+    ):
+        if file_format == "parquet":
+            # Parquet keeps its index at the end of the file: it needs random access, so a local copy.
+            local_input = scratch_dir / "input.parquet"
+            store.download(bucket, key, local_input, etag=etag, version_id=version_id)
+            with local_input.open("rb") as local_stream:
+                source = open_source(file_format, local_stream, chunk_rows=settings.chunk_rows)
+                return score_source(model, source, file_format, scored_sink, rejected_sink)
+        stream = store.open_stream(bucket, key, etag=etag, version_id=version_id)
+        try:
+            source = open_source(
+                file_format, stream, chunk_rows=settings.chunk_rows, csv_block_bytes=settings.csv_block_bytes
+            )
+            return score_source(model, source, file_format, scored_sink, rejected_sink)
+        finally:
+            stream.close()
+
+
+def _manifest(
+    model: ScoringModel,
+    input_object: InputObject,
+    *,
+    status: str,
+    outputs: Outputs,
+    result: FileResult | None,
+    error: FileError | None,
+    started_at: str,
+    started: float,
+    upload_seconds: float,
+) -> Manifest:
+    counts = Counts()
+    chunking = None
+    phases: dict[str, float] = {}
+    if result is not None:
+        c = result.counts
+        counts = Counts(
+            rows_in=c.rows_in,
+            rows_scored=c.rows_scored,
+            rows_rejected=c.rows_rejected,
+            approved=c.approved,
+            declined=c.declined,
+        )
+        chunking = Chunking(chunks=c.chunks, max_rows_per_chunk=c.max_chunk_rows)
+        phases = {**result.seconds.as_dict(), "upload": round(upload_seconds, 4)}
+    return Manifest.model_validate(
+        {
+            "status": status,
+            "input": input_object,
+            "model_name": model.card.model_name,
+            "model_version": model.model_version,
+            "outputs": outputs,
+            "counts": counts,
+            "error": error,
+            "reasons": ReasonsPolicy(top_k=REASONS_TOP_K),
+            "chunking": chunking,
+            "timings": Timings(
+                started_at=started_at,
+                finished_at=_now(),
+                total_seconds=round(time.perf_counter() - started, 4),
+                phases=phases,
+            ),
+        }
+    )
+
+
+def _parse_manifest(body: bytes) -> Manifest | None:
+    try:
+        return Manifest.model_validate_json(body)
+    except ValueError:
+        return None  # an unreadable old manifest never blocks rescoring
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")

@@ -1,0 +1,106 @@
+"""Batch fixtures: the hand-built logistic bundle, and an emulated bucket whose incoming/ notifies SQS.
+
+The moto server fixtures come from tests/integration/conftest.py (a real HTTP endpoint started by the
+tests; AWS_ENDPOINT_URL points boto3 at it for the whole session).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from lambdas.batch import handler as batch_handler
+from lambdas.batch.local import DrainResult, drain_queue_once
+from tests.integration.conftest import moto_endpoint, s3_client  # noqa: F401  (fixtures)
+from tests.scoring.bundles import write_logistic_bundle
+
+FEATURE_HEADER = "application_id,age,income,home,loan_ratio,prior_default"
+
+
+@pytest.fixture(scope="session")
+def batch_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_logistic_bundle(tmp_path_factory.mktemp("batch-bundle") / "logistic")
+
+
+@pytest.fixture
+def batch_environment(
+    batch_bundle: Path,
+    moto_endpoint: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[None]:
+    monkeypatch.setenv("MODEL_BUNDLE_DIR", str(batch_bundle))
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "LoanScoringTests")
+    monkeypatch.delenv("BATCH_CHUNK_ROWS", raising=False)
+    monkeypatch.delenv("BATCH_CSV_BLOCK_BYTES", raising=False)
+    batch_handler.loaded_model.cache_clear()
+    batch_handler.object_store.cache_clear()
+    yield
+    batch_handler.loaded_model.cache_clear()
+    batch_handler.object_store.cache_clear()
+
+
+@dataclass
+class NotifiedBucket:
+    """A bucket whose ObjectCreated events under incoming/ go to an SQS queue, like the CDK stack's."""
+
+    s3: Any
+    sqs: Any
+    bucket: str
+    queue_url: str
+
+    def put(self, key: str, body: bytes) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+
+    def drain(self) -> DrainResult:
+        """Run the handler on what the emulator delivered; loop until the queue is empty."""
+        total = DrainResult()
+        while True:
+            result = drain_queue_once(self.sqs, self.queue_url, self.s3, wait_seconds=0)
+            if result.received == 0:
+                return total
+            total.received += result.received
+            total.failed_message_ids += result.failed_message_ids
+            total.manifests += result.manifests
+
+    def get(self, key: str) -> bytes:
+        data: bytes = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return data
+
+    def get_json(self, key: str) -> Any:
+        return json.loads(self.get(key))
+
+    def keys(self, prefix: str = "") -> list[str]:
+        response = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+        return sorted(item["Key"] for item in response.get("Contents", []))
+
+
+@pytest.fixture
+def notified_bucket(batch_environment: None, moto_endpoint: str) -> NotifiedBucket:  # noqa: F811
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    sqs = boto3.client("sqs", endpoint_url=moto_endpoint, region_name="us-east-1")
+    name = f"batch-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    s3.put_bucket_notification_configuration(
+        Bucket=name,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": queue_arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "incoming/"}]}},
+                }
+            ]
+        },
+    )
+    return NotifiedBucket(s3=s3, sqs=sqs, bucket=name, queue_url=queue_url)

@@ -1,0 +1,356 @@
+"""The REST routes: parse (card-derived schema), one runtime call, respond. Built once per cold start.
+
+No ``from __future__ import annotations`` here: Powertools reads the route signatures at run time,
+and the request/response models are created from the card, so the annotations must be real objects.
+"""
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel
+
+from lambdas.api.errors import (
+    JSON_CONTENT_TYPE,
+    MODEL_VERSION_HEADER,
+    REQUEST_ID_HEADER,
+    error_response,
+    field_error_details,
+    is_empty_body,
+    is_malformed_json,
+    pydantic_error_details,
+)
+from lambdas.api.observability import logger, metrics
+from lambdas.api.schemas import ErrorResponse, Health, build_schemas
+from lambdas.api.settings import Settings
+from lambdas.scoring.runtime import BatchScores, ScoringModel
+
+API_TITLE = "Loan default scoring API"
+API_VERSION = "1.0.0"
+TOP_REASONS = 3
+_ERROR_CONTENT = {JSON_CONTENT_TYPE: {"model": ErrorResponse}}
+_POST_ERRORS: dict[int, Any] = {
+    400: {"description": "Malformed JSON, empty body or invalid fields", "content": _ERROR_CONTENT},
+    415: {"description": "Content-Type is not application/json", "content": _ERROR_CONTENT},
+    500: {"description": "Internal fault (no details leak)", "content": _ERROR_CONTENT},
+}
+
+
+class ScoringApi:
+    """The resolver with its routes, bound to one loaded model and the settings."""
+
+    def __init__(self, model: ScoringModel, settings: Settings) -> None:
+        self.model = model
+        self.settings = settings
+        self.schemas = build_schemas(model.card, settings.max_batch_applications)
+        self.app = APIGatewayRestResolver(enable_validation=True)
+        self._openapi: str | None = None
+        self._register_routes()
+        self._register_error_handlers()
+
+    # ---- entry -------------------------------------------------------------------------------
+
+    def handle(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
+        started = time.perf_counter()
+        metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
+        logger.append_keys(model_version=self.model.model_version, caller=_caller(event))
+        rejected = self._reject_unsupported_media(event)
+        result = rejected if rejected is not None else self.app.resolve(dict(event), context)
+        metrics.add_metric(name="LatencyMs", unit=MetricUnit.Milliseconds, value=_ms_since(started))
+        return result
+
+    def _reject_unsupported_media(self, event: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Only JSON bodies are accepted; Powertools would otherwise parse form posts too."""
+        if event.get("httpMethod") != "POST":
+            return None
+        headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+        media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type == JSON_CONTENT_TYPE or media_type.endswith("+json"):
+            return None
+        metrics.add_metric(name="ValidationErrors", unit=MetricUnit.Count, value=1)
+        shown = media_type or "none"
+        response = self._error(
+            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            f"Content-Type must be application/json (got {shown})",
+            request_id=_request_id(event),
+        )
+        return {
+            "statusCode": response.status_code,
+            "headers": {"Content-Type": JSON_CONTENT_TYPE, **response.headers},
+            "multiValueHeaders": {},
+            "body": response.body,
+            "isBase64Encoded": False,
+        }
+
+    # ---- routes ------------------------------------------------------------------------------
+
+    def _register_routes(self) -> None:
+        app = self.app
+        schemas = self.schemas
+        score_request = schemas.score_request
+        batch_request = schemas.batch_request
+        score_result = schemas.score_result
+        batch_response = schemas.batch_response
+        max_batch = self.settings.max_batch_applications
+
+        @app.post(
+            "/v1/score",
+            summary="Score one application",
+            description="Probability of default, decision and the top reasons that raised the risk.",
+            responses={
+                200: {"description": "Scored", "content": {JSON_CONTENT_TYPE: {"model": score_result}}}
+            }
+            | _POST_ERRORS,
+            tags=["scoring"],
+        )
+        def score(request: Annotated[score_request, Body()]) -> score_result:  # type: ignore[valid-type]
+            results = self._score([request])
+            return results[0]  # type: ignore[no-any-return]
+
+        @app.post(
+            "/v1/score/batch",
+            summary=f"Score up to {max_batch} applications",
+            description=f"At most {max_batch} applications per call; any invalid one rejects the call "
+            "with every problem named (applications[i].features.<name>).",
+            responses={
+                200: {"description": "Scored", "content": {JSON_CONTENT_TYPE: {"model": batch_response}}}
+            }
+            | _POST_ERRORS,
+            tags=["scoring"],
+        )
+        def score_batch(request: Annotated[batch_request, Body()]) -> batch_response:  # type: ignore[valid-type]
+            applications = request.applications  # type: ignore[attr-defined]
+            return {"model_version": self.model.model_version, "results": self._score(applications)}  # type: ignore[return-value]
+
+        @app.get("/v1/model", summary="The model card's public part", tags=["model"])
+        def model_card() -> dict[str, Any]:
+            return {**self.model.card.public_view(), "max_batch_applications": max_batch}
+
+        @app.get("/v1/health", summary="Liveness and the loaded model version", tags=["model"])
+        def health() -> Health:
+            return Health(status="ok", model_version=self.model.model_version)
+
+        @app.get("/v1/openapi.json", include_in_schema=False)
+        def openapi() -> Response[str]:
+            return Response(200, content_type=JSON_CONTENT_TYPE, body=self.openapi_json())
+
+        def stamp_headers(
+            current: APIGatewayRestResolver, next_middleware: Callable[..., Response[Any]]
+        ) -> Response[Any]:
+            response = next_middleware(current)
+            response.headers[MODEL_VERSION_HEADER] = self.model.model_version
+            response.headers[REQUEST_ID_HEADER] = _request_id(current.current_event.raw_event)
+            return response
+
+        app.use(middlewares=[stamp_headers])
+
+    def _score(self, requests: list[BaseModel]) -> list[dict[str, Any]]:
+        records = [dict(request.features) for request in requests]  # type: ignore[attr-defined]
+        prepared = self.model.prepare_records(records)
+        if prepared.errors:  # the schema and the runtime agree, so this is a safety net
+            raise _RuntimeValidationError(prepared.errors, single=len(requests) == 1)
+        scores = self.model.score(prepared.feed, reasons_for=True, top_k=TOP_REASONS)
+        return self._results(requests, records, scores)
+
+    def _results(
+        self, requests: list[BaseModel], records: list[dict[str, Any]], scores: BatchScores
+    ) -> list[dict[str, Any]]:
+        version = self.model.model_version
+        threshold = self.model.card.decision_policy.threshold
+        results = []
+        for index, request in enumerate(requests):
+            probability = float(scores.probability[index])
+            decision = self.model.decision_label(bool(scores.decline[index]))
+            metrics.add_metric(name=f"Decision_{decision}", unit=MetricUnit.Count, value=1)
+            metrics.add_metric(name=f"ScoreBucket_{_bucket(probability)}", unit=MetricUnit.Count, value=1)
+            application_id = request.application_id  # type: ignore[attr-defined]
+            extra: dict[str, Any] = {"decision": decision, "probability_of_default": round(probability, 4)}
+            if self.settings.log_applicant_values:
+                extra["features"] = records[index]
+            logger.info("scored", extra=extra | {"application_id": application_id})
+            results.append(
+                {
+                    "application_id": application_id,
+                    "model_version": version,
+                    "probability_of_default": probability,
+                    "decision": decision,
+                    "threshold": threshold,
+                    "reasons": [
+                        {"feature": r.feature, "reason": r.text, "contribution": r.contribution}
+                        for r in scores.reasons[index]
+                    ],
+                }
+            )
+        return results
+
+    def openapi_json(self) -> str:
+        """The OpenAPI document of these routes, generated once from the card-derived models."""
+        if self._openapi is None:
+            document = json.loads(
+                self.app.get_openapi_json_schema(
+                    title=API_TITLE,
+                    version=API_VERSION,
+                    description=f"Scores loan applications with model {self.model.card.model_name} "
+                    f"(version {self.model.model_version}).",
+                )
+            )
+            self._openapi = json.dumps(_without_unused_422(document))
+        return self._openapi
+
+    # ---- errors ------------------------------------------------------------------------------
+
+    def _error(
+        self,
+        status: HTTPStatus,
+        code: str,
+        message: str,
+        *,
+        request_id: str,
+        details: list[dict[str, str]] | None = None,
+    ) -> Response[str]:
+        return error_response(
+            status,
+            code,
+            message,
+            request_id=request_id,
+            model_version=self.model.model_version,
+            details=details or [],
+        )
+
+    def _register_error_handlers(self) -> None:
+        app = self.app
+
+        def current_request_id() -> str:
+            return _request_id(app.current_event.raw_event)
+
+        @app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
+        def invalid_request(error: RequestValidationError) -> Response[str]:
+            metrics.add_metric(name="ValidationErrors", unit=MetricUnit.Count, value=1)
+            errors = error.errors()
+            if is_empty_body(errors):
+                return self._error(
+                    HTTPStatus.BAD_REQUEST,
+                    "empty_body",
+                    "The request body is empty; send a JSON object",
+                    request_id=current_request_id(),
+                )
+            if is_malformed_json(errors):
+                return self._error(
+                    HTTPStatus.BAD_REQUEST,
+                    "malformed_json",
+                    "The request body is not valid JSON",
+                    request_id=current_request_id(),
+                )
+            details = pydantic_error_details(errors)
+            logger.info("rejected", extra={"error_fields": [d["field"] for d in details]})
+            fields = ", ".join(sorted({d["field"] for d in details}))
+            return self._error(
+                HTTPStatus.BAD_REQUEST,
+                "validation_error",
+                f"Invalid request: {fields}",
+                request_id=current_request_id(),
+                details=details,
+            )
+
+        @app.exception_handler(_RuntimeValidationError)  # type: ignore[untyped-decorator]
+        def invalid_values(error: _RuntimeValidationError) -> Response[str]:
+            metrics.add_metric(name="ValidationErrors", unit=MetricUnit.Count, value=1)
+            details = [
+                detail
+                for row, errors in sorted(error.errors.items())
+                for detail in field_error_details(errors, "" if error.single else f"applications[{row}].")
+            ]
+            return self._error(
+                HTTPStatus.BAD_REQUEST,
+                "validation_error",
+                "Invalid feature values",
+                request_id=current_request_id(),
+                details=details,
+            )
+
+        @app.exception_handler(RequestUnsupportedContentType)  # type: ignore[untyped-decorator]
+        def unsupported(error: RequestUnsupportedContentType) -> Response[str]:
+            return self._error(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Content-Type must be application/json",
+                request_id=current_request_id(),
+            )
+
+        @app.not_found
+        def not_found(error: Exception) -> Response[str]:
+            event = app.current_event
+            return self._error(
+                HTTPStatus.NOT_FOUND,
+                "not_found",
+                f"No route {event.http_method} {event.path}",
+                request_id=current_request_id(),
+            )
+
+        @app.exception_handler(Exception)  # type: ignore[untyped-decorator]
+        def fault(error: Exception) -> Response[str]:
+            # Real faults only: logged with the stack trace, answered without it.
+            logger.exception("unhandled fault")
+            metrics.add_metric(name="Faults", unit=MetricUnit.Count, value=1)
+            return self._error(
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "Internal error; quote the request id",
+                request_id=current_request_id(),
+            )
+
+
+class _RuntimeValidationError(Exception):
+    def __init__(self, errors: Mapping[int, Any], *, single: bool) -> None:
+        super().__init__("invalid feature values")
+        self.errors = errors
+        self.single = single
+
+
+def create_api(model: ScoringModel, settings: Settings) -> ScoringApi:
+    return ScoringApi(model, settings)
+
+
+def _request_id(event: Mapping[str, Any]) -> str:
+    context = event.get("requestContext") or {}
+    return str(context.get("requestId") or "unknown")
+
+
+def _caller(event: Mapping[str, Any]) -> str | None:
+    """Who called: the IAM principal (SigV4) or the Cognito user, when API Gateway says so."""
+    context = event.get("requestContext") or {}
+    identity = context.get("identity") or {}
+    claims = (context.get("authorizer") or {}).get("claims") or {}
+    caller = identity.get("userArn") or identity.get("caller") or claims.get("sub")
+    return str(caller) if caller else None
+
+
+def _bucket(probability: float) -> str:
+    lower = min(int(probability * 10), 9) * 10
+    return f"{lower:02d}_{lower + 10:02d}"
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
+
+
+def _without_unused_422(document: dict[str, Any]) -> dict[str, Any]:
+    """Powertools documents a 422 it never sends here (validation errors are 400 in our format)."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            operation.get("responses", {}).pop("422", None)
+    schemas = document.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    return document

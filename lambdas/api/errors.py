@@ -1,0 +1,101 @@
+"""One error format for every 4xx and 5xx: a stable code, a message, field details and the request id."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+
+from lambdas.scoring.runtime import FieldError
+
+JSON_CONTENT_TYPE = "application/json"
+MODEL_VERSION_HEADER = "X-Model-Version"
+REQUEST_ID_HEADER = "X-Request-Id"
+
+_RANGE_TYPES = frozenset({"greater_than_equal", "less_than_equal", "greater_than", "less_than"})
+
+
+def error_response(
+    status: HTTPStatus,
+    code: str,
+    message: str,
+    *,
+    request_id: str,
+    model_version: str,
+    details: Sequence[Mapping[str, str]] = (),
+) -> Response[str]:
+    body = {
+        "error": {"code": code, "message": message, "details": list(details), "request_id": request_id},
+        "model_version": model_version,
+    }
+    return Response(
+        status_code=status.value,
+        content_type=JSON_CONTENT_TYPE,
+        body=json.dumps(body),
+        headers={MODEL_VERSION_HEADER: model_version, REQUEST_ID_HEADER: request_id},
+    )
+
+
+def detail(field: str, code: str, message: str) -> dict[str, str]:
+    return {"field": field, "code": code, "message": message}
+
+
+def field_error_details(errors: Iterable[FieldError], prefix: str) -> list[dict[str, str]]:
+    """Runtime errors (bare feature names) as API details (``features.<name>`` under ``prefix``)."""
+    return [detail(f"{prefix}features.{e.field}", e.code, e.message) for e in errors]
+
+
+def pydantic_error_details(errors: Sequence[Any]) -> list[dict[str, str]]:
+    """Pydantic/Powertools validation errors as details with our stable codes and field paths."""
+    return [_pydantic_detail(error) for error in errors]
+
+
+def is_malformed_json(errors: Sequence[Any]) -> bool:
+    return any(error.get("type") == "json_invalid" for error in errors)
+
+
+def is_empty_body(errors: Sequence[Any]) -> bool:
+    return any(
+        error.get("type") == "missing" and tuple(error.get("loc", ())) == ("body",) for error in errors
+    )
+
+
+def _pydantic_detail(error: Mapping[str, Any]) -> dict[str, str]:
+    location = [part for part in error.get("loc", ()) if part != "body"]
+    field = _field_path(location)
+    kind = str(error.get("type", ""))
+    value = error.get("input")
+    message = str(error.get("msg", "invalid value"))
+    if kind == "missing":
+        return detail(field, "missing", f"{field} is required")
+    if kind == "extra_forbidden":
+        return detail(field, "unknown_field", f"{field} is not an accepted field")
+    if kind == "finite_number":
+        return detail(field, "not_finite", f"{field} must be a finite number (not NaN or Infinity)")
+    if kind in _RANGE_TYPES:
+        return detail(field, "out_of_range", f"{field}: {message}")
+    if kind == "too_long" and field == "applications":
+        return detail(field, "batch_too_large", f"applications: {message}")
+    if kind == "too_short" and field == "applications":
+        return detail(field, "empty_batch", "applications must hold at least one application")
+    if value is None and (kind.endswith("_type") or kind in {"literal_error", "enum"}):
+        return detail(field, "null_not_allowed", f"{field} may not be null")
+    if kind == "literal_error":
+        code = "unknown_category" if isinstance(value, str) else "wrong_type"
+        return detail(field, code, f"{field}: {message}")
+    if kind.endswith("_type") or kind in {"int_from_float", "model_attributes_type"}:
+        return detail(field, "wrong_type", f"{field}: {message}")
+    return detail(field, "invalid_value", f"{field}: {message}")
+
+
+def _field_path(location: Sequence[object]) -> str:
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "body"

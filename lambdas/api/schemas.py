@@ -1,0 +1,136 @@
+"""Request and response models built from the model card: one schema for validation and OpenAPI.
+
+A model trained on other features gives other models here with no code change: each feature's type,
+range, categories and nullability become a strict pydantic field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from lambdas.scoring.card import FeatureSchema, ModelCard
+
+APPLICATION_ID_MAX_LENGTH = 128
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(_Closed):
+    field: str = Field(description="Where the problem is, e.g. features.person_age or applications[2]")
+    code: str = Field(
+        description="Stable code: missing, unknown_field, wrong_type, not_finite, out_of_range, "
+        "unknown_category, null_not_allowed, batch_too_large, empty_batch, invalid_value"
+    )
+    message: str
+
+
+class ErrorBody(_Closed):
+    code: str = Field(
+        description="Stable code: malformed_json, empty_body, unsupported_media_type, validation_error, "
+        "not_found, internal_error"
+    )
+    message: str
+    details: list[ErrorDetail]
+    request_id: str
+
+
+class ErrorResponse(_Closed):
+    error: ErrorBody
+    model_version: str
+
+
+class ReasonOut(_Closed):
+    feature: str
+    reason: str = Field(description="The card's text for this feature")
+    contribution: float = Field(description="Drop in probability of default with the feature at its baseline")
+
+
+class Health(_Closed):
+    status: Literal["ok"]
+    model_version: str
+
+
+@dataclass(frozen=True)
+class ApiSchemas:
+    features: type[BaseModel]
+    score_request: type[BaseModel]
+    batch_request: type[BaseModel]
+    score_result: type[BaseModel]
+    batch_response: type[BaseModel]
+
+
+def build_schemas(card: ModelCard, max_batch_applications: int) -> ApiSchemas:
+    fields: dict[str, Any] = {feature.name: _feature_field(feature) for feature in card.features}
+    features = create_model(  # type: ignore[call-overload]
+        "Features",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__=f"The inputs of model {card.model_name}; every feature is required (null where allowed).",
+        **fields,
+    )
+    score_request = create_model(
+        "ScoreRequest",
+        __config__=ConfigDict(extra="forbid"),
+        application_id=(
+            str | None,
+            Field(default=None, min_length=1, max_length=APPLICATION_ID_MAX_LENGTH, description="Your id"),
+        ),
+        features=(features, ...),
+    )
+    batch_request = create_model(
+        "BatchScoreRequest",
+        __config__=ConfigDict(extra="forbid"),
+        applications=(
+            list[score_request],  # type: ignore[valid-type]
+            Field(
+                min_length=1,
+                max_length=max_batch_applications,
+                description=f"1 to {max_batch_applications} applications",
+            ),
+        ),
+    )
+    labels = card.decision_policy.decision_labels
+    decision: Any = Literal.__getitem__((labels["approve"], labels["decline"]))  # type: ignore[attr-defined]
+    score_result = create_model(
+        "ScoreResult",
+        __config__=ConfigDict(extra="forbid"),
+        application_id=(str | None, ...),
+        model_version=(str, ...),
+        probability_of_default=(float, Field(ge=0.0, le=1.0)),
+        decision=(decision, ...),
+        threshold=(float, ...),
+        reasons=(list[ReasonOut], Field(description="Features that raised the risk, largest first")),
+    )
+    batch_response = create_model(
+        "BatchScoreResponse",
+        __config__=ConfigDict(extra="forbid"),
+        model_version=(str, ...),
+        results=(list[score_result], ...),  # type: ignore[valid-type]
+    )
+    return ApiSchemas(features, score_request, batch_request, score_result, batch_response)
+
+
+def _feature_field(feature: FeatureSchema) -> tuple[Any, Any]:
+    description = feature.description + (f" ({feature.unit})" if feature.unit else "")
+    python_type: Any
+    if feature.type == "category":
+        python_type = Literal[tuple(feature.categories)] if feature.categories else str  # type: ignore[misc]
+        info = Field(description=description)
+    elif feature.type == "boolean":
+        python_type = bool
+        info = Field(strict=True, description=description)
+    else:
+        python_type = int if feature.type == "integer" else float
+        info = Field(
+            strict=True,
+            allow_inf_nan=False,
+            ge=feature.minimum,
+            le=feature.maximum,
+            description=description,
+        )
+    annotated = Annotated[python_type, info]
+    return (annotated | None if feature.nullable else annotated), ...

@@ -1,0 +1,80 @@
+"""The API Lambda's environment, validated once at cold start into one typed settings object."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+# The folder that holds ``lambdas/`` (``/var/task`` in Lambda, the repository root locally).
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL_BUNDLE_DIR = "model_artifacts/credit_risk"
+DEFAULT_MAX_BATCH_APPLICATIONS = 100
+MAX_BATCH_APPLICATIONS_LIMIT = 1000
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off", ""})
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value the handler cannot work with."""
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    prefix: str  # "" or ends with "/"
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_bundle_dir: Path
+    model_bundle_uri: S3Location | None
+    log_applicant_values: bool
+    max_batch_applications: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        bundle_dir = Path(env.get("MODEL_BUNDLE_DIR", DEFAULT_MODEL_BUNDLE_DIR))
+        uri = env.get("MODEL_BUNDLE_URI", "").strip()
+        return cls(
+            model_bundle_dir=bundle_dir if bundle_dir.is_absolute() else PACKAGE_ROOT / bundle_dir,
+            model_bundle_uri=parse_s3_uri(uri) if uri else None,
+            log_applicant_values=_parse_bool(
+                "LOG_APPLICANT_VALUES", env.get("LOG_APPLICANT_VALUES", "false")
+            ),
+            max_batch_applications=_parse_batch_limit(env.get("MAX_BATCH_APPLICATIONS")),
+        )
+
+
+def parse_s3_uri(uri: str) -> S3Location:
+    if not uri.startswith("s3://"):
+        raise SettingsError(f"MODEL_BUNDLE_URI must look like s3://bucket/prefix/, got {uri!r}")
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise SettingsError(f"MODEL_BUNDLE_URI has no bucket: {uri!r}")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return S3Location(bucket=bucket, prefix=prefix)
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _parse_batch_limit(raw: str | None) -> int:
+    if raw is None or not raw.strip():
+        return DEFAULT_MAX_BATCH_APPLICATIONS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"MAX_BATCH_APPLICATIONS must be an integer, got {raw!r}") from None
+    if not 1 <= value <= MAX_BATCH_APPLICATIONS_LIMIT:
+        raise SettingsError(
+            f"MAX_BATCH_APPLICATIONS must be between 1 and {MAX_BATCH_APPLICATIONS_LIMIT}, got {value}"
+        )
+    return value

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import copy
+import io
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lambdas.api.app import ScoringApi, create_api
+from lambdas.api.observability import logger
+from lambdas.api.settings import Settings
+from lambdas.api.wiring import LambdaHandler, make_handler
+from lambdas.scoring.runtime import ScoringModel
+from tests.scoring.bundles import write_logistic_bundle
+
+EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
+
+
+@dataclass
+class FakeLambdaContext:
+    function_name: str = "loan-scoring-api"
+    function_version: str = "$LATEST"
+    invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:loan-scoring-api"
+    memory_limit_in_mb: int = 1024
+    aws_request_id: str = "8f5c2a7e-0000-4000-8000-000000000001"
+    log_group_name: str = "/aws/lambda/loan-scoring-api"
+    log_stream_name: str = "2026/01/01/[$LATEST]abcdef"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 10_000
+
+
+def stored_event(name: str) -> dict[str, Any]:
+    return copy.deepcopy(json.loads((EVENTS_DIR / name).read_text()))
+
+
+@pytest.fixture(scope="session")
+def api_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_logistic_bundle(tmp_path_factory.mktemp("api-bundle") / "logistic")
+
+
+def settings_for(bundle: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "model_bundle_dir": bundle,
+        "model_bundle_uri": None,
+        "log_applicant_values": False,
+        "max_batch_applications": 5,
+    }
+    return Settings(**(values | overrides))
+
+
+@pytest.fixture(scope="session")
+def scoring_api(api_bundle: Path) -> ScoringApi:
+    return create_api(ScoringModel.load_directory(api_bundle), settings_for(api_bundle))
+
+
+@pytest.fixture(scope="session")
+def handler(scoring_api: ScoringApi) -> LambdaHandler:
+    return make_handler(scoring_api)
+
+
+Invoke = Callable[[dict[str, Any]], tuple[int, dict[str, Any], dict[str, str]]]
+
+
+@pytest.fixture
+def invoke(handler: LambdaHandler) -> Invoke:
+    """Call the handler like Lambda does; return status, JSON body and (flattened) headers."""
+
+    def call(event: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        result = handler(event, FakeLambdaContext())  # type: ignore[arg-type]
+        headers = dict(result.get("headers") or {})
+        for key, values in (result.get("multiValueHeaders") or {}).items():
+            headers.setdefault(key, values[-1])
+        return result["statusCode"], json.loads(result["body"]), headers
+
+    return call
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """The Powertools logger's JSON lines (its handler holds the stdout of import time, not capsys's)."""
+    buffer = io.StringIO()
+    handler = logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
+    previous = handler.setStream(buffer)
+    try:
+        yield buffer
+    finally:
+        handler.setStream(previous)

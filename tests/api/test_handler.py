@@ -1,0 +1,323 @@
+"""Handler tests: stored API Gateway REST events in, proxy responses out (Given/When/Then in names)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lambdas.api.app import create_api
+from lambdas.api.wiring import make_handler
+from lambdas.scoring.runtime import ScoringModel
+from tests.api.conftest import FakeLambdaContext, Invoke, settings_for, stored_event
+from tests.scoring.bundles import MODEL_VERSION, THRESHOLD, good_application
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _with_body(name: str, body: Any, raw: str | None = None) -> dict[str, Any]:
+    event = stored_event(name)
+    event["body"] = raw if raw is not None else json.dumps(body)
+    return event
+
+
+def _score_event(features: dict[str, Any]) -> dict[str, Any]:
+    return _with_body("score.json", {"application_id": "a-1", "features": features})
+
+
+def _assert_error(
+    status: int, body: dict[str, Any], headers: dict[str, str], expected_status: int, code: str
+) -> dict[str, Any]:
+    assert status == expected_status, body
+    assert body["error"]["code"] == code
+    assert body["error"]["request_id"] == "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
+    assert body["model_version"] == MODEL_VERSION
+    assert headers["X-Model-Version"] == MODEL_VERSION
+    assert "Traceback" not in json.dumps(body)
+    return body["error"]  # type: ignore[no-any-return]
+
+
+# ---- happy paths --------------------------------------------------------------------------------
+
+
+def test_given_a_stored_score_event_when_handled_then_result_has_probability_decision_and_reasons(
+    invoke: Invoke,
+) -> None:
+    status, body, headers = invoke(stored_event("score.json"))
+    assert status == 200, body
+    assert body["application_id"] == "app-001"
+    assert body["model_version"] == MODEL_VERSION == headers["X-Model-Version"]
+    assert 0.0 < body["probability_of_default"] < 1.0
+    assert body["threshold"] == THRESHOLD
+    assert body["decision"] == ("decline" if body["probability_of_default"] >= THRESHOLD else "approve")
+    assert [r["feature"] for r in body["reasons"]] == ["loan_ratio", "prior_default", "home"]
+    assert body["reasons"][0]["reason"] == "Loan is large relative to income"
+    assert headers["X-Request-Id"] == "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
+
+
+def test_given_the_same_application_when_scored_then_api_and_runtime_agree(
+    invoke: Invoke, api_bundle: Path
+) -> None:
+    model = ScoringModel.load_directory(api_bundle)
+    expected = model.score(model.prepare_records([good_application()]).feed).probability[0]
+    _, body, _ = invoke(_score_event(good_application()))
+    assert body["probability_of_default"] == pytest.approx(float(expected), abs=1e-15)
+
+
+def test_given_a_stored_batch_event_when_handled_then_each_application_is_scored_in_order(
+    invoke: Invoke,
+) -> None:
+    status, body, _ = invoke(stored_event("score_batch.json"))
+    assert status == 200, body
+    assert body["model_version"] == MODEL_VERSION
+    assert [r["application_id"] for r in body["results"]] == ["app-001", "app-002", None]
+    assert body["results"][0]["decision"] == "decline"
+    assert body["results"][1]["decision"] == "approve"
+    _single_status, single, _ = invoke(stored_event("score.json"))
+    assert body["results"][0]["probability_of_default"] == single["probability_of_default"]
+
+
+def test_given_model_and_health_events_when_handled_then_they_show_the_card_and_version(
+    invoke: Invoke,
+) -> None:
+    status, card, headers = invoke(stored_event("model.json"))
+    assert status == 200
+    assert card["model_version"] == MODEL_VERSION == headers["X-Model-Version"]
+    assert [f["name"] for f in card["features"]] == ["age", "income", "home", "loan_ratio", "prior_default"]
+    assert card["max_batch_applications"] == 5
+    assert "lineage" not in card
+    status, health, _ = invoke(stored_event("health.json"))
+    assert (status, health) == (200, {"status": "ok", "model_version": MODEL_VERSION})
+
+
+def test_given_the_openapi_event_when_handled_then_the_document_is_built_from_the_card(
+    invoke: Invoke,
+) -> None:
+    status, document, _ = invoke(stored_event("openapi.json"))
+    assert status == 200
+    assert set(document["paths"]) == {"/v1/score", "/v1/score/batch", "/v1/model", "/v1/health"}
+    schemas = document["components"]["schemas"]
+    features = schemas["Features"]
+    assert features["additionalProperties"] is False
+    assert set(features["required"]) == {"age", "income", "home", "loan_ratio", "prior_default"}
+    assert features["properties"]["age"]["minimum"] == 18
+    assert features["properties"]["home"]["enum"] == ["RENT", "OWN", "MORTGAGE"]
+    assert schemas["BatchScoreRequest"]["properties"]["applications"]["maxItems"] == 5
+    responses = document["paths"]["/v1/score"]["post"]["responses"]
+    assert {"200", "400", "415", "500"} <= set(responses)
+    assert "422" not in responses
+
+
+# ---- bad input: each a 4xx naming the field -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "code"),
+    [
+        ("age", "24", "wrong_type"),
+        ("age", 24.5, "wrong_type"),
+        ("age", 17, "out_of_range"),
+        ("loan_ratio", 1.01, "out_of_range"),
+        ("home", "CASTLE", "unknown_category"),
+        ("home", 7, "wrong_type"),
+        ("prior_default", "yes", "wrong_type"),
+        ("age", None, "null_not_allowed"),
+    ],
+)
+def test_given_a_bad_feature_value_when_scored_then_400_names_the_field_and_code(
+    invoke: Invoke, field: str, value: object, code: str
+) -> None:
+    error = _assert_error(
+        *invoke(_score_event({**good_application(), field: value})), 400, "validation_error"
+    )
+    assert [(d["field"], d["code"]) for d in error["details"]] == [(f"features.{field}", code)]
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_given_nan_or_infinity_in_the_json_when_scored_then_400_not_finite(
+    invoke: Invoke, literal: str
+) -> None:
+    raw = json.dumps({"features": good_application()}).replace(
+        '"loan_ratio": 0.45', f'"loan_ratio": {literal}'
+    )
+    error = _assert_error(*invoke(_with_body("score.json", None, raw=raw)), 400, "validation_error")
+    assert [(d["field"], d["code"]) for d in error["details"]] == [("features.loan_ratio", "not_finite")]
+
+
+def test_given_missing_and_unknown_fields_when_scored_then_both_are_named(invoke: Invoke) -> None:
+    features = {k: v for k, v in good_application().items() if k != "income"} | {"shoe_size": 44}
+    error = _assert_error(*invoke(_score_event(features)), 400, "validation_error")
+    assert {(d["field"], d["code"]) for d in error["details"]} == {
+        ("features.income", "missing"),
+        ("features.shoe_size", "unknown_field"),
+    }
+
+
+def test_given_an_unknown_top_level_field_when_scored_then_it_is_named(invoke: Invoke) -> None:
+    event = _with_body("score.json", {"features": good_application(), "priority": "high"})
+    error = _assert_error(*invoke(event), 400, "validation_error")
+    assert [(d["field"], d["code"]) for d in error["details"]] == [("priority", "unknown_field")]
+
+
+def test_given_malformed_json_when_scored_then_400_malformed_json(invoke: Invoke) -> None:
+    _assert_error(*invoke(_with_body("score.json", None, raw='{"features": {')), 400, "malformed_json")
+
+
+@pytest.mark.parametrize("raw", ["", None])
+def test_given_an_empty_body_when_scored_then_400_empty_body(invoke: Invoke, raw: str | None) -> None:
+    event = stored_event("score.json")
+    event["body"] = raw
+    _assert_error(*invoke(event), 400, "empty_body")
+
+
+def test_given_a_json_array_body_when_scored_then_400_names_the_body(invoke: Invoke) -> None:
+    error = _assert_error(*invoke(_with_body("score.json", [1, 2])), 400, "validation_error")
+    assert error["details"][0]["code"] == "wrong_type"
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_given_a_wrong_content_type_when_scored_then_415(invoke: Invoke, content_type: str | None) -> None:
+    event = stored_event("score.json")
+    del event["headers"]["Content-Type"], event["multiValueHeaders"]["Content-Type"]
+    if content_type:
+        event["headers"]["content-type"] = content_type
+    _assert_error(*invoke(event), 415, "unsupported_media_type")
+
+
+def test_given_json_with_charset_when_scored_then_accepted(invoke: Invoke) -> None:
+    event = stored_event("score.json")
+    event["headers"]["Content-Type"] = "application/json; charset=utf-8"
+    assert invoke(event)[0] == 200
+
+
+def test_given_an_oversized_batch_when_scored_then_400_batch_too_large(invoke: Invoke) -> None:
+    event = _with_body("score_batch.json", {"applications": [{"features": good_application()}] * 6})
+    error = _assert_error(*invoke(event), 400, "validation_error")
+    assert [(d["field"], d["code"]) for d in error["details"]] == [("applications", "batch_too_large")]
+
+
+def test_given_an_empty_batch_when_scored_then_400_empty_batch(invoke: Invoke) -> None:
+    error = _assert_error(
+        *invoke(_with_body("score_batch.json", {"applications": []})), 400, "validation_error"
+    )
+    assert error["details"][0]["code"] == "empty_batch"
+
+
+def test_given_one_bad_application_in_a_batch_when_scored_then_its_index_and_field_are_named(
+    invoke: Invoke,
+) -> None:
+    applications = [{"features": good_application()}, {"features": {**good_application(), "home": "CASTLE"}}]
+    error = _assert_error(
+        *invoke(_with_body("score_batch.json", {"applications": applications})), 400, "validation_error"
+    )
+    assert [(d["field"], d["code"]) for d in error["details"]] == [
+        ("applications[1].features.home", "unknown_category")
+    ]
+
+
+def test_given_an_unknown_route_when_called_then_404_in_the_error_format(invoke: Invoke) -> None:
+    event = stored_event("health.json")
+    event["path"] = event["resource"] = "/v1/nothing"
+    _assert_error(*invoke(event), 404, "not_found")
+
+
+# ---- faults -------------------------------------------------------------------------------------
+
+
+def test_given_a_fault_inside_scoring_when_scored_then_500_without_stack_trace(
+    api_bundle: Path, monkeypatch: pytest.MonkeyPatch, log_stream: io.StringIO
+) -> None:
+    api = create_api(ScoringModel.load_directory(api_bundle), settings_for(api_bundle))
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("onnxruntime exploded at /secret/path")
+
+    monkeypatch.setattr(api.model, "score", broken)
+    result = make_handler(api)(stored_event("score.json"), FakeLambdaContext())  # type: ignore[arg-type]
+    assert result["statusCode"] == 500
+    body = json.loads(result["body"])
+    assert body["error"]["code"] == "internal_error"
+    assert "exploded" not in result["body"]
+    assert "secret" not in result["body"]
+    assert "RuntimeError" in log_stream.getvalue()  # logged for operators, not returned
+
+
+# ---- observability ------------------------------------------------------------------------------
+
+
+def _log_lines(output: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def test_given_a_scored_request_when_logged_then_correlation_caller_version_decision_but_no_values(
+    invoke: Invoke, capsys: pytest.CaptureFixture[str], log_stream: io.StringIO
+) -> None:
+    invoke(stored_event("score.json"))
+    (scored,) = [line for line in _log_lines(log_stream.getvalue()) if line.get("message") == "scored"]
+    assert scored["correlation_id"] == "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
+    assert scored["caller"] == "arn:aws:iam::123456789012:user/risk-analyst"
+    assert scored["model_version"] == MODEL_VERSION
+    assert scored["decision"] == "decline"
+    assert "features" not in scored
+    assert "32000" not in json.dumps(scored)
+    (emf,) = [line for line in _log_lines(capsys.readouterr().out) if "_aws" in line]
+    names = {m["Name"] for m in emf["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert {"Requests", "Decision_decline", "LatencyMs"} <= names
+    assert any(name.startswith("ScoreBucket_") for name in names)
+
+
+def test_given_applicant_logging_enabled_when_scored_then_values_are_logged(
+    api_bundle: Path, log_stream: io.StringIO
+) -> None:
+    api = create_api(
+        ScoringModel.load_directory(api_bundle), settings_for(api_bundle, log_applicant_values=True)
+    )
+    make_handler(api)(stored_event("score.json"), FakeLambdaContext())  # type: ignore[arg-type]
+    (scored,) = [line for line in _log_lines(log_stream.getvalue()) if line.get("message") == "scored"]
+    assert scored["features"]["income"] == 32000.0
+
+
+def test_given_a_validation_error_when_handled_then_the_metric_is_emitted(
+    invoke: Invoke, capsys: pytest.CaptureFixture[str]
+) -> None:
+    invoke(_score_event({**good_application(), "age": 3}))
+    (emf,) = [line for line in _log_lines(capsys.readouterr().out) if "_aws" in line]
+    assert emf["ValidationErrors"] == [1.0]
+
+
+# ---- leanness and cold start --------------------------------------------------------------------
+
+
+def test_given_the_handler_module_when_imported_then_no_pandas_sklearn_or_boto3_is_loaded(
+    api_bundle: Path,
+) -> None:
+    code = (
+        "import sys, lambdas.api.handler; "
+        "print(sorted(m for m in ('pandas', 'sklearn', 'boto3') if m in sys.modules))"
+    )
+    env = {"MODEL_BUNDLE_DIR": str(api_bundle), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_given_a_missing_bundle_when_the_handler_module_loads_then_it_fails_naming_the_folder(
+    tmp_path: Path,
+) -> None:
+    env = {"MODEL_BUNDLE_DIR": str(tmp_path / "nowhere"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import lambdas.api.handler"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "ModelBundleError" in result.stderr
+    assert "nowhere" in result.stderr

@@ -214,7 +214,7 @@ class CsvSource:
             except UnicodeDecodeError as error:
                 raise UnreadableFileError("not_utf8", f"the file is not UTF-8 text: {error}") from error
             except pa.ArrowInvalid as error:
-                raise UnreadableFileError("not_a_table", f"the CSV cannot be parsed: {error}") from error
+                raise _csv_error(error) from error
             malformed, self._malformed = self._malformed, []
             malformed_numbers.extend(row.row_number for row in malformed if row.row_number > 0)
             row_numbers = _good_row_numbers(good_rows, batch.num_rows, malformed_numbers)
@@ -246,7 +246,13 @@ class CsvSource:
         except pa.ArrowInvalid as error:
             if "Empty CSV file" in str(error):  # only blank lines after the header
                 return None
-            raise UnreadableFileError("not_a_table", f"the CSV cannot be parsed: {error}") from error
+            raise _csv_error(error) from error
+
+
+def _csv_error(error: pa.ArrowInvalid) -> UnreadableFileError:
+    if "UTF8" in str(error):
+        return UnreadableFileError("not_utf8", f"the file is not UTF-8 text: {error}")
+    return UnreadableFileError("not_a_table", f"the CSV cannot be parsed: {error}")
 
 
 def _good_row_numbers(rows_before: int, count: int, malformed_sorted: list[int]) -> NDArray[np.int64]:

@@ -12,7 +12,7 @@ from aws_cdk import aws_lambda as lambda_
 
 from infra.lambda_package import REPO_ROOT, LambdaFunction, build_lambda_package
 
-_LIGHTWEIGHT_HANDLER = '''"""Placeholder asset used by infra tests (context lightweightAssets=true); never deployed."""
+_LIGHTWEIGHT_HANDLER = '''"""Placeholder for infra tests (context lightweightAssets=true); never deployed."""
 
 
 def handler(event, context):
@@ -29,7 +29,8 @@ class LocalPackageBundling:
         self._arch = arch
         self._model_bundle_dir = model_bundle_dir
 
-    def try_bundle(self, output_dir: str, **_options: Any) -> bool:
+    # jsii passes the BundlingOptions struct as one positional argument; it is not needed here.
+    def try_bundle(self, output_dir: str, *_options: Any, **_keyword_options: Any) -> bool:
         build_lambda_package(
             self._function, Path(output_dir), self._arch, model_bundle_dir=self._model_bundle_dir
         )
@@ -50,6 +51,9 @@ def lambda_code(
         bundling=BundlingOptions(
             # Never pulled: local bundling always succeeds or raises, so Docker is not needed.
             image=DockerImage.from_registry("public.ecr.aws/sam/build-python3.12"),
+            # CDK caches bundling by source path + options: this makes the api and batch assets distinct
+            # (without it the batch function silently received the api package).
+            environment={"LAMBDA_PACKAGE": f"{function}-{arch}-{model_bundle_dir}"},
             local=LocalPackageBundling(function, arch, model_bundle_dir),
         ),
     )

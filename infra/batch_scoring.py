@@ -116,7 +116,7 @@ class BatchScoring(Construct):
         suppress(
             self.function,
             "AwsSolutions-IAM5",
-            "Wildcards are the incoming/ (read) and scored/, rejected/, manifests/ (write) object prefixes of "
+            "Wildcards are the incoming/ (read) and scored/, rejected/, manifests/ (write) prefixes of "
             "the scoring bucket, the grant_* action groups on its KMS key, and X-Ray's '*' resource.",
             findings=[
                 *S3_READ_ACTIONS,

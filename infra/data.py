@@ -199,7 +199,7 @@ class Data(Construct):
         suppress(
             task.obtain_execution_role(),
             "AwsSolutions-IAM5",
-            "ecr:GetAuthorizationToken has no resource-level permissions; image pull and log writes are scoped.",
+            "ecr:GetAuthorizationToken has no resource-level permissions; pulls and log writes are scoped.",
             findings=[ANY_RESOURCE],
         )
         suppress(

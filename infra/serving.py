@@ -69,7 +69,7 @@ class Serving(Construct):
             ),
         )
         self.user_pool: cognito.UserPool | None = None
-        method_options = self._method_options(config)
+        authorization_type, authorizer = self._authorisation(config)
         integration = apigw.LambdaIntegration(self.alias)
         validator = self.api.add_request_validator(
             "Validator", validate_request_body=True, validate_request_parameters=True
@@ -77,7 +77,13 @@ class Serving(Construct):
         v1 = self.api.root.add_resource("v1")
         for path, http_method in AUTHORISED_ROUTES:
             resource = v1.resource_for_path(path)
-            resource.add_method(http_method, integration, request_validator=validator, **method_options)
+            resource.add_method(
+                http_method,
+                integration,
+                request_validator=validator,
+                authorization_type=authorization_type,
+                authorizer=authorizer,
+            )
         self.health_method = v1.add_resource("health").add_method(
             "GET", integration, authorization_type=apigw.AuthorizationType.NONE, request_validator=validator
         )
@@ -114,9 +120,9 @@ class Serving(Construct):
             findings=[ANY_RESOURCE],
         )
 
-    def _method_options(self, config: AppConfig) -> dict[str, object]:
+    def _authorisation(self, config: AppConfig) -> tuple[apigw.AuthorizationType, apigw.IAuthorizer | None]:
         if config.auth_mode == "iam":
-            return {"authorization_type": apigw.AuthorizationType.IAM}
+            return apigw.AuthorizationType.IAM, None
         self.user_pool = cognito.UserPool(
             self,
             "Users",
@@ -135,4 +141,4 @@ class Serving(Construct):
             removal_policy=RemovalPolicy.RETAIN,
         )
         authorizer = apigw.CognitoUserPoolsAuthorizer(self, "Authorizer", cognito_user_pools=[self.user_pool])
-        return {"authorization_type": apigw.AuthorizationType.COGNITO, "authorizer": authorizer}
+        return apigw.AuthorizationType.COGNITO, authorizer

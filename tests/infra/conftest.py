@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,8 @@ import pytest
 from aws_cdk.assertions import Template
 
 from app import build_app
+
+Resources = dict[str, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,8 @@ def synthesise(outdir: Path, **context: object) -> Synthesised:
 
 
 @pytest.fixture(scope="session")
-def synthesised(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesised]:
-    yield synthesise(tmp_path_factory.mktemp("cdk-out"))
+def synthesised(tmp_path_factory: pytest.TempPathFactory) -> Synthesised:
+    return synthesise(tmp_path_factory.mktemp("cdk-out"))
 
 
 @pytest.fixture(scope="session")
@@ -54,5 +55,6 @@ def template(synthesised: Synthesised) -> Template:
 
 
 @pytest.fixture(scope="session")
-def resources(synthesised: Synthesised) -> dict[str, dict[str, Any]]:
-    return synthesised.template_json["Resources"]
+def resources(synthesised: Synthesised) -> Resources:
+    found: Resources = synthesised.template_json["Resources"]
+    return found

@@ -9,13 +9,16 @@ from typing import Any
 from aws_cdk.assertions import Match, Template
 
 from infra.batch_scoring import BATCH_TIMEOUT, MAX_RECEIVE_COUNT, VISIBILITY_TIMEOUT
+from tests.infra.conftest import Resources
 
 
-def _of_type(resources: dict[str, dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+def _of_type(resources: Resources, kind: str) -> dict[str, dict[str, Any]]:
     return {name: r for name, r in resources.items() if r["Type"] == kind}
 
 
-def test_rds_is_private_isolated_encrypted_with_a_customer_key_and_tls(template: Template, resources) -> None:
+def test_rds_is_private_isolated_encrypted_with_a_customer_key_and_tls(
+    template: Template, resources: Resources
+) -> None:
     # Given the database, then it is private, encrypted with our KMS key, backed up and IAM-auth enabled
     template.has_resource_properties(
         "AWS::RDS::DBInstance",
@@ -35,7 +38,8 @@ def test_rds_is_private_isolated_encrypted_with_a_customer_key_and_tls(template:
     # And its subnet group uses only isolated subnets (no route to an internet or NAT gateway)
     subnet_group = next(iter(_of_type(resources, "AWS::RDS::DBSubnetGroup").values()))
     subnet_refs = [ref["Ref"] for ref in subnet_group["Properties"]["SubnetIds"]]
-    assert subnet_refs and all("isolated" in ref for ref in subnet_refs)
+    assert subnet_refs
+    assert all("isolated" in ref for ref in subnet_refs)
     routes = _of_type(resources, "AWS::EC2::Route")
     assert routes == {}, "isolated-only VPC must have no internet/NAT routes by default"
     template.resource_count_is("AWS::EC2::NatGateway", 0)
@@ -50,7 +54,7 @@ def test_rds_secret_is_generated_and_rotated(template: Template) -> None:
     )
 
 
-def test_every_bucket_is_private_encrypted_and_tls_only(resources) -> None:
+def test_every_bucket_is_private_encrypted_and_tls_only(resources: Resources) -> None:
     buckets = _of_type(resources, "AWS::S3::Bucket")
     policies = _of_type(resources, "AWS::S3::BucketPolicy")
     assert len(buckets) == 4  # access logs, export, artifacts, scoring
@@ -80,7 +84,7 @@ def test_every_bucket_is_private_encrypted_and_tls_only(resources) -> None:
         assert denies_plain_http, f"{name} must deny requests without TLS"
 
 
-def test_every_api_method_is_authorised_except_health(resources) -> None:
+def test_every_api_method_is_authorised_except_health(resources: Resources) -> None:
     methods = [
         m
         for m in _of_type(resources, "AWS::ApiGateway::Method").values()
@@ -118,7 +122,9 @@ def test_api_stage_is_throttled_traced_and_access_logged(template: Template) -> 
     )
 
 
-def test_the_api_calls_a_published_alias_of_the_scoring_lambda(template: Template, resources) -> None:
+def test_the_api_calls_a_published_alias_of_the_scoring_lambda(
+    template: Template, resources: Resources
+) -> None:
     template.has_resource_properties("AWS::Lambda::Alias", {"Name": "live"})
     template.has_resource_properties(
         "AWS::Lambda::Function",
@@ -176,7 +182,7 @@ def test_batch_queue_has_a_dead_letter_queue_alarm_and_a_fitting_visibility_time
     )
 
 
-def test_alarms_cover_every_failure_mode_the_issue_names(resources) -> None:
+def test_alarms_cover_every_failure_mode_the_issue_names(resources: Resources) -> None:
     descriptions = " | ".join(
         a["Properties"].get("AlarmDescription", "")
         for a in _of_type(resources, "AWS::CloudWatch::Alarm").values()
@@ -196,7 +202,7 @@ def test_alarms_cover_every_failure_mode_the_issue_names(resources) -> None:
 _DATA_SERVICES = ("s3", "kms", "secretsmanager", "rds", "sqs")
 
 
-def test_no_wildcard_actions_and_no_data_actions_on_every_resource(resources) -> None:
+def test_no_wildcard_actions_and_no_data_actions_on_every_resource(resources: Resources) -> None:
     # Given every IAM policy, then no statement allows "*" or a whole service ("s3:*"), and no
     # statement granting data-service actions applies to Resource "*" (except the documented
     # rds:DescribeExportTasks, which has no resource-level permissions).
@@ -204,13 +210,14 @@ def test_no_wildcard_actions_and_no_data_actions_on_every_resource(resources) ->
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             for action in actions:
-                assert action != "*" and not re.fullmatch(r"[a-z0-9-]+:\*", action), (name, action)
+                assert action != "*", name
+                assert not re.fullmatch(r"[a-z0-9-]+:\*", action), (name, action)
             if statement.get("Resource") == "*" and statement["Effect"] == "Allow":
                 data_actions = [a for a in actions if a.split(":")[0] in _DATA_SERVICES]
                 assert data_actions in ([], ["rds:DescribeExportTasks"]), (name, data_actions)
 
 
-def test_batch_lambda_grants_are_scoped_to_its_prefixes(resources) -> None:
+def test_batch_lambda_grants_are_scoped_to_its_prefixes(resources: Resources) -> None:
     policy = next(
         p for n, p in _of_type(resources, "AWS::IAM::Policy").items() if n.startswith("BatchBatchFunction")
     )

@@ -6,6 +6,9 @@ import json
 from typing import Any
 
 import pytest
+from aws_cdk.assertions import Template
+
+from tests.infra.conftest import Resources
 
 STATE_TYPES = {"Task", "Pass", "Choice", "Wait", "Succeed", "Fail", "Parallel", "Map"}
 
@@ -16,14 +19,15 @@ def _render(value: Any) -> str:
         return value
     if "Fn::Join" in value:
         separator, parts = value["Fn::Join"]
-        return separator.join(_render(part) for part in parts)
+        return str(separator).join(_render(part) for part in parts)
     return "PLACEHOLDER"
 
 
 @pytest.fixture(scope="module")
-def definition(resources) -> dict[str, Any]:
+def definition(resources: Resources) -> dict[str, Any]:
     machine = next(r for r in resources.values() if r["Type"] == "AWS::StepFunctions::StateMachine")
-    return json.loads(_render(machine["Properties"]["DefinitionString"]))
+    parsed: dict[str, Any] = json.loads(_render(machine["Properties"]["DefinitionString"]))
+    return parsed
 
 
 def _successors(state: dict[str, Any]) -> list[str]:
@@ -64,14 +68,11 @@ def test_pipeline_runs_snapshot_export_train_gate_register_in_order(definition: 
             "$.commands."
         )
     commands = states["Plan the training commands"]["Parameters"]
-    assert (
-        "'train'" in commands["train.$"]
-        and "'gate'" in commands["gate.$"]
-        and "'register'" in commands["register.$"]
-    )
+    for step in ("train", "gate", "register"):
+        assert f"'{step}'" in commands[f"{step}.$"]
     assert states["Gate against the champion"]["Next"] == "Register the bundle"
     assert states["Gate against the champion"]["Catch"][0]["Next"] == "Champion kept"
 
 
-def test_training_runs_on_a_schedule(template) -> None:
+def test_training_runs_on_a_schedule(template: Template) -> None:
     template.has_resource_properties("AWS::Events::Rule", {"ScheduleExpression": "rate(30 days)"})

@@ -4,6 +4,7 @@ No ``from __future__ import annotations`` here: Powertools reads the route signa
 and the request/response models are created from the card, so the annotations must be real objects.
 """
 
+import base64
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -70,21 +71,34 @@ class ScoringApi:
         return result
 
     def _reject_unsupported_media(self, event: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Only JSON bodies are accepted; Powertools would otherwise parse form posts too."""
+        """Only UTF-8 JSON bodies are accepted; Powertools would otherwise parse form posts too."""
         if event.get("httpMethod") != "POST":
             return None
         headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
         media_type = headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type == JSON_CONTENT_TYPE or media_type.endswith("+json"):
-            return None
+        if media_type != JSON_CONTENT_TYPE and not media_type.endswith("+json"):
+            shown = media_type or "none"
+            return self._early_error(
+                event,
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                f"Content-Type must be application/json (got {shown})",
+            )
+        if event.get("isBase64Encoded") and event.get("body"):
+            try:
+                base64.b64decode(str(event["body"]), validate=True).decode("utf-8")
+            except (ValueError, UnicodeDecodeError):
+                return self._early_error(
+                    event, HTTPStatus.BAD_REQUEST, "malformed_json", "The request body is not UTF-8 JSON"
+                )
+        return None
+
+    def _early_error(
+        self, event: Mapping[str, Any], status: HTTPStatus, code: str, message: str
+    ) -> dict[str, Any]:
+        """A proxy result for requests rejected before routing (same error format)."""
         metrics.add_metric(name="ValidationErrors", unit=MetricUnit.Count, value=1)
-        shown = media_type or "none"
-        response = self._error(
-            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            f"Content-Type must be application/json (got {shown})",
-            request_id=_request_id(event),
-        )
+        response = self._error(status, code, message, request_id=_request_id(event))
         return {
             "statusCode": response.status_code,
             "headers": {"Content-Type": JSON_CONTENT_TYPE, **response.headers},

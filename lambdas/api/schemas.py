@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic_core import PydanticCustomError
 
 from lambdas.scoring.card import FeatureSchema, ModelCard
 
@@ -123,14 +124,22 @@ def _feature_field(feature: FeatureSchema) -> tuple[Any, Any]:
     elif feature.type == "boolean":
         python_type = bool
         info = Field(strict=True, description=description)
+    elif feature.type == "integer":
+        # JSON Schema's integer includes 64.0, so integral floats pass (lax int); text and booleans don't.
+        python_type = Annotated[
+            int, Field(ge=feature.minimum, le=feature.maximum), BeforeValidator(_json_number_only)
+        ]
+        info = Field(description=description)
     else:
-        python_type = int if feature.type == "integer" else float
+        python_type = float
         info = Field(
-            strict=True,
-            allow_inf_nan=False,
-            ge=feature.minimum,
-            le=feature.maximum,
-            description=description,
+            strict=True, allow_inf_nan=False, ge=feature.minimum, le=feature.maximum, description=description
         )
     annotated = Annotated[python_type, info]
     return (annotated | None if feature.nullable else annotated), ...
+
+
+def _json_number_only(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import subprocess
@@ -321,3 +322,15 @@ def test_given_a_missing_bundle_when_the_handler_module_loads_then_it_fails_nami
     assert result.returncode != 0
     assert "ModelBundleError" in result.stderr
     assert "nowhere" in result.stderr
+
+
+def test_given_a_base64_body_that_is_not_utf8_when_scored_then_400_malformed_json(invoke: Invoke) -> None:
+    event = stored_event("score.json")
+    event["body"], event["isBase64Encoded"] = base64.b64encode(b"\xff\xfeX\x80").decode(), True
+    _assert_error(*invoke(event), 400, "malformed_json")
+
+
+def test_given_a_base64_json_body_when_scored_then_it_is_decoded_and_scored(invoke: Invoke) -> None:
+    event = stored_event("score.json")
+    event["body"], event["isBase64Encoded"] = base64.b64encode(event["body"].encode()).decode(), True
+    assert invoke(event)[0] == 200

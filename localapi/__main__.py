@@ -1,0 +1,3 @@
+from localapi.server import main
+
+raise SystemExit(main())

@@ -1,0 +1,160 @@
+"""Serve the scoring Lambda on 127.0.0.1: each HTTP request becomes an API Gateway REST proxy event.
+
+    python -m localapi --port 8080 --bundle model_artifacts/credit_risk
+
+The event has the shape API Gateway (REST, Lambda proxy integration) sends: resource, path, method,
+single and multi-value headers and query parameters, a request context with a fresh request id and
+the caller's source IP, and a body (base64 when it is not UTF-8). The proxy result is written back as
+the HTTP response. Requests are handled one at a time, like one Lambda execution environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from lambdas.api.wiring import LambdaHandler, create_handler
+
+LOCAL_HOST = "127.0.0.1"
+STAGE = "local"
+MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
+
+
+@dataclass
+class LocalLambdaContext:
+    """The attributes Powertools reads from Lambda's context object."""
+
+    aws_request_id: str
+    function_name: str = "loan-scoring-api-local"
+    function_version: str = "$LATEST"
+    invoked_function_arn: str = "arn:aws:lambda:local:000000000000:function:loan-scoring-api-local"
+    memory_limit_in_mb: int = 1024
+    log_group_name: str = "/aws/lambda/loan-scoring-api-local"
+    log_stream_name: str = "local"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 15_000
+
+
+def proxy_event(
+    method: str, raw_path: str, headers: Mapping[str, list[str]], body: bytes, source_ip: str
+) -> dict[str, Any]:
+    """An API Gateway REST (v1) Lambda proxy event for one HTTP request."""
+    split = urlsplit(raw_path)
+    path = split.path or "/"
+    query = parse_qs(split.query, keep_blank_values=True)
+    text_body: str | None
+    encoded = False
+    if not body:
+        text_body = None
+    else:
+        try:
+            text_body = body.decode("utf-8")
+        except UnicodeDecodeError:
+            text_body, encoded = base64.b64encode(body).decode("ascii"), True
+    now = datetime.now(UTC)
+    return {
+        "resource": path,
+        "path": path,
+        "httpMethod": method,
+        "headers": {name: values[-1] for name, values in headers.items()} or None,
+        "multiValueHeaders": dict(headers) or None,
+        "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
+        "multiValueQueryStringParameters": query or None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": path,
+            "httpMethod": method,
+            "path": f"/{STAGE}{path}",
+            "stage": STAGE,
+            "accountId": "000000000000",
+            "apiId": "local",
+            "protocol": "HTTP/1.1",
+            "requestId": str(uuid.uuid4()),
+            "extendedRequestId": str(uuid.uuid4()),
+            "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "requestTimeEpoch": int(now.timestamp() * 1000),
+            "domainName": LOCAL_HOST,
+            "identity": {"sourceIp": source_ip, "userAgent": headers.get("User-Agent", [None])[-1]},
+        },
+        "body": text_body,
+        "isBase64Encoded": encoded,
+    }
+
+
+def _make_request_handler(lambda_handler: LambdaHandler) -> type[BaseHTTPRequestHandler]:
+    class ProxyRequestHandler(BaseHTTPRequestHandler):
+        server_version = "loan-scoring-local/1.0"
+
+        def _proxy(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY_BYTES:
+                self.send_error(413, "Payload too large")
+                return
+            body = self.rfile.read(length) if length else b""
+            headers: dict[str, list[str]] = {}
+            for name, value in self.headers.items():
+                headers.setdefault(name, []).append(value)
+            event = proxy_event(self.command, self.path, headers, body, self.client_address[0])
+            context = LocalLambdaContext(aws_request_id=str(uuid.uuid4()))
+            result = lambda_handler(event, context)  # type: ignore[arg-type]
+            self._write(result)
+
+        def _write(self, result: Mapping[str, Any]) -> None:
+            raw = result.get("body") or ""
+            payload = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode()
+            self.send_response(int(result["statusCode"]))
+            sent: set[str] = set()
+            for name, values in (result.get("multiValueHeaders") or {}).items():
+                for value in values:
+                    self.send_header(name, str(value))
+                sent.add(name.lower())
+            for name, value in (result.get("headers") or {}).items():
+                if name.lower() not in sent and name.lower() != "content-length":
+                    self.send_header(name, str(value))
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _proxy  # noqa: N815
+
+        def log_message(self, format: str, *args: Any) -> None:
+            sys.stderr.write(f"{time.strftime('%H:%M:%S')} {self.address_string()} {format % args}\n")
+
+    return ProxyRequestHandler
+
+
+def serve(bundle: Path, port: int) -> None:
+    lambda_handler = create_handler({**os.environ, "MODEL_BUNDLE_DIR": str(bundle.resolve())})
+    server = HTTPServer((LOCAL_HOST, port), _make_request_handler(lambda_handler))
+    print(f"Serving the scoring API on http://{LOCAL_HOST}:{server.server_port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m localapi", description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed)")
+    parser.add_argument("--bundle", type=Path, default=Path("model_artifacts/credit_risk"))
+    args = parser.parse_args(argv)
+    if not (args.bundle / "model_card.json").is_file():
+        print(f"error: {args.bundle} is not a model bundle (no model_card.json)", file=sys.stderr)
+        return 2
+    serve(args.bundle, args.port)
+    return 0

@@ -1,0 +1,63 @@
+"""Which files make up each dataset and how they become the frames the loader writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from training.dataload.schemas import CREDIT_RISK, JPMC_LOANS, DatabaseSchema, berka_schema
+
+DATASET_NAMES = ("credit_risk", "berka", "jpmc_loans")
+
+CREDIT_RISK_FILE = "credit_risk_dataset.csv"
+JPMC_FILE = "Loan_Data.csv"
+
+
+def schema_for(dataset: str) -> DatabaseSchema:
+    if dataset == "credit_risk":
+        return CREDIT_RISK
+    if dataset == "jpmc_loans":
+        return JPMC_LOANS
+    if dataset == "berka":
+        from training.datasets import berka
+
+        return berka_schema(berka.BERKA_COLUMN_TYPES, getattr(berka, "BERKA_NULLABLE_COLUMNS", None))
+    raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASET_NAMES)}")
+
+
+def _csv_in(folder: Path, file_name: str) -> Path:
+    path = folder if folder.is_file() else folder / file_name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found (pass the folder holding {file_name}, or the file)")
+    return path
+
+
+def _read_flat_csv(path: Path, schema: DatabaseSchema, generated: tuple[str, ...]) -> pd.DataFrame:
+    frame = pd.read_csv(path)
+    table = schema.tables[0]
+    expected = [name for name in table.column_names if name not in generated]
+    if list(frame.columns) != expected:
+        raise ValueError(f"{path}: header {list(frame.columns)} differs from the expected {expected}")
+    return frame
+
+
+def read_credit_risk_csv(path: Path) -> pd.DataFrame:
+    """The CSV as pandas reads it (the reference frame the export must reproduce)."""
+    return _read_flat_csv(path, CREDIT_RISK, generated=("application_id",))
+
+
+def read_dataset_files(dataset: str, folder: Path, trans_file: Path | None = None) -> dict[str, pd.DataFrame]:
+    """The frames to load, keyed by table name, with the schema's columns."""
+    if dataset == "credit_risk":
+        frame = read_credit_risk_csv(_csv_in(folder, CREDIT_RISK_FILE))
+        # Surrogate key = 1-based row number in the file: stable across reloads of the same file.
+        frame.insert(0, "application_id", range(1, len(frame) + 1))
+        return {"applications": frame}
+    if dataset == "jpmc_loans":
+        return {"loans": _read_flat_csv(_csv_in(folder, JPMC_FILE), JPMC_LOANS, generated=())}
+    if dataset == "berka":
+        from training.datasets.berka import read_berka_files
+
+        return dict(read_berka_files(folder, trans_file=trans_file))
+    raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASET_NAMES)}")

@@ -1,0 +1,1 @@
+"""Where training data comes from: files, MariaDB, and the RDS snapshot export."""

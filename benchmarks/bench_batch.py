@@ -1,0 +1,273 @@
+"""Batch scoring benchmark: one million credit_risk-shaped CSV rows, end to end, against a seed-app baseline.
+
+    uv run python -m benchmarks.bench_batch                 # 1,000,000 rows
+    uv run python -m benchmarks.bench_batch --rows 50000    # quick run
+
+"Ours" is the batch Lambda's own code path without S3 (``lambdas.batch.scoring.score_source``):
+stream the CSV, validate every row against the card, score with onnxruntime, compute reasons for
+declined rows, write the scored CSV and the rejected CSV. The baseline is what a seed app would do
+with the same model: ``pandas.read_csv``, the same scikit-learn pipeline's ``predict_proba``
+(refitted here from the champion's recipe on the same data), a decision column, ``to_csv``.
+
+Each side runs in its own subprocess pinned to one CPU with single-threaded math libraries, so
+rows/s are one-core figures and the peak RSS (``ru_maxrss``) belongs to that side alone. The
+model bundle is ``model_artifacts/credit_risk`` (or ``--bundle``); without one, a bundle is trained
+first with the project's training code (``--candidate``, two folds) into the work folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_BUNDLE = REPO_ROOT / "model_artifacts" / "credit_risk"
+DEFAULT_WORK = REPO_ROOT / "build" / "bench-batch"
+GOAL_ROWS_PER_SECOND = 150_000
+GOAL_PEAK_RSS_MB = 512
+GOAL_SPEEDUP = 2.0
+SINGLE_THREAD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "ARROW_NUM_THREADS": "1",
+}
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _pin_to_one_cpu() -> None:
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
+# ---- the two measured sides (run in child processes) -------------------------------------------
+
+
+def run_ours(input_csv: Path, bundle: Path, out_dir: Path) -> dict[str, Any]:
+    import pyarrow as pa
+
+    from lambdas.batch.formats import open_source
+    from lambdas.batch.scoring import score_source
+    from lambdas.scoring.runtime import ScoringModel
+
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+    load_started = time.perf_counter()
+    model = ScoringModel.load_directory(bundle, threads=1)
+    load_seconds = time.perf_counter() - load_started
+    started = time.perf_counter()
+    with (
+        input_csv.open("rb") as stream,
+        (out_dir / "ours-scored.csv").open("wb") as scored,
+        (out_dir / "ours-rejected.csv").open("wb") as rejected,
+    ):
+        result = score_source(model, open_source("csv", stream), "csv", scored, rejected)
+    seconds = time.perf_counter() - started
+    counts = result.counts
+    return {
+        "side": "ours",
+        "seconds": seconds,
+        "model_load_seconds": load_seconds,
+        "rows_in": counts.rows_in,
+        "rows_scored": counts.rows_scored,
+        "rows_rejected": counts.rows_rejected,
+        "declined": counts.declined,
+        "phases": result.seconds.as_dict(),
+        "max_rows_per_chunk": counts.max_chunk_rows,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def run_baseline(input_csv: Path, pipeline_file: Path, out_dir: Path) -> dict[str, Any]:
+    import numpy as np
+    import pandas as pd
+
+    from training.datasets.catalog import BUILT_IN
+    from training.features import model_input_frame
+
+    with pipeline_file.open("rb") as handle:
+        saved = pickle.load(handle)
+    pipeline, threshold = saved["pipeline"], saved["threshold"]
+    spec = BUILT_IN["credit_risk"]
+    started = time.perf_counter()
+    frame = pd.read_csv(input_csv)
+    probability = pipeline.predict_proba(model_input_frame(spec, frame))[:, 1]
+    frame["probability_of_default"] = probability
+    frame["decision"] = np.where(probability >= threshold, "decline", "approve")
+    frame.to_csv(out_dir / "baseline-scored.csv", index=False)
+    seconds = time.perf_counter() - started
+    return {
+        "side": "baseline",
+        "seconds": seconds,
+        "rows_in": len(frame),
+        "rows_scored": len(frame),
+        "declined": int((probability >= threshold).sum()),
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+# ---- preparation (parent process) --------------------------------------------------------------
+
+
+def ensure_bundle(bundle: Path | None, work: Path, candidate: str) -> Path:
+    if bundle is not None:
+        return bundle
+    if (DEFAULT_BUNDLE / "model_card.json").is_file():
+        return DEFAULT_BUNDLE
+    trained = work / f"bundle-{candidate}"
+    if not (trained / "model_card.json").is_file():
+        from training.datasets.catalog import load_dataset
+        from training.pipeline import TrainingConfig, train_bundle
+
+        print(f"no bundle at {DEFAULT_BUNDLE}: training {candidate} (2 folds) into {trained} ...", flush=True)
+        train_bundle(
+            load_dataset("credit_risk"), trained, TrainingConfig(folds=2, repeats=1, candidates=[candidate])
+        )
+    return trained
+
+
+def ensure_baseline_pipeline(bundle: Path, work: Path) -> Path:
+    """The champion's scikit-learn pipeline, fitted with its recipe and seed on the same cleaned data."""
+    from lambdas.scoring.card import ModelCard
+    from training.candidates import candidates_by_name
+    from training.datasets.catalog import load_dataset
+    from training.features import model_input_frame
+
+    card = ModelCard.model_validate_json((bundle / "model_card.json").read_bytes())
+    target = work / f"baseline-{card.model_version}.pkl"
+    if target.is_file():
+        return target
+    dataset = load_dataset("credit_risk")
+    spec = dataset.spec
+    x = model_input_frame(spec, dataset.frame)
+    y = dataset.frame[spec.target].to_numpy()
+    (candidate,) = candidates_by_name([card.champion])
+    print(f"fitting the baseline scikit-learn pipeline ({card.champion}) ...", flush=True)
+    pipeline = candidate.build(spec, len(y), card.lineage.seed).fit(x, y)
+    with target.open("wb") as handle:
+        pickle.dump({"pipeline": pipeline, "threshold": card.decision_policy.threshold}, handle)
+    return target
+
+
+def ensure_input(rows: int, work: Path) -> Path:
+    """``rows`` rows resampled (with replacement, fixed seed) from the shared credit_risk CSV."""
+    import numpy as np
+    import pandas as pd
+
+    from training.datasets.catalog import shared_data_dir
+
+    target = work / f"credit_risk_{rows}.csv"
+    if target.is_file():
+        return target
+    source = shared_data_dir() / "credit_risk_dataset" / "credit_risk_dataset.csv"
+    if not source.is_file():
+        raise SystemExit(f"the shared credit_risk CSV is missing: {source} (set LOAN_SHARED_DATA)")
+    original = pd.read_csv(source, dtype=str, keep_default_na=False)
+    picks = np.random.default_rng(0).integers(0, len(original), rows)
+    sample = original.iloc[picks].reset_index(drop=True)
+    sample.insert(0, "application_id", [f"APP-{i:07d}" for i in range(rows)])
+    sample.to_csv(target, index=False)
+    return target
+
+
+def run_child(side: str, arguments: list[str]) -> dict[str, Any]:
+    env = {**os.environ, **SINGLE_THREAD_ENV}
+    command = [sys.executable, "-m", "benchmarks.bench_batch", "--child", side, *arguments]
+    completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise SystemExit(f"{side} run failed:\n{completed.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return result
+
+
+def report(ours: dict[str, Any], baseline: dict[str, Any]) -> str:
+    ours_rate = ours["rows_in"] / ours["seconds"]
+    baseline_rate = baseline["rows_in"] / baseline["seconds"]
+    speedup = ours_rate / baseline_rate
+    lines = [
+        f"{'':<10}{'rows':>10}{'seconds':>10}{'rows/s':>12}{'peak RSS MB':>13}",
+        f"{'ours':<10}{ours['rows_in']:>10}{ours['seconds']:>10.2f}{ours_rate:>12,.0f}{ours['peak_rss_mb']:>13.0f}",
+        f"{'baseline':<10}{baseline['rows_in']:>10}{baseline['seconds']:>10.2f}{baseline_rate:>12,.0f}"
+        f"{baseline['peak_rss_mb']:>13.0f}",
+        "",
+        f"ours: {ours['rows_scored']} scored, {ours['rows_rejected']} rejected, {ours['declined']} declined "
+        f"(reasons for those); phases {ours['phases']}; model load {ours['model_load_seconds']:.2f}s; "
+        f"max rows per chunk {ours['max_rows_per_chunk']}",
+        f"speed-up over baseline: {speedup:.2f}x  |  ratio of peak RSS: "
+        f"{ours['peak_rss_mb'] / baseline['peak_rss_mb']:.2f}",
+        "goals (one core): "
+        + ", ".join(
+            [
+                f">= {GOAL_ROWS_PER_SECOND:,} rows/s: {_met(ours_rate >= GOAL_ROWS_PER_SECOND)}",
+                f"peak RSS <= {GOAL_PEAK_RSS_MB} MB: {_met(ours['peak_rss_mb'] <= GOAL_PEAK_RSS_MB)}",
+                f">= {GOAL_SPEEDUP:g}x baseline: {_met(speedup >= GOAL_SPEEDUP)}",
+            ]
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def _met(condition: bool) -> str:
+    return "met" if condition else "NOT met"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_batch", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--rows", type=int, default=1_000_000, help="rows in the generated CSV (default 1,000,000)"
+    )
+    parser.add_argument(
+        "--bundle", type=Path, default=None, help="model bundle folder (default: the committed one)"
+    )
+    parser.add_argument(
+        "--candidate", default="hist_gradient_boosting", help="what to train when there is no bundle"
+    )
+    parser.add_argument(
+        "--work", type=Path, default=DEFAULT_WORK, help="folder for generated inputs and outputs"
+    )
+    parser.add_argument("--child", choices=["ours", "baseline"], help=argparse.SUPPRESS)
+    parser.add_argument("--input", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--pipeline", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.rows <= 0:
+        parser.error("--rows must be positive")
+    args.work.mkdir(parents=True, exist_ok=True)
+
+    if args.child is not None:
+        _pin_to_one_cpu()
+        if args.child == "ours":
+            result = run_ours(args.input, args.bundle, args.work)
+        else:
+            result = run_baseline(args.input, args.pipeline, args.work)
+        print(json.dumps(result))
+        return 0
+
+    bundle = ensure_bundle(args.bundle, args.work, args.candidate)
+    pipeline_file = ensure_baseline_pipeline(bundle, args.work)
+    input_csv = ensure_input(args.rows, args.work)
+    print(
+        f"input {input_csv} ({input_csv.stat().st_size / 2**20:.0f} MiB, {args.rows:,} rows), bundle {bundle}"
+    )
+    common = ["--input", str(input_csv), "--work", str(args.work)]
+    ours = run_child("ours", [*common, "--bundle", str(bundle)])
+    baseline = run_child("baseline", [*common, "--pipeline", str(pipeline_file)])
+    print(report(ours, baseline))
+    print(json.dumps({"ours": ours, "baseline": baseline}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -49,7 +49,8 @@ def _runtime_provided_dir(target: Path) -> Path:
     target.mkdir()
     for name in RUNTIME_PROVIDED:
         spec = importlib.util.find_spec(name)
-        assert spec is not None and spec.origin is not None, f"{name} missing from the dev environment"
+        assert spec is not None, f"{name} missing from the dev environment"
+        assert spec.origin is not None, f"{name} has no file"
         origin = Path(spec.origin)
         source = origin.parent if origin.name == "__init__.py" else origin
         (target / source.name).symlink_to(source)

@@ -1,0 +1,214 @@
+"""The model card: the contract between training and everything that serves the model.
+
+Training writes it next to ``model.onnx``; the scoring runtime, the API schema, batch column
+checks, reason texts and drift references are all derived from it. Pure pydantic, no AWS.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CARD_SCHEMA_VERSION = "1.0"
+
+FeatureType = Literal["number", "integer", "category", "boolean"]
+OnnxElementType = Literal["double", "string"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureSchema(_Strict):
+    """One model input as API clients and batch files provide it."""
+
+    name: str
+    type: FeatureType
+    unit: str | None = None
+    description: str
+    nullable: bool
+    minimum: float | None = None
+    maximum: float | None = None
+    categories: list[str] | None = None
+    reason: str = Field(description="Text shown when this feature raises the applicant's risk")
+    onnx_input: str
+    onnx_type: OnnxElementType
+
+
+class OnnxInfo(_Strict):
+    file: str = "model.onnx"
+    sha256: str
+    opset: dict[str, int]
+    input_names: list[str]
+    probability_output: str
+    label_output: str
+    positive_class_index: int = 1
+
+
+class MetricSet(_Strict):
+    roc_auc: float
+    pr_auc: float
+    ks: float
+    brier: float
+    log_loss: float
+
+
+class CrossValidatedMetrics(_Strict):
+    folds: int
+    repeats: int
+    mean: MetricSet
+    std: MetricSet
+
+
+class CandidateReport(_Strict):
+    name: str
+    description: str
+    params: dict[str, str | int | float | bool | None]
+    calibration: Literal["none", "sigmoid"]
+    calibration_reason: str
+    cv_uncalibrated: CrossValidatedMetrics
+    cv: CrossValidatedMetrics
+    fit_seconds: float
+    status: Literal["champion", "candidate", "dropped"]
+    dropped_reason: str | None = None
+
+
+class DecisionPolicy(_Strict):
+    threshold: float
+    approve_below_threshold: bool = True
+    decision_labels: dict[str, str] = Field(
+        default_factory=lambda: {"approve": "approve", "decline": "decline"}
+    )
+    method: str
+    cost_of_approving_defaulter: float
+    cost_of_declining_good_applicant: float
+    expected_cost_per_application: float
+    theoretical_threshold: float
+    chosen_on: str
+
+
+class Parity(_Strict):
+    max_abs_difference: float
+    rows_checked: int
+    tolerance: float
+    passed: bool
+    input_precision: str
+
+
+class GroupFairness(_Strict):
+    group: str
+    count: int
+    approval_rate: float | None
+    default_rate: float | None
+    true_positive_rate: float | None = Field(description="Share of actual defaulters the model declines")
+    good_applicant_approval_rate: float | None = Field(
+        description="Share of applicants who repaid that the model approves (equal opportunity)"
+    )
+
+
+class AttributeFairness(_Strict):
+    attribute: str
+    groups: list[GroupFairness]
+    demographic_parity_difference: float
+    equal_opportunity_difference: float
+    evaluated_on: str
+
+
+class NumericReference(_Strict):
+    kind: Literal["numeric"] = "numeric"
+    bin_edges: list[float]
+    proportions: list[float]
+    mean: float
+    std: float
+    median: float
+    null_rate: float
+
+
+class CategoricalReference(_Strict):
+    kind: Literal["categorical"] = "categorical"
+    proportions: dict[str, float]
+    mode: str
+    null_rate: float
+
+
+class DriftReference(_Strict):
+    features: dict[str, NumericReference | CategoricalReference]
+    score: NumericReference
+    reason_baseline: dict[str, float | str | None] = Field(
+        description="Per feature, the value a feature is replaced by to measure its contribution"
+    )
+    computed_on: str
+
+
+class DataFingerprint(_Strict):
+    source: str
+    rows_raw: int
+    rows_used: int
+    rows_train: int
+    rows_holdout: int
+    positive_rate: float
+    sha256: str
+    cleaning: dict[str, int]
+    holdout: str
+
+
+class Lineage(_Strict):
+    git_commit: str
+    packages: dict[str, str]
+    python: str
+    seed: int
+    created_at: str
+    training_seconds: float
+
+
+class ModelCard(_Strict):
+    schema_version: str = CARD_SCHEMA_VERSION
+    model_name: str
+    model_version: str
+    dataset: str
+    description: str
+    target: str
+    positive_class: str
+    champion: str
+    selection_rule: str
+    onnx: OnnxInfo
+    features: list[FeatureSchema]
+    protected_attributes: list[str]
+    decision_policy: DecisionPolicy
+    candidates: list[CandidateReport]
+    holdout_metrics: MetricSet
+    holdout_metrics_by_candidate: dict[str, MetricSet]
+    parity: Parity
+    fairness: list[AttributeFairness]
+    reference: DriftReference
+    data: DataFingerprint
+    lineage: Lineage
+    notes: list[str] = Field(default_factory=list)
+
+    def feature(self, name: str) -> FeatureSchema:
+        for feature in self.features:
+            if feature.name == name:
+                return feature
+        raise KeyError(name)
+
+    def public_view(self) -> dict[str, object]:
+        """What GET /v1/model shows: no lineage internals, no reference histograms."""
+        return self.model_dump(
+            mode="json",
+            include={
+                "model_name",
+                "model_version",
+                "dataset",
+                "description",
+                "target",
+                "positive_class",
+                "champion",
+                "selection_rule",
+                "features",
+                "decision_policy",
+                "holdout_metrics",
+                "parity",
+                "fairness",
+            },
+        )

@@ -1,0 +1,302 @@
+"""The built-in datasets (credit_risk, jpmc_loans, berka) and how each is read from its sources.
+
+A source string says where the data comes from:
+- ``files`` (default): the original files. credit_risk defaults to the compressed copy the
+  repository ships; jpmc_loans and berka to the shared data folder ($LOAN_SHARED_DATA, else
+  ``../shared/data`` beside the checkout).
+- ``files:<path>``: a file or folder with the original files.
+- ``export:<location>`` or ``export:<location>#<export-id>``: an RDS snapshot export (Parquet
+  layout, DESIGN.md) in a local folder or ``s3://bucket/prefix``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training.datasets import berka
+from training.datasets.spec import (
+    CleaningResult,
+    DatasetSpec,
+    DerivedFeature,
+    FeatureSpec,
+    ProtectedAttribute,
+    default_cleaning,
+    spec_from_file,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_CREDIT_RISK = REPO_ROOT / "training" / "data" / "credit_risk_dataset.csv.gz"
+AGE_BANDS = (
+    ProtectedAttribute("person_age", bands=(25, 35, 50), band_labels=("<25", "25-34", "35-49", "50+")),
+)
+
+
+def shared_data_dir() -> Path:
+    configured = os.environ.get("LOAN_SHARED_DATA")
+    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class LoadedDataset:
+    spec: DatasetSpec
+    frame: pd.DataFrame
+    cleaning: dict[str, int]
+    source: str
+    rows_raw: int
+
+
+def _clean_credit_risk(frame: pd.DataFrame) -> CleaningResult:
+    """Impossible ages and employment longer than a working life, then the default rules."""
+    counts: dict[str, int] = {}
+    impossible_age = (frame["person_age"] < 18) | (frame["person_age"] > 100)
+    counts["dropped_impossible_age"] = int(impossible_age.sum())
+    frame = frame.loc[~impossible_age]
+    # Working from age 14 at the earliest: longer employment than that is a data error.
+    too_long = frame["person_emp_length"] > frame["person_age"] - 14
+    counts["dropped_employment_longer_than_life"] = int(too_long.sum())
+    frame = frame.loc[~too_long]
+    result = default_cleaning(CREDIT_RISK, frame)
+    return CleaningResult(result.frame, {**counts, **result.counts})
+
+
+CREDIT_RISK = DatasetSpec(
+    name="credit_risk",
+    description="Consumer loan applications with credit-bureau attributes (Kaggle credit_risk_dataset)",
+    target="loan_status",
+    positive_class="loan_status = 1: the loan defaulted",
+    features=(
+        FeatureSpec(
+            "person_income", "number", "Annual income", "Low income for the loan size", "USD/year", 0, 1e8
+        ),
+        FeatureSpec(
+            "person_home_ownership", "category", "Housing: RENT, OWN, MORTGAGE or OTHER", "Housing situation"
+        ),
+        FeatureSpec(
+            "person_emp_length",
+            "number",
+            "Years in current employment",
+            "Short employment history",
+            "years",
+            0,
+            80,
+        ),
+        FeatureSpec("loan_intent", "category", "Purpose of the loan", "Loan purpose carries higher risk"),
+        FeatureSpec("loan_grade", "category", "Lender's risk grade, A (best) to G", "Weak loan grade"),
+        FeatureSpec("loan_amnt", "number", "Amount applied for", "Large loan amount", "USD", 0, 1e7),
+        FeatureSpec(
+            "loan_int_rate", "number", "Interest rate of the loan", "High interest rate", "percent", 0, 100
+        ),
+        FeatureSpec(
+            "loan_percent_income",
+            "number",
+            "Loan amount as a share of annual income",
+            "Loan is large relative to income",
+            "ratio",
+            0,
+            100,
+        ),
+        FeatureSpec(
+            "cb_person_default_on_file",
+            "category",
+            "Earlier default on the credit-bureau file (Y/N)",
+            "Earlier default on file",
+        ),
+        FeatureSpec(
+            "cb_person_cred_hist_length",
+            "number",
+            "Length of credit history",
+            "Short credit history",
+            "years",
+            0,
+            100,
+        ),
+    ),
+    protected=AGE_BANDS,
+    derived=(
+        DerivedFeature("amount_over_income", "ratio", "loan_amnt", "person_income"),
+        DerivedFeature("rate_burden", "product", "loan_int_rate", "loan_percent_income"),
+        DerivedFeature("income_per_history_year", "ratio", "person_income", "cb_person_cred_hist_length"),
+    ),
+    cleaner=_clean_credit_risk,
+    notes=("person_age is protected: used for fairness figures only, never as a model feature",),
+)
+
+JPMC_LOANS = DatasetSpec(
+    name="jpmc_loans",
+    description="Personal loans with outstanding debt and FICO score (JPMC Forage task data)",
+    target="default",
+    positive_class="default = 1: the borrower defaulted",
+    features=(
+        FeatureSpec(
+            "credit_lines_outstanding",
+            "integer",
+            "Open credit lines",
+            "Many open credit lines",
+            "count",
+            0,
+            100,
+        ),
+        FeatureSpec(
+            "loan_amt_outstanding",
+            "number",
+            "Outstanding loan amount",
+            "Large outstanding loan",
+            "USD",
+            0,
+            1e8,
+        ),
+        FeatureSpec(
+            "total_debt_outstanding", "number", "Total outstanding debt", "High total debt", "USD", 0, 1e8
+        ),
+        FeatureSpec("income", "number", "Annual income", "Low income", "USD/year", 0, 1e8),
+        FeatureSpec("years_employed", "integer", "Years employed", "Short employment", "years", 0, 80),
+        FeatureSpec("fico_score", "integer", "FICO credit score", "Low FICO score", "points", 300, 850),
+    ),
+    derived=(
+        DerivedFeature("debt_to_income", "ratio", "total_debt_outstanding", "income"),
+        DerivedFeature("loan_to_income", "ratio", "loan_amt_outstanding", "income"),
+    ),
+    id_column="customer_id",
+    notes=("no protected attributes in this dataset: no fairness figures",),
+)
+
+
+def _berka_spec() -> DatasetSpec:
+    features = tuple(
+        FeatureSpec(
+            name,
+            kind=str(doc["type"]),  # type: ignore[arg-type]
+            description=str(doc.get("description", "")),
+            reason=str(doc.get("reason", "")),
+            unit=doc.get("unit"),  # type: ignore[arg-type]
+        )
+        for name, doc in berka.BERKA_FEATURES.items()
+    )
+    return DatasetSpec(
+        name="berka",
+        description="PKDD'99 Czech bank loans; features from records dated strictly before each loan",
+        target=berka.BERKA_TARGET,
+        positive_class="loan status B or D: the loan defaulted (finished unpaid or in debt)",
+        features=features,
+        protected=(ProtectedAttribute("owner_gender"), ProtectedAttribute("owner_age_band")),
+        time_column=berka.BERKA_TIME_COLUMN,
+        id_column="loan_id",
+        notes=(
+            "trained on the loans whose full pre-loan transaction history is available (a filter by loan_id)",
+        ),
+    )
+
+
+BERKA = _berka_spec()
+BUILT_IN = {spec.name: spec for spec in (CREDIT_RISK, JPMC_LOANS, BERKA)}
+EXPORT_TABLES = {"credit_risk": ("credit_risk", "applications"), "jpmc_loans": ("jpmc_loans", "loans")}
+
+
+def _parse_source(source: str | None) -> tuple[str, str | None]:
+    if source is None or source == "files":
+        return "files", None
+    kind, _, location = source.partition(":")
+    if kind not in ("files", "export") or not location:
+        raise ValueError(
+            f"source {source!r}: expected 'files', 'files:<path>' or 'export:<location>[#<export-id>]'"
+        )
+    return kind, location
+
+
+def _read_table_file(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise FileNotFoundError(f"data file not found: {path}")
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    return pd.read_csv(path)
+
+
+def _read_export(location: str, database: str, tables: list[str]) -> dict[str, pd.DataFrame]:
+    from training.sources.export import read_export_tables
+
+    root, _, export_id = location.partition("#")
+    return read_export_tables(root, database, tables, export_id=export_id or None)
+
+
+def _raw_frame(spec: DatasetSpec, source: str | None) -> pd.DataFrame:
+    kind, location = _parse_source(source)
+    if spec.name == "berka":
+        return _berka_frame(kind, location)
+    if kind == "export":
+        assert location is not None
+        database, table = EXPORT_TABLES[spec.name]
+        return _read_export(location, database, [table])[table]
+    if location is None:
+        location_path = (
+            SHIPPED_CREDIT_RISK
+            if spec.name == "credit_risk"
+            else shared_data_dir() / "jpmc_loan_data" / "Loan_Data.csv"
+        )
+    else:
+        location_path = Path(location)
+    if location_path.is_dir():
+        candidates = sorted(location_path.glob("*.csv*")) + sorted(location_path.glob("*.parquet"))
+        if len(candidates) != 1:
+            raise ValueError(
+                f"{location_path} must hold exactly one CSV or Parquet file, found {len(candidates)}"
+            )
+        location_path = candidates[0]
+    return _read_table_file(location_path)
+
+
+def _berka_frame(kind: str, location: str | None) -> pd.DataFrame:
+    """One row per loan; only loans whose full pre-loan history is held when that list exists."""
+    complete_list: Path | None = None
+    if kind == "export":
+        assert location is not None
+        tables = _read_export(location, "berka", list(berka.BERKA_TABLES))
+    else:
+        folder = Path(location) if location else shared_data_dir() / "pkdd99_financial"
+        trans_folder = shared_data_dir() / "pkdd99_financial_trans_assembled"
+        trans_file = folder / "trans.asc"
+        if not trans_file.exists():
+            trans_file = trans_folder / "trans.asc"
+            complete_list = trans_folder / "complete_history_loans.csv"
+        tables = berka.read_berka_files(folder, trans_file)
+    frame = berka.build_berka_frame(tables)
+    if complete_list is not None and complete_list.exists():
+        keep = berka.read_complete_history_loan_ids(complete_list)
+        frame = frame.loc[frame["loan_id"].isin(keep)].reset_index(drop=True)
+    return frame
+
+
+def _select_columns(spec: DatasetSpec, frame: pd.DataFrame) -> pd.DataFrame:
+    wanted = [spec.target, *spec.feature_names, *(p.column for p in spec.protected)]
+    wanted += [c for c in (spec.time_column, spec.id_column) if c]
+    missing = [c for c in dict.fromkeys(wanted) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"dataset {spec.name}: columns missing from the source: {missing}")
+    # Ids are carried for lineage only; dropping them lets the duplicate rule see repeated rows.
+    return frame[[c for c in dict.fromkeys(wanted) if c != spec.id_column]]
+
+
+def load_dataset(name: str, source: str | None = None, spec_file: Path | None = None) -> LoadedDataset:
+    """Read, select and clean a dataset into one flat frame of features, target and protected columns."""
+    if spec_file is not None:
+        kind, location = _parse_source(source)
+        if kind != "files" or location is None:
+            raise ValueError("a spec file needs a table given as files:<path to .csv or .parquet>")
+        raw = _read_table_file(Path(location))
+        spec = spec_from_file(spec_file, raw)
+    elif name in BUILT_IN:
+        spec = BUILT_IN[name]
+        raw = _raw_frame(spec, source)
+    else:
+        raise ValueError(f"unknown dataset {name!r}: built in are {sorted(BUILT_IN)}; or pass a spec file")
+    selected = _select_columns(spec, raw)
+    result = spec.cleaner(selected) if spec.cleaner else default_cleaning(spec, selected)
+    frame = result.frame
+    frame[spec.target] = frame[spec.target].astype(np.int64)
+    return LoadedDataset(
+        spec=spec, frame=frame, cleaning=result.counts, source=source or "files", rows_raw=len(raw)
+    )

@@ -1,0 +1,59 @@
+"""Fairness figures per protected attribute, on the holdout rows with the chosen threshold.
+
+Per group: approval rate, observed default rate, true-positive rate (share of actual defaulters
+declined) and the good-applicant approval rate (share of repaying applicants approved: the
+"equal opportunity" view of lending). Differences are max minus min over groups with at least
+``min_group_size`` rows (smaller groups are listed but not used for the differences).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from lambdas.scoring.card import AttributeFairness, GroupFairness
+
+
+def _rate(numerator: int, denominator: int) -> float | None:
+    """None where the group has no rows of that kind (the rate is undefined, not zero)."""
+    return float(numerator / denominator) if denominator else None
+
+
+def fairness_for_attribute(
+    attribute: str,
+    groups: pd.Series,
+    y: NDArray[np.int_],
+    declined: NDArray[np.bool_],
+    evaluated_on: str,
+    min_group_size: int = 30,
+) -> AttributeFairness:
+    labels = groups.astype("string").fillna("missing").to_numpy()
+    reports = []
+    for group in sorted(set(labels)):
+        rows = labels == group
+        defaulters = rows & (y == 1)
+        repayers = rows & (y == 0)
+        reports.append(
+            GroupFairness(
+                group=str(group),
+                count=int(rows.sum()),
+                approval_rate=_rate(int((rows & ~declined).sum()), int(rows.sum())),
+                default_rate=_rate(int(defaulters.sum()), int(rows.sum())),
+                true_positive_rate=_rate(int((defaulters & declined).sum()), int(defaulters.sum())),
+                good_applicant_approval_rate=_rate(int((repayers & ~declined).sum()), int(repayers.sum())),
+            )
+        )
+    large = [g for g in reports if g.count >= min_group_size]
+
+    def spread(values: list[float | None]) -> float:
+        finite = [v for v in values if v is not None]
+        return float(max(finite) - min(finite)) if len(finite) >= 2 else 0.0
+
+    return AttributeFairness(
+        attribute=attribute,
+        groups=reports,
+        demographic_parity_difference=spread([g.approval_rate for g in large]),
+        equal_opportunity_difference=spread([g.good_applicant_approval_rate for g in large]),
+        evaluated_on=f"{evaluated_on}; differences over groups with >= {min_group_size} rows",
+    )

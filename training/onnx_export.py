@@ -1,0 +1,440 @@
+"""Convert a fitted sklearn pipeline (preprocessing included) to ONNX in double precision.
+
+Known pitfalls measured with scikit-learn 1.9, skl2onnx 1.20, onnxruntime 1.31, and how this
+module avoids them:
+
+- skl2onnx's HistGradientBoosting converter emits a Python ``False`` into an ints attribute
+  ("Expected an int, got a boolean"); its classifier output in double precision is a
+  ``TreeEnsembleClassifier`` with a double output that onnxruntime rejects; and it ignores native
+  categorical splits. Here binary tree ensembles are written as a ``TreeEnsembleRegressor`` with
+  double thresholds and leaf values (``*_as_tensor`` attributes), followed by a sigmoid for
+  boosting or nothing for averaged forests; categories are ordinal-encoded before the trees.
+- float32 inputs move some boosting probabilities by up to 0.03 where a value sits next to a
+  split; inputs stay float64 end to end. sklearn forests compare float32-rounded inputs with
+  double thresholds, so the forest graph rounds its inputs to float32 first, exactly as sklearn.
+- Isotonic calibration converts but disagrees (up to 0.04); calibration here is a sigmoid on the
+  logit, appended to the graph (see :func:`append_sigmoid_calibration`).
+- Probabilities come out as a plain ``[N, 2]`` tensor (``zipmap`` off), never a list of dicts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pandas as pd
+from numpy.typing import NDArray
+from onnx import TensorProto, helper, numpy_helper
+from skl2onnx import convert_sklearn, update_registered_converter
+from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
+from sklearn.ensemble import ExtraTreesClassifier, HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from training.datasets.spec import DatasetSpec
+from training.features import DerivedFeatures
+
+OPSET = {"": 17, "ai.onnx.ml": 3}
+PROBABILITY_OUTPUT = "probabilities"
+LABEL_OUTPUT = "label"
+PARITY_TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True)
+class _Tree:
+    """One binary tree flattened to arrays; leaves have feature -1."""
+
+    feature: NDArray[np.int64]
+    threshold: NDArray[np.float64]
+    left: NDArray[np.int64]
+    right: NDArray[np.int64]
+    missing_left: NDArray[np.int64]
+    leaf_value: NDArray[np.float64]
+
+
+def _hgb_trees(model: HistGradientBoostingClassifier) -> list[_Tree]:
+    trees = []
+    for iteration in model._predictors:
+        if len(iteration) != 1:
+            raise ValueError("only binary HistGradientBoostingClassifier models are supported")
+        nodes = iteration[0].nodes
+        if nodes["is_categorical"].any():
+            raise ValueError("native categorical splits are not supported; ordinal-encode categories")
+        is_leaf = nodes["is_leaf"].astype(bool)
+        trees.append(
+            _Tree(
+                feature=np.where(is_leaf, -1, nodes["feature_idx"]).astype(np.int64),
+                threshold=nodes["num_threshold"].astype(np.float64),
+                left=nodes["left"].astype(np.int64),
+                right=nodes["right"].astype(np.int64),
+                missing_left=nodes["missing_go_to_left"].astype(np.int64),
+                leaf_value=nodes["value"].astype(np.float64),
+            )
+        )
+    return trees
+
+
+def _forest_trees(model: RandomForestClassifier | ExtraTreesClassifier) -> list[_Tree]:
+    if list(model.classes_) != [0, 1]:
+        raise ValueError("only binary 0/1 forests are supported")
+    trees = []
+    for estimator in model.estimators_:
+        tree = estimator.tree_
+        values = tree.value[:, 0, :]
+        positive_share = values[:, 1] / values.sum(axis=1)
+        is_leaf = tree.children_left == -1
+        trees.append(
+            _Tree(
+                feature=np.where(is_leaf, -1, tree.feature).astype(np.int64),
+                threshold=tree.threshold.astype(np.float64),
+                left=tree.children_left.astype(np.int64),
+                right=tree.children_right.astype(np.int64),
+                missing_left=tree.missing_go_to_left.astype(np.int64)
+                if hasattr(tree, "missing_go_to_left")
+                else np.zeros(len(is_leaf), dtype=np.int64),
+                leaf_value=positive_share / len(model.estimators_),
+            )
+        )
+    return trees
+
+
+def _tree_regressor_attributes(trees: list[_Tree], base_value: float) -> dict[str, Any]:
+    attrs: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "nodes_treeids",
+            "nodes_nodeids",
+            "nodes_featureids",
+            "nodes_modes",
+            "nodes_truenodeids",
+            "nodes_falsenodeids",
+            "nodes_missing_value_tracks_true",
+            "target_treeids",
+            "target_nodeids",
+            "target_ids",
+        )
+    }
+    values: list[float] = []
+    weights: list[float] = []
+    for tree_id, tree in enumerate(trees):
+        for node_id in range(len(tree.feature)):
+            leaf = tree.feature[node_id] < 0
+            attrs["nodes_treeids"].append(tree_id)
+            attrs["nodes_nodeids"].append(node_id)
+            attrs["nodes_featureids"].append(0 if leaf else int(tree.feature[node_id]))
+            attrs["nodes_modes"].append("LEAF" if leaf else "BRANCH_LEQ")
+            attrs["nodes_truenodeids"].append(0 if leaf else int(tree.left[node_id]))
+            attrs["nodes_falsenodeids"].append(0 if leaf else int(tree.right[node_id]))
+            attrs["nodes_missing_value_tracks_true"].append(0 if leaf else int(tree.missing_left[node_id]))
+            values.append(0.0 if leaf else float(tree.threshold[node_id]))
+            if leaf:
+                attrs["target_treeids"].append(tree_id)
+                attrs["target_nodeids"].append(node_id)
+                attrs["target_ids"].append(0)
+                weights.append(float(tree.leaf_value[node_id]))
+    result: dict[str, Any] = dict(attrs)
+    result["n_targets"] = 1
+    result["aggregate_function"] = "SUM"
+    result["post_transform"] = "NONE"
+    result["nodes_values_as_tensor"] = numpy_helper.from_array(np.asarray(values, dtype=np.float64))
+    result["target_weights_as_tensor"] = numpy_helper.from_array(np.asarray(weights, dtype=np.float64))
+    result["base_values_as_tensor"] = numpy_helper.from_array(np.asarray([base_value], dtype=np.float64))
+    return result
+
+
+def _emit_binary_tree_classifier(scope: Any, operator: Any, container: Any) -> None:
+    model = operator.raw_operator
+    name = scope.get_unique_variable_name
+    node_name = scope.get_unique_operator_name
+    source = operator.inputs[0].full_name
+    if isinstance(model, HistGradientBoostingClassifier):
+        trees = _hgb_trees(model)
+        base = float(np.ravel(model._baseline_prediction)[0])
+    else:
+        trees = _forest_trees(model)
+        base = 0.0
+        # sklearn forests round inputs to float32 before comparing with double thresholds.
+        rounded = name("float32_input")
+        container.add_node("Cast", source, rounded, to=TensorProto.FLOAT, name=node_name("Cast"))
+        source = name("rounded_input")
+        container.add_node("Cast", rounded, source, to=TensorProto.DOUBLE, name=node_name("Cast"))
+    raw = name("tree_sum")
+    container.add_node(
+        "TreeEnsembleRegressor",
+        source,
+        raw,
+        op_domain="ai.onnx.ml",
+        op_version=3,
+        name=node_name("TreeEnsembleRegressor"),
+        **_tree_regressor_attributes(trees, base),
+    )
+    # onnxruntime sums in double but hands the result out as float; widen it back.
+    raw_double = name("tree_sum_double")
+    container.add_node("Cast", raw, raw_double, to=TensorProto.DOUBLE, name=node_name("Cast"))
+    positive = name("positive")
+    if isinstance(model, HistGradientBoostingClassifier):
+        container.add_node("Sigmoid", raw_double, positive, name=node_name("Sigmoid"))
+    else:
+        container.add_node("Identity", raw_double, positive, name=node_name("Identity"))
+    _emit_probabilities_and_label(
+        container, name, node_name, positive, operator.outputs[1].full_name, operator.outputs[0].full_name
+    )
+
+
+def _emit_probabilities_and_label(
+    container: Any, name: Any, node_name: Any, positive: str, probabilities: str, label: str
+) -> None:
+    one = name("one")
+    container.add_initializer(one, TensorProto.DOUBLE, [1], [1.0])
+    negative = name("negative")
+    container.add_node("Sub", [one, positive], negative, name=node_name("Sub"))
+    container.add_node("Concat", [negative, positive], probabilities, axis=1, name=node_name("Concat"))
+    half = name("half")
+    container.add_initializer(half, TensorProto.DOUBLE, [1], [0.5])
+    above = name("above_half")
+    container.add_node("Greater", [positive, half], above, name=node_name("Greater"))
+    label_2d = name("label_2d")
+    container.add_node("Cast", above, label_2d, to=TensorProto.INT64, name=node_name("Cast"))
+    flat = name("flat_shape")
+    container.add_initializer(flat, TensorProto.INT64, [1], [-1])
+    container.add_node("Reshape", [label_2d, flat], label, name=node_name("Reshape"))
+
+
+def _derived_shape(operator: Any) -> None:
+    rows = operator.inputs[0].get_first_dimension()
+    width = operator.inputs[0].get_second_dimension()
+    extra = len(operator.raw_operator.operations)
+    operator.outputs[0].type = DoubleTensorType([rows, None if width is None else width + extra])
+
+
+def _derived_converter(scope: Any, operator: Any, container: Any) -> None:
+    name = scope.get_unique_variable_name
+    node_name = scope.get_unique_operator_name
+    source = operator.inputs[0].full_name
+    pieces = [source]
+    for operation, left, right in operator.raw_operator.operations:
+        columns = []
+        for index in (left, right):
+            index_name = name("column_index")
+            container.add_initializer(index_name, TensorProto.INT64, [1], [index])
+            column = name("column")
+            container.add_node("Gather", [source, index_name], column, axis=1, name=node_name("Gather"))
+            columns.append(column)
+        result = name(operation)
+        container.add_node(
+            "Div" if operation == "ratio" else "Mul", columns, result, name=node_name(operation)
+        )
+        pieces.append(result)
+    container.add_node("Concat", pieces, operator.outputs[0].full_name, axis=1, name=node_name("Concat"))
+
+
+def _classifier_shape(operator: Any) -> None:
+    rows = operator.inputs[0].get_first_dimension()
+    from skl2onnx.common.data_types import Int64TensorType
+
+    operator.outputs[0].type = Int64TensorType([rows])
+    operator.outputs[1].type = DoubleTensorType([rows, 2])
+
+
+def _imputer_shape(operator: Any) -> None:
+    operator.outputs[0].type = DoubleTensorType(
+        [operator.inputs[0].get_first_dimension(), operator.inputs[0].get_second_dimension()]
+    )
+
+
+def _imputer_converter(scope: Any, operator: Any, container: Any) -> None:
+    """Where(IsNaN(x), fill, x): onnxruntime has no double-precision ai.onnx.ml Imputer."""
+    imputer = operator.raw_operator
+    if not (isinstance(imputer.missing_values, float) and np.isnan(imputer.missing_values)):
+        raise ValueError("only SimpleImputer(missing_values=nan) is supported")
+    if getattr(imputer, "add_indicator", False):
+        raise ValueError("SimpleImputer(add_indicator=True) is not supported")
+    name = scope.get_unique_variable_name
+    node_name = scope.get_unique_operator_name
+    fill = name("fill_values")
+    statistics = np.asarray(imputer.statistics_, dtype=np.float64)
+    container.add_initializer(fill, TensorProto.DOUBLE, [1, len(statistics)], statistics.tolist())
+    missing = name("is_missing")
+    container.add_node("IsNaN", operator.inputs[0].full_name, missing, name=node_name("IsNaN"))
+    container.add_node(
+        "Where",
+        [missing, fill, operator.inputs[0].full_name],
+        operator.outputs[0].full_name,
+        name=node_name("Where"),
+    )
+
+
+_CLASSIFIER_OPTIONS = {
+    "zipmap": [True, False, "columns"],
+    "nocl": [True, False],
+    "raw_scores": [True, False],
+    "output_class_labels": [False, True],
+}
+
+
+def register_converters() -> None:
+    """Install the double-precision converters (idempotent)."""
+    update_registered_converter(
+        DerivedFeatures, "LoanScoringDerivedFeatures", _derived_shape, _derived_converter
+    )
+    update_registered_converter(SimpleImputer, "SklearnImputer", _imputer_shape, _imputer_converter)
+    for model_type, alias in (
+        (HistGradientBoostingClassifier, "SklearnHistGradientBoostingClassifier"),
+        (RandomForestClassifier, "SklearnRandomForestClassifier"),
+        (ExtraTreesClassifier, "SklearnExtraTreesClassifier"),
+    ):
+        update_registered_converter(
+            model_type, alias, _classifier_shape, _emit_binary_tree_classifier, options=_CLASSIFIER_OPTIONS
+        )
+
+
+def onnx_input_types(spec: DatasetSpec) -> list[tuple[str, Any]]:
+    return [
+        (f.name, StringTensorType([None, 1]) if f.kind == "category" else DoubleTensorType([None, 1]))
+        for f in spec.features
+    ]
+
+
+def convert_pipeline(
+    pipeline: Pipeline, spec: DatasetSpec, calibration: tuple[float, float] | None
+) -> onnx.ModelProto:
+    """The whole fitted pipeline as one ONNX graph, calibration appended when given."""
+    register_converters()
+    options: dict[Any, Any] = {
+        cls: {"zipmap": False}
+        for cls in (
+            LogisticRegression,
+            HistGradientBoostingClassifier,
+            RandomForestClassifier,
+            ExtraTreesClassifier,
+        )
+    }
+    model: onnx.ModelProto = convert_sklearn(
+        pipeline,
+        initial_types=onnx_input_types(spec),
+        options=options,
+        target_opset=OPSET,
+        final_types=[(LABEL_OUTPUT, None), (PROBABILITY_OUTPUT, None)],
+    )
+    if calibration is not None:
+        model = append_sigmoid_calibration(model, *calibration)
+    model.doc_string = f"loan default model for dataset {spec.name}"
+    onnx.checker.check_model(model)
+    return model
+
+
+def _double(name: str, value: float) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray([value], dtype=np.float64), name)  # type: ignore[no-untyped-call]
+
+
+def _int64(name: str, value: int) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray([value], dtype=np.int64), name)  # type: ignore[no-untyped-call]
+
+
+def append_sigmoid_calibration(model: onnx.ModelProto, slope: float, intercept: float) -> onnx.ModelProto:
+    """Replace p by sigmoid(slope * logit(p) + intercept), the Platt map fitted in training."""
+    graph = model.graph
+    raw_name = "uncalibrated_probabilities"
+    renames = {PROBABILITY_OUTPUT: raw_name, LABEL_OUTPUT: "uncalibrated_label"}
+    for node in graph.node:
+        _replace(node.output, [renames.get(o, o) for o in node.output])
+        _replace(node.input, [renames.get(i, i) for i in node.input])
+    kept_outputs = [o for o in graph.output if o.name not in renames]
+    _replace(graph.output, kept_outputs)
+    graph.initializer.extend(
+        [
+            _double("cal_eps", 1e-15),
+            _double("cal_one", 1.0),
+            _double("cal_one_minus_eps", 1.0 - 1e-15),
+            _double("cal_slope", slope),
+            _double("cal_intercept", intercept),
+            _double("cal_half", 0.5),
+            _int64("cal_positive_index", 1),
+            _int64("cal_flat", -1),
+        ]
+    )
+    make = helper.make_node
+    graph.node.extend(
+        [
+            make("Gather", [raw_name, "cal_positive_index"], ["cal_p"], axis=1),
+            make("Clip", ["cal_p", "cal_eps", "cal_one_minus_eps"], ["cal_p_clipped"]),
+            make("Sub", ["cal_one", "cal_p_clipped"], ["cal_q"]),
+            make("Div", ["cal_p_clipped", "cal_q"], ["cal_odds"]),
+            make("Log", ["cal_odds"], ["cal_logit"]),
+            make("Mul", ["cal_logit", "cal_slope"], ["cal_scaled"]),
+            make("Add", ["cal_scaled", "cal_intercept"], ["cal_z"]),
+            make("Sigmoid", ["cal_z"], ["cal_positive"]),
+            make("Sub", ["cal_one", "cal_positive"], ["cal_negative"]),
+            make("Concat", ["cal_negative", "cal_positive"], [PROBABILITY_OUTPUT], axis=1),
+            make("Greater", ["cal_positive", "cal_half"], ["cal_above_half"]),
+            make("Cast", ["cal_above_half"], ["cal_label_2d"], to=TensorProto.INT64),
+            make("Reshape", ["cal_label_2d", "cal_flat"], [LABEL_OUTPUT]),
+        ]
+    )
+    graph.output.extend(
+        [
+            helper.make_tensor_value_info(LABEL_OUTPUT, TensorProto.INT64, [None]),
+            helper.make_tensor_value_info(PROBABILITY_OUTPUT, TensorProto.DOUBLE, [None, 2]),
+        ]
+    )
+    return model
+
+
+def _replace(field: Any, values: list[Any]) -> None:
+    """Protobuf repeated fields cannot be assigned to; clear and refill them."""
+    copies: list[Any] = []
+    for value in values:
+        if isinstance(value, str):
+            copies.append(value)
+        else:
+            copy = type(value)()
+            copy.CopyFrom(value)
+            copies.append(copy)
+    del field[:]
+    field.extend(copies)
+
+
+def onnx_feed(spec: DatasetSpec, frame: pd.DataFrame) -> dict[str, NDArray[Any]]:
+    """Column arrays shaped [N, 1] as the graph's inputs expect; frame from model_input_frame."""
+    feed: dict[str, NDArray[Any]] = {}
+    for feature in spec.features:
+        column = frame[feature.name].to_numpy()
+        if feature.kind == "category":
+            feed[feature.name] = column.astype(object).astype(str).reshape(-1, 1)
+        else:
+            feed[feature.name] = column.astype(np.float64).reshape(-1, 1)
+    return feed
+
+
+def onnx_probabilities(model_bytes: bytes, feed: dict[str, NDArray[Any]]) -> NDArray[np.float64]:
+    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    probabilities = session.run([PROBABILITY_OUTPUT], feed)[0]
+    return np.asarray(probabilities, dtype=np.float64)[:, 1]
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    max_abs_difference: float
+    rows_checked: int
+    passed: bool
+
+
+def check_parity(
+    model_bytes: bytes, feed: dict[str, NDArray[Any]], expected: NDArray[np.float64]
+) -> ParityResult:
+    actual = onnx_probabilities(model_bytes, feed)
+    difference = float(np.max(np.abs(actual - expected))) if len(expected) else 0.0
+    return ParityResult(
+        max_abs_difference=difference,
+        rows_checked=len(expected),
+        passed=bool(np.isfinite(difference) and difference <= PARITY_TOLERANCE),
+    )
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,464 @@
+"""The training chain: split → cross-validate candidates → calibrate → select → threshold → fit →
+ONNX export with parity check → fairness and drift references → model card → bundle on disk.
+
+Each step is a small typed function; :func:`train_bundle` runs them in order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
+from sklearn.pipeline import Pipeline
+
+from lambdas.scoring.card import (
+    AttributeFairness,
+    CandidateReport,
+    CrossValidatedMetrics,
+    DataFingerprint,
+    DecisionPolicy,
+    DriftReference,
+    FeatureSchema,
+    Lineage,
+    MetricSet,
+    ModelCard,
+    OnnxInfo,
+    Parity,
+)
+from training.calibration import SigmoidCalibrator, decide_calibration, fit_sigmoid
+from training.candidates import COMPLEXITY_ORDER, SMALL_DATA_ROWS, Candidate, candidates_by_name
+from training.datasets.catalog import LoadedDataset
+from training.datasets.spec import DatasetSpec, ProtectedAttribute
+from training.fairness import fairness_for_attribute
+from training.features import MISSING_CATEGORY, model_input_frame
+from training.metrics import evaluate, summarise
+from training.onnx_export import (
+    LABEL_OUTPUT,
+    OPSET,
+    PARITY_TOLERANCE,
+    PROBABILITY_OUTPUT,
+    check_parity,
+    convert_pipeline,
+    onnx_feed,
+    sha256_hex,
+)
+from training.reference import feature_references, numeric_reference
+from training.threshold import choose_threshold
+
+log = logging.getLogger(__name__)
+
+SELECTION_RULE = (
+    "Highest mean cross-validated ROC AUC (after calibration where it helped) on the training rows; "
+    "ties within 0.0005 go to the lower cross-validated Brier score. The holdout is never used for "
+    "selection. A champion whose ONNX export fails parity is dropped and the next candidate is taken."
+)
+PACKAGES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas", "pydantic")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    seed: int = 42
+    folds: int = 5
+    repeats: int | None = None  # None: 3 on small data (< SMALL_DATA_ROWS rows), else 1
+    holdout_fraction: float = 0.2
+    cost_of_approving_defaulter: float = 5.0
+    cost_of_declining_good_applicant: float = 1.0
+    candidates: list[str] | None = None
+    model_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.holdout_fraction < 0.5:
+            raise ValueError(f"holdout_fraction must be in (0, 0.5), got {self.holdout_fraction}")
+        if self.folds < 2:
+            raise ValueError(f"folds must be at least 2, got {self.folds}")
+
+
+@dataclass(frozen=True)
+class Split:
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    description: str
+
+
+@dataclass
+class CandidateResult:
+    candidate: Candidate
+    cv_raw: CrossValidatedMetrics
+    cv: CrossValidatedMetrics
+    oof_raw: NDArray[np.float64]  # first repeat, uncalibrated
+    oof: NDArray[np.float64]  # first repeat, calibrated where chosen
+    calibrated: bool
+    calibration_reason: str
+    fit_seconds: float
+    status: str = "candidate"
+    dropped_reason: str | None = None
+    holdout: MetricSet | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def split_holdout(dataset: LoadedDataset, config: TrainingConfig) -> Split:
+    """Out-of-time holdout (latest rows) when the dataset has dates, stratified otherwise."""
+    spec, frame = dataset.spec, dataset.frame
+    if spec.time_column:
+        ordered = frame.sort_values(spec.time_column, kind="stable").reset_index(drop=True)
+        cut = round(len(ordered) * (1 - config.holdout_fraction))
+        boundary = ordered[spec.time_column].iloc[cut]
+        return Split(
+            ordered.iloc[:cut].reset_index(drop=True),
+            ordered.iloc[cut:].reset_index(drop=True),
+            f"out-of-time: latest {config.holdout_fraction:.0%} by {spec.time_column} (from {boundary})",
+        )
+    train, holdout = train_test_split(
+        frame, test_size=config.holdout_fraction, stratify=frame[spec.target], random_state=config.seed
+    )
+    return Split(
+        train.reset_index(drop=True),
+        holdout.reset_index(drop=True),
+        f"stratified random {config.holdout_fraction:.0%} (seed {config.seed})",
+    )
+
+
+def _positive(pipeline: Pipeline, x: pd.DataFrame) -> NDArray[np.float64]:
+    return np.asarray(pipeline.predict_proba(x)[:, 1], dtype=np.float64)
+
+
+def cross_validate(
+    candidate: Candidate, spec: DatasetSpec, x: pd.DataFrame, y: NDArray[np.int_], config: TrainingConfig
+) -> CandidateResult:
+    repeats = config.repeats or (3 if len(y) < SMALL_DATA_ROWS else 1)
+    splitter = RepeatedStratifiedKFold(n_splits=config.folds, n_repeats=repeats, random_state=config.seed)
+    oof = np.zeros((repeats, len(y)))
+    fold_rows: list[tuple[int, NDArray[np.int_]]] = []
+    started = time.perf_counter()
+    for index, (fit_rows, test_rows) in enumerate(splitter.split(x, y)):
+        pipeline = candidate.build(spec, len(fit_rows), config.seed)
+        pipeline.fit(x.iloc[fit_rows], y[fit_rows])
+        oof[index // config.folds, test_rows] = _positive(pipeline, x.iloc[test_rows])
+        fold_rows.append((index // config.folds, test_rows))
+    fit_seconds = time.perf_counter() - started
+    decision, _ = decide_calibration(oof[0], y, config.seed)
+    calibrated_oof = np.array(
+        [
+            decide_calibration(oof[r], y, config.seed)[1] if decision.use_sigmoid else oof[r]
+            for r in range(repeats)
+        ]
+    )
+
+    def folds_metrics(predictions: NDArray[np.float64]) -> CrossValidatedMetrics:
+        per_fold = [evaluate(y[rows], predictions[r, rows]) for r, rows in fold_rows]
+        mean, std = summarise(per_fold)
+        return CrossValidatedMetrics(folds=config.folds, repeats=repeats, mean=mean, std=std)
+
+    return CandidateResult(
+        candidate=candidate,
+        cv_raw=folds_metrics(oof),
+        cv=folds_metrics(calibrated_oof),
+        oof_raw=oof[0],
+        oof=calibrated_oof[0],
+        calibrated=decision.use_sigmoid,
+        calibration_reason=decision.reason,
+        fit_seconds=fit_seconds,
+    )
+
+
+def rank_candidates(results: list[CandidateResult]) -> list[CandidateResult]:
+    """Order by the selection rule (SELECTION_RULE)."""
+    best_auc = max(r.cv.mean.roc_auc for r in results)
+
+    def key(result: CandidateResult) -> tuple[float, float, int]:
+        # Treat AUCs within 0.0005 of the best as tied, then prefer lower Brier, then simpler models.
+        tied = best_auc - result.cv.mean.roc_auc <= 0.0005
+        return (
+            0.0 if tied else -result.cv.mean.roc_auc,
+            result.cv.mean.brier,
+            COMPLEXITY_ORDER.get(result.candidate.name, 99),
+        )
+
+    return sorted(results, key=key)
+
+
+@dataclass(frozen=True)
+class FittedModel:
+    pipeline: Pipeline
+    calibrator: SigmoidCalibrator | None
+
+    def predict(self, x: pd.DataFrame) -> NDArray[np.float64]:
+        raw = _positive(self.pipeline, x)
+        return self.calibrator.apply(raw) if self.calibrator else raw
+
+
+def fit_final(
+    result: CandidateResult, spec: DatasetSpec, x: pd.DataFrame, y: NDArray[np.int_], config: TrainingConfig
+) -> FittedModel:
+    pipeline = result.candidate.build(spec, len(y), config.seed)
+    pipeline.fit(x, y)
+    # The calibration map is fitted on out-of-fold scores, as CalibratedClassifierCV(ensemble=False) does.
+    calibrator = fit_sigmoid(result.oof_raw, y) if result.calibrated else None
+    return FittedModel(pipeline, calibrator)
+
+
+def _protected_groups(attribute: ProtectedAttribute, values: pd.Series) -> pd.Series:
+    if not attribute.bands:
+        return values.astype("string")
+    labels = attribute.band_labels or tuple(f"band_{i}" for i in range(len(attribute.bands) + 1))
+    codes = np.searchsorted(
+        np.asarray(attribute.bands, dtype=np.float64), values.to_numpy(dtype=np.float64), side="right"
+    )
+    return pd.Series([labels[c] for c in codes], index=values.index, dtype="string")
+
+
+def fairness_report(
+    spec: DatasetSpec, holdout: pd.DataFrame, probability: NDArray[np.float64], threshold: float
+) -> list[AttributeFairness]:
+    declined = probability >= threshold
+    y = holdout[spec.target].to_numpy(dtype=np.int64)
+    return [
+        fairness_for_attribute(
+            attribute.column,
+            _protected_groups(attribute, holdout[attribute.column]),
+            y,
+            declined,
+            "holdout rows",
+        )
+        for attribute in spec.protected
+    ]
+
+
+def feature_schema(spec: DatasetSpec, train_inputs: pd.DataFrame) -> list[FeatureSchema]:
+    schemas = []
+    for feature in spec.features:
+        column = train_inputs[feature.name]
+        is_category = feature.kind == "category"
+        nullable = bool((column == MISSING_CATEGORY).any() if is_category else column.isna().any())
+        categories = sorted({str(v) for v in column if v != MISSING_CATEGORY}) if is_category else None
+        minimum, maximum = feature.minimum, feature.maximum
+        if feature.kind == "boolean":
+            minimum, maximum = None, None
+        schemas.append(
+            FeatureSchema(
+                name=feature.name,
+                type=feature.kind,
+                unit=feature.unit,
+                description=feature.description or feature.name,
+                nullable=nullable,
+                minimum=minimum,
+                maximum=maximum,
+                categories=categories,
+                reason=feature.reason_text(),
+                onnx_input=feature.name,
+                onnx_type="string" if is_category else "double",
+            )
+        )
+    return schemas
+
+
+def data_fingerprint(dataset: LoadedDataset, split: Split) -> DataFingerprint:
+    frame = dataset.frame
+    row_hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    digest = hashlib.sha256(row_hashes.tobytes() + ",".join(frame.columns).encode()).hexdigest()
+    return DataFingerprint(
+        source=dataset.source,
+        rows_raw=dataset.rows_raw,
+        rows_used=len(frame),
+        rows_train=len(split.train),
+        rows_holdout=len(split.holdout),
+        positive_rate=float(frame[dataset.spec.target].mean()),
+        sha256=digest,
+        cleaning=dataset.cleaning,
+        holdout=split.description,
+    )
+
+
+def _git_commit() -> str:
+    try:
+        completed = subprocess.run(
+            ["git", "rev-parse", "HEAD"],  # noqa: S607 - git from PATH is the point
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+            timeout=10,
+        )
+        return completed.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def lineage(config: TrainingConfig, seconds: float) -> Lineage:
+    packages = {}
+    for name in PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = "not installed"
+    return Lineage(
+        git_commit=_git_commit(),
+        packages=packages,
+        python=platform.python_version(),
+        seed=config.seed,
+        created_at=datetime.now(UTC).replace(microsecond=0).isoformat(),
+        training_seconds=round(seconds, 2),
+    )
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    card: ModelCard
+    onnx_bytes: bytes
+    results: list[CandidateResult]
+
+
+def train(dataset: LoadedDataset, config: TrainingConfig | None = None) -> TrainingOutcome:
+    config = config or TrainingConfig()
+    started = time.perf_counter()
+    spec = dataset.spec
+    split = split_holdout(dataset, config)
+    x_train = model_input_frame(spec, split.train)
+    y_train = split.train[spec.target].to_numpy(dtype=np.int64)
+    x_holdout = model_input_frame(spec, split.holdout)
+    y_holdout = split.holdout[spec.target].to_numpy(dtype=np.int64)
+
+    results = []
+    for candidate in candidates_by_name(config.candidates):
+        result = cross_validate(candidate, spec, x_train, y_train, config)
+        log.info(
+            "%s: CV ROC AUC %.4f, Brier %.4f", candidate.name, result.cv.mean.roc_auc, result.cv.mean.brier
+        )
+        results.append(result)
+
+    # Holdout figures for every candidate are reported, never used to choose.
+    fitted: dict[str, FittedModel] = {}
+    for result in results:
+        model = fit_final(result, spec, x_train, y_train, config)
+        fitted[result.candidate.name] = model
+        result.holdout = evaluate(y_holdout, model.predict(x_holdout))
+
+    feed = onnx_feed(spec, x_holdout)
+    champion: CandidateResult | None = None
+    onnx_bytes = b""
+    parity_difference = float("nan")
+    for result in rank_candidates(results):
+        model = fitted[result.candidate.name]
+        calibration = (model.calibrator.slope, model.calibrator.intercept) if model.calibrator else None
+        try:
+            candidate_bytes = convert_pipeline(model.pipeline, spec, calibration).SerializeToString()
+            parity = check_parity(candidate_bytes, feed, model.predict(x_holdout))
+        except Exception as error:
+            result.status, result.dropped_reason = "dropped", f"ONNX conversion failed: {error}"
+            log.warning("%s dropped: %s", result.candidate.name, result.dropped_reason)
+            continue
+        if not parity.passed:
+            result.status = "dropped"
+            result.dropped_reason = f"ONNX parity {parity.max_abs_difference:.2e} exceeds {PARITY_TOLERANCE}"
+            log.warning("%s dropped: %s", result.candidate.name, result.dropped_reason)
+            continue
+        champion, onnx_bytes, parity_difference = result, candidate_bytes, parity.max_abs_difference
+        break
+    if champion is None:
+        raise RuntimeError("no candidate passed ONNX conversion and parity; see the logged reasons")
+    champion.status = "champion"
+
+    threshold = choose_threshold(
+        y_train, champion.oof, config.cost_of_approving_defaulter, config.cost_of_declining_good_applicant
+    )
+    final = fitted[champion.candidate.name]
+    holdout_probability = final.predict(x_holdout)
+    references, baseline = feature_references(spec, x_train)
+    sha = sha256_hex(onnx_bytes)
+    card = ModelCard(
+        model_name=config.model_name or f"{spec.name}-default-risk",
+        model_version=f"{spec.name}-{sha[:12]}",
+        dataset=spec.name,
+        description=spec.description,
+        target=spec.target,
+        positive_class=spec.positive_class,
+        champion=champion.candidate.name,
+        selection_rule=SELECTION_RULE,
+        onnx=OnnxInfo(
+            sha256=sha,
+            opset=dict(OPSET),
+            input_names=[f.name for f in spec.features],
+            probability_output=PROBABILITY_OUTPUT,
+            label_output=LABEL_OUTPUT,
+        ),
+        features=feature_schema(spec, x_train),
+        protected_attributes=[p.column for p in spec.protected],
+        decision_policy=DecisionPolicy(
+            threshold=threshold.threshold,
+            method="minimum expected cost on out-of-fold predictions of the training rows",
+            cost_of_approving_defaulter=config.cost_of_approving_defaulter,
+            cost_of_declining_good_applicant=config.cost_of_declining_good_applicant,
+            expected_cost_per_application=threshold.expected_cost,
+            theoretical_threshold=threshold.theoretical_threshold,
+            chosen_on=f"{len(y_train)} training rows, out-of-fold (first CV repeat)",
+        ),
+        candidates=[
+            CandidateReport(
+                name=r.candidate.name,
+                description=r.candidate.description,
+                params=r.candidate.params(spec, len(y_train), config.seed),
+                calibration="sigmoid" if r.calibrated else "none",
+                calibration_reason=r.calibration_reason,
+                cv_uncalibrated=r.cv_raw,
+                cv=r.cv,
+                fit_seconds=round(r.fit_seconds, 2),
+                status=r.status,  # type: ignore[arg-type]
+                dropped_reason=r.dropped_reason,
+            )
+            for r in results
+        ],
+        holdout_metrics=evaluate(y_holdout, holdout_probability),
+        holdout_metrics_by_candidate={r.candidate.name: r.holdout for r in results if r.holdout is not None},
+        parity=Parity(
+            max_abs_difference=parity_difference,
+            rows_checked=len(y_holdout),
+            tolerance=PARITY_TOLERANCE,
+            passed=True,
+            input_precision="float64 inputs, double-precision thresholds and leaf values",
+        ),
+        fairness=fairness_report(spec, split.holdout, holdout_probability, threshold.threshold),
+        reference=DriftReference(
+            features=references,
+            score=numeric_reference(holdout_probability),
+            reason_baseline=baseline,
+            computed_on="features: training rows; score: holdout rows scored by the champion",
+        ),
+        data=data_fingerprint(dataset, split),
+        lineage=lineage(config, time.perf_counter() - started),
+        notes=list(spec.notes),
+    )
+    return TrainingOutcome(card=card, onnx_bytes=onnx_bytes, results=results)
+
+
+def write_bundle(outcome: TrainingOutcome, out_dir: Path) -> Path:
+    """model.onnx + model_card.json, written to temporary names first so a bundle is never half-written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = out_dir / outcome.card.onnx.file
+    card_path = out_dir / "model_card.json"
+    temporary_onnx = onnx_path.with_suffix(".onnx.tmp")
+    temporary_card = card_path.with_suffix(".json.tmp")
+    temporary_onnx.write_bytes(outcome.onnx_bytes)
+    temporary_card.write_text(
+        json.dumps(outcome.card.model_dump(mode="json"), indent=2, allow_nan=False) + "\n"
+    )
+    temporary_onnx.replace(onnx_path)
+    temporary_card.replace(card_path)
+    return out_dir
+
+
+def train_bundle(dataset: LoadedDataset, out_dir: Path, config: TrainingConfig | None = None) -> ModelCard:
+    outcome = train(dataset, config)
+    write_bundle(outcome, out_dir)
+    return outcome.card

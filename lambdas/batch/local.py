@@ -121,3 +121,44 @@ def _manifests_named_by(s3: Any, messages: list[dict[str, Any]]) -> list[dict[st
                 continue
             manifests.append(json.loads(body))
     return manifests
+
+
+def create_notified_bucket(s3: Any, sqs: Any, bucket: str, queue_name: str | None = None) -> str:
+    """Create (or reuse) a bucket whose ObjectCreated events under incoming/ go to an SQS queue.
+
+    The same wiring as the CDK stack (S3 -> SQS, prefix filter); returns the queue URL. S3 sends an
+    ``s3:TestEvent`` to the queue when the notification is configured; the handler ignores it.
+    """
+    existing = {item["Name"] for item in s3.list_buckets().get("Buckets", [])}
+    if bucket not in existing:
+        s3.create_bucket(Bucket=bucket)
+    queue_url: str = sqs.create_queue(QueueName=queue_name or f"{bucket}-incoming")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": queue_arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "incoming/"}]}},
+                }
+            ]
+        },
+    )
+    return queue_url
+
+
+def drain_queue(sqs: Any, queue_url: str, s3: Any | None = None, *, max_rounds: int = 100) -> DrainResult:
+    """``drain_queue_once`` until the queue has nothing visible; results are merged."""
+    total = DrainResult()
+    for _ in range(max_rounds):
+        result = drain_queue_once(sqs, queue_url, s3, wait_seconds=0)
+        if result.received == 0:
+            break
+        total.received += result.received
+        total.failed_message_ids += result.failed_message_ids
+        total.manifests += result.manifests
+    return total

@@ -17,7 +17,7 @@ import boto3
 import pytest
 
 from lambdas.batch import handler as batch_handler
-from lambdas.batch.local import DrainResult, drain_queue_once
+from lambdas.batch.local import DrainResult, create_notified_bucket, drain_queue
 from tests.integration.conftest import moto_endpoint, s3_client  # noqa: F401  (fixtures)
 from tests.scoring.bundles import write_logistic_bundle
 
@@ -59,15 +59,8 @@ class NotifiedBucket:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
 
     def drain(self) -> DrainResult:
-        """Run the handler on what the emulator delivered; loop until the queue is empty."""
-        total = DrainResult()
-        while True:
-            result = drain_queue_once(self.sqs, self.queue_url, self.s3, wait_seconds=0)
-            if result.received == 0:
-                return total
-            total.received += result.received
-            total.failed_message_ids += result.failed_message_ids
-            total.manifests += result.manifests
+        """Run the handler on what the emulator delivered, until the queue is empty."""
+        return drain_queue(self.sqs, self.queue_url, self.s3)
 
     def get(self, key: str) -> bytes:
         data: bytes = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
@@ -86,21 +79,5 @@ def notified_bucket(batch_environment: None, moto_endpoint: str) -> NotifiedBuck
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
     sqs = boto3.client("sqs", endpoint_url=moto_endpoint, region_name="us-east-1")
     name = f"batch-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    s3.put_bucket_notification_configuration(
-        Bucket=name,
-        NotificationConfiguration={
-            "QueueConfigurations": [
-                {
-                    "QueueArn": queue_arn,
-                    "Events": ["s3:ObjectCreated:*"],
-                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "incoming/"}]}},
-                }
-            ]
-        },
-    )
+    queue_url = create_notified_bucket(s3, sqs, name, queue_name=name)
     return NotifiedBucket(s3=s3, sqs=sqs, bucket=name, queue_url=queue_url)

@@ -1,0 +1,265 @@
+"""Model registry in an artifact bucket (or folder): the champion gate and immutable registration.
+
+Layout under the registry location (a folder or ``s3://bucket/prefix``)::
+
+    <model_name>/<model_version>/model.onnx
+    <model_name>/<model_version>/model_card.json
+    <model_name>/latest.json        {"model_name", "model_version", "onnx_sha256", "registered_at", ...}
+
+A version is immutable: its files are written with create-only writes (S3 ``If-None-Match: *``,
+``os.link`` locally), and registering a version that already exists is refused. ``latest.json``
+is written last, so it only ever points at a complete version; the API and the next gate read
+the champion through it.
+
+Gate rule (``gate``): a candidate may replace the champion only if
+
+1. its ONNX export passed the sklearn-vs-ONNX parity check (``parity.passed``);
+2. the comparison is on the same holdout: either the caller passes the champion's metrics
+   computed on the candidate's holdout, or both cards describe the same data and holdout split
+   (equal ``dataset`` and ``data.sha256`` and ``data.holdout``); otherwise the gate refuses, since
+   metrics on different holdouts are not comparable;
+3. holdout ROC AUC >= champion's ROC AUC - ``roc_auc_tolerance`` (default 0.005);
+4. holdout Brier score <= champion's Brier + ``brier_tolerance`` (default 0.005).
+
+With no champion registered, rule 1 alone applies. Cards are read as plain JSON: only
+``model_name``, ``model_version``, ``onnx.sha256``, ``holdout_metrics.roc_auc``,
+``holdout_metrics.brier``, ``parity.passed`` (and for rule 2 ``dataset`` and ``data``) are used.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.dataload.storage import ObjectExistsError, Storage, StorageError, open_storage
+
+MODEL_FILE = "model.onnx"
+CARD_FILE = "model_card.json"
+LATEST_FILE = "latest.json"
+DEFAULT_ROC_AUC_TOLERANCE = 0.005
+DEFAULT_BRIER_TOLERANCE = 0.005
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class RegistryError(Exception):
+    """A bundle or card is invalid, or the registry refused the operation."""
+
+
+class VersionExistsError(RegistryError):
+    """The model version is already registered (versions are immutable)."""
+
+
+@dataclass(frozen=True)
+class GateRule:
+    roc_auc_tolerance: float = DEFAULT_ROC_AUC_TOLERANCE
+    brier_tolerance: float = DEFAULT_BRIER_TOLERANCE
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    passed: bool
+    candidate_version: str
+    champion_version: str | None
+    reasons: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "passed": self.passed,
+            "candidate_version": self.candidate_version,
+            "champion_version": self.champion_version,
+            "reasons": self.reasons,
+        }
+
+
+def _path(card: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = card
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            raise RegistryError(f"model card lacks {dotted}")
+        value = value[part]
+    return value
+
+
+def _number(card: Mapping[str, Any], dotted: str) -> float:
+    value = _path(card, dotted)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RegistryError(f"model card {dotted} must be a number, got {value!r}")
+    return float(value)
+
+
+def _name(card: Mapping[str, Any], key: str) -> str:
+    value = _path(card, key)
+    if not isinstance(value, str) or not SAFE_NAME.match(value):
+        raise RegistryError(f"model card {key} {value!r} must be 1-128 of letters, digits, '.', '_', '-'")
+    return value
+
+
+def _same_holdout(candidate: Mapping[str, Any], champion: Mapping[str, Any]) -> bool:
+    def identity(card: Mapping[str, Any]) -> tuple[object, object, object] | None:
+        data = card.get("data")
+        if not isinstance(data, Mapping) or not data.get("sha256") or not data.get("holdout"):
+            return None
+        return card.get("dataset"), data.get("sha256"), data.get("holdout")
+
+    left, right = identity(candidate), identity(champion)
+    return left is not None and left == right
+
+
+def gate(
+    candidate: Mapping[str, Any],
+    champion: Mapping[str, Any] | None,
+    rule: GateRule = GateRule(),
+    champion_metrics_on_candidate_holdout: Mapping[str, float] | None = None,
+) -> GateDecision:
+    """Decide whether ``candidate`` may replace ``champion`` (see the module docstring)."""
+    version = _name(candidate, "model_version")
+    failures: list[str] = []
+    notes: list[str] = []
+    if _path(candidate, "parity.passed") is not True:
+        failures.append("candidate failed the sklearn-vs-ONNX parity check")
+    roc_auc = _number(candidate, "holdout_metrics.roc_auc")
+    brier = _number(candidate, "holdout_metrics.brier")
+
+    if champion is None:
+        notes.append("no champion registered: only the parity check applies")
+        return GateDecision(not failures, version, None, failures + notes)
+
+    champion_version = _name(champion, "model_version")
+    if champion_metrics_on_candidate_holdout is not None:
+        champion_roc_auc = float(champion_metrics_on_candidate_holdout["roc_auc"])
+        champion_brier = float(champion_metrics_on_candidate_holdout["brier"])
+        notes.append("champion metrics computed on the candidate's holdout")
+    elif _same_holdout(candidate, champion):
+        champion_roc_auc = _number(champion, "holdout_metrics.roc_auc")
+        champion_brier = _number(champion, "holdout_metrics.brier")
+        notes.append("both cards describe the same data and holdout")
+    else:
+        failures.append(
+            "the cards' holdouts differ (dataset, data.sha256 or data.holdout): evaluate the champion "
+            "on the candidate's holdout and pass champion_metrics_on_candidate_holdout"
+        )
+        return GateDecision(False, version, champion_version, failures + notes)
+
+    if roc_auc < champion_roc_auc - rule.roc_auc_tolerance:
+        failures.append(
+            f"holdout ROC AUC {roc_auc:.4f} is worse than the champion's {champion_roc_auc:.4f} "
+            f"by more than {rule.roc_auc_tolerance}"
+        )
+    else:
+        notes.append(
+            f"ROC AUC {roc_auc:.4f} vs champion {champion_roc_auc:.4f} (tolerance {rule.roc_auc_tolerance})"
+        )
+    if brier > champion_brier + rule.brier_tolerance:
+        failures.append(
+            f"holdout Brier {brier:.4f} is worse than the champion's {champion_brier:.4f} "
+            f"by more than {rule.brier_tolerance}"
+        )
+    else:
+        notes.append(f"Brier {brier:.4f} vs champion {champion_brier:.4f} (tolerance {rule.brier_tolerance})")
+    return GateDecision(not failures, version, champion_version, failures + notes)
+
+
+def read_bundle_card(bundle_dir: Path) -> dict[str, Any]:
+    """The card of a bundle folder, checked against its model.onnx (hash) and the naming rules."""
+    bundle = Path(bundle_dir)
+    model_path, card_path = bundle / MODEL_FILE, bundle / CARD_FILE
+    for path in (model_path, card_path):
+        if not path.is_file():
+            raise RegistryError(f"bundle {bundle} lacks {path.name}")
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise RegistryError(f"{card_path} is not valid JSON: {error}") from error
+    if not isinstance(card, dict):
+        raise RegistryError(f"{card_path} must hold a JSON object")
+    _name(card, "model_name")
+    _name(card, "model_version")
+    actual = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    if _path(card, "onnx.sha256") != actual:
+        raise RegistryError(
+            f"{model_path} has sha256 {actual}, but the card says {_path(card, 'onnx.sha256')}"
+        )
+    return card
+
+
+def latest_pointer(registry_location: str | Path, model_name: str) -> dict[str, Any] | None:
+    """The ``latest.json`` of ``model_name``, or None if nothing is registered yet."""
+    storage = open_storage(registry_location)
+    key = f"{model_name}/{LATEST_FILE}"
+    if not storage.exists(key):
+        return None
+    pointer = json.loads(storage.read_bytes(key))
+    if not isinstance(pointer, dict):
+        raise RegistryError(f"{storage.describe(key)} must hold a JSON object")
+    return pointer
+
+
+def champion_card(registry_location: str | Path, model_name: str) -> dict[str, Any] | None:
+    """The card of the version ``latest.json`` points at, or None."""
+    pointer = latest_pointer(registry_location, model_name)
+    if pointer is None:
+        return None
+    storage = open_storage(registry_location)
+    card = json.loads(storage.read_bytes(f"{model_name}/{pointer['model_version']}/{CARD_FILE}"))
+    if not isinstance(card, dict):
+        raise RegistryError(f"champion card of {model_name} must be a JSON object")
+    return card
+
+
+def register_bundle(bundle_dir: str | Path, registry_location: str | Path) -> str:
+    """Upload the bundle under ``<model_name>/<model_version>/`` (never overwriting); point latest at it."""
+    bundle = Path(bundle_dir)
+    card = read_bundle_card(bundle)
+    model_name, version = card["model_name"], card["model_version"]
+    storage = open_storage(registry_location)
+    prefix = f"{model_name}/{version}/"
+    if storage.list_keys(prefix):
+        raise VersionExistsError(f"{storage.describe(prefix)} already exists; versions are immutable")
+    try:
+        # model first, card second: a card in the registry always has its model beside it.
+        storage.write_bytes(prefix + MODEL_FILE, (bundle / MODEL_FILE).read_bytes(), overwrite=False)
+        storage.write_bytes(prefix + CARD_FILE, (bundle / CARD_FILE).read_bytes(), overwrite=False)
+    except ObjectExistsError as error:  # a concurrent registration of the same version won the race
+        raise VersionExistsError(str(error)) from error
+    _write_latest(storage, card, prefix)
+    return str(version)
+
+
+def _write_latest(storage: Storage, card: Mapping[str, Any], prefix: str) -> None:
+    pointer = {
+        "model_name": card["model_name"],
+        "model_version": card["model_version"],
+        "onnx_sha256": _path(card, "onnx.sha256"),
+        "model_key": prefix + MODEL_FILE,
+        "card_key": prefix + CARD_FILE,
+        "registered_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    try:
+        storage.write_bytes(f"{card['model_name']}/{LATEST_FILE}", json.dumps(pointer, indent=2).encode())
+    except StorageError as error:
+        raise RegistryError(
+            f"version {card['model_version']} is stored but latest.json was not updated: {error}"
+        ) from error
+
+
+def download_bundle(
+    registry_location: str | Path, model_name: str, destination: Path, version: str | None = None
+) -> str:
+    """Fetch a bundle (latest when ``version`` is None) into ``destination``; return its version."""
+    if version is None:
+        pointer = latest_pointer(registry_location, model_name)
+        if pointer is None:
+            raise RegistryError(f"no version of {model_name} is registered at {registry_location}")
+        version = str(pointer["model_version"])
+    storage = open_storage(registry_location)
+    destination.mkdir(parents=True, exist_ok=True)
+    for file_name in (MODEL_FILE, CARD_FILE):
+        (destination / file_name).write_bytes(storage.read_bytes(f"{model_name}/{version}/{file_name}"))
+    read_bundle_card(destination)  # the downloaded pair must still match its hash
+    return version

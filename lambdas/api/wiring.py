@@ -20,13 +20,14 @@ def make_handler(api: ScoringApi) -> LambdaHandler:
     """The handler for one API; decorators in a fixed order: logger outermost, then tracer, metrics."""
 
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
-    @tracer.capture_lambda_handler
+    @tracer.capture_lambda_handler(capture_response=False)  # scores stay out of trace metadata
     @metrics.log_metrics(capture_cold_start_metric=True)
     def handle(event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
         tracer.put_annotation(key="model_version", value=api.model.model_version)
         return api.handle(event, context)
 
-    return handle
+    wrapped: LambdaHandler = handle
+    return wrapped
 
 
 def create_handler(env: Mapping[str, str]) -> LambdaHandler:

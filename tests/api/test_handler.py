@@ -294,13 +294,11 @@ def test_given_a_validation_error_when_handled_then_the_metric_is_emitted(
 # ---- leanness and cold start --------------------------------------------------------------------
 
 
-def test_given_the_handler_module_when_imported_then_no_pandas_sklearn_or_boto3_is_loaded(
+def test_given_the_handler_module_when_imported_locally_then_no_pandas_sklearn_boto3_or_xray_is_loaded(
     api_bundle: Path,
 ) -> None:
-    code = (
-        "import sys, lambdas.api.handler; "
-        "print(sorted(m for m in ('pandas', 'sklearn', 'boto3') if m in sys.modules))"
-    )
+    heavy = ("pandas", "sklearn", "boto3", "botocore.session", "aws_xray_sdk.core")
+    code = f"import sys, lambdas.api.handler; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     env = {"MODEL_BUNDLE_DIR": str(api_bundle), "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True

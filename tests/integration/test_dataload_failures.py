@@ -74,7 +74,7 @@ def test_a_value_too_long_for_its_column_is_rejected_not_truncated(
 ) -> None:
     frame = credit_risk_frame.head(10).copy()
     frame.loc[3, "loan_grade"] = "AAA"
-    with pytest.raises(LoadError, match=r"loan_grade.*Data too long"):
+    with pytest.raises(LoadError, match=r"Data too long for column 'loan_grade'"):
         load_tables(
             mariadb_connection, schema_for("credit_risk"), {"applications": frame}, database=mariadb_database
         )

@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--export-id", required=True)
     export.add_argument("--tables", nargs="*", help="only these tables (default: all)")
     export.add_argument("--rows-per-file", type=int, default=DEFAULT_ROWS_PER_FILE)
+    export.add_argument("--as-database", help="database name to use in the layout (default: --database)")
     return parser
 
 
@@ -73,6 +74,7 @@ def run(arguments: argparse.Namespace) -> dict[str, object]:
             arguments.export_id,
             tables=arguments.tables or None,
             rows_per_file=arguments.rows_per_file,
+            layout_database=arguments.as_database,
         )
         return {
             "export_id": summary.export_id,

@@ -267,12 +267,19 @@ def export_database(
     tables: Sequence[str] | None = None,
     rows_per_file: int = DEFAULT_ROWS_PER_FILE,
     source_arn: str | None = None,
+    layout_database: str | None = None,
 ) -> ExportSummary:
-    """Export ``database`` (or only ``tables`` of it) to ``out_location`` under ``export_id``."""
+    """Export ``database`` (or only ``tables`` of it) to ``out_location`` under ``export_id``.
+
+    ``layout_database`` names the database in the layout (default: ``database`` itself, as RDS
+    does); it lets a copy loaded under another name (a test database, a restore) be exported
+    under the name training expects.
+    """
     if not export_id or "/" in export_id or export_id.strip() != export_id:
         raise ValueError(f"export id {export_id!r} must be a non-empty name without '/' or spaces")
     if rows_per_file < 1:
         raise ValueError("rows_per_file must be at least 1")
+    layout_name = layout_database or database
     storage = open_storage(out_location)
     if storage.list_keys(f"{export_id}/"):
         raise ExportError(f"{storage.describe(export_id)} already holds an export; choose another export id")
@@ -294,7 +301,7 @@ def export_database(
             snapshot_time = _utc_now()
             for table in selected:
                 info, table_export = _export_table(
-                    connection, cursor, storage, database, table, export_id, rows_per_file
+                    connection, cursor, storage, database, table, export_id, rows_per_file, layout_database
                 )
                 table_infos.append(info)
                 exported_tables.append(table_export)
@@ -310,7 +317,8 @@ def export_database(
     export_info = {
         "exportTaskIdentifier": export_id,
         "sourceArn": source_arn or f"local:mariadb/{database}",
-        "exportOnly": [database] if tables is None else [f"{database}.{table}" for table in selected],
+        "sourceDatabase": database,
+        "exportOnly": [layout_name] if tables is None else [f"{layout_name}.{table}" for table in selected],
         "snapshotTime": snapshot_time,
         "taskStartTime": task_start,
         "taskEndTime": _utc_now(),
@@ -340,6 +348,7 @@ def _export_table(
     table: str,
     export_id: str,
     rows_per_file: int,
+    layout_database: str | None,
 ) -> tuple[dict[str, Any], TableExport]:
     extraction_start = _utc_now()
     columns = _source_columns(cursor, database, table)
@@ -352,7 +361,8 @@ def _export_table(
     if key:
         select += f" ORDER BY {', '.join(quote(name) for name in key)}"
 
-    table_prefix = f"{export_id}/{database}/{database}.{table}/{BATCH_INDEX}"
+    layout_name = layout_database or database
+    table_prefix = f"{export_id}/{layout_name}/{layout_name}.{table}/{BATCH_INDEX}"
     files: list[str] = []
     rows_written = 0
     size_bytes = 0
@@ -397,6 +407,6 @@ def _export_table(
         "sizeGB": size_bytes / 1024**3,
         "sizeBytes": size_bytes,
         "rowCount": rows_written,
-        "target": f"{database}.{table}",
+        "target": f"{layout_name}.{table}",
     }
     return info, TableExport(table=table, rows=rows_written, files=files)

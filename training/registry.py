@@ -263,3 +263,49 @@ def download_bundle(
         (destination / file_name).write_bytes(storage.read_bytes(f"{model_name}/{version}/{file_name}"))
     read_bundle_card(destination)  # the downloaded pair must still match its hash
     return version
+
+
+def gate_and_register(
+    bundle_dir: str | Path,
+    registry_location: str | Path,
+    rule: GateRule = GateRule(),
+    champion_metrics_on_candidate_holdout: Mapping[str, float] | None = None,
+) -> tuple[GateDecision, str | None]:
+    """Gate the bundle against the registered champion; register it only if the gate passes."""
+    card = read_bundle_card(Path(bundle_dir))
+    champion = champion_card(registry_location, card["model_name"])
+    decision = gate(card, champion, rule, champion_metrics_on_candidate_holdout)
+    if not decision.passed:
+        return decision, None
+    return decision, register_bundle(bundle_dir, registry_location)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.registry register --bundle DIR --registry LOCATION``: gate, then register."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m training.registry", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    register = commands.add_parser(
+        "register", help="gate a bundle against the champion, register it if it passes"
+    )
+    register.add_argument(
+        "--bundle", type=Path, required=True, help="folder with model.onnx and model_card.json"
+    )
+    register.add_argument("--registry", required=True, help="a folder or s3://bucket/prefix")
+    register.add_argument("--roc-auc-tolerance", type=float, default=DEFAULT_ROC_AUC_TOLERANCE)
+    register.add_argument("--brier-tolerance", type=float, default=DEFAULT_BRIER_TOLERANCE)
+    arguments = parser.parse_args(argv)
+    rule = GateRule(arguments.roc_auc_tolerance, arguments.brier_tolerance)
+    try:
+        decision, version = gate_and_register(arguments.bundle, arguments.registry, rule)
+    except (RegistryError, StorageError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps({**decision.as_dict(), "registered_version": version}, indent=2))
+    return 0 if decision.passed else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -138,3 +138,27 @@ def test_unsafe_version_names_are_refused(tmp_path: Path) -> None:
     bundle = _bundle(tmp_path / "b", _card("../escape", 0.9, 0.1), b"model")
     with pytest.raises(RegistryError, match=r"model_version '\.\./escape'"):
         register_bundle(bundle, tmp_path / "registry")
+
+
+def test_the_cli_registers_a_passing_bundle_and_refuses_a_worse_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.registry import main
+
+    registry = str(tmp_path / "registry")
+    # Given a champion registered through the CLI
+    first = _bundle(tmp_path / "b1", _card("v1", 0.93, 0.08), b"champion")
+    assert main(["register", "--bundle", str(first), "--registry", registry]) == 0
+    assert json.loads(capsys.readouterr().out)["registered_version"] == "v1"
+
+    # When a clearly worse candidate on the same holdout is offered
+    worse = _bundle(tmp_path / "b2", _card("v2", 0.80, 0.12), b"worse")
+    code = main(["register", "--bundle", str(worse), "--registry", registry])
+
+    # Then it is refused (exit 1), nothing is stored, and latest still points at the champion
+    assert code == 1
+    assert json.loads(capsys.readouterr().out)["registered_version"] is None
+    assert not (tmp_path / "registry" / "credit-risk-default-risk" / "v2").exists()
+    pointer = latest_pointer(registry, "credit-risk-default-risk")
+    assert pointer is not None
+    assert pointer["model_version"] == "v1"

@@ -43,6 +43,13 @@ SINGLE_THREAD_ENV = {
 
 
 def _peak_rss_mb() -> float:
+    """This process's own peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a
+    child would report its parent's peak (the parent may just have trained a model)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 

@@ -28,8 +28,9 @@ from numpy.typing import NDArray
 
 from lambdas.batch.layout import FileFormat
 
-DEFAULT_CSV_BLOCK_BYTES = 4 * 1024 * 1024
-DEFAULT_CHUNK_ROWS = 50_000
+# ~2 MiB of CSV is ~30k credit_risk rows: measured as fast as 4 MiB, with ~125 MB less peak RSS.
+DEFAULT_CSV_BLOCK_BYTES = 2 * 1024 * 1024
+DEFAULT_CHUNK_ROWS = 30_000
 # Columns the batch adds to every scored row (an input column of the same name is replaced).
 OUTPUT_COLUMNS = ("probability_of_default", "decision", "reasons", "model_version")
 REJECTED_FIXED_COLUMNS = ("row_number", "error_code", "error")

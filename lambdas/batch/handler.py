@@ -62,7 +62,8 @@ def _positive_int(name: str, default: int) -> int:
 @cache
 def loaded_model() -> ScoringModel:
     """Loaded once per execution environment (cold start), reused by every invocation."""
-    return ScoringModel.load_directory(model_bundle_path())
+    # One onnxruntime thread by default: a 2 GB function has about one vCPU; raise it with the memory.
+    return ScoringModel.load_directory(model_bundle_path(), threads=_positive_int("BATCH_ONNX_THREADS", 1))
 
 
 @cache

@@ -40,7 +40,6 @@ from infra.nag import (
 from infra.network import Network
 
 CANDIDATES_PREFIX = "candidates/"
-CHAMPION_PREFIX = "champion/"
 REGISTRY_PREFIX = "models/"
 SNAPSHOT_PREFIX = "train-"
 # Docker build context is the repo root (uv.lock + pyproject + training/ + lambdas/scoring/); only
@@ -125,12 +124,11 @@ class TrainingPipeline(Construct):
         )
         data.export_bucket.grant_read(task.task_role)
         self.artifact_bucket.grant_read_write(task.task_role, CANDIDATES_PREFIX + "*")
-        self.artifact_bucket.grant_read(task.task_role, CHAMPION_PREFIX + "*")
         self.artifact_bucket.grant_read_write(task.task_role, REGISTRY_PREFIX + "*")
         suppress(
             task.task_role,
             "AwsSolutions-IAM5",
-            "Object wildcards are limited to the export bucket (read) and the candidates/, champion/ and "
+            "Object wildcards are limited to the export bucket (read) and the candidates/ and "
             "models/ prefixes of the artifact bucket, with grant_* action groups on their KMS keys.",
             findings=[
                 *S3_READ_ACTIONS,
@@ -139,7 +137,7 @@ class TrainingPipeline(Construct):
                 bucket_objects(data.export_bucket, "*"),
                 *(
                     bucket_objects(self.artifact_bucket, p + "*")
-                    for p in (CANDIDATES_PREFIX, CHAMPION_PREFIX, REGISTRY_PREFIX)
+                    for p in (CANDIDATES_PREFIX, REGISTRY_PREFIX)
                 ),
             ],
         )
@@ -261,7 +259,6 @@ class TrainingPipeline(Construct):
             self.artifact_bucket.bucket_name,
             sfn.JsonPath.string_at("$.run.executionId"),
         )
-        champion_uri = f"s3://{self.artifact_bucket.bucket_name}/{CHAMPION_PREFIX}"
         registry_uri = f"s3://{self.artifact_bucket.bucket_name}/{REGISTRY_PREFIX}"
         # ECS command overrides cannot mix JSONPath into a list, so one Pass state builds each command
         # as an array (States.Array) and the ECS tasks read it with list_at.
@@ -277,8 +274,10 @@ class TrainingPipeline(Construct):
                     sfn.JsonPath.format("export:{}", export_uri),
                     "--out",
                     candidate_uri,
+                    "--champion-registry",
+                    registry_uri,
                 ),
-                "gate": _command("gate", "--candidate", candidate_uri, "--champion", champion_uri),
+                "gate": _command("gate", "--candidate", candidate_uri, "--registry", registry_uri),
                 "register": _command("register", "--candidate", candidate_uri, "--registry", registry_uri),
             },
             result_path="$.commands",

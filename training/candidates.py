@@ -47,7 +47,7 @@ def _forest(spec: DatasetSpec, rows: int, seed: int) -> Pipeline:
         min_samples_leaf=3,
         max_features="sqrt",
         class_weight="balanced_subsample",
-        n_jobs=2,
+        n_jobs=1,  # parallelism comes from running folds in separate processes
         random_state=seed,
     )
     return Pipeline([("prepare", preprocessor(spec, "onehot")), ("model", model)])

@@ -1,20 +1,33 @@
 """One CLI for the training chain: ``python -m training <command>``.
 
-- ``train``: dataset + source → bundle folder (model.onnx + model_card.json); prints the summary.
+- ``train``: dataset + source → bundle (model.onnx + model_card.json) in a folder or ``s3://…``.
 - ``show``: print a bundle's card summary.
-Loading MariaDB, exporting and registering bundles have their own subcommands once available.
+- ``load`` / ``export``: a dataset's files into MariaDB (or RDS) / MariaDB into the RDS
+  snapshot-export Parquet layout (see ``python -m training.dataload``).
+- ``gate``: may the candidate bundle replace the registered champion? (exit 0 yes, 1 no)
+- ``register``: gate, then store the bundle under an immutable version in the registry.
+- ``loop``: load → export → train (champion scored on the same holdout) → gate → register.
+
+The Step Functions pipeline in AWS runs ``train``, ``gate`` and ``register`` in the training
+container; ``loop`` runs the same steps locally against MariaDB and a folder or S3 emulator.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
+import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 from lambdas.scoring.card import ModelCard
 from training.datasets.catalog import BUILT_IN, load_dataset
 from training.pipeline import TrainingConfig, train_bundle
+
+BUNDLE_FILES = ("model.onnx", "model_card.json")
 
 
 def card_summary(card: ModelCard) -> str:
@@ -62,44 +75,196 @@ def card_summary(card: ModelCard) -> str:
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m training", description=(__doc__ or "").splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a dataset into a model bundle")
-    train.add_argument("--dataset", default="credit_risk", help=f"built in: {', '.join(sorted(BUILT_IN))}")
+    _training_arguments(train)
+    train.add_argument("--out", required=True, help="bundle folder or s3://bucket/prefix/ to write")
     train.add_argument(
-        "--source", default=None, help="files | files:<path> | export:<folder or s3://…>[#<export-id>]"
+        "--champion-registry", default=None, help="score the registered champion on the holdout"
     )
-    train.add_argument(
-        "--spec-file", type=Path, default=None, help="JSON spec for any flat table (with files:<path>)"
-    )
-    train.add_argument("--out", type=Path, required=True, help="bundle folder to write")
-    train.add_argument("--seed", type=int, default=42)
-    train.add_argument("--candidates", nargs="*", default=None, help="subset of candidate names")
-    train.add_argument("--cost-approve-defaulter", type=float, default=5.0)
-    train.add_argument("--cost-decline-good", type=float, default=1.0)
     show = commands.add_parser("show", help="print a bundle's card summary")
     show.add_argument("bundle", type=Path)
+    load = commands.add_parser("load", help="load a dataset's files into MariaDB (DB_* env or DB_SECRET_ARN)")
+    load.add_argument("--dataset", required=True)
+    load.add_argument("--files", required=True, help="folder or s3://bucket/prefix/ with the dataset's files")
+    load.add_argument("--database", default=None)
+    export = commands.add_parser("export", help="export a MariaDB database in the RDS snapshot-export layout")
+    export.add_argument("--database", required=True)
+    export.add_argument("--out", required=True, help="folder or s3://bucket/prefix")
+    export.add_argument("--export-id", required=True)
+    for name, text in (("gate", "gate a candidate bundle"), ("register", "gate, then register a candidate")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--candidate", required=True, help="candidate bundle folder or s3://…/")
+        command.add_argument("--registry", required=True, help="registry folder or s3://bucket/prefix")
+    loop = commands.add_parser("loop", help="load → export → train → gate → register, locally")
+    _training_arguments(loop)
+    loop.add_argument("--files", default=None, help="dataset files to load first (default: skip loading)")
+    loop.add_argument("--database", default=None, help="MariaDB database (default: the dataset's name)")
+    loop.add_argument("--exports", required=True, help="export location: folder or s3://bucket/prefix")
+    loop.add_argument("--registry", required=True, help="registry folder or s3://bucket/prefix")
     return parser.parse_args(argv)
+
+
+def _training_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="credit_risk", help=f"built in: {', '.join(sorted(BUILT_IN))}")
+    parser.add_argument(
+        "--source", default=None, help="files | files:<path> | export:<folder or s3://…>[#<id>]"
+    )
+    parser.add_argument(
+        "--spec-file", type=Path, default=None, help="JSON spec for any flat table (files:<path>)"
+    )
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--jobs", type=int, default=2, help="parallel fits (processes)")
+    parser.add_argument("--candidates", nargs="*", default=None, help="subset of candidate names")
+    parser.add_argument("--cost-approve-defaulter", type=float, default=5.0)
+    parser.add_argument("--cost-decline-good", type=float, default=1.0)
+
+
+def _config(args: argparse.Namespace, champion_bundle: Path | None) -> TrainingConfig:
+    return TrainingConfig(
+        seed=args.seed,
+        n_jobs=args.jobs,
+        candidates=args.candidates,
+        cost_of_approving_defaulter=args.cost_approve_defaulter,
+        cost_of_declining_good_applicant=args.cost_decline_good,
+        champion_bundle=champion_bundle,
+    )
+
+
+def _is_remote(location: str) -> bool:
+    return location.startswith("s3://")
+
+
+def _materialise(location: str, workspace: Path) -> Path:
+    """A local folder holding the files at ``location`` (downloaded when it is on S3)."""
+    if not _is_remote(location):
+        return Path(location)
+    from training.dataload.storage import open_storage
+
+    storage = open_storage(location)
+    keys = storage.list_keys("")
+    if not keys:
+        raise FileNotFoundError(f"nothing found under {location}")
+    for key in keys:
+        target = workspace / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(storage.read_bytes(key))
+    return workspace
+
+
+def _publish(bundle: Path, location: str) -> None:
+    if not _is_remote(location):
+        return
+    from training.dataload.storage import open_storage
+
+    storage = open_storage(location)
+    for name in BUNDLE_FILES:  # the card last: a reader that sees it finds the model beside it
+        storage.write_bytes(name, (bundle / name).read_bytes())
+
+
+def _champion_bundle(registry: str, dataset: str, workspace: Path) -> Path | None:
+    from training.registry import download_bundle, latest_pointer
+
+    model_name = f"{dataset}-default-risk"
+    if latest_pointer(registry, model_name) is None:
+        return None
+    destination = workspace / "champion"
+    download_bundle(registry, model_name, destination)
+    return destination
+
+
+def _train(args: argparse.Namespace, out: str, registry: str | None) -> ModelCard:
+    with tempfile.TemporaryDirectory(prefix="training-") as scratch:
+        workspace = Path(scratch)
+        champion = _champion_bundle(registry, args.dataset, workspace) if registry else None
+        dataset = load_dataset(args.dataset, args.source, args.spec_file)
+        bundle = workspace / "bundle" if _is_remote(out) else Path(out)
+        card = train_bundle(dataset, bundle, _config(args, champion))
+        _publish(bundle, out)
+    print(card_summary(card))
+    if card.champion_comparison:
+        print(f"champion comparison: {card.champion_comparison.model_dump(mode='json')}")
+    print(f"\nbundle written to {out}")
+    return card
+
+
+def _gate_or_register(args: argparse.Namespace) -> int:
+    from training.registry import champion_card, gate, read_bundle_card, register_bundle
+
+    with tempfile.TemporaryDirectory(prefix="candidate-") as scratch:
+        bundle = _materialise(args.candidate, Path(scratch))
+        card = read_bundle_card(bundle)
+        decision = gate(card, champion_card(args.registry, card["model_name"]))
+        version = (
+            register_bundle(bundle, args.registry) if decision.passed and args.command == "register" else None
+        )
+    print(json.dumps({**decision.as_dict(), "registered_version": version}, indent=2))
+    return 0 if decision.passed else 1
+
+
+def _load(dataset: str, files: str, database: str | None) -> None:
+    from training.dataload.__main__ import main as dataload_main
+
+    with tempfile.TemporaryDirectory(prefix="dataset-") as scratch:
+        folder = _materialise(files, Path(scratch))
+        arguments = ["load", "--dataset", dataset, "--files", str(folder)]
+        if database:
+            arguments += ["--database", database]
+        if dataload_main(arguments) != 0:
+            raise SystemExit(2)
+
+
+def _export(database: str, out: str, export_id: str, layout_database: str | None = None) -> None:
+    from training.dataload.__main__ import main as dataload_main
+
+    arguments = ["export", "--database", database, "--out", out, "--export-id", export_id]
+    if layout_database:
+        arguments += ["--as-database", layout_database]
+    if dataload_main(arguments) != 0:
+        raise SystemExit(2)
+
+
+def _loop(args: argparse.Namespace) -> int:
+    """The retraining loop: the same steps the Step Functions pipeline runs in AWS."""
+    if args.dataset not in BUILT_IN:
+        raise ValueError(f"loop runs the built-in datasets {sorted(BUILT_IN)}, not {args.dataset!r}")
+    database = args.database or args.dataset
+    if args.files:
+        _load(args.dataset, args.files, database)
+    export_id = f"{args.dataset}-{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}-{os.getpid()}"
+    _export(database, args.exports, export_id, layout_database=args.dataset)
+    args.source = f"export:{args.exports}#{export_id}"
+    with tempfile.TemporaryDirectory(prefix="loop-") as scratch:
+        bundle = Path(scratch) / "bundle"
+        _train(args, str(bundle), args.registry)
+        args.candidate, args.command = str(bundle), "register"
+        return _gate_or_register(args)
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = _parse(sys.argv[1:] if argv is None else argv)
-    if args.command == "show":
-        card_file = args.bundle / "model_card.json"
-        if not card_file.exists():
-            print(f"error: no model_card.json in {args.bundle}", file=sys.stderr)
-            return 2
-        print(card_summary(ModelCard.model_validate_json(card_file.read_text())))
-        return 0
-    dataset = load_dataset(args.dataset, args.source, args.spec_file)
-    config = TrainingConfig(
-        seed=args.seed,
-        candidates=args.candidates,
-        cost_of_approving_defaulter=args.cost_approve_defaulter,
-        cost_of_declining_good_applicant=args.cost_decline_good,
-    )
-    card = train_bundle(dataset, args.out, config)
-    print(card_summary(card))
-    print(f"\nbundle written to {args.out}")
-    return 0
+    try:
+        if args.command == "show":
+            card_file = args.bundle / "model_card.json"
+            if not card_file.exists():
+                print(f"error: no model_card.json in {args.bundle}", file=sys.stderr)
+                return 2
+            print(card_summary(ModelCard.model_validate_json(card_file.read_text())))
+            return 0
+        if args.command == "train":
+            _train(args, args.out, args.champion_registry)
+            return 0
+        if args.command == "load":
+            _load(args.dataset, args.files, args.database)
+            return 0
+        if args.command == "export":
+            _export(args.database, args.out, args.export_id)
+            return 0
+        if args.command in ("gate", "register"):
+            return _gate_or_register(args)
+        return _loop(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

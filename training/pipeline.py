@@ -16,16 +16,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
+from joblib import Parallel, delayed
 from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
+from threadpoolctl import threadpool_limits
 from sklearn.pipeline import Pipeline
 
 from lambdas.scoring.card import (
     AttributeFairness,
     CandidateReport,
+    ChampionComparison,
     CrossValidatedMetrics,
     DataFingerprint,
     DecisionPolicy,
@@ -52,6 +56,7 @@ from training.onnx_export import (
     check_parity,
     convert_pipeline,
     onnx_feed,
+    onnx_probabilities,
     sha256_hex,
 )
 from training.reference import feature_references, numeric_reference
@@ -77,6 +82,11 @@ class TrainingConfig:
     cost_of_declining_good_applicant: float = 1.0
     candidates: list[str] | None = None
     model_name: str | None = None
+    # Folds run in parallel processes, each fit single-threaded: OpenMP threads of concurrent
+    # fits on 2 cores oversubscribe and slow boosting down by an order of magnitude.
+    n_jobs: int = 2
+    # A registered champion bundle (folder) to score on this run's holdout, for the gate.
+    champion_bundle: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.holdout_fraction < 0.5:
@@ -134,18 +144,35 @@ def _positive(pipeline: Pipeline, x: pd.DataFrame) -> NDArray[np.float64]:
     return np.asarray(pipeline.predict_proba(x)[:, 1], dtype=np.float64)
 
 
+def _fit_fold(
+    candidate: Candidate,
+    spec: DatasetSpec,
+    x: pd.DataFrame,
+    y: NDArray[np.int_],
+    fit_rows: NDArray[np.int_],
+    test_rows: NDArray[np.int_],
+    seed: int,
+) -> NDArray[np.float64]:
+    with threadpool_limits(limits=1):
+        pipeline = candidate.build(spec, len(fit_rows), seed)
+        pipeline.fit(x.iloc[fit_rows], y[fit_rows])
+        return _positive(pipeline, x.iloc[test_rows])
+
+
 def cross_validate(
     candidate: Candidate, spec: DatasetSpec, x: pd.DataFrame, y: NDArray[np.int_], config: TrainingConfig
 ) -> CandidateResult:
     repeats = config.repeats or (3 if len(y) < SMALL_DATA_ROWS else 1)
     splitter = RepeatedStratifiedKFold(n_splits=config.folds, n_repeats=repeats, random_state=config.seed)
     oof = np.zeros((repeats, len(y)))
-    fold_rows: list[tuple[int, NDArray[np.int_]]] = []
+    splits = list(splitter.split(x, y))
     started = time.perf_counter()
-    for index, (fit_rows, test_rows) in enumerate(splitter.split(x, y)):
-        pipeline = candidate.build(spec, len(fit_rows), config.seed)
-        pipeline.fit(x.iloc[fit_rows], y[fit_rows])
-        oof[index // config.folds, test_rows] = _positive(pipeline, x.iloc[test_rows])
+    predictions = Parallel(n_jobs=config.n_jobs)(
+        delayed(_fit_fold)(candidate, spec, x, y, fit_rows, test_rows, config.seed) for fit_rows, test_rows in splits
+    )
+    fold_rows: list[tuple[int, NDArray[np.int_]]] = []
+    for index, ((_, test_rows), predicted) in enumerate(zip(splits, predictions, strict=True)):
+        oof[index // config.folds, test_rows] = predicted
         fold_rows.append((index // config.folds, test_rows))
     fit_seconds = time.perf_counter() - started
     decision, _ = decide_calibration(oof[0], y, config.seed)
@@ -177,10 +204,11 @@ def rank_candidates(results: list[CandidateResult]) -> list[CandidateResult]:
     """Order by the selection rule (SELECTION_RULE)."""
     best_auc = max(r.cv.mean.roc_auc for r in results)
 
-    def key(result: CandidateResult) -> tuple[float, float, int]:
-        # Treat AUCs within 0.0005 of the best as tied, then prefer lower Brier, then simpler models.
+    def key(result: CandidateResult) -> tuple[bool, float, float, int]:
+        # AUCs within 0.0005 of the best are tied: among them, lower Brier, then the simpler model.
         tied = best_auc - result.cv.mean.roc_auc <= 0.0005
         return (
+            not tied,
             0.0 if tied else -result.cv.mean.roc_auc,
             result.cv.mean.brier,
             COMPLEXITY_ORDER.get(result.candidate.name, 99),
@@ -207,6 +235,13 @@ def fit_final(
     # The calibration map is fitted on out-of-fold scores, as CalibratedClassifierCV(ensemble=False) does.
     calibrator = fit_sigmoid(result.oof_raw, y) if result.calibrated else None
     return FittedModel(pipeline, calibrator)
+
+
+def _fit_final_single_threaded(
+    result: CandidateResult, spec: DatasetSpec, x: pd.DataFrame, y: NDArray[np.int_], config: TrainingConfig
+) -> FittedModel:
+    with threadpool_limits(limits=1):
+        return fit_final(result, spec, x, y, config)
 
 
 def _protected_groups(attribute: ProtectedAttribute, values: pd.Series) -> pd.Series:
@@ -313,6 +348,36 @@ def lineage(config: TrainingConfig, seconds: float) -> Lineage:
     )
 
 
+def compare_with_champion(champion_bundle: Path, holdout: pd.DataFrame, target: str) -> ChampionComparison:
+    """Score the champion's ONNX model on this run's holdout rows, using the champion's own schema."""
+    champion = ModelCard.model_validate_json((champion_bundle / "model_card.json").read_text())
+    missing = [f.name for f in champion.features if f.name not in holdout.columns]
+    if missing:
+        return ChampionComparison(
+            champion_version=champion.model_version,
+            champion_metrics=None,
+            note=f"champion features missing from this dataset: {missing}",
+        )
+    feed: dict[str, NDArray[Any]] = {}
+    for feature in champion.features:
+        column = holdout[feature.name]
+        values: NDArray[Any] = (
+            column.astype("string").fillna(MISSING_CATEGORY).to_numpy(dtype=object)
+            if feature.onnx_type == "string"
+            else pd.to_numeric(column).to_numpy(dtype=np.float64)
+        )
+        feed[feature.onnx_input] = values.reshape(-1, 1)
+    model_bytes = (champion_bundle / champion.onnx.file).read_bytes()
+    if sha256_hex(model_bytes) != champion.onnx.sha256:
+        raise ValueError(f"champion bundle {champion_bundle}: model.onnx does not match the card's sha256")
+    probability = onnx_probabilities(model_bytes, feed)
+    return ChampionComparison(
+        champion_version=champion.model_version,
+        champion_metrics=evaluate(holdout[target].to_numpy(dtype=np.int64), probability),
+        note=f"champion {champion.model_version} scored on this card's {len(holdout)} holdout rows",
+    )
+
+
 @dataclass(frozen=True)
 class TrainingOutcome:
     card: ModelCard
@@ -339,9 +404,11 @@ def train(dataset: LoadedDataset, config: TrainingConfig | None = None) -> Train
         results.append(result)
 
     # Holdout figures for every candidate are reported, never used to choose.
+    final_models = Parallel(n_jobs=config.n_jobs)(
+        delayed(_fit_final_single_threaded)(result, spec, x_train, y_train, config) for result in results
+    )
     fitted: dict[str, FittedModel] = {}
-    for result in results:
-        model = fit_final(result, spec, x_train, y_train, config)
+    for result, model in zip(results, final_models, strict=True):
         fitted[result.candidate.name] = model
         result.holdout = evaluate(y_holdout, model.predict(x_holdout))
 
@@ -437,6 +504,11 @@ def train(dataset: LoadedDataset, config: TrainingConfig | None = None) -> Train
         ),
         data=data_fingerprint(dataset, split),
         lineage=lineage(config, time.perf_counter() - started),
+        champion_comparison=(
+            compare_with_champion(config.champion_bundle, split.holdout, spec.target)
+            if config.champion_bundle
+            else None
+        ),
         notes=list(spec.notes),
     )
     return TrainingOutcome(card=card, onnx_bytes=onnx_bytes, results=results)

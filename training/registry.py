@@ -131,6 +131,15 @@ def gate(
         return GateDecision(not failures, version, None, failures + notes)
 
     champion_version = _name(champion, "model_version")
+    comparison = candidate.get("champion_comparison")
+    if (
+        champion_metrics_on_candidate_holdout is None
+        and isinstance(comparison, Mapping)
+        and comparison.get("champion_version") == champion_version
+        and isinstance(comparison.get("champion_metrics"), Mapping)
+    ):
+        # Training scored this very champion on the candidate's holdout (card.champion_comparison).
+        champion_metrics_on_candidate_holdout = comparison["champion_metrics"]
     if champion_metrics_on_candidate_holdout is not None:
         champion_roc_auc = float(champion_metrics_on_candidate_holdout["roc_auc"])
         champion_brier = float(champion_metrics_on_candidate_holdout["brier"])

@@ -162,6 +162,14 @@ class Lineage(_Strict):
     training_seconds: float
 
 
+class ChampionComparison(_Strict):
+    """The registered champion scored on this card's holdout rows, so a gate compares like with like."""
+
+    champion_version: str
+    champion_metrics: MetricSet | None
+    note: str
+
+
 class ModelCard(_Strict):
     schema_version: str = CARD_SCHEMA_VERSION
     model_name: str
@@ -184,6 +192,7 @@ class ModelCard(_Strict):
     reference: DriftReference
     data: DataFingerprint
     lineage: Lineage
+    champion_comparison: ChampionComparison | None = None
     notes: list[str] = Field(default_factory=list)
 
     def feature(self, name: str) -> FeatureSchema:

@@ -7,6 +7,7 @@ and the request/response models are created from the card, so the annotations mu
 import base64
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -185,20 +186,12 @@ class ScoringApi:
         results = []
         for index, request in enumerate(requests):
             probability = float(scores.probability[index])
-            decision = self.model.decision_label(bool(scores.decline[index]))
-            metrics.add_metric(name=f"Decision_{decision}", unit=MetricUnit.Count, value=1)
-            metrics.add_metric(name=f"ScoreBucket_{_bucket(probability)}", unit=MetricUnit.Count, value=1)
-            application_id = request.application_id  # type: ignore[attr-defined]
-            extra: dict[str, Any] = {"decision": decision, "probability_of_default": round(probability, 4)}
-            if self.settings.log_applicant_values:
-                extra["features"] = records[index]
-            logger.info("scored", extra=extra | {"application_id": application_id})
             results.append(
                 {
-                    "application_id": application_id,
+                    "application_id": request.application_id,  # type: ignore[attr-defined]
                     "model_version": version,
                     "probability_of_default": probability,
-                    "decision": decision,
+                    "decision": self.model.decision_label(bool(scores.decline[index])),
                     "threshold": threshold,
                     "reasons": [
                         {"feature": r.feature, "reason": r.text, "contribution": r.contribution}
@@ -206,7 +199,33 @@ class ScoringApi:
                     ],
                 }
             )
+        self._record(results, records)
         return results
+
+    def _record(self, results: list[dict[str, Any]], records: list[dict[str, Any]]) -> None:
+        """One log line and one data point per metric name per request (not per application)."""
+        counts = Counter(f"Decision_{r['decision']}" for r in results)
+        counts.update(f"ScoreBucket_{_bucket(r['probability_of_default'])}" for r in results)
+        for name, count in counts.items():
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=count)
+        logged = [
+            {
+                "application_id": r["application_id"],
+                "decision": r["decision"],
+                "probability_of_default": round(r["probability_of_default"], 4),
+            }
+            | ({"features": record} if self.settings.log_applicant_values else {})
+            for r, record in zip(results, records, strict=True)
+        ]
+        if len(logged) == 1:
+            logger.info("scored", extra=logged[0])
+        else:
+            decisions = {r["decision"]: 0 for r in results}
+            for r in results:
+                decisions[r["decision"]] += 1
+            logger.info(
+                "scored batch", extra={"applications": len(logged), "decisions": decisions, "results": logged}
+            )
 
     def openapi_json(self) -> str:
         """The OpenAPI document of these routes, generated once from the card-derived models."""

@@ -332,3 +332,19 @@ def test_given_a_base64_json_body_when_scored_then_it_is_decoded_and_scored(invo
     event = stored_event("score.json")
     event["body"], event["isBase64Encoded"] = base64.b64encode(event["body"].encode()).decode(), True
     assert invoke(event)[0] == 200
+
+
+def test_given_a_batch_when_scored_then_one_log_line_and_one_datapoint_per_metric(
+    invoke: Invoke, capsys: pytest.CaptureFixture[str], log_stream: io.StringIO
+) -> None:
+    invoke(stored_event("score_batch.json"))
+    (line,) = [
+        entry for entry in _log_lines(log_stream.getvalue()) if entry.get("message", "").startswith("scored")
+    ]
+    assert line["message"] == "scored batch"
+    assert line["applications"] == 3
+    assert line["decisions"] == {"decline": 2, "approve": 1}
+    assert [r["application_id"] for r in line["results"]] == ["app-001", "app-002", None]
+    (emf,) = [entry for entry in _log_lines(capsys.readouterr().out) if "_aws" in entry]
+    assert emf["Decision_decline"] == [2.0]
+    assert emf["Decision_approve"] == [1.0]

@@ -1,6 +1,8 @@
 """Serve the scoring Lambda on 127.0.0.1: each HTTP request becomes an API Gateway REST proxy event.
 
     python -m localapi --port 8080 --bundle model_artifacts/credit_risk
+    python -m localapi --print-sample > application.json     # a valid application for the bundle
+    curl -s -H 'Content-Type: application/json' -d @application.json http://127.0.0.1:8080/v1/score
 
 The event has the shape API Gateway (REST, Lambda proxy integration) sends: resource, path, method,
 single and multi-value headers and query parameters, a request context with a fresh request id and
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import os
 import sys
 import time
@@ -25,6 +28,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from lambdas.api.wiring import LambdaHandler, create_handler
+from lambdas.scoring.card import ModelCard
 
 LOCAL_HOST = "127.0.0.1"
 STAGE = "local"
@@ -148,13 +152,37 @@ def serve(bundle: Path, port: int) -> None:
         server.server_close()
 
 
+def sample_application(card_file: Path) -> dict[str, Any]:
+    """A valid application for any card: each feature at its baseline (median or mode), numbers then
+    raised by half (within the card's range) so that some features move the risk and reasons show."""
+    card = ModelCard.model_validate_json(card_file.read_bytes())
+    features: dict[str, Any] = {}
+    for feature in card.features:
+        value = card.reference.reason_baseline[feature.name]
+        if feature.type in ("number", "integer") and isinstance(value, int | float):
+            value = value * 1.5
+            if feature.maximum is not None:
+                value = min(value, feature.maximum)
+            value = round(value) if feature.type == "integer" else round(float(value), 4)
+        elif feature.type == "boolean" and value is not None:
+            value = bool(value)
+        features[feature.name] = value
+    return {"application_id": "demo-0001", "features": features}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localapi", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed)")
     parser.add_argument("--bundle", type=Path, default=Path("model_artifacts/credit_risk"))
+    parser.add_argument(
+        "--print-sample", action="store_true", help="print a valid sample application for the bundle and exit"
+    )
     args = parser.parse_args(argv)
     if not (args.bundle / "model_card.json").is_file():
         print(f"error: {args.bundle} is not a model bundle (no model_card.json)", file=sys.stderr)
         return 2
+    if args.print_sample:
+        print(json.dumps(sample_application(args.bundle / "model_card.json"), indent=2))
+        return 0
     serve(args.bundle, args.port)
     return 0

@@ -28,6 +28,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from lambdas.scoring.runtime import ScoringModel
+from localapi.server import sample_application
 from tests.scoring.bundles import MODEL_VERSION, good_application
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -114,3 +116,15 @@ def test_given_fuzzed_requests_when_sent_then_no_5xx_and_responses_match_the_sch
             case.call_and_validate(checks=CHECKS)
 
         fuzz()
+
+
+@pytest.mark.parametrize("bundle_name", ["test", "champion"])
+def test_given_a_bundle_when_printing_the_sample_then_it_is_a_valid_application(
+    api_bundle: Path, bundle_name: str
+) -> None:
+    bundle = api_bundle if bundle_name == "test" else REPO_ROOT / "model_artifacts" / "credit_risk"
+    if not (bundle / "model_card.json").is_file():
+        pytest.skip(f"no bundle at {bundle}")
+    sample = sample_application(bundle / "model_card.json")
+    model = ScoringModel.load_directory(bundle)
+    assert model.prepare_records([sample["features"]]).errors == {}

@@ -72,6 +72,7 @@ def decide_calibration(
     reason = (
         f"sigmoid lowers out-of-fold Brier from {before:.5f} to {after:.5f}"
         if use
-        else f"sigmoid does not lower out-of-fold Brier by {min_relative_gain:.1%} ({before:.5f} -> {after:.5f})"
+        else f"sigmoid lowers out-of-fold Brier by less than {min_relative_gain:.1%} "
+        f"({before:.5f} -> {after:.5f})"
     )
     return CalibrationDecision(use, before, after, reason), (calibrated if use else probability)

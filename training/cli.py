@@ -190,15 +190,20 @@ def _train(args: argparse.Namespace, out: str, registry: str | None) -> ModelCar
 
 
 def _gate_or_register(args: argparse.Namespace) -> int:
-    from training.registry import champion_card, gate, read_bundle_card, register_bundle
+    from training.registry import VersionExistsError, champion_card, gate, read_bundle_card, register_bundle
 
     with tempfile.TemporaryDirectory(prefix="candidate-") as scratch:
         bundle = _materialise(args.candidate, Path(scratch))
         card = read_bundle_card(bundle)
         decision = gate(card, champion_card(args.registry, card["model_name"]))
-        version = (
-            register_bundle(bundle, args.registry) if decision.passed and args.command == "register" else None
-        )
+        version = None
+        if decision.passed and args.command == "register":
+            try:
+                version = register_bundle(bundle, args.registry)
+            except VersionExistsError:
+                # Versions are content-addressed (ONNX hash): the same model is already registered.
+                version = str(card["model_version"])
+                print(f"version {version} is already registered; nothing to do")
     print(json.dumps({**decision.as_dict(), "registered_version": version}, indent=2))
     return 0 if decision.passed else 1
 

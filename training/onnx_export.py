@@ -324,6 +324,9 @@ def convert_pipeline(
     if calibration is not None:
         model = append_sigmoid_calibration(model, *calibration)
     model.doc_string = f"loan default model for dataset {spec.name}"
+    # skl2onnx names the graph with a random UUID; a fixed name keeps the bytes (and the
+    # content-addressed model version) identical for identical training.
+    model.graph.name = f"{spec.name}_default_risk"
     onnx.checker.check_model(model)
     return model
 

@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from numpy.typing import NDArray
 from joblib import Parallel, delayed
+from numpy.typing import NDArray
 from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
-from threadpoolctl import threadpool_limits
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 
 from lambdas.scoring.card import (
     AttributeFairness,
@@ -168,7 +168,8 @@ def cross_validate(
     splits = list(splitter.split(x, y))
     started = time.perf_counter()
     predictions = Parallel(n_jobs=config.n_jobs)(
-        delayed(_fit_fold)(candidate, spec, x, y, fit_rows, test_rows, config.seed) for fit_rows, test_rows in splits
+        delayed(_fit_fold)(candidate, spec, x, y, fit_rows, test_rows, config.seed)
+        for fit_rows, test_rows in splits
     )
     fold_rows: list[tuple[int, NDArray[np.int_]]] = []
     for index, ((_, test_rows), predicted) in enumerate(zip(splits, predictions, strict=True)):

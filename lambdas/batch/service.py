@@ -95,7 +95,7 @@ class BatchSettings:
 @dataclass(frozen=True)
 class Outcome:
     manifest: Manifest | None
-    skipped: str | None = None  # why nothing was done: "already_done", "gone", "not_incoming"
+    skipped: str | None = None  # why nothing was done: already_done, gone, superseded, not_incoming
 
 
 def process_object(
@@ -104,14 +104,18 @@ def process_object(
     if not is_incoming_key(event.key):
         logger.warning("ignoring object outside incoming/: %s", event.key)
         return Outcome(None, skipped="not_incoming")
-    info = store.head(event.bucket, event.key, event.version_id)
+    # Only the current object is scored: an older version's late event must not overwrite the outputs
+    # of a newer one (SQS does not keep order). The newer object has its own event.
+    info = store.head(event.bucket, event.key, None)
     if info is None:
         logger.warning("object is gone, nothing to score: %s", event.key)
         return Outcome(None, skipped="gone")
-    if event.etag is not None and event.version_id is None and info.etag != event.etag:
-        # Overwritten since this event (unversioned bucket): the newer object has its own event.
-        logger.warning("object changed since the event (ETag %s -> %s): %s", event.etag, info.etag, event.key)
-        return Outcome(None, skipped="gone")
+    superseded = (event.version_id is not None and info.version_id != event.version_id) or (
+        event.version_id is None and event.etag is not None and info.etag != event.etag
+    )
+    if superseded:
+        logger.warning("object replaced since the event, skipping the old version: %s", event.key)
+        return Outcome(None, skipped="superseded")
 
     manifest_key = manifest_key_for(event.key)
     existing = store.get_bytes(event.bucket, manifest_key)

@@ -237,3 +237,34 @@ def test_given_the_test_event_and_a_malformed_message_then_only_the_malformed_on
     assert result.failed_message_ids == [junk_id]
     assert [m["input"]["key"] for m in result.manifests] == ["incoming/ok.csv"]
     assert notified_bucket.keys("manifests/") == ["manifests/ok.json"]
+
+
+def test_given_a_versioned_bucket_and_two_versions_when_events_arrive_out_of_order_then_the_newest_wins(
+    notified_bucket: NotifiedBucket,
+) -> None:
+    # Given: versioning on, and two versions of one key (the second with all three good rows)
+    notified_bucket.s3.put_bucket_versioning(
+        Bucket=notified_bucket.bucket, VersioningConfiguration={"Status": "Enabled"}
+    )
+    key = "incoming/versions/file.csv"
+    notified_bucket.put(key, csv_bytes(GOOD_ROWS[:1]))
+    notified_bucket.put(key, csv_bytes(GOOD_ROWS))
+    messages = []
+    while batch := notified_bucket.sqs.receive_message(
+        QueueUrl=notified_bucket.queue_url, MaxNumberOfMessages=10
+    ).get("Messages", []):
+        messages += batch
+    bodies = [m["Body"] for m in messages if "Records" in json.loads(m["Body"])]
+    assert len(bodies) == 2
+
+    # When: the newer version's event is handled first, the older one's afterwards
+    for body in reversed(bodies):
+        notified_bucket.sqs.send_message(QueueUrl=notified_bucket.queue_url, MessageBody=body)
+        notified_bucket.drain()
+
+    # Then: the manifest and outputs describe the current version
+    current = notified_bucket.s3.head_object(Bucket=notified_bucket.bucket, Key=key)
+    manifest = notified_bucket.get_json("manifests/versions/file.json")
+    assert manifest["input"]["version_id"] == current["VersionId"]
+    assert manifest["counts"]["rows_scored"] == len(GOOD_ROWS)
+    assert_invariant(manifest)

@@ -3,12 +3,16 @@ SHELL := /bin/bash
 # Python 3.12 matches the Lambda runtime; pyenv machines resolve it with this setting.
 export PYENV_VERSION ?= 3.11.7:3.12.1
 export UV_PYTHON ?= 3.12
+# Offline CDK: no version check, no notices, no telemetry; silence jsii's Node 20 notice.
+export CDK_DISABLE_VERSION_CHECK := true
+export CDK_DISABLE_CLI_TELEMETRY := true
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup demo test lint typecheck bench clean
 
 setup:
-	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	$(UV) sync --frozen
 	@if [ -f package.json ]; then npm ci --no-audit --no-fund --loglevel=error; fi
 
@@ -20,13 +24,15 @@ lint:
 	$(UV) run ruff format --check .
 
 typecheck:
-	$(UV) run mypy app.py infra lambdas training demo benchmarks
+	$(UV) run mypy app.py infra lambdas localapi training demo benchmarks
 
 test: setup lint typecheck
 	$(UV) run pytest -n 2 --dist loadgroup
 
 bench: setup
-	$(UV) run python -m benchmarks
+	$(UV) run python -m benchmarks.bench_training
+	$(UV) run python -m benchmarks.bench_api
+	$(UV) run python -m benchmarks.bench_batch
 
 clean:
 	rm -rf .venv node_modules cdk.out build .demo .pytest_cache .mypy_cache .ruff_cache

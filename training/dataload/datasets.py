@@ -28,6 +28,8 @@ def schema_for(dataset: str) -> DatabaseSchema:
 
 def _csv_in(folder: Path, file_name: str) -> Path:
     path = folder if folder.is_file() else folder / file_name
+    if not path.is_file() and (folder / f"{file_name}.gz").is_file():
+        path = folder / f"{file_name}.gz"  # the compressed copy the repository ships
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found (pass the folder holding {file_name}, or the file)")
     return path

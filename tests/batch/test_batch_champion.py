@@ -1,0 +1,55 @@
+"""The committed champion bundle scores real credit_risk rows through the emulator, card-driven."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+
+from lambdas.batch import handler as batch_handler
+from lambdas.scoring.card import ModelCard
+from tests.batch.conftest import NotifiedBucket
+
+CHAMPION = Path(__file__).resolve().parents[2] / "model_artifacts" / "credit_risk"
+ROWS = 2_000
+
+
+def test_given_real_credit_risk_rows_when_scored_with_the_champion_then_every_row_is_accounted_for(
+    notified_bucket: NotifiedBucket, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not (CHAMPION / "model_card.json").is_file():
+        pytest.skip(f"no committed champion bundle at {CHAMPION}")
+    # Given: the champion bundle and the first 2,000 rows of the public credit_risk file
+    monkeypatch.setenv("MODEL_BUNDLE_DIR", str(CHAMPION))
+    batch_handler.loaded_model.cache_clear()
+    card = ModelCard.model_validate_json((CHAMPION / "model_card.json").read_bytes())
+    with (shared_data / "credit_risk_dataset" / "credit_risk_dataset.csv").open() as source:
+        lines = [line for _, line in zip(range(ROWS + 1), source, strict=False)]
+    notified_bucket.put("incoming/real/credit_risk.csv", "".join(lines).encode())
+
+    # When
+    (manifest,) = notified_bucket.drain().manifests
+
+    # Then: the invariant, the champion's version, and rejections that name a card rule
+    counts = manifest["counts"]
+    assert manifest["status"] == "succeeded"
+    assert manifest["model_version"] == card.model_version
+    assert counts["rows_in"] == ROWS
+    assert counts["rows_in"] == counts["rows_scored"] + counts["rows_rejected"]
+    assert counts["declined"] > 0
+    scored = list(csv.DictReader(io.StringIO(notified_bucket.get("scored/real/credit_risk.csv").decode())))
+    assert len(scored) == counts["rows_scored"]
+    declined = [row for row in scored if row["decision"] == card.decision_policy.decision_labels["decline"]]
+    assert all(float(row["probability_of_default"]) >= card.decision_policy.threshold for row in declined)
+    assert all(row["reasons"] for row in declined)
+    assert {"person_age", "loan_status"} <= set(scored[0])  # extra columns carried through
+    rejected = list(
+        csv.DictReader(io.StringIO(notified_bucket.get("rejected/real/credit_risk.csv").decode()))
+    )
+    assert len(rejected) == counts["rows_rejected"]
+    assert rejected[0]["row_number"] == "1"  # the file's first row has 123 years of employment
+    assert rejected[0]["error_code"] == "out_of_range"
+    feature_names = {feature.name for feature in card.features}
+    assert all(row["error"].split(":")[0] in feature_names for row in rejected)

@@ -19,6 +19,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+
 from lambdas.batch.events import MalformedEventError, parse_s3_notification
 from lambdas.batch.layout import is_incoming_key, manifest_key_for
 
@@ -93,7 +95,12 @@ def drain_queue_once(
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
-    outcome = handler(sqs_event(messages, queue_arn), context or LocalContext())
+    try:
+        outcome = handler(sqs_event(messages, queue_arn), context or LocalContext())
+    except BatchProcessingError:
+        # Every record failed: Lambda treats the whole batch as failed and leaves it in the queue.
+        result.failed_message_ids = [message["MessageId"] for message in messages]
+        return result
     result.failed_message_ids = [
         failure["itemIdentifier"] for failure in outcome.get("batchItemFailures", [])
     ]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from lambdas.batch.layout import manifest_key_for
+from lambdas.batch.local import drain_queue_once
 from tests.batch.conftest import NotifiedBucket
 from tests.batch.helpers import (
     BAD_ROWS,
@@ -268,3 +269,22 @@ def test_given_a_versioned_bucket_and_two_versions_when_events_arrive_out_of_ord
     assert manifest["input"]["version_id"] == current["VersionId"]
     assert manifest["counts"]["rows_scored"] == len(GOOD_ROWS)
     assert_invariant(manifest)
+
+
+def test_given_only_a_malformed_message_when_drained_then_the_whole_batch_stays_in_the_queue(
+    notified_bucket: NotifiedBucket,
+) -> None:
+    notified_bucket.drain()  # the s3:TestEvent
+    junk_id = notified_bucket.sqs.send_message(QueueUrl=notified_bucket.queue_url, MessageBody="{}")[
+        "MessageId"
+    ]
+
+    result = drain_queue_once(
+        notified_bucket.sqs, notified_bucket.queue_url, notified_bucket.s3, wait_seconds=0
+    )
+
+    assert result.failed_message_ids == [junk_id]
+    attributes = notified_bucket.sqs.get_queue_attributes(
+        QueueUrl=notified_bucket.queue_url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"  # not deleted: it will come back

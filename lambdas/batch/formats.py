@@ -307,7 +307,7 @@ class JsonLinesSource:
 
     def __init__(self, stream: IO[bytes], *, chunk_rows: int) -> None:
         raw: io.RawIOBase = stream if isinstance(stream, io.RawIOBase) else _RawStream(stream)
-        self._lines = io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8", newline=None)
+        self._lines = io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8-sig", newline=None)
         self._chunk_rows = chunk_rows
         self._line_number = 0
         self._first: tuple[int, str, dict[str, Any]] | None = None

@@ -142,7 +142,7 @@ def _score_chunk(
 
         if valid.any():
             started = time.perf_counter()
-            feed = prepared.valid_feed() if valid is prepared.valid else _rows(prepared.feed, valid)
+            feed = prepared.feed if valid.all() else _rows(prepared.feed, valid)
             scores = model.score(feed, reasons_for=False)
             seconds.score += time.perf_counter() - started
 

@@ -105,3 +105,12 @@ def test_given_latin1_text_then_reading_raises_not_utf8() -> None:
 def test_given_duplicate_column_names_then_the_file_is_unreadable() -> None:
     with pytest.raises(UnreadableFileError, match="more than once"):
         open_source("csv", io.BytesIO(b"a,a\n1,2\n"))
+
+
+def test_given_json_lines_with_a_bom_blank_and_bad_lines_then_rows_are_numbered_by_line() -> None:
+    data = '\ufeff{"a": 1}\n\n[2]\n{"a": 3}\n'.encode()
+    source = open_source("jsonl", io.BytesIO(data), chunk_rows=10)
+    assert source.columns == ["a"]
+    (read,) = list(source.chunks())
+    assert read.chunk.row_numbers.tolist() == [1, 4]
+    assert [(row.row_number, row.error_code) for row in read.malformed] == [(3, "not_json_object")]

@@ -22,6 +22,7 @@ from training.datasets.berka import (
     coerce_berka_tables,
     read_berka_files,
     read_complete_history_loan_ids,
+    read_trans_prefix,
 )
 
 FEATURES = list(BERKA_FEATURES)
@@ -224,6 +225,110 @@ def test_coerce_accepts_a_database_export(tables):
     pd.testing.assert_frame_equal(back["loan"], loan)
     pd.testing.assert_frame_equal(back["client"], client.drop(columns="birth_number"))
     pd.testing.assert_frame_equal(back["district"], district)
+
+
+# ------------------------------------------------------------------------------------------
+# Transactions files cut off mid-line (a byte prefix of the original trans.asc)
+# ------------------------------------------------------------------------------------------
+
+TRANS_HEADER = (
+    b'"trans_id";"account_id";"date";"type";"operation";"amount";"balance";"k_symbol";"bank";"account"'
+)
+TRANS_ROWS = (
+    b'695247;2378;930101;"PRIJEM";"VKLAD";700.00;700.00;"";;',
+    b'171812;576;930101;"PRIJEM";"VKLAD";900.00;900.00;"";;',
+)
+FULL_LAST_ROW = b'3526882;11021;940331;"PRIJEM";"PREVOD Z UCTU";5025.00;31012.40;"";"AB";12345678'
+CUT_LAST_LINE = b'3526882;11021;940331;"PRIJE'
+
+
+def _trans_asc(folder: Path, last_line: bytes = b"") -> Path:
+    """A tiny trans.asc in the original format (CRLF) ending with ``last_line`` (no line end)."""
+    path = folder / "trans.asc"
+    path.write_bytes(b"".join(line + b"\r\n" for line in (TRANS_HEADER, *TRANS_ROWS)) + last_line)
+    return path
+
+
+def test_a_trans_file_cut_off_mid_line_is_rejected_by_default_with_a_clear_message(berka_dir, tmp_path):
+    cut = _trans_asc(tmp_path, CUT_LAST_LINE)
+    with pytest.raises(ValueError, match="cut off mid-line") as raised:
+        read_berka_files(berka_dir, trans_file=cut)
+    message = str(raised.value)
+    assert str(cut) in message
+    assert "PRIJE" in message
+    assert "truncated_trans=True" in message
+    assert "--truncated-trans" in message
+
+
+def test_a_last_line_with_closed_quotes_but_missing_fields_is_rejected_by_default(berka_dir, tmp_path):
+    # pandas alone would read it with empty k_symbol/bank/account: the field count gives the cut away.
+    cut = _trans_asc(tmp_path, b'3526882;11021;940331;"PRIJEM";"VKLAD"')
+    with pytest.raises(ValueError, match="not a complete trans row of 10 fields"):
+        read_berka_files(berka_dir, trans_file=cut)
+
+
+def test_opt_in_keeps_the_complete_rows_and_reports_the_dropped_line(berka_dir, tmp_path, caplog):
+    cut = _trans_asc(tmp_path, CUT_LAST_LINE)
+
+    with caplog.at_level("WARNING", logger="training.datasets.berka"):
+        trans, dropped = read_trans_prefix(cut)
+
+    assert dropped == len(CUT_LAST_LINE)
+    assert trans["trans_id"].tolist() == [695247, 171812]
+    assert list(trans.columns) == list(BERKA_COLUMN_TYPES["trans"])
+    assert trans["amount"].tolist() == [700.0, 900.0]
+    [record] = caplog.records
+    assert str(cut) in record.getMessage()
+    assert "dropped the incomplete last line (27 bytes" in record.getMessage()
+    assert "kept 2 complete rows" in record.getMessage()
+
+    tables = read_berka_files(berka_dir, trans_file=cut, truncated_trans=True)
+    pd.testing.assert_frame_equal(tables["trans"], trans)
+    assert len(tables["loan"]) == EXPECTED_ROWS["loan"]  # the other tables are read whole
+
+
+def test_a_complete_last_row_without_line_end_is_not_treated_as_truncated(berka_dir, tmp_path):
+    # Decision: by default a last line without CRLF that parses to a full row (10 fields, quotes
+    # closed) is a row. With truncated_trans the file is declared a cut prefix, and such a line
+    # is dropped all the same: a cut can shorten the last field without a visible sign.
+    unterminated = _trans_asc(tmp_path, FULL_LAST_ROW)
+
+    default = read_berka_files(berka_dir, trans_file=unterminated)["trans"]
+    assert default["trans_id"].tolist() == [695247, 171812, 3526882]
+    assert default.loc[2, "account"] == 12345678
+    assert default.loc[2, "bank"] == "AB"
+
+    prefix, dropped = read_trans_prefix(unterminated)
+    assert dropped == len(FULL_LAST_ROW)
+    (tmp_path / "complete").mkdir()
+    complete = read_berka_files(berka_dir, trans_file=_trans_asc(tmp_path / "complete"))["trans"]
+    pd.testing.assert_frame_equal(prefix, complete)
+
+
+def test_opt_in_on_a_file_ending_with_a_line_end_drops_nothing(berka_dir, tmp_path, caplog):
+    complete = _trans_asc(tmp_path)
+    with caplog.at_level("WARNING", logger="training.datasets.berka"):
+        prefix, dropped = read_trans_prefix(complete)
+    assert dropped == 0
+    assert caplog.records == []
+    pd.testing.assert_frame_equal(prefix, read_berka_files(berka_dir, trans_file=complete)["trans"])
+
+
+def test_a_file_without_any_line_end_is_rejected_even_when_opted_in(tmp_path):
+    header_only = tmp_path / "trans.asc"
+    header_only.write_bytes(TRANS_HEADER[:30])
+    with pytest.raises(ValueError, match="no line end at all"):
+        read_trans_prefix(header_only)
+
+
+def test_the_shared_partial_trans_file_gives_its_49102_complete_rows(shared_data):
+    path = shared_data / "pkdd99_financial_trans_partial" / "trans.asc"
+    trans, dropped = read_trans_prefix(path)
+    assert dropped == len(CUT_LAST_LINE)  # the PROVENANCE.md's cut line 3526882;11021;940331;"PRIJE
+    assert len(trans) == 49_102
+    assert trans["date"].min() == pd.Timestamp("1993-01-01")
+    assert trans["date"].max() == pd.Timestamp("1994-03-31")
+    assert 3526882 not in set(trans["trans_id"])
 
 
 # ------------------------------------------------------------------------------------------

@@ -32,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--dataset", required=True, choices=DATASET_NAMES)
     load.add_argument("--files", required=True, type=Path, help="folder holding the dataset's files")
     load.add_argument("--trans-file", type=Path, help="berka only: the transactions file (trans.asc)")
+    load.add_argument(
+        "--truncated-trans",
+        action="store_true",
+        help="berka only: the transactions file may be cut off mid-line (a byte prefix of the "
+        "original); load its complete rows and drop the incomplete last line with a warning",
+    )
     load.add_argument("--database", help="target database (default: the dataset's own name)")
     load.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS)
 
@@ -54,7 +60,14 @@ def run(arguments: argparse.Namespace) -> dict[str, object]:
         if arguments.command == "load":
             if arguments.trans_file is not None and arguments.dataset != "berka":
                 raise LoadError("--trans-file applies to the berka dataset only")
-            frames = read_dataset_files(arguments.dataset, arguments.files, arguments.trans_file)
+            if arguments.truncated_trans and arguments.dataset != "berka":
+                raise LoadError("--truncated-trans applies to the berka dataset only")
+            frames = read_dataset_files(
+                arguments.dataset,
+                arguments.files,
+                arguments.trans_file,
+                truncated_trans=arguments.truncated_trans,
+            )
             result = load_tables(
                 connection,
                 schema_for(arguments.dataset),

@@ -49,8 +49,17 @@ def read_credit_risk_csv(path: Path) -> pd.DataFrame:
     return _read_flat_csv(path, CREDIT_RISK, generated=("application_id",))
 
 
-def read_dataset_files(dataset: str, folder: Path, trans_file: Path | None = None) -> dict[str, pd.DataFrame]:
-    """The frames to load, keyed by table name, with the schema's columns."""
+def read_dataset_files(
+    dataset: str, folder: Path, trans_file: Path | None = None, *, truncated_trans: bool = False
+) -> dict[str, pd.DataFrame]:
+    """The frames to load, keyed by table name, with the schema's columns.
+
+    berka only: ``trans_file`` replaces ``folder / "trans.asc"``, and ``truncated_trans=True``
+    reads the transactions file as a possibly cut-off prefix (complete rows only, a dropped last
+    line is logged; see :func:`training.datasets.berka.read_trans_prefix`).
+    """
+    if truncated_trans and dataset != "berka":
+        raise ValueError("truncated_trans applies to the berka dataset only")
     if dataset == "credit_risk":
         frame = read_credit_risk_csv(_csv_in(folder, CREDIT_RISK_FILE))
         # Surrogate key = 1-based row number in the file: stable across reloads of the same file.
@@ -61,5 +70,5 @@ def read_dataset_files(dataset: str, folder: Path, trans_file: Path | None = Non
     if dataset == "berka":
         from training.datasets.berka import read_berka_files
 
-        return dict(read_berka_files(folder, trans_file=trans_file))
+        return dict(read_berka_files(folder, trans_file=trans_file, truncated_trans=truncated_trans))
     raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASET_NAMES)}")

@@ -33,11 +33,21 @@ the loan's date (``loan.date``). Tables without dates are handled as follows:
 
 Training on the loans whose transaction history is complete (see
 :func:`read_complete_history_loan_ids`) is a filter the caller applies on ``loan_id``.
+
+Cut-off transaction files: a copy of ``trans.asc`` that is only a byte prefix of the original
+(e.g. the first 3 MiB) ends in the middle of a row. Reading such a file is opt-in
+(``read_berka_files(..., truncated_trans=True)`` or :func:`read_trans_prefix`): only the rows whose
+line end is in the file are kept and the dropped bytes are reported. Without the option a last line
+that has no line end must still be a complete row (right number of fields, quotes closed), else
+the file is rejected as cut off.
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
@@ -57,7 +67,10 @@ __all__ = [
     "coerce_berka_tables",
     "read_berka_files",
     "read_complete_history_loan_ids",
+    "read_trans_prefix",
 ]
+
+log = logging.getLogger(__name__)
 
 BERKA_TABLES: Final[tuple[str, ...]] = (
     "account",
@@ -434,12 +447,21 @@ _OUTPUT_COLUMNS: Final[tuple[str, ...]] = (
 # ---------------------------------------------------------------------------------------------
 
 
-def read_berka_files(folder: Path, trans_file: Path | None = None) -> dict[str, pd.DataFrame]:
+def read_berka_files(
+    folder: Path, trans_file: Path | None = None, *, truncated_trans: bool = False
+) -> dict[str, pd.DataFrame]:
     """Read the eight PKDD'99 ``.asc`` files and decode them to the CTU ``financial`` form.
 
     ``folder`` holds ``account.asc``, ``client.asc``, ... ; ``trans`` is read from ``trans_file``
     when given, else from ``folder / "trans.asc"``. Returns ``{table name: frame}`` for every name
     in :data:`BERKA_TABLES`, with the columns and dtypes of :data:`BERKA_COLUMN_TYPES`.
+
+    A file whose last line has no line end is accepted when that line is a complete row (the
+    right number of fields, quotes closed); otherwise it is taken as cut off mid-line and a
+    ``ValueError`` names the file. ``truncated_trans=True`` declares the transactions file a
+    possibly cut-off prefix of the original: it is read with :func:`read_trans_prefix`, which keeps
+    only the rows whose line end is in the file and logs a warning when it drops a last line. The
+    other seven tables are always read whole.
     """
     folder = Path(folder)
     tables: dict[str, pd.DataFrame] = {}
@@ -447,8 +469,34 @@ def read_berka_files(folder: Path, trans_file: Path | None = None) -> dict[str, 
         path = Path(trans_file) if name == "trans" and trans_file is not None else folder / f"{name}.asc"
         if not path.is_file():
             raise FileNotFoundError(f"PKDD'99 table {name!r} not found at {path}")
-        tables[name] = _decode_table(name, _read_asc(path, name))
+        if name == "trans" and truncated_trans:
+            tables[name], _ = read_trans_prefix(path)
+        else:
+            tables[name] = _decode_table(name, _read_asc(path, name)[0])
     return tables
+
+
+def read_trans_prefix(path: Path) -> tuple[pd.DataFrame, int]:
+    """Read a ``trans.asc`` that may be cut off mid-line: (decoded frame, dropped trailing bytes).
+
+    Only rows whose line end (CRLF in the original files; a bare LF also counts) is in the file
+    are kept. Bytes after the last line end are an incomplete row: they are dropped, reported in
+    the second value (0 when the file ends with a line end) and logged as a warning. They are
+    dropped even when they happen to form a row with every field, since a cut can shorten the last
+    field (``12345678`` read as ``1234``) without any visible sign. So reading a complete file this
+    way gives the same frame as :func:`read_berka_files`, unless that file lacks its final line end.
+    """
+    path = Path(path)
+    raw, dropped = _read_asc(path, "trans", drop_incomplete_last_line=True)
+    if dropped:
+        log.warning(
+            "%s: dropped the incomplete last line (%d bytes without a line end: %r); kept %d complete rows",
+            path,
+            len(dropped),
+            _preview(dropped),
+            len(raw),
+        )
+    return _decode_table("trans", raw), len(dropped)
 
 
 def read_complete_history_loan_ids(path: Path) -> set[int]:
@@ -460,11 +508,37 @@ def read_complete_history_loan_ids(path: Path) -> set[int]:
         return {int(row["loan_id"]) for row in reader}
 
 
-def _read_asc(path: Path, name: str) -> pd.DataFrame:
+def _read_asc(
+    path: Path, name: str, *, drop_incomplete_last_line: bool = False
+) -> tuple[pd.DataFrame, bytes]:
+    """The file's rows as text, and the bytes dropped after its last line end (only when asked)."""
+    expected = _RAW_COLUMNS[name]
+    source: Path | io.BytesIO = path
+    tail = _unterminated_tail(path)
+    dropped = b""
+    if tail:
+        size = path.stat().st_size
+        if drop_incomplete_last_line:
+            if len(tail) == size:
+                raise ValueError(f"{path}: no line end at all, not even after the header")
+            with path.open("rb") as handle:
+                source = io.BytesIO(handle.read(size - len(tail)))
+            dropped = tail
+        elif not _is_complete_row(tail, len(expected)):
+            hint = (
+                " To read the complete rows before it, pass truncated_trans=True "
+                "(python -m training.dataload load ... --truncated-trans)."
+                if name == "trans"
+                else ""
+            )
+            raise ValueError(
+                f"{path}: the file looks cut off mid-line: its last line has no line end and is not a "
+                f"complete {name} row of {len(expected)} fields: {_preview(tail)!r}.{hint}"
+            )
     # Everything as text first: the decoding below is explicit per column. The C parser accepts
     # CRLF line ends; quotes are removed by the CSV reader.
     raw = pd.read_csv(
-        path,
+        source,
         sep=";",
         quotechar='"',
         dtype=str,
@@ -472,12 +546,49 @@ def _read_asc(path: Path, name: str) -> pd.DataFrame:
         na_filter=False,
         encoding="utf-8",
     )
-    expected = _RAW_COLUMNS[name]
     if tuple(raw.columns) != expected:
         raise ValueError(
             f"{path}: header {list(raw.columns)} is not the PKDD'99 {name} header {list(expected)}"
         )
-    return raw
+    return raw, dropped
+
+
+_TAIL_BLOCK: Final = 64 * 1024
+
+
+def _unterminated_tail(path: Path) -> bytes:
+    """The bytes after the file's last line feed: empty when the file ends with a line end."""
+    tail = b""
+    with path.open("rb") as handle:
+        position = handle.seek(0, os.SEEK_END)
+        while position > 0:
+            start = max(0, position - _TAIL_BLOCK)
+            handle.seek(start)
+            block = handle.read(position - start)
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                return block[cut + 1 :] + tail
+            tail = block + tail
+            position = start
+    return tail
+
+
+def _is_complete_row(line: bytes, fields: int) -> bool:
+    """Whether ``line`` (no line feed) is one ``;``-separated row of ``fields`` fields with closed quotes."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:  # cut inside a multi-byte character
+        return False
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=";", quotechar='"', strict=True))
+    except csv.Error:  # e.g. end of data inside a quoted field
+        return False
+    return len(rows) == 1 and len(rows[0]) == fields
+
+
+def _preview(data: bytes, limit: int = 80) -> str:
+    text = data.decode("utf-8", errors="replace")
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _decode_table(name: str, raw: pd.DataFrame) -> pd.DataFrame:

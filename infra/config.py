@@ -21,6 +21,7 @@ RemovalPolicyName = Literal["retain", "snapshot", "destroy"]
 CONTEXT_KEYS = (
     "environment",
     "modelBundleDir",
+    "modelBundleVersion",
     "lambdaMemoryMb",
     "lambdaArchitecture",
     "batchMemoryMb",
@@ -40,6 +41,10 @@ _INSTANCE_CLASS_PATTERN = re.compile(r"^db\.[a-z0-9]+\.[a-z0-9]+$")
 _SCHEDULE_PATTERN = re.compile(r"^(rate\(.+\)|cron\(.+\)|none)$")
 _EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _BUNDLE_DIR_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$")
+# One registry path segment: the same rule training/registry.py (SAFE_NAME) applies to model names and
+# versions when it registers them, so only a version that could have been registered is accepted.
+REGISTRY_NAME_REGEX = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+_BUNDLE_VERSION_PATTERN = re.compile(rf"^{REGISTRY_NAME_REGEX}/{REGISTRY_NAME_REGEX}$")
 
 T = TypeVar("T")
 
@@ -52,6 +57,9 @@ class ConfigError(ValueError):
 class AppConfig:
     environment: str = "dev"
     model_bundle_dir: str = "model_artifacts/credit_risk"
+    # "<model_name>/<model_version>" of a registered bundle in the artifact bucket's models/ registry
+    # for the API Lambda to load at cold start, or None to serve the bundle packaged in the Lambda.
+    model_bundle_version: str | None = None
     lambda_memory_mb: int = 1024
     lambda_architecture: Architecture = "x86_64"
     batch_memory_mb: int = 2048
@@ -95,6 +103,7 @@ def config_from_context(context: Mapping[str, Any]) -> AppConfig:
             context, "environment", _ENVIRONMENT_PATTERN, defaults.environment, "lower-case, <=20"
         ),
         model_bundle_dir=_bundle_dir(context, defaults.model_bundle_dir),
+        model_bundle_version=_bundle_version(context),
         lambda_memory_mb=_int_in_range(context, "lambdaMemoryMb", defaults.lambda_memory_mb, 128, 10240),
         lambda_architecture=cast(
             Architecture,
@@ -179,3 +188,16 @@ def _bundle_dir(context: Mapping[str, Any], default: str) -> str:
     valid = bool(_BUNDLE_DIR_PATTERN.match(value)) and ".." not in value.split("/")
     _require(context, "modelBundleDir", value, valid, "a relative folder inside the repository")
     return value
+
+
+def _bundle_version(context: Mapping[str, Any]) -> str | None:
+    value = _get(context, "modelBundleVersion", str, "")
+    _require(
+        context,
+        "modelBundleVersion",
+        value,
+        value == "" or bool(_BUNDLE_VERSION_PATTERN.match(value)),
+        "'' for the packaged bundle, or a registered '<model_name>/<model_version>' such as "
+        "'credit_risk-default-risk/credit_risk-4d5ce25fd110' (no 'models/' prefix, no trailing '/')",
+    )
+    return value or None

@@ -50,7 +50,8 @@ class LoanScoringStack(Stack):
             access_logs=access_logs,
             removal_policy=bucket_removal,
         )
-        self.serving = Serving(self, "Serving", config=config)
+        # After the training pipeline: the API may load a registered bundle from its artifact bucket.
+        self.serving = Serving(self, "Serving", config=config, model_registry=self.training.artifact_bucket)
         self.batch = BatchScoring(
             self, "Batch", config=config, access_logs=access_logs, removal_policy=bucket_removal
         )

@@ -25,6 +25,8 @@ class Synthesised:
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The committed champion's registry path (model_artifacts/credit_risk/model_card.json).
+REGISTERED_MODEL = "credit_risk-default-risk/credit_risk-4d5ce25fd110"
 
 
 def synthesise(outdir: Path, **context: object) -> Synthesised:
@@ -47,6 +49,12 @@ def synthesise(outdir: Path, **context: object) -> Synthesised:
 @pytest.fixture(scope="session")
 def synthesised(tmp_path_factory: pytest.TempPathFactory) -> Synthesised:
     return synthesise(tmp_path_factory.mktemp("cdk-out"))
+
+
+@pytest.fixture(scope="session")
+def synthesised_with_registry_model(tmp_path_factory: pytest.TempPathFactory) -> Synthesised:
+    """The app serving a registered bundle from the artifact bucket (-c modelBundleVersion=...)."""
+    return synthesise(tmp_path_factory.mktemp("cdk-out-registry"), modelBundleVersion=REGISTERED_MODEL)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.config import AppConfig, ConfigError, config_from_context
+from infra.config import REGISTRY_NAME_REGEX, AppConfig, ConfigError, config_from_context
+from training.registry import SAFE_NAME
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,6 +22,7 @@ def test_given_the_committed_cdk_json_when_built_then_it_is_valid_and_secure_by_
     assert config.use_nat_gateway is False
     assert config.lightweight_assets is False
     assert config.alarm_email is None  # "" in cdk.json means no topic
+    assert config.model_bundle_version is None  # "" in cdk.json: serve the packaged bundle
 
 
 def test_given_cli_strings_when_built_then_numbers_and_booleans_are_coerced() -> None:
@@ -60,3 +62,43 @@ def test_given_a_misspelt_key_when_built_then_it_is_reported() -> None:
 
 def test_given_cdk_feature_flags_when_built_then_they_are_ignored() -> None:
     assert config_from_context({"@aws-cdk/core:checkSecretUsage": True}) == AppConfig()
+
+
+def test_given_a_registered_model_version_when_built_then_it_is_kept() -> None:
+    config = config_from_context({"modelBundleVersion": "credit_risk-default-risk/credit_risk-4d5ce25fd110"})
+    assert config.model_bundle_version == "credit_risk-default-risk/credit_risk-4d5ce25fd110"
+    assert config_from_context({"modelBundleVersion": ""}).model_bundle_version is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "credit_risk-default-risk",  # no version
+        "credit_risk-default-risk/",
+        "credit_risk-default-risk/v1/",  # trailing slash
+        "/credit_risk-default-risk/v1",
+        "models/credit_risk-default-risk/v1",  # the registry prefix is added by the stack
+        "s3://bucket/models/credit_risk-default-risk/v1/",
+        "credit_risk-default-risk/../v1",
+        "../v1",
+        "credit risk/v1",
+        "credit_risk-default-risk/v1*",
+        "a/" + "v" * 129,  # registry names are at most 128 characters
+        42,
+    ],
+)
+def test_given_a_bad_model_bundle_version_when_built_then_the_error_names_the_key_and_shape(
+    value: object,
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        config_from_context({"modelBundleVersion": value})
+    message = str(error.value)
+    assert "'modelBundleVersion'" in message
+    assert repr(value) in message
+    if isinstance(value, str):
+        assert "<model_name>/<model_version>" in message
+
+
+def test_model_bundle_version_accepts_exactly_the_names_the_registry_registers() -> None:
+    # Given the registry's own rule for names and versions, then the config uses the same one.
+    assert SAFE_NAME.pattern == f"^{REGISTRY_NAME_REGEX}$"

@@ -66,12 +66,12 @@ def test_jpmc_loans_round_trip_through_emulated_s3_in_several_part_files(
 
 
 @pytest.mark.slow
-def test_berka_round_trip_with_the_seven_tables_and_the_partial_transactions(
+def test_berka_round_trip_with_the_seven_tables_and_the_assembled_transactions(
     shared_data: Path, mariadb_connection: Any, mariadb_database: str, tmp_path: Path
 ) -> None:
     from training.datasets.berka import coerce_berka_tables
 
-    # Given the seven complete PKDD'99 tables and the partial (79,302-row) transactions file
+    # Given the seven complete PKDD'99 tables and the assembled (79,302-row) transactions file
     trans_file = shared_data / "pkdd99_financial_trans_assembled" / "trans.asc"
     frames = read_dataset_files("berka", shared_data / "pkdd99_financial", trans_file)
 

@@ -270,13 +270,24 @@ def _berka_frame(kind: str, location: str | None) -> pd.DataFrame:
     return frame
 
 
+# Keys a loader adds (credit_risk.applications.application_id): not part of the applicant's record.
+SURROGATE_KEYS = ("application_id",)
+
+
+def drop_duplicate_records(spec: DatasetSpec, raw: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Exact repeats of a whole source record (ids and surrogate keys aside) are dropped and counted."""
+    keys = [c for c in (spec.id_column, *SURROGATE_KEYS) if c and c in raw.columns]
+    duplicates = raw.drop(columns=keys).duplicated()
+    return raw.loc[~duplicates], int(duplicates.sum())
+
+
 def _select_columns(spec: DatasetSpec, frame: pd.DataFrame) -> pd.DataFrame:
     wanted = [spec.target, *spec.feature_names, *(p.column for p in spec.protected)]
     wanted += [c for c in (spec.time_column, spec.id_column) if c]
     missing = [c for c in dict.fromkeys(wanted) if c not in frame.columns]
     if missing:
         raise ValueError(f"dataset {spec.name}: columns missing from the source: {missing}")
-    # Ids are carried for lineage only; dropping them lets the duplicate rule see repeated rows.
+    # Ids are carried for lineage only, not into the training frame.
     return frame[[c for c in dict.fromkeys(wanted) if c != spec.id_column]]
 
 
@@ -293,10 +304,12 @@ def load_dataset(name: str, source: str | None = None, spec_file: Path | None = 
         raw = _raw_frame(spec, source)
     else:
         raise ValueError(f"unknown dataset {name!r}: built in are {sorted(BUILT_IN)}; or pass a spec file")
-    selected = _select_columns(spec, raw)
+    unique, duplicates = drop_duplicate_records(spec, raw)
+    selected = _select_columns(spec, unique)
     result = spec.cleaner(selected) if spec.cleaner else default_cleaning(spec, selected)
     frame = result.frame
     frame[spec.target] = frame[spec.target].astype(np.int64)
+    cleaning = {"rows_raw": len(raw), "dropped_duplicates": duplicates, **result.counts}
     return LoadedDataset(
-        spec=spec, frame=frame, cleaning=result.counts, source=source or "files", rows_raw=len(raw)
+        spec=spec, frame=frame, cleaning=cleaning, source=source or "files", rows_raw=len(raw)
     )

@@ -96,12 +96,12 @@ def count_missing(frame: pd.DataFrame, columns: list[str]) -> dict[str, int]:
 
 
 def default_cleaning(spec: DatasetSpec, frame: pd.DataFrame) -> CleaningResult:
-    """Rules every dataset gets: a target that is 0/1, exact duplicates removed, ranges enforced.
+    """Rules every dataset gets: a target that is 0/1 and ranges enforced.
 
     Rows outside a feature's declared [minimum, maximum] are impossible values and are dropped,
     counted per feature; missing values are kept (the pipeline imputes) and counted.
     """
-    counts: dict[str, int] = {"rows_raw": len(frame)}
+    counts: dict[str, int] = {}
     missing_target = frame[spec.target].isna()
     counts["dropped_missing_target"] = int(missing_target.sum())
     frame = frame.loc[~missing_target]
@@ -111,9 +111,6 @@ def default_cleaning(spec: DatasetSpec, frame: pd.DataFrame) -> CleaningResult:
             f"target column {spec.target!r} must be binary 0/1, "
             f"found values {sorted(map(str, target_values))[:10]}"
         )
-    duplicates = frame.duplicated()
-    counts["dropped_duplicates"] = int(duplicates.sum())
-    frame = frame.loc[~duplicates]
     for feature in spec.features:
         if feature.minimum is None and feature.maximum is None:
             continue

@@ -83,7 +83,20 @@ def batch_settings() -> BatchSettings:
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> None:
     """One SQS message = one S3 notification (possibly several records, or a test event)."""
-    for created in parse_s3_notification(record.body):
+    try:
+        _handle_notification(record.body)
+    except Exception:
+        # Re-raised: the message returns to the queue and, after maxReceiveCount, to the DLQ.
+        metrics.add_metric(name="MessagesFailed", unit=MetricUnit.Count, value=1)
+        logger.exception("message failed, it will be retried", extra={"message_id": record.message_id})
+        raise
+
+
+def _handle_notification(body: str) -> None:
+    objects = parse_s3_notification(body)
+    if not objects:  # s3:TestEvent, or no ObjectCreated record
+        metrics.add_metric(name="NotificationsIgnored", unit=MetricUnit.Count, value=1)
+    for created in objects:
         outcome = process_object(object_store(), loaded_model(), created, batch_settings())
         manifest = outcome.manifest
         if outcome.skipped is not None:

@@ -293,6 +293,8 @@ def feature_schema(spec: DatasetSpec, train_inputs: pd.DataFrame) -> list[Featur
                 maximum=maximum,
                 categories=categories,
                 reason=feature.reason_text(),
+                reason_high=feature.directional_reasons()[0],
+                reason_low=feature.directional_reasons()[1],
                 onnx_input=feature.name,
                 onnx_type="string" if is_category else "double",
             )

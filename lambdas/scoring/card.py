@@ -32,6 +32,10 @@ class FeatureSchema(_Strict):
     maximum: float | None = None
     categories: list[str] | None = None
     reason: str = Field(description="Text shown when this feature raises the applicant's risk")
+    # Numbers: the model need not be monotone, so the text follows the side of the baseline the
+    # applicant's value is on ("High interest rate" / "Low interest rate").
+    reason_high: str | None = Field(default=None, description="Reason when the value is above the baseline")
+    reason_low: str | None = Field(default=None, description="Reason when the value is below the baseline")
     onnx_input: str
     onnx_type: OnnxElementType
 

@@ -16,7 +16,9 @@ Reasons (model-agnostic, one batched ONNX call)
     categories) and the row is re-scored. The contribution of a feature is
     ``p(original) - p(feature at baseline)``: how much that feature's actual value raised the
     probability of default compared with a typical applicant. The reasons are the ``top_k``
-    features with a positive contribution, largest first, with the card's reason text. The
+    features with a positive contribution, largest first, with the card's reason text (for numbers,
+    ``reason_high`` or ``reason_low`` by the side of the baseline the value is on, because a
+    non-monotone model can raise the risk for a value on either side). The
     original rows and all ``rows x features`` perturbed rows go through a single
     ``InferenceSession.run``. For a logistic model the contribution on the logit scale,
     ``logit(p) - logit(p - contribution)``, is exactly ``coef * (x - baseline)``.
@@ -226,7 +228,7 @@ class ScoringModel:
             perturbed = all_probabilities[rows:].reshape(selected.size, feature_count)
             contributions = probability[selected, None] - perturbed
             for position, row in enumerate(selected):
-                reasons[int(row)] = self._top_reasons(contributions[position], top_k)
+                reasons[int(row)] = self._top_reasons(contributions[position], feed, int(row), top_k)
         return BatchScores(
             probability=probability, decline=np.asarray(decline, dtype=np.bool_), reasons=reasons
         )
@@ -242,13 +244,28 @@ class ScoringModel:
         (output,) = self._session.run([self._output], feed)
         return np.asarray(output, dtype=np.float64)[:, self._positive_index]
 
-    def _top_reasons(self, contributions: NDArray[np.float64], top_k: int) -> list[Reason]:
+    def _top_reasons(
+        self, contributions: NDArray[np.float64], feed: Mapping[str, np.ndarray], row: int, top_k: int
+    ) -> list[Reason]:
         order = np.argsort(-contributions, kind="stable")[:top_k]
-        return [
-            Reason(self._features[i].name, self._features[i].reason, float(contributions[i]))
-            for i in order
-            if contributions[i] > 0.0
-        ]
+        reasons = []
+        for i in order:
+            if contributions[i] <= 0.0:
+                continue
+            feature = self._features[i]
+            text = self._reason_text(feature, feed[feature.onnx_input][row, 0])
+            reasons.append(Reason(feature.name, text, float(contributions[i])))
+        return reasons
+
+    def _reason_text(self, feature: FeatureSchema, value: object) -> str:
+        """The card's text for the side of the baseline the value is on (models need not be monotone)."""
+        if feature.onnx_type == "double" and isinstance(value, float | np.floating) and not math.isnan(value):
+            baseline = self._baseline[feature.name]
+            if isinstance(baseline, float) and value > baseline and feature.reason_high:
+                return feature.reason_high
+            if isinstance(baseline, float) and value < baseline and feature.reason_low:
+                return feature.reason_low
+        return feature.reason
 
 
 # ---- loading helpers --------------------------------------------------------------------------

@@ -28,9 +28,17 @@ class FeatureSpec:
     unit: str | None = None
     minimum: float | None = None
     maximum: float | None = None
+    label: str = ""  # short noun phrase for reason texts, e.g. "interest rate"
 
     def reason_text(self) -> str:
         return self.reason or f"{self.name.replace('_', ' ').capitalize()} raised the risk"
+
+    def directional_reasons(self) -> tuple[str | None, str | None]:
+        """("High <label>", "Low <label>") for numbers; categories and booleans have none."""
+        if self.kind not in ("number", "integer"):
+            return None, None
+        label = self.label or self.name.replace("_", " ")
+        return f"High {label}", f"Low {label}"
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 
 setup:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@# pyenv machines: expose the new uv executable (cdk.json's app command calls `uv run`).
+	@if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 	$(UV) sync --frozen
 	@if [ -f package.json ]; then npm ci --no-audit --no-fund --loglevel=error; fi
 

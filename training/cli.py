@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import tempfile
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -237,7 +237,7 @@ def _loop(args: argparse.Namespace) -> int:
     database = args.database or args.dataset
     if args.files:
         _load(args.dataset, args.files, database)
-    export_id = f"{args.dataset}-{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}-{os.getpid()}"
+    export_id = f"{args.dataset}-{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
     _export(database, args.exports, export_id, layout_database=args.dataset)
     args.source = f"export:{args.exports}#{export_id}"
     with tempfile.TemporaryDirectory(prefix="loop-") as scratch:

@@ -388,38 +388,44 @@ def _is_null(value: object) -> bool:
 def _category_column(
     feature: FeatureSchema, raw: Sequence[object] | np.ndarray
 ) -> tuple[np.ndarray, list[tuple[int, FieldError]]]:
-    name = feature.name
-    values = np.asarray(raw, dtype=object).ravel()
-    column = np.empty(values.shape[0], dtype=object)
-    errors: list[tuple[int, FieldError]] = []
+    """Each distinct value is judged once (a file has few categories and many rows)."""
+    cells = np.asarray(raw, dtype=object).ravel().tolist()
     allowed = frozenset(feature.categories) if feature.categories is not None else None
-    for row, value in enumerate(values.tolist()):
-        if _is_null(value):
-            column[row] = NULL_CATEGORY
-            if not feature.nullable:
-                errors.append((row, FieldError(name, "null_not_allowed", f"{name} may not be empty")))
-            continue
-        text = (
-            str(value) if isinstance(value, str | int | np.integer) and not isinstance(value, bool) else None
-        )
-        if text is None:
-            errors.append(
-                (row, FieldError(name, "wrong_type", f"{name} must be text (one of the categories)"))
-            )
-            column[row] = NULL_CATEGORY
-        elif allowed is not None and text not in allowed:
-            errors.append(
-                (
-                    row,
-                    FieldError(
-                        name, "unknown_category", f"{name} must be one of: {', '.join(sorted(allowed))}"
-                    ),
-                )
-            )
-            column[row] = NULL_CATEGORY
-        else:
-            column[row] = text
+    try:
+        distinct = set(cells)
+    except TypeError:  # an unhashable cell (a list or object from JSON): judge cell by cell
+        verdicts = [_judge_category(feature, value, allowed) for value in cells]
+        column = np.array([text for text, _ in verdicts], dtype=object)
+        return column, [(row, error) for row, (_, error) in enumerate(verdicts) if error is not None]
+    verdict = {value: _judge_category(feature, value, allowed) for value in distinct}
+    column = np.array([verdict[value][0] for value in cells], dtype=object)
+    bad = {value for value, (_, error) in verdict.items() if error is not None}
+    errors: list[tuple[int, FieldError]] = []
+    if bad:
+        for row, value in enumerate(cells):
+            if value in bad:
+                error = verdict[value][1]
+                assert error is not None
+                errors.append((row, error))
     return column, errors
+
+
+def _judge_category(
+    feature: FeatureSchema, value: object, allowed: frozenset[str] | None
+) -> tuple[str, FieldError | None]:
+    """The feed text of one cell and the error with it, if any (invalid cells feed the null text)."""
+    name = feature.name
+    if _is_null(value):
+        if feature.nullable:
+            return NULL_CATEGORY, None
+        return NULL_CATEGORY, FieldError(name, "null_not_allowed", f"{name} may not be empty")
+    if not isinstance(value, str | int | np.integer) or isinstance(value, bool):
+        return NULL_CATEGORY, FieldError(name, "wrong_type", f"{name} must be text (one of the categories)")
+    text = str(value)
+    if allowed is not None and text not in allowed:
+        message = f"{name} must be one of: {', '.join(sorted(allowed))}"
+        return NULL_CATEGORY, FieldError(name, "unknown_category", message)
+    return text, None
 
 
 def _numeric_column(

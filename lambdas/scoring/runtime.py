@@ -211,13 +211,18 @@ class ScoringModel:
         rows = _rows_in(feed)
         selected = _selected_rows(reasons_for, rows)
         feature_count = len(self._features)
-        if selected.size and feature_count:
-            run_feed = {
-                f.onnx_input: _with_perturbations(feed[f.onnx_input], selected, index, feature_count, f, self)
-                for index, f in enumerate(self._features)
-            }
-        else:
-            run_feed = feed
+        # One perturbed row per (selected row, feature) whose value differs from the baseline: a
+        # feature already at its baseline contributes exactly 0 and needs no model evaluation.
+        pair_row, pair_feature = self._perturbation_pairs(feed, selected)
+        run_feed = feed
+        if pair_row.size:
+            source_rows = selected[pair_row]
+            run_feed = {}
+            for index, feature in enumerate(self._features):
+                column = feed[feature.onnx_input]
+                copies = column[source_rows]
+                copies[pair_feature == index] = self._baseline[feature.name]
+                run_feed[feature.onnx_input] = np.concatenate([column, copies], axis=0)
         all_probabilities = self._run(run_feed)
         probability = all_probabilities[:rows]
         decline = (
@@ -225,13 +230,33 @@ class ScoringModel:
         )
         reasons: list[list[Reason]] = [[] for _ in range(rows)]
         if selected.size and feature_count:
-            perturbed = all_probabilities[rows:].reshape(selected.size, feature_count)
-            contributions = probability[selected, None] - perturbed
+            contributions = np.zeros((selected.size, feature_count), dtype=np.float64)
+            contributions[pair_row, pair_feature] = probability[selected[pair_row]] - all_probabilities[rows:]
             for position, row in enumerate(selected):
                 reasons[int(row)] = self._top_reasons(contributions[position], feed, int(row), top_k)
         return BatchScores(
             probability=probability, decline=np.asarray(decline, dtype=np.bool_), reasons=reasons
         )
+
+    def _perturbation_pairs(
+        self, feed: Mapping[str, np.ndarray], selected: NDArray[np.intp]
+    ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+        """(position in ``selected``, feature index) of every value that differs from its baseline."""
+        if not selected.size or not self._features:
+            empty = np.empty(0, dtype=np.intp)
+            return empty, empty
+        differs = np.empty((selected.size, len(self._features)), dtype=np.bool_)
+        for index, feature in enumerate(self._features):
+            values = feed[feature.onnx_input][selected, 0]
+            baseline = self._baseline[feature.name]
+            if feature.onnx_type == "string":
+                differs[:, index] = values != baseline
+            else:
+                numbers = values.astype(np.float64)
+                both_missing = np.isnan(numbers) & math.isnan(float(baseline))
+                differs[:, index] = ~((numbers == baseline) | both_missing)
+        pair_row, pair_feature = np.nonzero(differs)
+        return pair_row.astype(np.intp), pair_feature.astype(np.intp)
 
     def decision_label(self, decline: bool) -> str:
         labels = self.card.decision_policy.decision_labels
@@ -517,20 +542,3 @@ def _selected_rows(reasons_for: np.ndarray | bool, rows: int) -> NDArray[np.intp
     if mask.dtype != np.bool_ or mask.shape != (rows,):
         raise ValueError(f"reasons_for must be a bool or a bool array of shape ({rows},)")
     return np.flatnonzero(mask)
-
-
-def _with_perturbations(
-    column: np.ndarray,
-    selected: NDArray[np.intp],
-    feature_index: int,
-    feature_count: int,
-    feature: FeatureSchema,
-    model: ScoringModel,
-) -> np.ndarray:
-    """The column followed by ``selected x features`` copies where this feature is set to its baseline.
-
-    Perturbed row ``p * feature_count + j`` is selected row ``p`` with feature ``j`` at its baseline.
-    """
-    copies = np.repeat(column[selected], feature_count, axis=0)
-    copies[feature_index::feature_count] = model.baseline(feature.name)
-    return np.concatenate([column, copies], axis=0)

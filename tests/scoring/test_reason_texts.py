@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
 from lambdas.scoring.runtime import ScoringModel
 from tests.scoring import bundles
 from tests.scoring.bundles import BASELINE, good_application
@@ -49,3 +52,25 @@ def test_given_a_card_without_directional_texts_when_explained_then_the_generic_
     )
     (reasons,) = model.score(model.prepare_records([good_application()]).feed, top_k=1).reasons
     assert reasons[0].text == "Loan is large relative to income"
+
+
+def test_given_features_at_their_baseline_when_explained_then_they_are_not_re_scored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = _directional_model()
+    calls: list[int] = []
+    original = model._session.run
+
+    def counting_run(outputs: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        calls.append(next(iter(feed.values())).shape[0])
+        return original(outputs, feed)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(model._session, "run", counting_run)
+    # Given an applicant whose age and home are exactly the baseline values
+    application = {**good_application(), "age": 30, "home": "MORTGAGE"}
+    assert BASELINE["age"] == 30.0
+    assert BASELINE["home"] == "MORTGAGE"
+    (reasons,) = model.score(model.prepare_records([application]).feed, top_k=5).reasons
+    # Then only the three other features are re-scored, in the same single call
+    assert calls == [1 + 3]
+    assert {reason.feature for reason in reasons} == {"income", "loan_ratio", "prior_default"}

@@ -247,14 +247,8 @@ class ScoringModel:
             return empty, empty
         differs = np.empty((selected.size, len(self._features)), dtype=np.bool_)
         for index, feature in enumerate(self._features):
-            values = feed[feature.onnx_input][selected, 0]
-            baseline = self._baseline[feature.name]
-            if feature.onnx_type == "string":
-                differs[:, index] = values != baseline
-            else:
-                numbers = values.astype(np.float64)
-                both_missing = np.isnan(numbers) & math.isnan(float(baseline))
-                differs[:, index] = ~((numbers == baseline) | both_missing)
+            # A missing number (NaN) differs from any baseline, so it is re-scored, as it should be.
+            differs[:, index] = feed[feature.onnx_input][selected, 0] != self._baseline[feature.name]
         pair_row, pair_feature = np.nonzero(differs)
         return pair_row.astype(np.intp), pair_feature.astype(np.intp)
 

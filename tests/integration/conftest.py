@@ -161,3 +161,13 @@ def s3_bucket(s3_client: Any) -> str:
     name = f"test-{uuid.uuid4().hex[:16]}"
     s3_client.create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture
+def mariadb_env(mariadb_settings: DbSettings, monkeypatch: pytest.MonkeyPatch) -> DbSettings:
+    """The DB_* variables set as a container task gets them (the CLIs read their settings from env)."""
+    monkeypatch.setenv("DB_HOST", mariadb_settings.host)
+    monkeypatch.setenv("DB_PORT", str(mariadb_settings.port))
+    monkeypatch.setenv("DB_USER", mariadb_settings.user)
+    monkeypatch.setenv("DB_PASSWORD", mariadb_settings.password)
+    return mariadb_settings

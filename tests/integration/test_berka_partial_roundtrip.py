@@ -36,12 +36,8 @@ BERKA_ROWS = {
 
 
 @pytest.fixture
-def db_env(mariadb_settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def db_env(mariadb_env: Any) -> None:
     """Connection settings in the environment, as the CLI (and the container task) gets them."""
-    monkeypatch.setenv("DB_HOST", mariadb_settings.host)
-    monkeypatch.setenv("DB_PORT", str(mariadb_settings.port))
-    monkeypatch.setenv("DB_USER", mariadb_settings.user)
-    monkeypatch.setenv("DB_PASSWORD", mariadb_settings.password)
 
 
 def _load_arguments(shared_data: Path, database: str) -> list[str]:

@@ -101,17 +101,13 @@ def test_berka_round_trip_with_the_seven_tables_and_the_assembled_transactions(
 
 def test_cli_loads_and_exports_to_s3(
     shared_data: Path,
-    mariadb_settings: Any,
+    mariadb_env: Any,
     mariadb_database: str,
     s3_bucket: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # Given connection settings in the environment, as the container task gets them
-    monkeypatch.setenv("DB_HOST", mariadb_settings.host)
-    monkeypatch.setenv("DB_PORT", str(mariadb_settings.port))
-    monkeypatch.setenv("DB_USER", mariadb_settings.user)
-    monkeypatch.setenv("DB_PASSWORD", mariadb_settings.password)
+    # Given connection settings in the environment (mariadb_env), as the container task gets them
 
     # When the CLI loads jpmc_loans and exports the database to s3://
     load_code = dataload_main(

@@ -10,38 +10,22 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from localapi.server import LocalLambdaContext
 from training.cli import main as training_main
 from training.registry import latest_pointer
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
 
 
-class _Context:
-    function_name = "loan-scoring-api"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:loan-scoring-api"
-    memory_limit_in_mb = 1024
-    aws_request_id = "00000000-0000-4000-8000-000000000043"
-    log_group_name = "/aws/lambda/loan-scoring-api"
-    log_stream_name = "local"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 10_000
-
-
 def test_given_files_when_loop_runs_twice_then_one_version_is_registered_and_served(
     shared_data: Path,
-    mariadb_settings: Any,
+    mariadb_env: Any,
     mariadb_database: str,
     s3_bucket: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # Given MariaDB connection settings in the environment, as the in-VPC task gets them
-    monkeypatch.setenv("DB_HOST", mariadb_settings.host)
-    monkeypatch.setenv("DB_PORT", str(mariadb_settings.port))
-    monkeypatch.setenv("DB_USER", mariadb_settings.user)
-    monkeypatch.setenv("DB_PASSWORD", mariadb_settings.password)
+    # Given MariaDB connection settings in the environment (mariadb_env), as the in-VPC task gets them
     exports, registry = f"s3://{s3_bucket}/rds-exports", f"s3://{s3_bucket}/models"
     common = ["--dataset", "jpmc_loans", "--database", mariadb_database, "--exports", exports]
     common += ["--registry", registry, "--candidates", "logistic_regression", "--jobs", "1"]
@@ -87,6 +71,6 @@ def test_given_files_when_loop_runs_twice_then_one_version_is_registered_and_ser
         "body": json.dumps({"features": {name: row[name].item() for name in names}}),
         "isBase64Encoded": False,
     }
-    response = handler(event, _Context())  # type: ignore[arg-type]
+    response = handler(event, LocalLambdaContext(aws_request_id="loop-cli-1"))  # type: ignore[arg-type]
     assert response["statusCode"] == 200, response["body"]
     assert json.loads(response["body"])["model_version"] == version

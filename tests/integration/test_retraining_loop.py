@@ -10,25 +10,13 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from localapi.server import LocalLambdaContext
 from training.dataload.datasets import read_dataset_files, schema_for
 from training.dataload.exporter import export_database
 from training.dataload.loader import load_tables
 from training.registry import VersionExistsError, champion_card, gate, register_bundle
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
-
-
-class _Context:
-    function_name = "loan-scoring-api"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:loan-scoring-api"
-    memory_limit_in_mb = 1024
-    aws_request_id = "00000000-0000-4000-8000-000000000042"
-    log_group_name = "/aws/lambda/loan-scoring-api"
-    log_stream_name = "local"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 10_000
 
 
 def _score_event(features: dict[str, Any]) -> dict[str, Any]:
@@ -98,7 +86,7 @@ def test_loaded_exported_trained_gated_registered_and_served(
     handler = create_handler({"MODEL_BUNDLE_URI": f"{registry}/{card.model_name}/{version}/"})
     row = pd.read_csv(shared_data / "jpmc_loan_data" / "Loan_Data.csv").iloc[0]
     features = {feature.name: row[feature.name].item() for feature in card.features}
-    response = handler(_score_event(features), _Context())  # type: ignore[arg-type]
+    response = handler(_score_event(features), LocalLambdaContext(aws_request_id="loop-test-1"))  # type: ignore[arg-type]
     body = json.loads(response["body"])
     assert response["statusCode"] == 200, body
     assert body["model_version"] == version

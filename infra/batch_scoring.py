@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy, Size
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda_event_sources as sources
@@ -25,10 +25,13 @@ from infra.scoring_functions import scoring_function
 
 INCOMING_PREFIX = "incoming/"
 OUTPUT_PREFIXES = ("scored/", "rejected/", "manifests/")
-BATCH_TIMEOUT = Duration.minutes(5)
+# Lambda's maximum, so one invocation takes the largest file it can (docs/batch.md: ~25 M credit_risk
+# rows with the committed champion); scored and rejected files are staged in /tmp, hence its size.
+BATCH_TIMEOUT = Duration.minutes(15)
+BATCH_EPHEMERAL_STORAGE = Size.gibibytes(10)
 # AWS guidance: queue visibility timeout >= 6x the function timeout, so a message is never handed to a
 # second invocation while the first is still working on it (including retries inside the batch window).
-VISIBILITY_TIMEOUT = Duration.minutes(30)
+VISIBILITY_TIMEOUT = Duration.minutes(90)
 MAX_RECEIVE_COUNT = 3
 
 
@@ -93,6 +96,7 @@ class BatchScoring(Construct):
             memory_mb=config.batch_memory_mb,
             timeout=BATCH_TIMEOUT,
             extra_environment={"SCORING_BUCKET": self.bucket.bucket_name},
+            ephemeral_storage=BATCH_EPHEMERAL_STORAGE,
         )
         self.function.add_event_source(
             sources.SqsEventSource(self.queue, batch_size=1, report_batch_item_failures=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy, Size
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -24,6 +24,7 @@ def scoring_function(
     memory_mb: int,
     timeout: Duration,
     extra_environment: dict[str, str] | None = None,
+    ephemeral_storage: Size | None = None,
 ) -> lambda_.Function:
     service_name = f"loan-scoring-{function}"
     log_group = logs.LogGroup(
@@ -51,6 +52,7 @@ def scoring_function(
         ),
         memory_size=memory_mb,
         timeout=timeout,
+        ephemeral_storage_size=ephemeral_storage,
         tracing=lambda_.Tracing.ACTIVE,
         log_group=log_group,
         environment={

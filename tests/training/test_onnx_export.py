@@ -81,3 +81,22 @@ def test_given_boosting_when_a_value_sits_next_to_a_split_then_double_precision_
     model_bytes = convert_pipeline(pipeline, CREDIT_RISK, None).SerializeToString()
     parity = check_parity(model_bytes, onnx_feed(CREDIT_RISK, nudged), pipeline.predict_proba(nudged)[:, 1])
     assert parity.passed, parity.max_abs_difference
+
+
+def test_given_derived_ratios_when_converted_then_a_zero_denominator_behaves_as_in_numpy(shared_data) -> None:
+    # Given the JPMC spec (debt/income and loan/income computed inside the graph) and a zero income
+    from training.datasets.catalog import JPMC_LOANS
+
+    frame = load_dataset("jpmc_loans", f"files:{shared_data / 'jpmc_loan_data' / 'Loan_Data.csv'}").frame
+    sample = frame.sample(1500, random_state=2).reset_index(drop=True)
+    x = model_input_frame(JPMC_LOANS, sample)
+    y = sample["default"].to_numpy()
+    pipeline = next(c for c in CANDIDATES if c.name == "hist_gradient_boosting").build(JPMC_LOANS, len(y), 0)
+    pipeline.set_params(model__max_iter=40)
+    pipeline.fit(x, y)
+    scored = x.copy()
+    scored.loc[0, "income"] = 0.0  # ratio becomes +inf in numpy and in ONNX Div alike
+    model_bytes = convert_pipeline(pipeline, JPMC_LOANS, None).SerializeToString()
+    parity = check_parity(model_bytes, onnx_feed(JPMC_LOANS, scored), pipeline.predict_proba(scored)[:, 1])
+    assert parity.passed, parity.max_abs_difference
+    assert np.isinf(pipeline[0].transform(scored.head(1))).any()

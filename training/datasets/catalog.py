@@ -143,13 +143,12 @@ CREDIT_RISK = DatasetSpec(
         ),
     ),
     protected=AGE_BANDS,
-    derived=(
-        DerivedFeature("amount_over_income", "ratio", "loan_amnt", "person_income"),
-        DerivedFeature("rate_burden", "product", "loan_int_rate", "loan_percent_income"),
-        DerivedFeature("income_per_history_year", "ratio", "person_income", "cb_person_cred_hist_length"),
-    ),
     cleaner=_clean_credit_risk,
-    notes=("person_age is protected: used for fairness figures only, never as a model feature",),
+    notes=(
+        "person_age is protected: used for fairness figures only, never as a model feature",
+        "no derived ratios: amount/income, rate x loan share and income per history year lowered CV ROC "
+        "AUC by 0.001-0.002 on the training rows, so the model takes the raw features only",
+    ),
 )
 
 JPMC_LOANS = DatasetSpec(

@@ -34,7 +34,11 @@ def baseline_cv_auc(dataset_name: str, config: TrainingConfig) -> tuple[float, f
     columns = ColumnTransformer(
         [
             ("n", "passthrough", numeric_columns(spec)),
-            ("c", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1), category_columns(spec)),
+            (
+                "c",
+                OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
+                category_columns(spec),
+            ),
         ]
     )
     model = Pipeline([("prepare", columns), ("model", HistGradientBoostingClassifier(random_state=0))])
@@ -59,7 +63,8 @@ def main() -> None:
         baseline_auc, baseline_seconds = baseline_cv_auc(name, config)
         print(f"whole training wall time: {wall:.1f} s")
         print(
-            f"baseline default HGB, same rows and folds: CV ROC AUC {baseline_auc:.4f} ({baseline_seconds:.1f} s); "
+            f"baseline default HGB, same rows and folds: CV ROC AUC {baseline_auc:.4f} "
+            f"({baseline_seconds:.1f} s); "
             f"champion CV ROC AUC {champion_cv:.4f}; ratio {champion_cv / baseline_auc:.4f}"
         )
         print()

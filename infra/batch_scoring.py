@@ -25,7 +25,7 @@ from infra.scoring_functions import scoring_function
 
 INCOMING_PREFIX = "incoming/"
 OUTPUT_PREFIXES = ("scored/", "rejected/", "manifests/")
-# Lambda's maximum, so one invocation takes the largest file it can (docs/batch.md: ~25 M credit_risk
+# Lambda's maximum, so one invocation takes the largest file it can (docs/batch.md: ~50 M credit_risk
 # rows with the committed champion); scored and rejected files are staged in /tmp, hence its size.
 BATCH_TIMEOUT = Duration.minutes(15)
 BATCH_EPHEMERAL_STORAGE = Size.gibibytes(10)

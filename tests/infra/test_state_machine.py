@@ -1,32 +1,86 @@
-"""The training state machine's definition is valid Amazon States Language (structural checks)."""
+"""The training state machine's definition is Amazon States Language: structural checks plus asl-validator.
+
+CloudFormation receives the definition as an ``Fn::Join`` of JSON fragments and ``Ref``/``Fn::GetAtt`` tokens;
+``_resolve`` turns the tokens into plausible placeholders (partition, ARNs, bucket names, subnet/group ids),
+so the result is the JSON Step Functions will see. asl-validator (npm, pinned in package.json, installed by
+``npm ci``) then validates it offline against the ASL schemas, transition targets and path syntax.
+"""
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aws_cdk.assertions import Template
 
-from tests.infra.conftest import Resources
+from tests.infra.conftest import REPO_ROOT, Resources
 
 STATE_TYPES = {"Task", "Pass", "Choice", "Wait", "Succeed", "Fail", "Parallel", "Map"}
+ASL_VALIDATOR = REPO_ROOT / "node_modules" / ".bin" / "asl-validator"
+ACCOUNT, REGION = "123456789012", "eu-west-1"
+PSEUDO_PARAMETERS = {
+    "AWS::Partition": "aws",
+    "AWS::Region": REGION,
+    "AWS::AccountId": ACCOUNT,
+    "AWS::URLSuffix": "amazonaws.com",
+    "AWS::StackName": "LoanScoring-dev",
+}
 
 
-def _render(value: Any) -> str:
-    """Resolve the Fn::Join CloudFormation builds the definition with, using placeholders for refs."""
+def _hex_id(logical_id: str) -> str:
+    return hashlib.sha256(logical_id.encode()).hexdigest()[:17]
+
+
+def _ref(logical_id: str, resources: Resources) -> str:
+    if logical_id in PSEUDO_PARAMETERS:
+        return PSEUDO_PARAMETERS[logical_id]
+    kind = resources.get(logical_id, {}).get("Type")
+    if kind == "AWS::EC2::Subnet":
+        return f"subnet-{_hex_id(logical_id)}"
+    if kind == "AWS::EC2::SecurityGroup":
+        return f"sg-{_hex_id(logical_id)}"
+    return logical_id.lower()  # a physical name: valid for buckets, DB instances, clusters, parameters
+
+
+def _get_att(logical_id: str, attribute: str, resources: Resources) -> str:
+    if attribute == "GroupId":
+        return f"sg-{_hex_id(logical_id)}"
+    if attribute != "Arn":
+        return f"{logical_id.lower()}-{attribute.lower()}"
+    _, service, resource_type = resources[logical_id]["Type"].split("::")
+    region = "" if service == "IAM" else REGION  # IAM ARNs are global
+    return f"arn:aws:{service.lower()}:{region}:{ACCOUNT}:{resource_type.lower()}/{logical_id.lower()}"
+
+
+def _resolve(value: Any, resources: Resources) -> str:
+    """Render the Fn::Join CloudFormation builds the definition with, tokens replaced by placeholders."""
     if isinstance(value, str):
         return value
-    if "Fn::Join" in value:
-        separator, parts = value["Fn::Join"]
-        return str(separator).join(_render(part) for part in parts)
-    return "PLACEHOLDER"
+    if isinstance(value, dict) and len(value) == 1:
+        (function, argument), *_ = value.items()
+        if function == "Fn::Join":
+            separator, parts = argument
+            return str(separator).join(_resolve(part, resources) for part in parts)
+        if function == "Ref":
+            return _ref(argument, resources)
+        if function == "Fn::GetAtt":
+            logical_id, attribute = argument if isinstance(argument, list) else argument.split(".", 1)
+            return _get_att(logical_id, attribute, resources)
+    raise ValueError(f"no placeholder for {value!r}: teach _resolve this intrinsic function")
 
 
 @pytest.fixture(scope="module")
 def definition(resources: Resources) -> dict[str, Any]:
     machine = next(r for r in resources.values() if r["Type"] == "AWS::StepFunctions::StateMachine")
-    parsed: dict[str, Any] = json.loads(_render(machine["Properties"]["DefinitionString"]))
+    parsed: dict[str, Any] = json.loads(_resolve(machine["Properties"]["DefinitionString"], resources))
     return parsed
 
 
@@ -76,3 +130,70 @@ def test_pipeline_runs_snapshot_export_train_gate_register_in_order(definition: 
 
 def test_training_runs_on_a_schedule(template: Template) -> None:
     template.has_resource_properties("AWS::Events::Rule", {"ScheduleExpression": "rate(30 days)"})
+
+
+def _run_asl_validator(definition: dict[str, Any], workdir: Path) -> subprocess.CompletedProcess[str]:
+    """Validate with the pinned asl-validator CLI; fails in CI and skips locally without `npm ci`."""
+    if not ASL_VALIDATOR.exists() or shutil.which("node") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(
+                "CI must run `npm ci` (make setup) before the infra tests: asl-validator or node missing"
+            )
+        pytest.skip("node_modules/.bin/asl-validator (or node) missing: run `npm ci`")
+    path = workdir / "training.asl.json"
+    path.write_text(json.dumps(definition, indent=2))
+    return subprocess.run(
+        [str(ASL_VALIDATOR), "--json-path", str(path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def _output(completed: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {completed.returncode}\nstdout:\n{completed.stdout}\nstderr:\n{completed.stderr}"
+
+
+def test_given_the_synthesised_definition_when_asl_validator_runs_then_it_is_valid_asl(
+    definition: dict[str, Any], tmp_path: Path
+) -> None:
+    completed = _run_asl_validator(definition, tmp_path)
+    assert completed.returncode == 0, _output(completed)
+    assert "is valid" in completed.stdout, _output(completed)
+
+
+def _next_names_a_missing_state(states: dict[str, Any]) -> None:
+    states["Wait for the snapshot"]["Next"] = "No such state"
+
+
+def _unknown_state_type(states: dict[str, Any]) -> None:
+    states["Candidate registered"]["Type"] = "Sleep"
+
+
+def _malformed_result_path(states: dict[str, Any]) -> None:
+    states["Check the snapshot"]["ResultPath"] = "$.snapshotStatus[["
+
+
+@pytest.mark.parametrize(
+    ("breakage", "expected_in_output"),
+    [
+        (_next_names_a_missing_state, "Missing 'StartAt'|'Next'|'Default' target: No such state"),
+        (_unknown_state_type, "/States/Candidate registered/Type is invalid"),
+        (_malformed_result_path, "/States/Check the snapshot/ResultPath is invalid"),
+    ],
+    ids=["missing-next-target", "unknown-state-type", "malformed-result-path"],
+)
+def test_given_a_broken_copy_of_the_definition_when_asl_validator_runs_then_it_is_rejected(
+    definition: dict[str, Any],
+    tmp_path: Path,
+    breakage: Callable[[dict[str, Any]], None],
+    expected_in_output: str,
+) -> None:
+    # Negative control: the same run on a deliberately broken copy must fail, so the check above can fail
+    broken = copy.deepcopy(definition)
+    breakage(broken["States"])
+    completed = _run_asl_validator(broken, tmp_path)
+    assert completed.returncode == 1, _output(completed)  # 1 = invalid definition, 2 = the validator crashed
+    assert expected_in_output in completed.stdout + completed.stderr, _output(completed)

@@ -763,18 +763,7 @@ _REQUIRED: Final[dict[str, tuple[str, ...]]] = {
     "district": ("district_id", "A4", "A10", "A11", "A12", "A13", "A14", "A15", "A16"),
     "card": ("disp_id", "type", "issued"),
     "order": ("account_id", "bank_to", "account_to", "amount", "k_symbol"),
-    "trans": (
-        "trans_id",
-        "account_id",
-        "date",
-        "type",
-        "operation",
-        "amount",
-        "balance",
-        "k_symbol",
-        "bank",
-        "account",
-    ),
+    "trans": _RAW_COLUMNS["trans"],  # every column of the original trans table is used
 }
 
 

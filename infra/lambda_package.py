@@ -24,6 +24,7 @@ The result is cached under ``build/lambda-packages/`` by a hash of every input, 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -33,6 +34,7 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -136,15 +138,17 @@ def build_lambda_package(
     cached = repo_root / CACHE_ROOT_RELATIVE / f"{function}-{arch}-{input_hash[:16]}"
     report_file = cached / ".package-report.json"
 
-    from_cache = report_file.is_file()
-    if not from_cache:
-        _build_into_cache(cached, requirements, arch, repo_root, bundle_path, model_bundle_dir)
-        sizes = {"unzipped_bytes": _unzipped_size(cached), "zipped_bytes": _zipped_size(cached)}
-        report_file.write_text(json.dumps(sizes))
-    sizes = json.loads(report_file.read_text())
-
-    _replace_dir(out_dir)
-    shutil.copytree(cached, out_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns(report_file.name))
+    # One builder per cache entry at a time: parallel test workers and synths share the cache, and
+    # a second builder replacing the folder would pull it from under a first one still reading it.
+    with _exclusive_lock(cached.parent / f"{cached.name}.lock"):
+        from_cache = report_file.is_file()
+        if not from_cache:
+            _build_into_cache(cached, requirements, arch, repo_root, bundle_path, model_bundle_dir)
+            sizes = {"unzipped_bytes": _unzipped_size(cached), "zipped_bytes": _zipped_size(cached)}
+            report_file.write_text(json.dumps(sizes))
+        sizes = json.loads(report_file.read_text())
+        _replace_dir(out_dir)
+        shutil.copytree(cached, out_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns(report_file.name))
     report = PackageReport(
         function=function,
         arch=arch,
@@ -200,6 +204,17 @@ def _files_to_copy(root: Path) -> Iterator[Path]:
         relative_parts = file.relative_to(root).parts
         if file.is_file() and not _is_pruned(relative_parts):
             yield file
+
+
+@contextmanager
+def _exclusive_lock(lock_file: Path) -> Iterator[None]:
+    _ensure_dir(lock_file.parent)
+    with lock_file.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _is_pruned(relative_parts: tuple[str, ...]) -> bool:

@@ -101,6 +101,17 @@ class ScoringModel:
         self._decline_at_or_above = card.decision_policy.approve_below_threshold
         self._feature_names = frozenset(f.name for f in self._features)
         self._baseline = {f.name: _baseline_value(card, f) for f in self._features}
+        # Reason text per feature and side of the baseline (+1 above, -1 below, 0 equal / missing /
+        # category): numbers use reason_high / reason_low because a model need not be monotone.
+        self._reason_names = [f.name for f in self._features]
+        self._reason_baselines: list[float | None] = [
+            b if f.onnx_type == "double" and isinstance(b, float) and not math.isnan(b) else None
+            for f in self._features
+            for b in [self._baseline[f.name]]
+        ]
+        self._reason_texts = [
+            {1: f.reason_high or f.reason, -1: f.reason_low or f.reason, 0: f.reason} for f in self._features
+        ]
         self._check_graph_matches_card()
 
     @property
@@ -232,8 +243,9 @@ class ScoringModel:
         if selected.size and feature_count:
             contributions = np.zeros((selected.size, feature_count), dtype=np.float64)
             contributions[pair_row, pair_feature] = probability[selected[pair_row]] - all_probabilities[rows:]
-            for position, row in enumerate(selected):
-                reasons[int(row)] = self._top_reasons(contributions[position], feed, int(row), top_k)
+            explained = self._top_reasons(contributions, feed, selected, top_k)
+            for row, row_reasons in zip(selected.tolist(), explained, strict=True):
+                reasons[row] = row_reasons
         return BatchScores(
             probability=probability, decline=np.asarray(decline, dtype=np.bool_), reasons=reasons
         )
@@ -264,27 +276,38 @@ class ScoringModel:
         return np.asarray(output, dtype=np.float64)[:, self._positive_index]
 
     def _top_reasons(
-        self, contributions: NDArray[np.float64], feed: Mapping[str, np.ndarray], row: int, top_k: int
-    ) -> list[Reason]:
-        order = np.argsort(-contributions, kind="stable")[:top_k]
-        reasons = []
-        for i in order:
-            if contributions[i] <= 0.0:
-                continue
-            feature = self._features[i]
-            text = self._reason_text(feature, feed[feature.onnx_input][row, 0])
-            reasons.append(Reason(feature.name, text, float(contributions[i])))
-        return reasons
+        self,
+        contributions: NDArray[np.float64],
+        feed: Mapping[str, np.ndarray],
+        selected: NDArray[np.intp],
+        top_k: int,
+    ) -> list[list[Reason]]:
+        """Per selected row, the ``top_k`` features with a positive contribution, largest first."""
+        order = np.argsort(-contributions, axis=1, kind="stable")[:, :top_k]
+        values = np.take_along_axis(contributions, order, axis=1).tolist()
+        explained = []
+        for row, features, row_values in zip(selected.tolist(), order.tolist(), values, strict=True):
+            explained.append(
+                [
+                    Reason(self._reason_names[i], self._reason_text(i, feed, row), value)
+                    for i, value in zip(features, row_values, strict=True)
+                    if value > 0.0
+                ]
+            )
+        return explained
 
-    def _reason_text(self, feature: FeatureSchema, value: object) -> str:
-        """The card's text for the side of the baseline the value is on (models need not be monotone)."""
-        if feature.onnx_type == "double" and isinstance(value, float | np.floating) and not math.isnan(value):
-            baseline = self._baseline[feature.name]
-            if isinstance(baseline, float) and value > baseline and feature.reason_high:
-                return feature.reason_high
-            if isinstance(baseline, float) and value < baseline and feature.reason_low:
-                return feature.reason_low
-        return feature.reason
+    def _reason_text(self, index: int, feed: Mapping[str, np.ndarray], row: int) -> str:
+        """The text for the side of the baseline the value is on (numbers; a model need not be monotone)."""
+        texts = self._reason_texts[index]
+        baseline = self._reason_baselines[index]
+        if baseline is None:
+            return texts[0]
+        value = float(feed[self._features[index].onnx_input][row, 0])
+        if value > baseline:
+            return texts[1]
+        if value < baseline:
+            return texts[-1]
+        return texts[0]  # equal, or missing (NaN compares false both ways)
 
 
 # ---- loading helpers --------------------------------------------------------------------------

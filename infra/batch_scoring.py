@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy, Size
 from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from infra.buckets import secure_bucket
+from infra.buckets import rotating_key, secure_bucket
 from infra.config import AppConfig
 from infra.nag import (
     ANY_RESOURCE,
@@ -46,12 +45,8 @@ class BatchScoring(Construct):
         removal_policy: RemovalPolicy,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.key = kms.Key(
-            self,
-            "ScoringKey",
-            description="Batch scoring files",
-            enable_key_rotation=True,
-            removal_policy=removal_policy,
+        self.key = rotating_key(
+            self, "ScoringKey", description="Batch scoring files", removal_policy=removal_policy
         )
         self.bucket = secure_bucket(
             self,

@@ -31,6 +31,19 @@ def access_log_bucket(scope: Construct, construct_id: str, removal_policy: Remov
     return bucket
 
 
+def rotating_key(
+    scope: Construct, construct_id: str, *, description: str, removal_policy: RemovalPolicy
+) -> kms.Key:
+    """A customer-managed KMS key with yearly rotation, the one kind this app encrypts data with."""
+    return kms.Key(
+        scope,
+        construct_id,
+        description=description,
+        enable_key_rotation=True,
+        removal_policy=removal_policy,
+    )
+
+
 def secure_bucket(
     scope: Construct,
     construct_id: str,

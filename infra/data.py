@@ -6,13 +6,12 @@ from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from infra.buckets import secure_bucket
+from infra.buckets import rotating_key, secure_bucket
 from infra.config import AppConfig
 from infra.nag import (
     ANY_RESOURCE,
@@ -43,11 +42,10 @@ class Data(Construct):
         removal_policy: RemovalPolicy,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.key = kms.Key(
+        self.key = rotating_key(
             self,
             "DataKey",
             description="Loan data: RDS storage, its secret, snapshot exports",
-            enable_key_rotation=True,
             removal_policy=removal_policy,
         )
         self.database = self._build_database(config, network, removal_policy)

@@ -17,14 +17,13 @@ from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from infra.buckets import secure_bucket
+from infra.buckets import rotating_key, secure_bucket
 from infra.config import AppConfig
 from infra.data import Data
 from infra.lambda_package import REPO_ROOT
@@ -69,12 +68,8 @@ class TrainingPipeline(Construct):
         removal_policy: RemovalPolicy,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.artifact_key = kms.Key(
-            self,
-            "ArtifactKey",
-            description="Model artifacts",
-            enable_key_rotation=True,
-            removal_policy=removal_policy,
+        self.artifact_key = rotating_key(
+            self, "ArtifactKey", description="Model artifacts", removal_policy=removal_policy
         )
         self.artifact_bucket = secure_bucket(
             self,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from lambdas.scoring.card import ModelCard
 from training.datasets.catalog import BUILT_IN, load_dataset
-from training.pipeline import TrainingConfig, train_bundle
+from training.pipeline import TrainingConfig, default_model_name, train_bundle
 
 BUNDLE_FILES = ("model.onnx", "model_card.json")
 
@@ -166,7 +166,7 @@ def _publish(bundle: Path, location: str) -> None:
 def _champion_bundle(registry: str, dataset: str, workspace: Path) -> Path | None:
     from training.registry import download_bundle, latest_pointer
 
-    model_name = f"{dataset}-default-risk"
+    model_name = default_model_name(dataset)
     if latest_pointer(registry, model_name) is None:
         return None
     destination = workspace / "champion"

@@ -72,6 +72,11 @@ SELECTION_RULE = (
 PACKAGES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas", "pydantic")
 
 
+def default_model_name(dataset: str) -> str:
+    """The registry name of a dataset's model (versions of it live under this name)."""
+    return f"{dataset}-default-risk"
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     seed: int = 42
@@ -448,7 +453,7 @@ def train(dataset: LoadedDataset, config: TrainingConfig | None = None) -> Train
     references, baseline = feature_references(spec, x_train)
     sha = sha256_hex(onnx_bytes)
     card = ModelCard(
-        model_name=config.model_name or f"{spec.name}-default-risk",
+        model_name=config.model_name or default_model_name(spec.name),
         model_version=f"{spec.name}-{sha[:12]}",
         dataset=spec.name,
         description=spec.description,

@@ -18,6 +18,7 @@ first with the project's training code (``--candidate``, two folds) into the wor
 from __future__ import annotations
 
 import argparse
+import importlib.abc
 import json
 import os
 import pickle
@@ -61,7 +62,23 @@ def _pin_to_one_cpu() -> None:
 # ---- the two measured sides (run in child processes) -------------------------------------------
 
 
+class _AbsentModules(importlib.abc.MetaPathFinder):
+    """Makes ``import pandas`` fail as it does in the batch Lambda package, which does not ship pandas.
+
+    pyarrow imports pandas, when it can, on its first Python-scalar conversion: a second or more
+    of import time (no bytecode cache in a fresh environment) that the Lambda never pays."""
+
+    def __init__(self, names: frozenset[str]) -> None:
+        self._names = names
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
+        if fullname.split(".")[0] in self._names:
+            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
+        return None
+
+
 def run_ours(input_csv: Path, bundle: Path, out_dir: Path) -> dict[str, Any]:
+    sys.meta_path.insert(0, _AbsentModules(frozenset({"pandas", "sklearn"})))
     import pyarrow as pa
 
     from lambdas.batch.formats import open_source

@@ -5,7 +5,8 @@ Every input row ends up in exactly one of the two outputs, so ``rows_in = rows_s
 rows_rejected`` holds by construction and is checked at the end.
 
 Reasons are computed for declined rows only: they explain a decline, and each explained row
-costs ``1 + features`` extra rows through the model (see docs/batch.md for the measured cost).
+costs one extra row through the model per feature whose value differs from its baseline (see
+docs/batch.md for the measured cost).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from lambdas.batch.formats import (
 )
 from lambdas.batch.layout import FileFormat
 from lambdas.scoring.card import FeatureSchema
-from lambdas.scoring.runtime import FieldError, ScoringModel
+from lambdas.scoring.runtime import BatchScores, CodedColumn, ColumnInput, FieldError, ScoringModel
 
 REASONS_TOP_K = 3
 REASON_SEPARATOR = "; "
@@ -147,7 +148,7 @@ def _score_chunk(
             seconds.score += time.perf_counter() - started
 
             started = time.perf_counter()
-            reasons = _reasons_for_declined(model, feed, scores.decline)
+            reasons = _reasons_for_declined(model, feed, scores)
             seconds.reasons += time.perf_counter() - started
 
             started = time.perf_counter()
@@ -185,16 +186,15 @@ def _rows(feed: Mapping[str, np.ndarray], mask: NDArray[np.bool_]) -> dict[str, 
     return {name: column[mask] for name, column in feed.items()}
 
 
-def _reasons_for_declined(
-    model: ScoringModel, feed: dict[str, np.ndarray], decline: NDArray[np.bool_]
-) -> list[str]:
-    """Reason texts for declined rows ('' for approved ones): one extra batched run over the declined rows."""
-    texts = [""] * len(decline)
-    if not decline.any():
-        return texts
-    explained = model.score(_rows(feed, decline), reasons_for=True, top_k=REASONS_TOP_K)
-    for position, row_reasons in zip(np.flatnonzero(decline).tolist(), explained.reasons, strict=True):
-        texts[position] = REASON_SEPARATOR.join(reason.text for reason in row_reasons)
+def _reasons_for_declined(model: ScoringModel, feed: dict[str, np.ndarray], scores: BatchScores) -> list[str]:
+    """Reason texts for declined rows ('' for approved ones): one batched run of their perturbed rows."""
+    texts = [""] * len(scores.decline)
+    declined = np.flatnonzero(scores.decline)
+    explained = model.explain_texts(
+        feed, scores.probability, declined, top_k=REASONS_TOP_K, separator=REASON_SEPARATOR
+    )
+    for position, text in zip(declined.tolist(), explained, strict=True):
+        texts[position] = text
     return texts
 
 
@@ -204,13 +204,14 @@ def _row_errors(pre: list[tuple[str, str, str]], validation: list[FieldError]) -
     return errors + [error for error in validation if error.field not in seen]
 
 
-def feature_columns(model: ScoringModel, chunk: Chunk) -> dict[str, Sequence[object] | np.ndarray]:
+def feature_columns(model: ScoringModel, chunk: Chunk) -> dict[str, ColumnInput]:
     """The chunk's feature columns in the cheapest form the runtime accepts.
 
     Arrow text columns of numeric features are cast to float64 in C when every cell parses (the
-    common case); otherwise the raw text goes to the runtime, which names the bad cells.
+    common case); otherwise the raw text goes to the runtime, which names the bad cells. Text
+    columns of categories go dictionary-encoded, so each distinct value is judged once.
     """
-    columns: dict[str, Sequence[object] | np.ndarray] = {}
+    columns: dict[str, ColumnInput] = {}
     for feature in model.features:
         values = chunk.column_values(feature.name)
         if isinstance(values, pa.ChunkedArray):
@@ -220,17 +221,30 @@ def feature_columns(model: ScoringModel, chunk: Chunk) -> dict[str, Sequence[obj
     return columns
 
 
-def _arrow_column(feature: FeatureSchema, values: pa.ChunkedArray) -> np.ndarray:
+def _arrow_column(feature: FeatureSchema, values: pa.ChunkedArray) -> ColumnInput:
+    is_text = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
     if feature.onnx_type == "double" and feature.type != "boolean":
-        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        if is_text:
             try:
-                numbers = pc.cast(values, pa.float64())
+                # Empty cells are missing values (null, then NaN), not a reason to parse in Python.
+                numbers = pc.cast(pc.if_else(pc.equal(values, ""), None, values), pa.float64())
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                return np.asarray(values.to_numpy(zero_copy_only=False), dtype=object)
+                return _coded(values)
             # "nan" written in a cell is an error for the runtime, not an empty cell: let it say so.
             if pc.any(pc.is_nan(numbers)).as_py():
-                return np.asarray(values.to_numpy(zero_copy_only=False), dtype=object)
+                return _coded(values)
             return np.asarray(numbers.to_numpy(zero_copy_only=False), dtype=np.float64)
         if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
             return np.asarray(pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    if is_text:
+        return _coded(values)
     return np.asarray(values.to_numpy(zero_copy_only=False), dtype=object)
+
+
+def _coded(values: pa.ChunkedArray) -> CodedColumn:
+    """Text as codes into its distinct values (nulls become the value None)."""
+    encoded = pc.dictionary_encode(values.combine_chunks(), null_encoding="encode")
+    return CodedColumn(
+        codes=np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.intp),
+        values=encoded.dictionary.to_pylist(),
+    )

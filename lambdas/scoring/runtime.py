@@ -67,6 +67,21 @@ class Reason:
 
 
 @dataclass(frozen=True)
+class CodedColumn:
+    """A column given as codes into its distinct values (as Arrow dictionary-encodes text): each
+    distinct value is judged once and the codes map the verdicts back to the rows with numpy."""
+
+    codes: NDArray[np.integer[Any]]
+    values: Sequence[object]
+
+    def __len__(self) -> int:
+        return int(self.codes.shape[0])
+
+
+ColumnInput = Sequence[object] | np.ndarray | CodedColumn
+
+
+@dataclass(frozen=True)
 class PreparedBatch:
     """ONNX feed for every input row (invalid rows hold placeholders) and the errors per invalid row."""
 
@@ -104,14 +119,11 @@ class ScoringModel:
         # Reason text per feature and side of the baseline (+1 above, -1 below, 0 equal / missing /
         # category): numbers use reason_high / reason_low because a model need not be monotone.
         self._reason_names = [f.name for f in self._features]
-        self._reason_baselines: list[float | None] = [
-            b if f.onnx_type == "double" and isinstance(b, float) and not math.isnan(b) else None
-            for f in self._features
-            for b in [self._baseline[f.name]]
-        ]
         self._reason_texts = [
             {1: f.reason_high or f.reason, -1: f.reason_low or f.reason, 0: f.reason} for f in self._features
         ]
+        self._numeric = _BlockLayout.of(self._features, self._baseline, "double")
+        self._text = _BlockLayout.of(self._features, self._baseline, "string")
         self._check_graph_matches_card()
 
     @property
@@ -192,7 +204,7 @@ class ScoringModel:
         feed = {f.onnx_input: _feed_column(f, values[f.name]) for f in self._features}
         return PreparedBatch(feed=feed, valid=_valid_mask(rows, errors), errors=errors)
 
-    def prepare_columns(self, columns: Mapping[str, Sequence[object] | np.ndarray]) -> PreparedBatch:
+    def prepare_columns(self, columns: Mapping[str, ColumnInput]) -> PreparedBatch:
         """Validate whole columns (CSV text or typed Parquet/JSONL values); extra columns are ignored."""
         missing = [f.name for f in self._features if f.name not in columns]
         if missing:
@@ -221,48 +233,76 @@ class ScoringModel:
         """
         rows = _rows_in(feed)
         selected = _selected_rows(reasons_for, rows)
-        feature_count = len(self._features)
-        # One perturbed row per (selected row, feature) whose value differs from the baseline: a
-        # feature already at its baseline contributes exactly 0 and needs no model evaluation.
-        pair_row, pair_feature = self._perturbation_pairs(feed, selected)
-        run_feed = feed
-        if pair_row.size:
-            source_rows = selected[pair_row]
-            run_feed = {}
-            for index, feature in enumerate(self._features):
-                column = feed[feature.onnx_input]
-                copies = column[source_rows]
-                copies[pair_feature == index] = self._baseline[feature.name]
-                run_feed[feature.onnx_input] = np.concatenate([column, copies], axis=0)
-        all_probabilities = self._run(run_feed)
+        if not selected.size:
+            probability = self._run(feed)
+            return BatchScores(probability, self._decline(probability), [[] for _ in range(rows)])
+        blocks = self._blocks(feed)
+        pairs = self._perturbation_pairs(blocks, selected)
+        all_probabilities = self._run(self._perturbed_feed(blocks, selected, pairs, with_originals=True))
         probability = all_probabilities[:rows]
-        decline = (
-            probability >= self._threshold if self._decline_at_or_above else probability < self._threshold
-        )
         reasons: list[list[Reason]] = [[] for _ in range(rows)]
-        if selected.size and feature_count:
-            contributions = np.zeros((selected.size, feature_count), dtype=np.float64)
-            contributions[pair_row, pair_feature] = probability[selected[pair_row]] - all_probabilities[rows:]
-            explained = self._top_reasons(contributions, feed, selected, top_k)
-            for row, row_reasons in zip(selected.tolist(), explained, strict=True):
-                reasons[row] = row_reasons
-        return BatchScores(
-            probability=probability, decline=np.asarray(decline, dtype=np.bool_), reasons=reasons
-        )
+        explained = self._top_reasons(blocks, selected, pairs, probability, all_probabilities[rows:], top_k)
+        for row, row_reasons in zip(selected.tolist(), explained, strict=True):
+            reasons[row] = row_reasons
+        return BatchScores(probability=probability, decline=self._decline(probability), reasons=reasons)
 
-    def _perturbation_pairs(
-        self, feed: Mapping[str, np.ndarray], selected: NDArray[np.intp]
-    ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-        """(position in ``selected``, feature index) of every value that differs from its baseline."""
-        if not selected.size or not self._features:
-            empty = np.empty(0, dtype=np.intp)
-            return empty, empty
-        differs = np.empty((selected.size, len(self._features)), dtype=np.bool_)
-        for index, feature in enumerate(self._features):
-            # A missing number (NaN) differs from any baseline, so it is re-scored, as it should be.
-            differs[:, index] = feed[feature.onnx_input][selected, 0] != self._baseline[feature.name]
-        pair_row, pair_feature = np.nonzero(differs)
-        return pair_row.astype(np.intp), pair_feature.astype(np.intp)
+    def explain(
+        self,
+        feed: dict[str, np.ndarray],
+        probability: NDArray[np.float64],
+        rows: NDArray[np.intp],
+        top_k: int = 3,
+    ) -> list[list[Reason]]:
+        """Reasons for ``rows`` of an already scored ``feed`` (``probability`` from :meth:`score`).
+
+        Only the perturbed rows go through the model, in one ONNX call: for a file whose decisions
+        are known first, the declined rows are explained without being scored a second time.
+        """
+        if not rows.size:
+            return []
+        return self._top_reasons(*self._explained(feed, probability, rows), top_k)
+
+    def _decline(self, probability: NDArray[np.float64]) -> NDArray[np.bool_]:
+        if self._decline_at_or_above:
+            return np.asarray(probability >= self._threshold, dtype=np.bool_)
+        return np.asarray(probability < self._threshold, dtype=np.bool_)
+
+    def _blocks(self, feed: Mapping[str, np.ndarray]) -> _FeatureBlocks:
+        return _FeatureBlocks(numeric=self._numeric.stack(feed), text=self._text.stack(feed))
+
+    def _perturbed_feed(
+        self, blocks: _FeatureBlocks, selected: NDArray[np.intp], pairs: _Pairs, *, with_originals: bool
+    ) -> dict[str, np.ndarray]:
+        """One row per pair: its source row with that one feature set to its baseline (after the
+        original rows when ``with_originals``). Built per block, a few numpy calls for all features."""
+        source = selected[pairs.row]
+        feed: dict[str, np.ndarray] = {}
+        for layout, block in ((self._numeric, blocks.numeric), (self._text, blocks.text)):
+            offset = block.shape[1] if with_originals else 0
+            total = offset + source.size
+            run = np.empty((block.shape[0], total), dtype=block.dtype)
+            if with_originals:
+                run[:, :offset] = block
+            run[:, offset:] = block[:, source]
+            local = layout.position[pairs.feature]
+            here = np.flatnonzero(local >= 0)
+            run[local[here], offset + here] = layout.baseline[local[here]]
+            for position, name in enumerate(layout.inputs):
+                feed[name] = run[position].reshape(total, 1)  # a contiguous row of the block
+        return feed
+
+    def _perturbation_pairs(self, blocks: _FeatureBlocks, selected: NDArray[np.intp]) -> _Pairs:
+        """(position in ``selected``, feature index) of every value that differs from its baseline.
+
+        A feature already at its baseline contributes exactly 0 and needs no model evaluation; a
+        missing number (NaN) differs from any baseline, so it is re-scored, as it should be.
+        """
+        differs = np.empty((len(self._features), selected.size), dtype=np.bool_)
+        for layout, block in ((self._numeric, blocks.numeric), (self._text, blocks.text)):
+            if layout.inputs:
+                differs[layout.index] = block[:, selected] != layout.baseline[:, None]
+        feature, row = np.nonzero(differs)
+        return _Pairs(row=row.astype(np.intp), feature=feature.astype(np.intp))
 
     def decision_label(self, decline: bool) -> str:
         labels = self.card.decision_policy.decision_labels
@@ -275,39 +315,98 @@ class ScoringModel:
         (output,) = self._session.run([self._output], feed)
         return np.asarray(output, dtype=np.float64)[:, self._positive_index]
 
+    def explain_texts(
+        self,
+        feed: dict[str, np.ndarray],
+        probability: NDArray[np.float64],
+        rows: NDArray[np.intp],
+        top_k: int = 3,
+        separator: str = "; ",
+    ) -> list[str]:
+        """Like :meth:`explain`, but each row's reason texts joined by ``separator`` (what a scored
+        file carries): rows with the same reasons share one string, and no Reason objects are built."""
+        if not rows.size:
+            return []
+        order, values, sides = self._ranking(*self._explained(feed, probability, rows), top_k)
+        # One integer per chosen reason (feature and side), -1 where the contribution is not positive;
+        # each distinct row of codes is joined once.
+        codes = np.where(values > 0.0, order * 3 + sides + 1, -1)
+        _, first, inverse = np.unique(codes, axis=0, return_index=True, return_inverse=True)
+        joined = np.empty(first.size, dtype=object)
+        for position, row in enumerate(first.tolist()):
+            joined[position] = separator.join(
+                self._reason_texts[code // 3][code % 3 - 1] for code in codes[row].tolist() if code >= 0
+            )
+        return joined[inverse.reshape(-1)].tolist()  # type: ignore[no-any-return]
+
+    def _explained(
+        self, feed: dict[str, np.ndarray], probability: NDArray[np.float64], rows: NDArray[np.intp]
+    ) -> tuple[_FeatureBlocks, NDArray[np.intp], _Pairs, NDArray[np.float64], NDArray[np.float64]]:
+        blocks = self._blocks(feed)
+        pairs = self._perturbation_pairs(blocks, rows)
+        perturbed = self._run(self._perturbed_feed(blocks, rows, pairs, with_originals=False))
+        return blocks, rows, pairs, probability, perturbed
+
+    def _ranking(
+        self,
+        blocks: _FeatureBlocks,
+        selected: NDArray[np.intp],
+        pairs: _Pairs,
+        probability: NDArray[np.float64],
+        perturbed_probability: NDArray[np.float64],
+        top_k: int,
+    ) -> tuple[NDArray[np.intp], NDArray[np.float64], NDArray[np.int64]]:
+        """Per selected row: the ``top_k`` features by contribution (largest first), their
+        contributions, and the side of the baseline each value is on."""
+        contributions = np.zeros((selected.size, len(self._features)), dtype=np.float64)
+        contributions[pairs.row, pairs.feature] = probability[selected[pairs.row]] - perturbed_probability
+        order = np.argsort(-contributions, axis=1, kind="stable")[:, :top_k]
+        values = np.take_along_axis(contributions, order, axis=1)
+        return order, values, self._sides(blocks, selected, order)
+
     def _top_reasons(
         self,
-        contributions: NDArray[np.float64],
-        feed: Mapping[str, np.ndarray],
+        blocks: _FeatureBlocks,
         selected: NDArray[np.intp],
+        pairs: _Pairs,
+        probability: NDArray[np.float64],
+        perturbed_probability: NDArray[np.float64],
         top_k: int,
     ) -> list[list[Reason]]:
         """Per selected row, the ``top_k`` features with a positive contribution, largest first."""
-        order = np.argsort(-contributions, axis=1, kind="stable")[:, :top_k]
-        values = np.take_along_axis(contributions, order, axis=1).tolist()
+        order, values, sides = self._ranking(
+            blocks, selected, pairs, probability, perturbed_probability, top_k
+        )
         explained = []
-        for row, features, row_values in zip(selected.tolist(), order.tolist(), values, strict=True):
+        for features, row_values, row_sides in zip(
+            order.tolist(), values.tolist(), sides.tolist(), strict=True
+        ):
             explained.append(
                 [
-                    Reason(self._reason_names[i], self._reason_text(i, feed, row), value)
-                    for i, value in zip(features, row_values, strict=True)
+                    Reason(self._reason_names[i], self._reason_texts[i][side], value)
+                    for i, value, side in zip(features, row_values, row_sides, strict=True)
                     if value > 0.0
                 ]
             )
         return explained
 
-    def _reason_text(self, index: int, feed: Mapping[str, np.ndarray], row: int) -> str:
-        """The text for the side of the baseline the value is on (numbers; a model need not be monotone)."""
-        texts = self._reason_texts[index]
-        baseline = self._reason_baselines[index]
-        if baseline is None:
-            return texts[0]
-        value = float(feed[self._features[index].onnx_input][row, 0])
-        if value > baseline:
-            return texts[1]
-        if value < baseline:
-            return texts[-1]
-        return texts[0]  # equal, or missing (NaN compares false both ways)
+    def _sides(
+        self, blocks: _FeatureBlocks, selected: NDArray[np.intp], order: NDArray[np.intp]
+    ) -> NDArray[np.int64]:
+        """Per chosen feature, the side of its baseline the value is on: +1 above, -1 below, 0 equal,
+        missing (NaN compares false both ways) or a category. Numbers use ``reason_high`` /
+        ``reason_low`` because a model need not be monotone."""
+        sides = np.zeros(order.shape, dtype=np.int64)
+        if not self._numeric.inputs:
+            return sides
+        local = self._numeric.position[order]  # -1 for categories
+        numeric = local >= 0
+        local = np.where(numeric, local, 0)
+        values = blocks.numeric[local, selected[:, None]]
+        baselines = self._numeric.baseline[local]
+        sides[numeric & (values > baselines)] = 1
+        sides[numeric & (values < baselines)] = -1
+        return sides
 
 
 # ---- loading helpers --------------------------------------------------------------------------
@@ -416,11 +515,17 @@ def _valid_mask(rows: int, errors: Mapping[int, object]) -> NDArray[np.bool_]:
 
 
 def _prepare_column(
-    feature: FeatureSchema, raw: Sequence[object] | np.ndarray
+    feature: FeatureSchema, raw: ColumnInput
 ) -> tuple[np.ndarray, list[tuple[int, FieldError]]]:
+    if isinstance(raw, CodedColumn):
+        if feature.onnx_type == "string":
+            return _coded_category_column(feature, raw)
+        cells: Sequence[object] | np.ndarray = np.asarray(raw.values, dtype=object)[raw.codes]
+    else:
+        cells = raw
     if feature.onnx_type == "string":
-        return _category_column(feature, raw)
-    return _numeric_column(feature, raw)
+        return _category_column(feature, cells)
+    return _numeric_column(feature, cells)
 
 
 def _is_null(value: object) -> bool:
@@ -449,6 +554,24 @@ def _category_column(
                 error = verdict[value][1]
                 assert error is not None
                 errors.append((row, error))
+    return column, errors
+
+
+def _coded_category_column(
+    feature: FeatureSchema, coded: CodedColumn
+) -> tuple[np.ndarray, list[tuple[int, FieldError]]]:
+    allowed = frozenset(feature.categories) if feature.categories is not None else None
+    verdicts = [_judge_category(feature, value, allowed) for value in coded.values]
+    texts = np.empty(len(verdicts), dtype=object)
+    texts[:] = [text for text, _ in verdicts]
+    column = texts[coded.codes]
+    bad = np.asarray([error is not None for _, error in verdicts], dtype=np.bool_)
+    errors: list[tuple[int, FieldError]] = []
+    if bad.any():
+        for row in np.flatnonzero(bad[coded.codes]).tolist():
+            error = verdicts[int(coded.codes[row])][1]
+            assert error is not None
+            errors.append((row, error))
     return column, errors
 
 
@@ -543,6 +666,55 @@ def _parse_cells(
 
 
 # ---- scoring helpers ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _BlockLayout:
+    """The features of one ONNX element type (double or string), in card order."""
+
+    index: NDArray[np.intp]  # their positions among the card's features
+    inputs: list[str]  # their ONNX input names
+    baseline: np.ndarray  # their reason baselines
+    position: NDArray[np.intp]  # per card feature: its row in this block, or -1
+    dtype: type
+
+    @classmethod
+    def of(
+        cls, features: Sequence[FeatureSchema], baselines: Mapping[str, float | str], onnx_type: str
+    ) -> _BlockLayout:
+        dtype: type = np.float64 if onnx_type == "double" else object
+        index = [i for i, f in enumerate(features) if f.onnx_type == onnx_type]
+        position = np.full(len(features), -1, dtype=np.intp)
+        position[index] = np.arange(len(index))
+        return cls(
+            index=np.asarray(index, dtype=np.intp),
+            inputs=[features[i].onnx_input for i in index],
+            baseline=np.asarray([baselines[features[i].name] for i in index], dtype=dtype),
+            position=position,
+            dtype=dtype,
+        )
+
+    def stack(self, feed: Mapping[str, np.ndarray]) -> np.ndarray:
+        """These features of ``feed`` as one (features, rows) block."""
+        if not self.inputs:
+            return np.empty((0, _rows_in(feed)), dtype=self.dtype)
+        return np.stack([feed[name].reshape(-1) for name in self.inputs]).astype(self.dtype, copy=False)
+
+
+@dataclass(frozen=True)
+class _FeatureBlocks:
+    """A feed as two feature-major blocks, so each step is one numpy call for all features of a type."""
+
+    numeric: NDArray[np.float64]
+    text: NDArray[np.object_]
+
+
+@dataclass(frozen=True)
+class _Pairs:
+    """The (selected row, feature) pairs whose value differs from the feature's baseline."""
+
+    row: NDArray[np.intp]  # position in the selected rows
+    feature: NDArray[np.intp]  # position among the card's features
 
 
 def _rows_in(feed: Mapping[str, np.ndarray]) -> int:

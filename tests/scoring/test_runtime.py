@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lambdas.scoring.runtime import ModelBundleError, ScoringModel
+from lambdas.scoring.runtime import CodedColumn, ColumnInput, ModelBundleError, ScoringModel
 from tests.scoring import bundles
 from tests.scoring.bundles import BASELINE, INTERCEPT, THRESHOLD, coefficient, good_application
 
@@ -160,6 +160,45 @@ def test_given_reasons_when_scoring_then_onnx_runs_once(
     assert calls == [4 + 4 * len(bundles.FEATURE_ORDER)]
 
 
+def test_given_scored_rows_when_explained_afterwards_then_reasons_match_scoring_with_reasons(
+    model: ScoringModel,
+) -> None:
+    applications = [
+        good_application(),
+        {**good_application(), "home": "OWN", "prior_default": False},
+        {**good_application(), "income": None, "loan_ratio": 0.05},
+        {**good_application(), "age": 61, "income": 150000.0},
+    ]
+    feed = model.prepare_records(applications).feed
+    together = model.score(feed, reasons_for=True, top_k=3)
+    rows = np.array([0, 2, 3], dtype=np.intp)
+    # When rows already scored are explained with their known probabilities
+    afterwards = model.explain(feed, together.probability, rows, top_k=3)
+    texts = model.explain_texts(feed, together.probability, rows, top_k=3, separator=" | ")
+    # Then the reasons are the same as when they are computed in the scoring call
+    assert afterwards == [together.reasons[row] for row in rows.tolist()]
+    assert texts == [" | ".join(r.text for r in together.reasons[row]) for row in rows.tolist()]
+    assert texts[0]
+    assert model.explain(feed, together.probability, np.empty(0, dtype=np.intp)) == []
+
+
+def test_given_explain_when_called_then_only_the_perturbed_rows_run(
+    model: ScoringModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    feed = model.prepare_records([good_application()] * 3).feed
+    probability = model.score(feed, reasons_for=False).probability
+    calls: list[int] = []
+    original = model._session.run
+
+    def counting_run(outputs: list[str], run_feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        calls.append(next(iter(run_feed.values())).shape[0])
+        return original(outputs, run_feed)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(model._session, "run", counting_run)
+    model.explain_texts(feed, probability, np.array([0, 2], dtype=np.intp))
+    assert calls == [2 * len(bundles.FEATURE_ORDER)]
+
+
 # ---- record validation -----------------------------------------------------------------------
 
 
@@ -229,6 +268,32 @@ def test_given_csv_text_columns_when_prepared_then_valid_rows_score_like_records
     from_columns = model.score(prepared.valid_feed()).probability
     from_records = model.score(model.prepare_records([good_application()]).feed).probability
     np.testing.assert_allclose(from_columns, from_records, rtol=0, atol=1e-15)
+
+
+def test_given_coded_columns_when_prepared_then_feed_and_errors_match_plain_cells(
+    model: ScoringModel,
+) -> None:
+    plain: dict[str, list[object]] = {
+        "age": ["24", "17", "x", "30", "24"],
+        "income": ["32000", "", "1000", "5", None],
+        "home": ["RENT", "OWN", "CASTLE", None, "RENT"],
+        "loan_ratio": ["0.45", "0.1", "0.2", "0.3", "0.45"],
+        "prior_default": ["true", "N", "maybe", "0", "true"],
+    }
+    coded: dict[str, ColumnInput] = {}
+    for name, cells in plain.items():
+        distinct = list(dict.fromkeys(cells))
+        codes = np.array([distinct.index(cell) for cell in cells], dtype=np.intp)
+        coded[name] = CodedColumn(codes=codes, values=distinct)
+    expected = model.prepare_columns(plain)
+    # When the same cells arrive as codes into their distinct values
+    prepared = model.prepare_columns(coded)
+    # Then the validity, the errors and the feed are the same
+    assert prepared.valid.tolist() == expected.valid.tolist()
+    assert prepared.errors == expected.errors
+    assert ("home", "unknown_category") in {(e.field, e.code) for e in prepared.errors[2]}
+    for name, column in expected.feed.items():
+        np.testing.assert_array_equal(prepared.feed[name], column)
 
 
 def test_given_typed_arrays_when_prepared_then_masks_find_nulls_ranges_and_non_integers(

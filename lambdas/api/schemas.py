@@ -21,6 +21,19 @@ class _Closed(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class _ApplicantData(_Closed):
+    """Request models hold applicant values: their repr and str name the model, never the values.
+
+    Powertools' resolver formats the route arguments into a debug message on every request, so a
+    value-free repr also keeps applicant data out of debug logs (and skips pydantic's repr work)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(<applicant data not shown>)"
+
+    def __str__(self) -> str:
+        return repr(self)
+
+
 class ErrorDetail(_Closed):
     field: str = Field(description="Where the problem is, e.g. features.person_age or applications[2]")
     code: str = Field(
@@ -69,13 +82,13 @@ def build_schemas(card: ModelCard, max_batch_applications: int) -> ApiSchemas:
     fields: dict[str, Any] = {feature.name: _feature_field(feature) for feature in card.features}
     features = create_model(  # type: ignore[call-overload]
         "Features",
-        __config__=ConfigDict(extra="forbid"),
+        __base__=_ApplicantData,
         __doc__=f"The inputs of model {card.model_name}; every feature is required (null where allowed).",
         **fields,
     )
     score_request = create_model(
         "ScoreRequest",
-        __config__=ConfigDict(extra="forbid"),
+        __base__=_ApplicantData,
         application_id=(
             str | None,
             Field(default=None, min_length=1, max_length=APPLICATION_ID_MAX_LENGTH, description="Your id"),
@@ -84,7 +97,7 @@ def build_schemas(card: ModelCard, max_batch_applications: int) -> ApiSchemas:
     )
     batch_request = create_model(
         "BatchScoreRequest",
-        __config__=ConfigDict(extra="forbid"),
+        __base__=_ApplicantData,
         applications=(
             list[score_request],  # type: ignore[valid-type]
             Field(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -281,6 +282,28 @@ def test_given_applicant_logging_enabled_when_scored_then_values_are_logged(
     make_handler(api)(stored_event("score.json"), FakeLambdaContext())  # type: ignore[arg-type]
     (scored,) = [line for line in _log_lines(log_stream.getvalue()) if line.get("message") == "scored"]
     assert scored["features"]["income"] == 32000.0
+
+
+def test_given_powertools_debug_logging_when_scored_then_no_applicant_value_reaches_the_log(
+    invoke: Invoke,
+) -> None:
+    # Given Powertools' own debug logging on (it formats the route arguments on every request)
+    captured = io.StringIO()
+    debug_handler = logging.StreamHandler(captured)
+    powertools_logger = logging.getLogger("aws_lambda_powertools")
+    previous_level = powertools_logger.level
+    powertools_logger.addHandler(debug_handler)
+    powertools_logger.setLevel(logging.DEBUG)
+    try:
+        # When an application is scored
+        invoke(stored_event("score.json"))
+    finally:
+        powertools_logger.removeHandler(debug_handler)
+        powertools_logger.setLevel(previous_level)
+    # Then the request model shows up by name only, never with the applicant's values
+    debug_output = captured.getvalue()
+    assert "ScoreRequest(<applicant data not shown>)" in debug_output
+    assert "32000" not in debug_output
 
 
 def test_given_a_validation_error_when_handled_then_the_metric_is_emitted(

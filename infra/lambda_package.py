@@ -17,6 +17,8 @@ How a package is built:
    into a folder; nothing is compiled and no Docker is needed.
 3. ``lambdas/`` (without tests and caches) and the model bundle folder are copied in at the paths the
    handlers expect, and what Lambda never needs is pruned (see ``_PRUNE_*``).
+4. Everything is compiled to CPython 3.12 bytecode (unchecked-hash ``.pyc``): Lambda's code folder is
+   read-only, so without them every cold start would compile every imported module again.
 The result is cached under ``build/lambda-packages/`` by a hash of every input, so repeated
 ``cdk synth`` runs copy a finished folder instead of reinstalling.
 """
@@ -59,7 +61,8 @@ _UV_PLATFORMS: dict[str, str] = {"x86_64": "x86_64-manylinux_2_28", "arm64": "aa
 _PIP_PLATFORMS: dict[str, str] = {"x86_64": "manylinux_2_28_x86_64", "arm64": "manylinux_2_28_aarch64"}
 # The Lambda runtime already ships boto3/botocore; bundling them again costs ~30 MB.
 _PROVIDED_BY_RUNTIME = frozenset({"boto3", "botocore", "s3transfer"})
-# Folder names never needed at run time (test suites, byte-code caches, C headers).
+# Folder names never needed at run time (test suites, the wheels' own byte-code caches, C headers);
+# the package's bytecode is compiled afresh by _compile_bytecode.
 _PRUNE_DIR_NAMES = frozenset({"__pycache__", "tests", "include"})
 _PRUNE_SUFFIXES = (".pyc", ".pyo", ".pxd", ".pyx", ".pxi", ".h", ".hpp")
 # Optional parts of big wheels that the handlers never import; pyarrow and onnxruntime import
@@ -242,6 +245,7 @@ def _build_into_cache(
                 target = staging / relative / file.relative_to(root)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(file, target)
+        _compile_bytecode(staging)
         _replace_dir(cached)
         cached.rmdir()
         staging.rename(cached)  # atomic: a half-built folder is never mistaken for a cached one
@@ -266,6 +270,24 @@ def _install_wheels(requirements: list[str], arch: str, target: Path) -> None:
         _run([*command, "--target", str(target), "-r", requirements_file], cwd=target)
     finally:
         os.unlink(requirements_file)
+
+
+def _compile_bytecode(root: Path) -> None:
+    """Byte-compile the package with CPython 3.12, the runtime's version (the .pyc magic number is
+    per minor version). Unchecked-hash .pyc files are used without comparing source timestamps, so
+    the mtimes a zip gives the files do not matter; a build without CPython 3.12 fails by name."""
+    if sys.version_info[:2] == (3, 12):
+        python = sys.executable
+    else:
+        found = shutil.which("python3.12")
+        if found is None:
+            raise PackageBuildError(
+                "CPython 3.12 (Lambda's runtime) is needed to precompile the package's bytecode: "
+                "run the build with Python 3.12 or put python3.12 on PATH"
+            )
+        python = found
+    command = [python, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash"]
+    _run([*command, str(root)], cwd=root)
 
 
 def _prune(root: Path) -> None:

@@ -40,7 +40,9 @@ def test_given_the_lock_file_when_packaging_then_the_package_imports_on_cpython_
     assert 0 < report.zipped_bytes < report.unzipped_bytes <= LAMBDA_UNZIPPED_LIMIT_BYTES
     assert (tmp_path / function / "lambdas" / "__init__.py").is_file()
     assert not (tmp_path / function / "botocore").exists()
-    assert not list((tmp_path / function).rglob("__pycache__"))
+    # And it carries CPython 3.12 bytecode for our code and its wheels (Lambda cannot write any)
+    assert (tmp_path / function / "lambdas" / function / "__pycache__" / "handler.cpython-312.pyc").is_file()
+    assert list((tmp_path / function / "numpy").rglob("*.cpython-312.pyc"))
     # And its wheels import with a bare CPython 3.12 that sees only the package (like Lambda)
     modules = ["numpy", "onnxruntime", "pydantic", "aws_lambda_powertools"]
     if function == "batch":

@@ -57,6 +57,37 @@ def test_given_the_lock_file_when_packaging_then_the_package_imports_on_cpython_
     assert completed.returncode == 0, completed.stderr[-2000:]
 
 
+# ELF e_machine values (offset 18, little-endian): what CPU a shared library was built for.
+_ELF_MACHINES = {62: "x86_64", 183: "arm64"}
+
+
+def _elf_machine(library: Path) -> str:
+    header = library.read_bytes()[:20]
+    assert header[:4] == b"\x7fELF", f"{library} is not an ELF file"
+    return _ELF_MACHINES.get(int.from_bytes(header[18:20], "little"), "other")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("function", ["api", "batch"])
+def test_given_the_arm64_option_when_packaging_then_every_native_library_is_arm64_and_it_fits(
+    function: str, tmp_path: Path
+) -> None:
+    # When the package is built for Graviton (lambdaArchitecture=arm64 in cdk.json's context)
+    package = tmp_path / function
+    report = build_lambda_package(function, package, "arm64")  # type: ignore[arg-type]
+    # Then it fits Lambda's limit and carries CPython 3.12 bytecode
+    assert 0 < report.zipped_bytes < report.unzipped_bytes <= LAMBDA_UNZIPPED_LIMIT_BYTES
+    assert (package / "lambdas" / function / "__pycache__" / "handler.cpython-312.pyc").is_file()
+    # And every native library (onnxruntime's, numpy's, pydantic-core's, pyarrow's) is built for arm64:
+    # this machine cannot run them, so the ELF headers are what can be checked here
+    libraries = [path for path in package.rglob("*.so*") if path.is_file() and not path.is_symlink()]
+    machines = {library.relative_to(package).as_posix(): _elf_machine(library) for library in libraries}
+    assert any(name.startswith("onnxruntime/") for name in machines)
+    assert set(machines.values()) == {"arm64"}, {
+        name: machine for name, machine in machines.items() if machine != "arm64"
+    }
+
+
 @pytest.mark.slow
 def test_given_npm_ci_when_cdk_synth_runs_offline_then_it_succeeds_with_real_bundling(tmp_path: Path) -> None:
     if not CDK_CLI.exists():

@@ -245,7 +245,9 @@ class ScoringModel:
         all_probabilities = self._run(self._perturbed_feed(blocks, selected, pairs, with_originals=True))
         probability = all_probabilities[:rows]
         reasons: list[list[Reason]] = [[] for _ in range(rows)]
-        explained = self._top_reasons(blocks, selected, pairs, probability, all_probabilities[rows:], top_k)
+        explained = self._top_reasons(
+            _Explained(blocks, selected, pairs, probability, all_probabilities[rows:]), top_k
+        )
         for row, row_reasons in zip(selected.tolist(), explained, strict=True):
             reasons[row] = row_reasons
         return BatchScores(probability=probability, decline=self._decline(probability), reasons=reasons)
@@ -314,7 +316,7 @@ class ScoringModel:
         """
         if not rows.size:
             return []
-        return self._top_reasons(*self._explained(feed, probability, rows), top_k)
+        return self._top_reasons(self._explained(feed, probability, rows), top_k)
 
     def _decline(self, probability: NDArray[np.float64]) -> NDArray[np.bool_]:
         if self._decline_at_or_above:
@@ -381,7 +383,7 @@ class ScoringModel:
         file carries): rows with the same reasons share one string, and no Reason objects are built."""
         if not rows.size:
             return []
-        order, values, sides = self._ranking(*self._explained(feed, probability, rows), top_k)
+        order, values, sides = self._ranking(self._explained(feed, probability, rows), top_k)
         # One integer per chosen reason (feature and side), -1 where the contribution is not positive;
         # each distinct row of codes is joined once.
         codes = np.where(values > 0.0, order * 3 + sides + 1, -1)
@@ -395,54 +397,41 @@ class ScoringModel:
 
     def _explained(
         self, feed: dict[str, np.ndarray], probability: NDArray[np.float64], rows: NDArray[np.intp]
-    ) -> tuple[_FeatureBlocks, NDArray[np.intp], _Pairs, NDArray[np.float64], NDArray[np.float64]]:
+    ) -> _Explained:
         blocks = self._blocks(feed)
         pairs = self._perturbation_pairs(blocks, rows)
         perturbed = self._run(self._perturbed_feed(blocks, rows, pairs, with_originals=False))
-        return blocks, rows, pairs, probability, perturbed
+        return _Explained(blocks, rows, pairs, probability, perturbed)
 
     def _ranking(
-        self,
-        blocks: _FeatureBlocks,
-        selected: NDArray[np.intp],
-        pairs: _Pairs,
-        probability: NDArray[np.float64],
-        perturbed_probability: NDArray[np.float64],
-        top_k: int,
+        self, explained: _Explained, top_k: int
     ) -> tuple[NDArray[np.intp], NDArray[np.float64], NDArray[np.int64]]:
         """Per selected row: the ``top_k`` features by contribution (largest first), their
         contributions, and the side of the baseline each value is on."""
+        selected, pairs = explained.selected, explained.pairs
         contributions = np.zeros((selected.size, len(self._features)), dtype=np.float64)
-        contributions[pairs.row, pairs.feature] = probability[selected[pairs.row]] - perturbed_probability
+        contributions[pairs.row, pairs.feature] = (
+            explained.probability[selected[pairs.row]] - explained.perturbed_probability
+        )
         order = np.argsort(-contributions, axis=1, kind="stable")[:, :top_k]
         values = np.take_along_axis(contributions, order, axis=1)
-        return order, values, self._sides(blocks, selected, order)
+        return order, values, self._sides(explained.blocks, selected, order)
 
-    def _top_reasons(
-        self,
-        blocks: _FeatureBlocks,
-        selected: NDArray[np.intp],
-        pairs: _Pairs,
-        probability: NDArray[np.float64],
-        perturbed_probability: NDArray[np.float64],
-        top_k: int,
-    ) -> list[list[Reason]]:
+    def _top_reasons(self, explained: _Explained, top_k: int) -> list[list[Reason]]:
         """Per selected row, the ``top_k`` features with a positive contribution, largest first."""
-        order, values, sides = self._ranking(
-            blocks, selected, pairs, probability, perturbed_probability, top_k
-        )
-        explained = []
+        order, values, sides = self._ranking(explained, top_k)
+        result = []
         for features, row_values, row_sides in zip(
             order.tolist(), values.tolist(), sides.tolist(), strict=True
         ):
-            explained.append(
+            result.append(
                 [
                     Reason(self._reason_names[i], self._reason_texts[i][side], value)
                     for i, value, side in zip(features, row_values, row_sides, strict=True)
                     if value > 0.0
                 ]
             )
-        return explained
+        return result
 
     def _sides(
         self, blocks: _FeatureBlocks, selected: NDArray[np.intp], order: NDArray[np.intp]
@@ -761,6 +750,17 @@ class _FeatureBlocks:
 
     numeric: NDArray[np.float64]
     text: NDArray[np.object_]
+
+
+@dataclass(frozen=True)
+class _Explained:
+    """Selected rows, their perturbation pairs and the model's answers, ready to rank."""
+
+    blocks: _FeatureBlocks
+    selected: NDArray[np.intp]
+    pairs: _Pairs
+    probability: NDArray[np.float64]  # of every feed row
+    perturbed_probability: NDArray[np.float64]  # one per pair
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from lambdas.scoring.card import ModelCard
+from lambdas.scoring.runtime import ScoringModel
 
 MODEL_VERSION = "test-logistic-2026-01-01-abc123"
 INTERCEPT = -1.5
@@ -268,3 +270,16 @@ def write_logistic_bundle(folder: Path) -> Path:
 
 def good_application() -> dict[str, object]:
     return {"age": 24, "income": 32000.0, "home": "RENT", "loan_ratio": 0.45, "prior_default": True}
+
+
+def count_onnx_rows(model: ScoringModel, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The rows of every ONNX call ``model`` makes from now on (the list fills as it runs)."""
+    calls: list[int] = []
+    original = model._session.run
+
+    def counting_run(outputs: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        calls.append(next(iter(feed.values())).shape[0])
+        return original(outputs, feed)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(model._session, "run", counting_run)
+    return calls

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from lambdas.scoring.runtime import ScoringModel
 from tests.scoring import bundles
-from tests.scoring.bundles import BASELINE, good_application
+from tests.scoring.bundles import BASELINE, count_onnx_rows, good_application
 
 
 def _directional_model() -> ScoringModel:
@@ -58,14 +57,7 @@ def test_given_features_at_their_baseline_when_explained_then_they_are_not_re_sc
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     model = _directional_model()
-    calls: list[int] = []
-    original = model._session.run
-
-    def counting_run(outputs: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        calls.append(next(iter(feed.values())).shape[0])
-        return original(outputs, feed)  # type: ignore[no-any-return]
-
-    monkeypatch.setattr(model._session, "run", counting_run)
+    calls = count_onnx_rows(model, monkeypatch)
     # Given an applicant whose age and home are exactly the baseline values
     application = {**good_application(), "age": 30, "home": "MORTGAGE"}
     assert BASELINE["age"] == 30.0

@@ -13,7 +13,14 @@ import pytest
 
 from lambdas.scoring.runtime import CodedColumn, ColumnInput, ModelBundleError, ScoringModel
 from tests.scoring import bundles
-from tests.scoring.bundles import BASELINE, INTERCEPT, THRESHOLD, coefficient, good_application
+from tests.scoring.bundles import (
+    BASELINE,
+    INTERCEPT,
+    THRESHOLD,
+    coefficient,
+    count_onnx_rows,
+    good_application,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -148,14 +155,7 @@ def test_given_a_row_mask_when_scoring_then_reasons_only_for_selected_rows(model
 def test_given_reasons_when_scoring_then_onnx_runs_once(
     model: ScoringModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: list[int] = []
-    original = model._session.run
-
-    def counting_run(outputs: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        calls.append(next(iter(feed.values())).shape[0])
-        return original(outputs, feed)  # type: ignore[no-any-return]
-
-    monkeypatch.setattr(model._session, "run", counting_run)
+    calls = count_onnx_rows(model, monkeypatch)
     model.score(model.prepare_records([good_application()] * 4).feed)
     assert calls == [4 + 4 * len(bundles.FEATURE_ORDER)]
 
@@ -187,14 +187,7 @@ def test_given_explain_when_called_then_only_the_perturbed_rows_run(
 ) -> None:
     feed = model.prepare_records([good_application()] * 3).feed
     probability = model.score(feed, reasons_for=False).probability
-    calls: list[int] = []
-    original = model._session.run
-
-    def counting_run(outputs: list[str], run_feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        calls.append(next(iter(run_feed.values())).shape[0])
-        return original(outputs, run_feed)  # type: ignore[no-any-return]
-
-    monkeypatch.setattr(model._session, "run", counting_run)
+    calls = count_onnx_rows(model, monkeypatch)
     model.explain_texts(feed, probability, np.array([0, 2], dtype=np.intp))
     assert calls == [2 * len(bundles.FEATURE_ORDER)]
 

@@ -8,8 +8,6 @@ package and MODEL_BUNDLE_DIR points at it, exactly as a deployment with another 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import pytest
 from infra.lambda_package import DEFAULT_MODEL_BUNDLE_DIR, LAMBDA_UNZIPPED_LIMIT_BYTES, build_lambda_package
 from lambdas.scoring.card import ModelCard
 from tests.api.conftest import stored_event
+from tests.isolated_python import run_isolated_python312
 from tests.scoring.bundles import write_logistic_bundle
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -49,17 +48,6 @@ outside = sorted(
 print("RESULT " + json.dumps({"results": results, "heavy": heavy, "outside": outside,
                               "cold_start_seconds": cold_start_seconds, "executable": sys.executable}))
 """
-
-
-def _python312() -> str:
-    """The real CPython 3.12 under the dev venv (pyenv's), not the venv itself; else python3.12 on PATH."""
-    base = Path(sys.base_prefix) / "bin" / "python3.12"
-    if base.is_file():
-        return str(base)
-    found = shutil.which("python3.12")
-    if found is None:
-        pytest.skip("no CPython 3.12 interpreter found (set PYENV_VERSION=3.11.7:3.12.1)")
-    return found
 
 
 def _score_event_from_card(card: ModelCard) -> dict[str, Any]:
@@ -100,18 +88,7 @@ def test_given_the_built_api_package_when_invoked_in_isolated_python312_then_it_
     events_file.write_text(json.dumps(events))
 
     # When a bare CPython 3.12 (-I isolated, -S no site-packages) imports and invokes the handler
-    completed = subprocess.run(
-        [_python312(), "-I", "-S", "-c", _INVOKE_SCRIPT, str(package), str(events_file)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        check=False,
-        timeout=120,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    (line,) = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    outcome = json.loads(line.removeprefix("RESULT "))
+    outcome = run_isolated_python312(_INVOKE_SCRIPT, [str(package), str(events_file)], env=env, cwd=tmp_path)
 
     # Then every request succeeds with the bundle's model version, from the package's code only
     assert outcome["executable"] != sys.executable

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,7 @@ import pytest
 from infra.lambda_package import DEFAULT_MODEL_BUNDLE_DIR, build_lambda_package
 from lambdas.batch.formats import OUTPUT_COLUMNS, REJECTED_FIXED_COLUMNS
 from lambdas.scoring.card import ModelCard
+from tests.isolated_python import run_isolated_python312
 
 # The credit_risk bundle's features, plus an id column the model does not know (carried through).
 HEADER = (
@@ -88,17 +86,6 @@ print("RESULT " + json.dumps({
 """
 
 
-def _python312() -> str:
-    """The real CPython 3.12 under the dev venv (pyenv's), not the venv itself; else python3.12 on PATH."""
-    base = Path(sys.base_prefix) / "bin" / "python3.12"
-    if base.is_file():
-        return str(base)
-    found = shutil.which("python3.12")
-    if found is None:
-        pytest.skip("no CPython 3.12 interpreter found (set PYENV_VERSION=3.11.7:3.12.1)")
-    return found
-
-
 def _rows_by_id(text: str) -> dict[str, dict[str, Any]]:
     return {row["application_id"]: row for row in csv.DictReader(io.StringIO(text))}
 
@@ -124,18 +111,12 @@ def test_given_the_built_batch_package_without_pandas_when_scoring_a_mixed_csv_t
     csv_file.write_text("\n".join((HEADER, *ROWS)) + "\n")
 
     # When a bare CPython 3.12 (-I isolated, -S no site-packages) scores it with the package's code
-    completed = subprocess.run(
-        [_python312(), "-I", "-S", "-c", _SCORE_SCRIPT, str(package), str(csv_file)],
-        capture_output=True,
-        text=True,
+    outcome = run_isolated_python312(
+        _SCORE_SCRIPT,
+        [str(package), str(csv_file)],
         env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
         cwd=tmp_path,
-        check=False,
-        timeout=120,
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    (line,) = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    outcome = json.loads(line.removeprefix("RESULT "))
 
     # Then it ran without pandas, on the package's modules only
     assert outcome["executable"] != sys.executable

@@ -20,6 +20,7 @@ from infra.nag import (
     bucket_objects,
     suppress,
 )
+from infra.registered_bundle import RegisteredBundle
 from infra.scoring_functions import scoring_function
 
 INCOMING_PREFIX = "incoming/"
@@ -43,8 +44,12 @@ class BatchScoring(Construct):
         config: AppConfig,
         access_logs: s3.IBucket,
         removal_policy: RemovalPolicy,
+        model_registry: s3.IBucket,
     ) -> None:
+        """``model_registry`` is the artifact bucket; it is only used when ``modelBundleVersion`` is set."""
         super().__init__(scope, construct_id)
+        # The same registered version as the API serves, or None for the packaged bundle.
+        self.model_bundle = RegisteredBundle.of(config, model_registry)
         self.key = rotating_key(
             self, "ScoringKey", description="Batch scoring files", removal_policy=removal_policy
         )
@@ -90,7 +95,10 @@ class BatchScoring(Construct):
             function="batch",
             memory_mb=config.batch_memory_mb,
             timeout=BATCH_TIMEOUT,
-            extra_environment={"SCORING_BUCKET": self.bucket.bucket_name},
+            extra_environment={
+                "SCORING_BUCKET": self.bucket.bucket_name,
+                **(self.model_bundle.environment() if self.model_bundle else {}),
+            },
             ephemeral_storage=BATCH_EPHEMERAL_STORAGE,
         )
         self.function.add_event_source(
@@ -99,6 +107,8 @@ class BatchScoring(Construct):
         self.bucket.grant_read(self.function, INCOMING_PREFIX + "*")
         for prefix in OUTPUT_PREFIXES:
             self.bucket.grant_put(self.function, prefix + "*")
+        if self.model_bundle:
+            self.model_bundle.grant_read(self.function, reader="The batch function")
         self.dlq_alarm = cloudwatch.Alarm(
             self,
             "DeadLetterAlarm",

@@ -11,9 +11,9 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.config import AppConfig
-from infra.nag import ANY_RESOURCE, S3_READ_ACTIONS, bucket_objects, suppress
+from infra.nag import ANY_RESOURCE, suppress
+from infra.registered_bundle import RegisteredBundle
 from infra.scoring_functions import scoring_function
-from infra.training_pipeline import REGISTRY_PREFIX
 
 # (path under /v1, HTTP method) of every authorised route; health is added separately without auth.
 AUTHORISED_ROUTES = (("score", "POST"), ("score/batch", "POST"), ("model", "GET"), ("openapi.json", "GET"))
@@ -27,10 +27,8 @@ class Serving(Construct):
     ) -> None:
         """``model_registry`` is the artifact bucket; it is only used when ``modelBundleVersion`` is set."""
         super().__init__(scope, construct_id)
-        # A registered version's folder in the registry, or None to serve the packaged bundle.
-        self.model_bundle_key_prefix = (
-            f"{REGISTRY_PREFIX}{config.model_bundle_version}/" if config.model_bundle_version else None
-        )
+        # A registered version in the registry, or None to serve the packaged bundle.
+        self.model_bundle = RegisteredBundle.of(config, model_registry)
         self.function = scoring_function(
             self,
             "ScoringFunction",
@@ -38,14 +36,10 @@ class Serving(Construct):
             function="api",
             memory_mb=config.lambda_memory_mb,
             timeout=Duration.seconds(15),
-            extra_environment=(
-                {"MODEL_BUNDLE_URI": f"s3://{model_registry.bucket_name}/{self.model_bundle_key_prefix}"}
-                if self.model_bundle_key_prefix
-                else None
-            ),
+            extra_environment=self.model_bundle.environment() if self.model_bundle else None,
         )
-        if self.model_bundle_key_prefix:
-            self._grant_model_bundle_read(model_registry, self.model_bundle_key_prefix)
+        if self.model_bundle:
+            self.model_bundle.grant_read(self.function, reader="The API")
         # Published version behind an alias: the API always calls a fixed, immutable version. A new
         # modelBundleVersion changes the environment, so a deploy publishes a new version for it.
         self.alias = lambda_.Alias(self, "Live", alias_name="live", version=self.function.current_version)
@@ -135,19 +129,6 @@ class Serving(Construct):
             "AwsSolutions-IAM5",
             "X-Ray PutTraceSegments/PutTelemetryRecords do not support resource-level permissions.",
             findings=[ANY_RESOURCE],
-        )
-
-    def _grant_model_bundle_read(self, model_registry: s3.IBucket, key_prefix: str) -> None:
-        """Read on exactly the selected version's folder (plus kms:Decrypt on the bucket's key)."""
-        objects = key_prefix + "*"
-        model_registry.grant_read(self.function, objects)
-        suppress(
-            self.function,
-            "AwsSolutions-IAM5",
-            f"The API loads the registered model bundle it is configured with (modelBundleVersion): "
-            f"read is limited to that one immutable version's objects ({objects}) in the artifact "
-            "bucket, with the grant_read action groups.",
-            findings=[*S3_READ_ACTIONS, bucket_objects(model_registry, objects)],
         )
 
     def _authorisation(self, config: AppConfig) -> tuple[apigw.AuthorizationType, apigw.IAuthorizer | None]:

@@ -50,10 +50,16 @@ class LoanScoringStack(Stack):
             access_logs=access_logs,
             removal_policy=bucket_removal,
         )
-        # After the training pipeline: the API may load a registered bundle from its artifact bucket.
+        # After the training pipeline: with modelBundleVersion, the API and the batch function both load
+        # that registered bundle from its artifact bucket (the same model decides in both).
         self.serving = Serving(self, "Serving", config=config, model_registry=self.training.artifact_bucket)
         self.batch = BatchScoring(
-            self, "Batch", config=config, access_logs=access_logs, removal_policy=bucket_removal
+            self,
+            "Batch",
+            config=config,
+            access_logs=access_logs,
+            removal_policy=bucket_removal,
+            model_registry=self.training.artifact_bucket,
         )
         self.observability = Observability(
             self,

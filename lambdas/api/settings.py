@@ -6,6 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+# Re-exported (``X as X``): S3Location and parse_s3_uri used to live here.
+from lambdas.model_source import BundleUriError
+from lambdas.model_source import S3Location as S3Location
+from lambdas.model_source import parse_s3_uri as parse_s3_uri
+
 # The folder that holds ``lambdas/`` (``/var/task`` in Lambda, the repository root locally).
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_BUNDLE_DIR = "model_artifacts/credit_risk"
@@ -17,12 +22,6 @@ _FALSE = frozenset({"false", "0", "no", "off", ""})
 
 class SettingsError(ValueError):
     """An environment variable has a value the handler cannot work with."""
-
-
-@dataclass(frozen=True)
-class S3Location:
-    bucket: str
-    prefix: str  # "" or ends with "/"
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ class Settings:
         uri = env.get("MODEL_BUNDLE_URI", "").strip()
         return cls(
             model_bundle_dir=bundle_dir if bundle_dir.is_absolute() else PACKAGE_ROOT / bundle_dir,
-            model_bundle_uri=parse_s3_uri(uri) if uri else None,
+            model_bundle_uri=_parse_bundle_uri(uri) if uri else None,
             log_applicant_values=_parse_bool(
                 "LOG_APPLICANT_VALUES", env.get("LOG_APPLICANT_VALUES", "false")
             ),
@@ -46,15 +45,11 @@ class Settings:
         )
 
 
-def parse_s3_uri(uri: str) -> S3Location:
-    if not uri.startswith("s3://"):
-        raise SettingsError(f"MODEL_BUNDLE_URI must look like s3://bucket/prefix/, got {uri!r}")
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    if not bucket:
-        raise SettingsError(f"MODEL_BUNDLE_URI has no bucket: {uri!r}")
-    if prefix and not prefix.endswith("/"):
-        prefix += "/"
-    return S3Location(bucket=bucket, prefix=prefix)
+def _parse_bundle_uri(uri: str) -> S3Location:
+    try:
+        return parse_s3_uri(uri)
+    except BundleUriError as error:  # the message names MODEL_BUNDLE_URI
+        raise SettingsError(str(error)) from None
 
 
 def _parse_bool(name: str, raw: str) -> bool:

@@ -23,6 +23,13 @@ from lambdas.batch.events import parse_s3_notification
 from lambdas.batch.formats import DEFAULT_CHUNK_ROWS, DEFAULT_CSV_BLOCK_BYTES
 from lambdas.batch.s3_store import S3ObjectStore
 from lambdas.batch.service import BatchSettings, process_object
+from lambdas.model_source import (
+    MODEL_BUNDLE_URI,
+    BundleUriError,
+    S3Location,
+    load_model_from_s3,
+    parse_s3_uri,
+)
 from lambdas.scoring.runtime import ScoringModel
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "loan-scoring-batch"))
@@ -33,6 +40,17 @@ processor = BatchProcessor(event_type=EventType.SQS)
 
 class SettingsError(RuntimeError):
     """An environment variable of the function is missing or invalid."""
+
+
+def model_bundle_uri() -> S3Location | None:
+    """The registered bundle to serve (set by ``modelBundleVersion``), or None for the packaged one."""
+    raw = os.environ.get(MODEL_BUNDLE_URI, "").strip()
+    if not raw:
+        return None
+    try:
+        return parse_s3_uri(raw)
+    except BundleUriError as error:  # the message names MODEL_BUNDLE_URI
+        raise SettingsError(str(error)) from None
 
 
 def model_bundle_path() -> Path:
@@ -63,7 +81,12 @@ def _positive_int(name: str, default: int) -> int:
 def loaded_model() -> ScoringModel:
     """Loaded once per execution environment (cold start), reused by every invocation."""
     # One onnxruntime thread by default: a 2 GB function has about one vCPU; raise it with the memory.
-    return ScoringModel.load_directory(model_bundle_path(), threads=_positive_int("BATCH_ONNX_THREADS", 1))
+    threads = _positive_int("BATCH_ONNX_THREADS", 1)
+    # The same registered version as the API when modelBundleVersion is deployed, else the packaged one.
+    location = model_bundle_uri()
+    if location is not None:
+        return load_model_from_s3(object_store().client, location, threads=threads)
+    return ScoringModel.load_directory(model_bundle_path(), threads=threads)
 
 
 @cache

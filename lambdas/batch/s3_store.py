@@ -29,6 +29,11 @@ class S3ObjectStore:
         # Typed loosely: the optional VersionId/IfMatch keywords are passed as **kwargs.
         self._s3: Any = client if client is not None else boto3.client("s3")
 
+    @property
+    def client(self) -> Any:
+        """The boto3 S3 client, shared with the model loader (one client per execution environment)."""
+        return self._s3
+
     def head(self, bucket: str, key: str, version_id: str | None) -> ObjectInfo | None:
         try:
             response = self._s3.head_object(Bucket=bucket, Key=key, **_version(version_id))

@@ -107,3 +107,6 @@ def test_given_a_bundle_in_s3_when_loading_then_it_is_fetched_and_verified(
 
     with pytest.raises(ModelBundleError, match=r"s3://models/bad/.*does not match its card"):
         load_model(Settings.from_env({"MODEL_BUNDLE_URI": "s3://models/bad/"}))
+
+    with pytest.raises(ModelBundleError, match=r"model bundle s3://models/absent/ has no model_card\.json"):
+        load_model(Settings.from_env({"MODEL_BUNDLE_URI": "s3://models/absent/"}))

@@ -1,15 +1,20 @@
-"""modelBundleVersion: the API Lambda loads a registered bundle, with read on that version only."""
+"""modelBundleVersion: the API and batch Lambdas load the same registered bundle, with read on that
+version only."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import pytest
+
 from tests.infra.conftest import REGISTERED_MODEL, Resources, Synthesised
 
 _API_HANDLER = "lambdas.api.handler.handler"
 _BATCH_HANDLER = "lambdas.batch.handler.handler"
 _PREFIX = f"models/{REGISTERED_MODEL}/"
+# Construct paths of the two functions, where their cdk-nag acknowledgements are recorded.
+_FUNCTION_PATHS = ("/Serving/ScoringFunction", "/Batch/BatchFunction")
 
 
 def _resources(synthesised: Synthesised) -> Resources:
@@ -43,51 +48,53 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def test_given_the_default_context_when_synthesised_then_the_api_serves_its_packaged_bundle(
-    resources: Resources,
+@pytest.mark.parametrize("handler", [_API_HANDLER, _BATCH_HANDLER])
+def test_given_the_default_context_when_synthesised_then_each_function_serves_its_packaged_bundle(
+    resources: Resources, handler: str
 ) -> None:
-    _, api = _function(resources, _API_HANDLER)
-    assert "MODEL_BUNDLE_URI" not in api["Properties"]["Environment"]["Variables"]
+    _, function = _function(resources, handler)
+    assert "MODEL_BUNDLE_URI" not in function["Properties"]["Environment"]["Variables"]
     artifacts = _logical_id(resources, "AWS::S3::Bucket", "TrainingArtifactBucket")
-    assert artifacts not in json.dumps(_role_statements(resources, api))
+    assert artifacts not in json.dumps(_role_statements(resources, function))
 
 
-def test_given_a_registered_version_when_synthesised_then_the_api_loads_it_from_the_registry(
+def test_given_a_registered_version_when_synthesised_then_api_and_batch_load_it_from_the_registry(
     synthesised_with_registry_model: Synthesised,
 ) -> None:
     resources = _resources(synthesised_with_registry_model)
     artifacts = _logical_id(resources, "AWS::S3::Bucket", "TrainingArtifactBucket")
-    _, api = _function(resources, _API_HANDLER)
-    variables = api["Properties"]["Environment"]["Variables"]
-    assert variables["MODEL_BUNDLE_URI"] == {"Fn::Join": ["", ["s3://", {"Ref": artifacts}, f"/{_PREFIX}"]]}
-    # The batch handler only reads MODEL_BUNDLE_DIR, so it keeps its packaged bundle and gets no grant.
-    _, batch = _function(resources, _BATCH_HANDLER)
-    assert "MODEL_BUNDLE_URI" not in batch["Properties"]["Environment"]["Variables"]
-    assert "models/" not in json.dumps(_role_statements(resources, batch))
+    expected = {"Fn::Join": ["", ["s3://", {"Ref": artifacts}, f"/{_PREFIX}"]]}
+    # Then both functions serve the same version: the API and batch scoring decide with one model.
+    for handler in (_API_HANDLER, _BATCH_HANDLER):
+        _, function = _function(resources, handler)
+        assert function["Properties"]["Environment"]["Variables"]["MODEL_BUNDLE_URI"] == expected, handler
 
 
-def test_given_a_registered_version_when_synthesised_then_the_api_reads_only_that_version(
-    synthesised_with_registry_model: Synthesised,
+@pytest.mark.parametrize("handler", [_API_HANDLER, _BATCH_HANDLER])
+def test_given_a_registered_version_when_synthesised_then_the_function_reads_only_that_version(
+    synthesised_with_registry_model: Synthesised, handler: str
 ) -> None:
     resources = _resources(synthesised_with_registry_model)
     artifacts = _logical_id(resources, "AWS::S3::Bucket", "TrainingArtifactBucket")
     artifact_key = _logical_id(resources, "AWS::KMS::Key", "TrainingArtifactKey")
     bucket_arn = {"Fn::GetAtt": [artifacts, "Arn"]}
     version_objects = {"Fn::Join": ["", [bucket_arn, f"/{_PREFIX}*"]]}
-    _, api = _function(resources, _API_HANDLER)
-    on_registry = [s for s in _role_statements(resources, api) if artifacts in json.dumps(s["Resource"])]
-    # Given the API role, then exactly one statement reads the artifact bucket: objects of this
-    # version's folder only (the bucket ARN itself carries no object access), never bucket/* or models/*.
-    assert len(on_registry) == 1
-    (statement,) = on_registry
-    assert statement["Effect"] == "Allow"
-    assert "s3:GetObject*" in statement["Action"]
-    assert not any(a.startswith(("s3:Put", "s3:Delete", "s3:Abort")) for a in statement["Action"])
-    assert sorted(map(json.dumps, _as_list(statement["Resource"]))) == sorted(
-        map(json.dumps, [bucket_arn, version_objects])
-    )
+    _, function = _function(resources, handler)
+    statements = _role_statements(resources, function)
+    on_registry = [s for s in statements if artifacts in json.dumps(s["Resource"])]
+    # Given the function's role, then only read statements name the artifact bucket (CDK merges the
+    # batch's read on its own incoming/ into the same statement, having the same actions)...
+    assert on_registry
+    for statement in on_registry:
+        assert statement["Effect"] == "Allow"
+        assert "s3:GetObject*" in statement["Action"]
+        assert not any(a.startswith(("s3:Put", "s3:Delete", "s3:Abort")) for a in statement["Action"])
+    # ...and the artifact resources they name are this version's objects and the bucket ARN (which
+    # carries no object access): never bucket/* or models/*.
+    on_artifacts = [r for s in on_registry for r in _as_list(s["Resource"]) if artifacts in json.dumps(r)]
+    assert sorted(map(json.dumps, on_artifacts)) == sorted(map(json.dumps, [bucket_arn, version_objects]))
     # And the artifact key is usable for decryption only.
-    on_key = [s for s in _role_statements(resources, api) if artifact_key in json.dumps(s["Resource"])]
+    on_key = [s for s in statements if artifact_key in json.dumps(s["Resource"])]
     assert [sorted(_as_list(s["Action"])) for s in on_key] == [["kms:Decrypt", "kms:DescribeKey"]]
 
 
@@ -100,18 +107,19 @@ def test_given_a_registered_version_when_synthesised_then_cdk_nag_reports_nothin
         if r["pluginName"] == "AwsSolutions"
     ]
     assert report.get("violations", []) == []
-    # And the wildcard acknowledged on the API role is this version's folder, with its reason.
+    # And the wildcard acknowledged on each role is this version's folder, with its reason.
     resources = _resources(synthesised_with_registry_model)
     artifacts = _logical_id(resources, "AWS::S3::Bucket", "TrainingArtifactBucket")
-    on_api = {
-        s["acknowledgedId"]: s["reason"]
-        for s in report["suppressedViolations"]
-        if s["acknowledgedAt"].endswith("/Serving/ScoringFunction") and "IAM5" in s["ruleName"]
-    }
     finding = f"AwsSolutions::AwsSolutions-IAM5[Resource::<{artifacts}.Arn>/{_PREFIX}*]"
-    assert finding in on_api
-    assert _PREFIX in on_api[finding]
-    assert not any(f"<{artifacts}.Arn>/*" in found or "/models/*" in found for found in on_api)
+    for path in _FUNCTION_PATHS:
+        on_function = {
+            s["acknowledgedId"]: s["reason"]
+            for s in report["suppressedViolations"]
+            if s["acknowledgedAt"].endswith(path) and "IAM5" in s["ruleName"]
+        }
+        assert finding in on_function, path
+        assert _PREFIX in on_function[finding]
+        assert not any(f"<{artifacts}.Arn>/*" in found or "/models/*" in found for found in on_function)
 
 
 def test_given_a_new_version_when_synthesised_then_the_live_alias_gets_a_new_lambda_version(

@@ -1,0 +1,45 @@
+"""A registered model version (``modelBundleVersion``) served from the artifact bucket's registry.
+
+The API and the batch Lambda take the same one, so both decide with the same model: each gets
+``MODEL_BUNDLE_URI`` pointing at the version's folder and read on exactly that folder's objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_s3 as s3
+
+from infra.config import AppConfig
+from infra.nag import S3_READ_ACTIONS, bucket_objects, suppress
+from infra.training_pipeline import REGISTRY_PREFIX
+
+
+@dataclass(frozen=True)
+class RegisteredBundle:
+    registry: s3.IBucket  # the training pipeline's artifact bucket
+    key_prefix: str  # models/<model_name>/<model_version>/
+
+    @classmethod
+    def of(cls, config: AppConfig, registry: s3.IBucket) -> RegisteredBundle | None:
+        """The configured version, or None when the Lambdas serve their packaged bundle."""
+        if not config.model_bundle_version:
+            return None
+        return cls(registry=registry, key_prefix=f"{REGISTRY_PREFIX}{config.model_bundle_version}/")
+
+    def environment(self) -> dict[str, str]:
+        return {"MODEL_BUNDLE_URI": f"s3://{self.registry.bucket_name}/{self.key_prefix}"}
+
+    def grant_read(self, function: lambda_.Function, *, reader: str) -> None:
+        """Read on exactly this version's objects (plus kms:Decrypt on the bucket's key), acknowledged."""
+        objects = self.key_prefix + "*"
+        self.registry.grant_read(function, objects)
+        suppress(
+            function,
+            "AwsSolutions-IAM5",
+            f"{reader} loads the registered model bundle it is configured with (modelBundleVersion): "
+            f"read is limited to that one immutable version's objects ({objects}) in the artifact "
+            "bucket, with the grant_read action groups.",
+            findings=[*S3_READ_ACTIONS, bucket_objects(self.registry, objects)],
+        )

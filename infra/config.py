@@ -58,7 +58,7 @@ class AppConfig:
     environment: str = "dev"
     model_bundle_dir: str = "model_artifacts/credit_risk"
     # "<model_name>/<model_version>" of a registered bundle in the artifact bucket's models/ registry
-    # for the API Lambda to load at cold start, or None to serve the bundle packaged in the Lambda.
+    # for the API and batch Lambdas to load at cold start, or None to serve the bundle packaged in them.
     model_bundle_version: str | None = None
     lambda_memory_mb: int = 1024
     lambda_architecture: Architecture = "x86_64"

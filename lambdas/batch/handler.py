@@ -21,6 +21,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.batch.events import parse_s3_notification
 from lambdas.batch.formats import DEFAULT_CHUNK_ROWS, DEFAULT_CSV_BLOCK_BYTES
+from lambdas.batch.manifest import Drift
 from lambdas.batch.s3_store import S3ObjectStore
 from lambdas.batch.service import BatchSettings, process_object
 from lambdas.model_source import (
@@ -134,6 +135,7 @@ def _handle_notification(body: str) -> None:
                 "status": manifest.status,
                 "counts": manifest.counts.model_dump(),
                 "error": manifest.error.model_dump() if manifest.error else None,
+                "drift": manifest.drift.model_dump(exclude={"feature_psi"}) if manifest.drift else None,
                 "seconds": manifest.timings.total_seconds,
             },
         )
@@ -145,6 +147,21 @@ def _handle_notification(body: str) -> None:
             metrics.add_metric(
                 name="RowsRejected", unit=MetricUnit.Count, value=manifest.counts.rows_rejected
             )
+            _record_drift(created.key, manifest.drift)
+
+
+def _record_drift(key: str, drift: Drift | None) -> None:
+    """PSI metrics per file with enough rows for a verdict; a significant shift is counted and logged."""
+    if drift is None or drift.status == "too_few_rows":
+        return
+    metrics.add_metric(name="ScorePsi", unit=MetricUnit.NoUnit, value=drift.score_psi)
+    metrics.add_metric(name="MaxFeaturePsi", unit=MetricUnit.NoUnit, value=drift.max_feature_psi)
+    if drift.status == "significant":
+        metrics.add_metric(name="FilesDrifted", unit=MetricUnit.Count, value=1)
+        logger.warning(
+            "significant drift against the model's reference data",
+            extra={"key": key, "drift": drift.model_dump()},
+        )
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -57,6 +57,18 @@ class Timings(_Strict):
     phases: dict[str, float]
 
 
+class Drift(_Strict):
+    """Population stability index of the scored rows against the model card's reference distributions
+    (see lambdas/scoring/drift.py): under 0.1 stable, 0.1-0.25 moderate, above 0.25 significant."""
+
+    rows: int
+    status: Literal["stable", "moderate", "significant", "too_few_rows"]
+    score_psi: float
+    max_feature_psi: float
+    most_drifted_feature: str | None
+    feature_psi: dict[str, float]
+
+
 class Chunking(_Strict):
     chunks: int
     max_rows_per_chunk: int
@@ -73,6 +85,7 @@ class Manifest(_Strict):
     error: FileError | None = None
     reasons: ReasonsPolicy
     chunking: Chunking | None = None
+    drift: Drift | None = None
     timings: Timings
 
     def is_complete_for(self, key: str, etag: str, version_id: str | None) -> bool:

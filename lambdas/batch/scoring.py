@@ -34,6 +34,7 @@ from lambdas.batch.formats import (
 )
 from lambdas.batch.layout import FileFormat
 from lambdas.scoring.card import FeatureSchema
+from lambdas.scoring.drift import DriftMonitor, DriftSummary
 from lambdas.scoring.runtime import BatchScores, CodedColumn, ColumnInput, FieldError, ScoringModel
 
 REASONS_TOP_K = 3
@@ -57,6 +58,7 @@ class PhaseSeconds:
     validate: float = 0.0
     score: float = 0.0
     reasons: float = 0.0
+    drift: float = 0.0
     write: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
@@ -68,6 +70,7 @@ class FileResult:
     counts: FileCounts = field(default_factory=FileCounts)
     seconds: PhaseSeconds = field(default_factory=PhaseSeconds)
     columns: list[str] = field(default_factory=list)
+    drift: DriftSummary | None = None  # of the scored rows against the card's references
 
 
 def check_columns(model: ScoringModel, columns: Sequence[str]) -> None:
@@ -99,8 +102,9 @@ def score_source(
     writer = scored_writer(file_format, scored_sink)
     rejected = RejectedWriter(rejected_sink, rejected_columns)
     seconds = result.seconds
+    drift = DriftMonitor(model.card)
     for read in _timed(source.chunks(), seconds):
-        _score_chunk(model, read, writer, rejected, result)
+        _score_chunk(model, read, writer, rejected, result, drift)
     started = time.perf_counter()
     writer.close()
     rejected.close()
@@ -110,6 +114,7 @@ def score_source(
         raise UnreadableFileError("no_data_rows", "the file has a header but no data rows")
     if counts.rows_in != counts.rows_scored + counts.rows_rejected:  # a bug, never bad input
         raise AssertionError(f"row accounting broken: {counts}")
+    result.drift = drift.summary()
     return result
 
 
@@ -126,7 +131,12 @@ def _timed(chunks: Iterator[ChunkRead], seconds: PhaseSeconds) -> Iterator[Chunk
 
 
 def _score_chunk(
-    model: ScoringModel, read: ChunkRead, writer: Any, rejected: RejectedWriter, result: FileResult
+    model: ScoringModel,
+    read: ChunkRead,
+    writer: Any,
+    rejected: RejectedWriter,
+    result: FileResult,
+    drift: DriftMonitor,
 ) -> None:
     counts, seconds, chunk = result.counts, result.seconds, read.chunk
     counts.rows_in += chunk.n_rows + len(read.malformed)
@@ -150,6 +160,10 @@ def _score_chunk(
             started = time.perf_counter()
             reasons = _reasons_for_declined(model, feed, scores)
             seconds.reasons += time.perf_counter() - started
+
+            started = time.perf_counter()
+            drift.add(feed, scores.probability)
+            seconds.drift += time.perf_counter() - started
 
             started = time.perf_counter()
             labels = model.card.decision_policy.decision_labels

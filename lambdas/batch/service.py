@@ -40,6 +40,7 @@ from lambdas.batch.layout import (
 from lambdas.batch.manifest import (
     Chunking,
     Counts,
+    Drift,
     FileError,
     InputObject,
     Manifest,
@@ -241,6 +242,7 @@ def _manifest(
 ) -> Manifest:
     counts = Counts()
     chunking = None
+    drift = None
     phases: dict[str, float] = {}
     if result is not None:
         c = result.counts
@@ -253,6 +255,16 @@ def _manifest(
         )
         chunking = Chunking(chunks=c.chunks, max_rows_per_chunk=c.max_chunk_rows)
         phases = {**result.seconds.as_dict(), "upload": round(upload_seconds, 4)}
+        if result.drift is not None:
+            summary = result.drift
+            drift = Drift(
+                rows=summary.rows,
+                status=summary.status,
+                score_psi=summary.score_psi,
+                max_feature_psi=summary.max_feature_psi,
+                most_drifted_feature=summary.most_drifted_feature,
+                feature_psi=summary.feature_psi,
+            )
     return Manifest.model_validate(
         {
             "status": status,
@@ -264,6 +276,7 @@ def _manifest(
             "error": error,
             "reasons": ReasonsPolicy(top_k=REASONS_TOP_K),
             "chunking": chunking,
+            "drift": drift,
             "timings": Timings(
                 started_at=started_at,
                 finished_at=_now(),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 CARD_SCHEMA_VERSION = "1.0"
 
@@ -121,12 +121,27 @@ class AttributeFairness(_Strict):
 
 class NumericReference(_Strict):
     kind: Literal["numeric"] = "numeric"
-    bin_edges: list[float]
-    proportions: list[float]
+    bin_edges: list[float] = Field(
+        description="Inner cut points, ascending; the outer bins are open (value < first, >= last)"
+    )
+    proportions: list[float] = Field(
+        description="Share of the non-missing values per bin: len(bin_edges) + 1"
+    )
     mean: float
     std: float
     median: float
     null_rate: float
+
+    @model_validator(mode="after")
+    def _bins_match_proportions(self) -> NumericReference:
+        if len(self.proportions) != len(self.bin_edges) + 1:
+            raise ValueError(
+                f"a numeric reference needs len(bin_edges) + 1 proportions, got {len(self.bin_edges)} "
+                f"edges and {len(self.proportions)} proportions"
+            )
+        if any(b <= a for a, b in zip(self.bin_edges, self.bin_edges[1:], strict=False)):
+            raise ValueError("bin_edges must be strictly ascending")
+        return self
 
 
 class CategoricalReference(_Strict):

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import io
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lambdas.batch import handler as batch_handler
 from lambdas.scoring.card import ModelCard
 from tests.batch.conftest import NotifiedBucket
 
-CHAMPION = Path(__file__).resolve().parents[2] / "model_artifacts" / "credit_risk"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHAMPION = REPO_ROOT / "model_artifacts" / "credit_risk"
+SHIPPED_CSV = REPO_ROOT / "training" / "data" / "credit_risk_dataset.csv.gz"
 ROWS = 2_000
 
 
@@ -39,6 +44,12 @@ def test_given_real_credit_risk_rows_when_scored_with_the_champion_then_every_ro
     assert counts["rows_in"] == ROWS
     assert counts["rows_in"] == counts["rows_scored"] + counts["rows_rejected"]
     assert counts["declined"] > 0
+    # And the manifest compares the scored rows with the card's reference distributions
+    drift = manifest["drift"]
+    assert drift["rows"] == counts["rows_scored"]
+    assert drift["status"] in ("stable", "moderate", "significant")
+    assert set(drift["feature_psi"]) == {feature.name for feature in card.features}
+    assert drift["max_feature_psi"] == max(drift["feature_psi"].values())
     scored = list(csv.DictReader(io.StringIO(notified_bucket.get("scored/real/credit_risk.csv").decode())))
     assert len(scored) == counts["rows_scored"]
     declined = [row for row in scored if row["decision"] == card.decision_policy.decision_labels["decline"]]
@@ -53,3 +64,34 @@ def test_given_real_credit_risk_rows_when_scored_with_the_champion_then_every_ro
     assert rejected[0]["error_code"] == "out_of_range"
     feature_names = {feature.name for feature in card.features}
     assert all(row["error"].split(":")[0] in feature_names for row in rejected)
+
+
+def test_given_a_file_whose_incomes_shifted_when_scored_then_the_manifest_and_metrics_flag_drift(
+    notified_bucket: NotifiedBucket, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if not (CHAMPION / "model_card.json").is_file():
+        pytest.skip(f"no committed champion bundle at {CHAMPION}")
+    monkeypatch.setenv("MODEL_BUNDLE_DIR", str(CHAMPION))
+    batch_handler.loaded_model.cache_clear()
+    # Given 2,000 random rows of the shipped credit_risk file, every income tripled
+    with gzip.open(SHIPPED_CSV, "rt") as handle:
+        header, *lines = handle.read().splitlines()
+    income = header.split(",").index("person_income")
+    picks = np.random.default_rng(5).choice(len(lines), ROWS, replace=False).tolist()
+    shifted = []
+    for line in (lines[i] for i in picks):
+        cells = line.split(",")
+        cells[income] = str(int(cells[income]) * 3)
+        shifted.append(",".join(cells))
+    notified_bucket.put("incoming/drift/richer.csv", "\n".join([header, *shifted]).encode())
+
+    # When the file is scored
+    (manifest,) = notified_bucket.drain().manifests
+
+    # Then the manifest names income as the drifted feature, and a FilesDrifted metric is emitted
+    drift = manifest["drift"]
+    assert drift["status"] == "significant"
+    assert drift["most_drifted_feature"] == "person_income"
+    assert drift["feature_psi"]["person_income"] > 0.25
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert any(entry.get("FilesDrifted") == [1.0] for entry in emitted)

@@ -117,7 +117,7 @@ def _metrics() -> dict[str, float]:
 
 def _numeric_reference() -> dict[str, object]:
     return {
-        "bin_edges": [0.0, 0.5, 1.0],
+        "bin_edges": [0.5],
         "proportions": [0.5, 0.5],
         "mean": 0.5,
         "std": 0.2,

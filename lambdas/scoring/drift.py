@@ -1,0 +1,155 @@
+"""Drift of scored data against the card's reference distributions: the population stability index.
+
+Pure domain code (numpy and the card). A :class:`DriftMonitor` is fed the valid rows of a file chunk by
+chunk (the same ONNX feed the model saw, and the probabilities it gave) and only keeps counts, so the
+memory it needs does not grow with the file. :meth:`DriftMonitor.summary` compares those counts with
+the card's ``reference`` (training rows for features, holdout scores for the score):
+
+    PSI = sum over bins of (actual share - expected share) * ln(actual share / expected share)
+
+Numeric features use the card's bins (quantile cut points of the training rows; the outer bins are
+open) plus one bin for missing values; categories use one bin per category plus one for missing.
+A share of 0 is floored at ``SHARE_FLOOR`` so an empty bin gives a large but finite PSI. The usual
+reading: below 0.1 stable, 0.1 to 0.25 a moderate shift worth watching, above 0.25 a significant
+shift (a retraining candidate). Fewer than ``MIN_ROWS_FOR_VERDICT`` rows give figures but no verdict:
+sampling noise alone moves a ten-bin PSI by about ``bins / rows``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from lambdas.scoring.card import CategoricalReference, FeatureSchema, ModelCard, NumericReference
+
+PSI_MODERATE = 0.1
+PSI_SIGNIFICANT = 0.25
+MIN_ROWS_FOR_VERDICT = 500
+SHARE_FLOOR = 1e-4
+DriftStatus = Literal["stable", "moderate", "significant", "too_few_rows"]
+
+
+@dataclass(frozen=True)
+class DriftSummary:
+    rows: int
+    feature_psi: dict[str, float]
+    score_psi: float
+    status: DriftStatus
+    most_drifted_feature: str | None
+
+    @property
+    def max_feature_psi(self) -> float:
+        return max(self.feature_psi.values(), default=0.0)
+
+
+class _Histogram:
+    """Counts per bin of one quantity, with the expected shares from the reference."""
+
+    def __init__(self, expected: list[float]) -> None:
+        self.expected = np.asarray(expected, dtype=np.float64)
+        self.counts = np.zeros(len(expected), dtype=np.int64)
+
+    def psi(self) -> float:
+        total = int(self.counts.sum())
+        if total == 0:
+            return 0.0
+        actual = np.maximum(self.counts / total, SHARE_FLOOR)
+        expected = np.maximum(self.expected, SHARE_FLOOR)
+        return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+class _NumericBins(_Histogram):
+    def __init__(self, reference: NumericReference) -> None:
+        present = 1.0 - reference.null_rate
+        super().__init__([share * present for share in reference.proportions] + [reference.null_rate])
+        self._edges = np.asarray(reference.bin_edges, dtype=np.float64)
+
+    def add(self, values: NDArray[np.float64]) -> None:
+        missing = np.isnan(values)
+        bins = np.searchsorted(self._edges, values[~missing], side="right")  # as the reference was binned
+        self.counts[: len(self._edges) + 1] += np.bincount(bins, minlength=len(self._edges) + 1)
+        self.counts[-1] += int(missing.sum())
+
+
+class _CategoryBins(_Histogram):
+    def __init__(self, reference: CategoricalReference, feature: FeatureSchema) -> None:
+        # Every category the model accepts gets a bin, also those the training rows never had.
+        names = list(reference.proportions) + [
+            c for c in feature.categories or [] if c not in reference.proportions
+        ]
+        present = 1.0 - reference.null_rate
+        super().__init__([reference.proportions.get(n, 0.0) * present for n in names] + [reference.null_rate])
+        self._index = {name: position for position, name in enumerate(names)}
+        self._missing = len(names)
+
+    def add(self, values: NDArray[np.object_]) -> None:
+        for value, count in Counter(values.tolist()).items():
+            # Missing values arrive as the runtime's NULL_CATEGORY (not a category), and validation has
+            # rejected unknown ones: both land in the missing bin.
+            position = self._index.get(value, self._missing)
+            self.counts[position] += count
+
+
+class DriftMonitor:
+    """PSI of one file's scored rows per feature and for the score, from counts kept chunk by chunk."""
+
+    def __init__(self, card: ModelCard) -> None:
+        self._features = list(card.features)
+        self._numeric: dict[str, _NumericBins] = {}
+        self._categories: dict[str, _CategoryBins] = {}
+        for feature in self._features:
+            reference = card.reference.features.get(feature.name)
+            if isinstance(reference, NumericReference):
+                self._numeric[feature.name] = _NumericBins(reference)
+            elif isinstance(reference, CategoricalReference):
+                self._categories[feature.name] = _CategoryBins(reference, feature)
+        self._score = _NumericBins(card.reference.score)
+        self._rows = 0
+
+    def add(self, feed: Mapping[str, np.ndarray], probability: NDArray[np.float64]) -> None:
+        """Count the rows of ``feed`` (valid rows only, as scored) and their probabilities."""
+        self._rows += int(probability.shape[0])
+        for feature in self._features:
+            column = feed[feature.onnx_input].reshape(-1)
+            if feature.name in self._numeric:
+                self._numeric[feature.name].add(np.asarray(column, dtype=np.float64))
+            elif feature.name in self._categories:
+                self._categories[feature.name].add(column)
+        self._score.add(np.asarray(probability, dtype=np.float64))
+
+    def summary(self) -> DriftSummary:
+        histograms: dict[str, _Histogram] = {**self._numeric, **self._categories}
+        feature_psi = {
+            feature.name: _rounded(histograms[feature.name].psi())
+            for feature in self._features
+            if feature.name in histograms
+        }
+        score_psi = _rounded(self._score.psi())
+        most_drifted = max(feature_psi, key=lambda name: feature_psi[name]) if feature_psi else None
+        return DriftSummary(
+            rows=self._rows,
+            feature_psi=feature_psi,
+            score_psi=score_psi,
+            status=_status(self._rows, max([score_psi, *feature_psi.values()])),
+            most_drifted_feature=most_drifted,
+        )
+
+
+def _status(rows: int, worst_psi: float) -> DriftStatus:
+    if rows < MIN_ROWS_FOR_VERDICT:
+        return "too_few_rows"
+    if worst_psi >= PSI_SIGNIFICANT:
+        return "significant"
+    if worst_psi >= PSI_MODERATE:
+        return "moderate"
+    return "stable"
+
+
+def _rounded(value: float) -> float:
+    return round(value, 6) if math.isfinite(value) else value

@@ -15,10 +15,13 @@ from constructs import Construct
 
 from infra.batch_scoring import BatchScoring
 from infra.config import AppConfig
+from infra.scoring_functions import METRICS_NAMESPACE, service_name
 
 FIVE_XX_RATE_PERCENT = 1.0
 P99_LATENCY_MS = 2000
 PERIOD = Duration.minutes(5)
+# The batch Lambda's drift metrics (Powertools EMF, dimension "service") for files with a verdict.
+DRIFT_PERIOD = Duration.hours(1)
 
 
 class Observability(Construct):
@@ -108,6 +111,16 @@ class Observability(Construct):
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             ),
             "DeadLetterQueue": batch.dlq_alarm,
+            "BatchDrift": _batch_metric("FilesDrifted", "Sum").create_alarm(
+                self,
+                "BatchDrift",
+                threshold=0,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                alarm_description="A scored file drifted significantly from the model's reference data "
+                "(PSI >= 0.25 for the score or a feature; the file's manifest names the feature)",
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            ),
         }
         self.topic: sns.Topic | None = None
         if config.alarm_email:
@@ -156,5 +169,23 @@ class Observability(Construct):
             ),
         )
         self.dashboard.add_widgets(
-            cloudwatch.AlarmStatusWidget(title="Alarms", alarms=list(self.alarms.values()))
+            cloudwatch.GraphWidget(
+                title="Batch: drift against the model's reference data (PSI, worst file per hour)",
+                left=[_batch_metric("ScorePsi", "Maximum"), _batch_metric("MaxFeaturePsi", "Maximum")],
+                left_annotations=[
+                    cloudwatch.HorizontalAnnotation(value=0.1, label="moderate"),
+                    cloudwatch.HorizontalAnnotation(value=0.25, label="significant"),
+                ],
+            ),
+            cloudwatch.AlarmStatusWidget(title="Alarms", alarms=list(self.alarms.values())),
         )
+
+
+def _batch_metric(name: str, statistic: str) -> cloudwatch.Metric:
+    return cloudwatch.Metric(
+        namespace=METRICS_NAMESPACE,
+        metric_name=name,
+        dimensions_map={"service": service_name("batch")},
+        statistic=statistic,
+        period=DRIFT_PERIOD,
+    )

@@ -15,6 +15,11 @@ from infra.nag import BASIC_EXECUTION_POLICY, suppress
 METRICS_NAMESPACE = "LoanScoring"
 
 
+def service_name(function: str) -> str:
+    """Powertools' service name of a function: its logs' "service" key and its metrics' dimension."""
+    return f"loan-scoring-{function}"
+
+
 def scoring_function(
     scope: Construct,
     construct_id: str,
@@ -26,7 +31,7 @@ def scoring_function(
     extra_environment: dict[str, str] | None = None,
     ephemeral_storage: Size | None = None,
 ) -> lambda_.Function:
-    service_name = f"loan-scoring-{function}"
+    service = service_name(function)
     log_group = logs.LogGroup(
         scope,
         f"{construct_id}Logs",
@@ -57,7 +62,7 @@ def scoring_function(
         log_group=log_group,
         environment={
             "MODEL_BUNDLE_DIR": config.model_bundle_dir,
-            "POWERTOOLS_SERVICE_NAME": service_name,
+            "POWERTOOLS_SERVICE_NAME": service,
             "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             "LOG_APPLICANT_VALUES": "false",
             **(extra_environment or {}),

@@ -230,3 +230,18 @@ def test_batch_lambda_grants_are_scoped_to_its_prefixes(resources: Resources) ->
 def test_vpc_has_flow_logs_and_the_endpoints_in_vpc_tasks_need(template: Template) -> None:
     template.resource_count_is("AWS::EC2::FlowLog", 1)
     template.resource_count_is("AWS::EC2::VPCEndpoint", 7)  # S3 gateway + 6 interface endpoints
+
+
+def test_given_the_batch_drift_metric_when_synthesised_then_an_alarm_watches_it(resources: Resources) -> None:
+    (drift_alarm,) = [
+        a["Properties"]
+        for a in _of_type(resources, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"].get("MetricName") == "FilesDrifted"
+    ]
+    # The metric the batch Lambda emits (lambdas/batch/handler.py), under its Powertools service name
+    assert drift_alarm["Namespace"] == "LoanScoring"
+    assert drift_alarm["Dimensions"] == [{"Name": "service", "Value": "loan-scoring-batch"}]
+    assert drift_alarm["Statistic"] == "Sum"
+    assert drift_alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    assert drift_alarm["Threshold"] == 0
+    assert "drifted significantly" in drift_alarm["AlarmDescription"]

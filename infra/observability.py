@@ -20,7 +20,8 @@ from infra.scoring_functions import METRICS_NAMESPACE, service_name
 FIVE_XX_RATE_PERCENT = 1.0
 P99_LATENCY_MS = 2000
 PERIOD = Duration.minutes(5)
-# The batch Lambda's drift metrics (Powertools EMF, dimension "service") for files with a verdict.
+# Drift metrics (Powertools EMF, dimension "service"): the batch Lambda's per file, the API's per
+# window of applications in one execution environment.
 DRIFT_PERIOD = Duration.hours(1)
 
 
@@ -111,14 +112,23 @@ class Observability(Construct):
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             ),
             "DeadLetterQueue": batch.dlq_alarm,
-            "BatchDrift": _batch_metric("FilesDrifted", "Sum").create_alarm(
+            "ScoringDrift": cloudwatch.MathExpression(
+                expression="FILL(files, 0) + FILL(windows, 0)",
+                using_metrics={
+                    "files": _drift_metric("batch", "FilesDrifted", "Sum"),
+                    "windows": _drift_metric("api", "WindowsDrifted", "Sum"),
+                },
+                label="Files and API windows drifted",
+                period=DRIFT_PERIOD,
+            ).create_alarm(
                 self,
-                "BatchDrift",
+                "ScoringDrift",
                 threshold=0,
                 evaluation_periods=1,
                 comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                alarm_description="A scored file drifted significantly from the model's reference data "
-                "(PSI >= 0.25 for the score or a feature; the file's manifest names the feature)",
+                alarm_description="Scored data drifted significantly from the model's reference data "
+                "(PSI >= 0.25 for the score or a feature, in a batch file or a window of API "
+                "applications; the manifest or the warning log names the feature)",
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             ),
         }
@@ -170,8 +180,12 @@ class Observability(Construct):
         )
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(
-                title="Batch: drift against the model's reference data (PSI, worst file per hour)",
-                left=[_batch_metric("ScorePsi", "Maximum"), _batch_metric("MaxFeaturePsi", "Maximum")],
+                title="Drift against the model's reference data (PSI, worst file or API window per hour)",
+                left=[
+                    _drift_metric(function, name, "Maximum")
+                    for function in ("api", "batch")
+                    for name in ("ScorePsi", "MaxFeaturePsi")
+                ],
                 left_annotations=[
                     cloudwatch.HorizontalAnnotation(value=0.1, label="moderate"),
                     cloudwatch.HorizontalAnnotation(value=0.25, label="significant"),
@@ -181,11 +195,12 @@ class Observability(Construct):
         )
 
 
-def _batch_metric(name: str, statistic: str) -> cloudwatch.Metric:
+def _drift_metric(function: str, name: str, statistic: str) -> cloudwatch.Metric:
     return cloudwatch.Metric(
         namespace=METRICS_NAMESPACE,
         metric_name=name,
-        dimensions_map={"service": service_name("batch")},
+        label=f"{function} {name}",
+        dimensions_map={"service": service_name(function)},
         statistic=statistic,
         period=DRIFT_PERIOD,
     )

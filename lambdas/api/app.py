@@ -35,6 +35,7 @@ from lambdas.api.errors import (
 from lambdas.api.observability import logger, metrics
 from lambdas.api.schemas import ErrorResponse, Health, build_schemas
 from lambdas.api.settings import Settings
+from lambdas.scoring.drift import DriftSummary, DriftWindow
 from lambdas.scoring.runtime import BatchScores, ScoringModel
 
 API_TITLE = "Loan default scoring API"
@@ -57,6 +58,11 @@ class ScoringApi:
         self.schemas = build_schemas(model.card, settings.max_batch_applications)
         self.app = APIGatewayRestResolver(enable_validation=True)
         self._openapi: str | None = None
+        self._drift = (
+            DriftWindow(model.card, settings.drift_window_applications)
+            if settings.drift_window_applications
+            else None
+        )
         self._register_routes()
         self._register_error_handlers()
 
@@ -175,6 +181,8 @@ class ScoringApi:
         if prepared.errors:  # the schema and the runtime agree, so this is a safety net
             raise _RuntimeValidationError(prepared.errors, single=len(requests) == 1)
         scores = self.model.score(prepared.feed, reasons_for=True, top_k=TOP_REASONS)
+        if self._drift is not None:
+            _record_drift(self._drift.record(prepared.feed, scores.probability))
         return self._results(requests, records, scores)
 
     def _results(
@@ -358,6 +366,27 @@ def _json_response(body: Mapping[str, Any]) -> Response[str]:
     """Serialised here with json.dumps: Powertools' generic encoder costs ~0.2 ms per result. The
     documented response models (OpenAPI) are checked by the schemathesis run, not on every request."""
     return Response(200, content_type=JSON_CONTENT_TYPE, body=json.dumps(body, allow_nan=False))
+
+
+def _record_drift(summary: DriftSummary | None) -> None:
+    """When a window of applications is complete: its PSI as metrics, a significant shift counted and
+    logged (the same metric names as the batch Lambda's, under this function's service dimension)."""
+    if summary is None or summary.status == "too_few_rows":
+        return
+    metrics.add_metric(name="ScorePsi", unit=MetricUnit.NoUnit, value=summary.score_psi)
+    metrics.add_metric(name="MaxFeaturePsi", unit=MetricUnit.NoUnit, value=summary.max_feature_psi)
+    figures = {
+        "applications": summary.rows,
+        "status": summary.status,
+        "score_psi": summary.score_psi,
+        "most_drifted_feature": summary.most_drifted_feature,
+        "feature_psi": summary.feature_psi,
+    }
+    if summary.status == "significant":
+        metrics.add_metric(name="WindowsDrifted", unit=MetricUnit.Count, value=1)
+        logger.warning("significant drift against the model's reference data", extra={"drift": figures})
+    else:
+        logger.info("drift window", extra={"drift": figures})
 
 
 def _request_id(event: Mapping[str, Any]) -> str:

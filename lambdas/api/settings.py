@@ -6,15 +6,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-# Re-exported (``X as X``): S3Location and parse_s3_uri used to live here.
 from lambdas.model_source import BundleUriError
 from lambdas.model_source import S3Location as S3Location
 from lambdas.model_source import parse_s3_uri as parse_s3_uri
+
+# Re-exported (``X as X``): S3Location and parse_s3_uri used to live here.
+from lambdas.scoring.drift import MIN_ROWS_FOR_VERDICT
 
 # The folder that holds ``lambdas/`` (``/var/task`` in Lambda, the repository root locally).
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_BUNDLE_DIR = "model_artifacts/credit_risk"
 DEFAULT_MAX_BATCH_APPLICATIONS = 100
+DEFAULT_DRIFT_WINDOW_APPLICATIONS = 1000
 MAX_BATCH_APPLICATIONS_LIMIT = 1000
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", ""})
@@ -30,6 +33,8 @@ class Settings:
     model_bundle_uri: S3Location | None
     log_applicant_values: bool
     max_batch_applications: int
+    # Applications per drift measurement in one execution environment; 0 turns it off.
+    drift_window_applications: int = DEFAULT_DRIFT_WINDOW_APPLICATIONS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -42,6 +47,7 @@ class Settings:
                 "LOG_APPLICANT_VALUES", env.get("LOG_APPLICANT_VALUES", "false")
             ),
             max_batch_applications=_parse_batch_limit(env.get("MAX_BATCH_APPLICATIONS")),
+            drift_window_applications=_parse_drift_window(env.get("DRIFT_WINDOW_APPLICATIONS")),
         )
 
 
@@ -71,5 +77,20 @@ def _parse_batch_limit(raw: str | None) -> int:
     if not 1 <= value <= MAX_BATCH_APPLICATIONS_LIMIT:
         raise SettingsError(
             f"MAX_BATCH_APPLICATIONS must be between 1 and {MAX_BATCH_APPLICATIONS_LIMIT}, got {value}"
+        )
+    return value
+
+
+def _parse_drift_window(raw: str | None) -> int:
+    if raw is None or not raw.strip():
+        return DEFAULT_DRIFT_WINDOW_APPLICATIONS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"DRIFT_WINDOW_APPLICATIONS must be an integer, got {raw!r}") from None
+    if value != 0 and value < MIN_ROWS_FOR_VERDICT:
+        raise SettingsError(
+            f"DRIFT_WINDOW_APPLICATIONS must be 0 (off) or at least {MIN_ROWS_FOR_VERDICT} "
+            f"(fewer rows give no drift verdict), got {value}"
         )
     return value

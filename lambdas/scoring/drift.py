@@ -13,6 +13,8 @@ A share of 0 is floored at ``SHARE_FLOOR`` so an empty bin gives a large but fin
 reading: below 0.1 stable, 0.1 to 0.25 a moderate shift worth watching, above 0.25 a significant
 shift (a retraining candidate). Fewer than ``MIN_ROWS_FOR_VERDICT`` rows give figures but no verdict:
 sampling noise alone moves a ten-bin PSI by about ``bins / rows``.
+
+The batch Lambda measures each file; the API measures windows of applications (:class:`DriftWindow`).
 """
 
 from __future__ import annotations
@@ -153,3 +155,37 @@ def _status(rows: int, worst_psi: float) -> DriftStatus:
 
 def _rounded(value: float) -> float:
     return round(value, 6) if math.isfinite(value) else value
+
+
+class DriftWindow:
+    """The applications one execution environment scores, judged every ``size`` applications.
+
+    For the API: each request's feed and probabilities are kept as they are (a list append per
+    request); once ``size`` applications are in, the window is concatenated, measured with a
+    :class:`DriftMonitor` (a few milliseconds, once per window) and emptied.
+    """
+
+    def __init__(self, card: ModelCard, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"a drift window needs at least 1 application, got {size}")
+        self._card = card
+        self._size = size
+        self._feeds: list[Mapping[str, np.ndarray]] = []
+        self._probabilities: list[NDArray[np.float64]] = []
+        self._rows = 0
+
+    def record(self, feed: Mapping[str, np.ndarray], probability: NDArray[np.float64]) -> DriftSummary | None:
+        """Keep one request's scored rows; the window's summary when this request filled it."""
+        self._feeds.append(feed)
+        self._probabilities.append(probability)
+        self._rows += int(probability.shape[0])
+        if self._rows < self._size:
+            return None
+        monitor = DriftMonitor(self._card)
+        names = list(self._feeds[0])
+        monitor.add(
+            {name: np.concatenate([feed[name] for feed in self._feeds]) for name in names},
+            np.concatenate(self._probabilities),
+        )
+        self._feeds, self._probabilities, self._rows = [], [], 0
+        return monitor.summary()

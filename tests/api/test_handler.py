@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from lambdas.api.app import create_api
+from lambdas.api.settings import Settings, SettingsError
 from lambdas.api.wiring import make_handler
 from lambdas.scoring.runtime import ScoringModel
 from tests.api.conftest import FakeLambdaContext, Invoke, settings_for, stored_event
@@ -304,6 +305,42 @@ def test_given_powertools_debug_logging_when_scored_then_no_applicant_value_reac
     debug_output = captured.getvalue()
     assert "ScoreRequest(<applicant data not shown>)" in debug_output
     assert "32000" not in debug_output
+
+
+def test_given_a_drift_window_when_it_fills_then_its_psi_is_emitted_and_logged(
+    api_bundle: Path, capsys: pytest.CaptureFixture[str], log_stream: io.StringIO
+) -> None:
+    # Given an API that measures drift every 500 applications, and a population far from the test
+    # card's references (which put half of every number below 0.5: these applicants are all above)
+    api = create_api(
+        ScoringModel.load_directory(api_bundle),
+        settings_for(api_bundle, drift_window_applications=500, max_batch_applications=100),
+    )
+    handler = make_handler(api)
+    shifted = {**good_application(), "income": 990000.0}
+    batch = _with_body("score_batch.json", {"applications": [{"features": shifted}] * 100})
+    # When 4 full batches are scored, nothing is measured yet; the fifth fills the window
+    for _ in range(4):
+        assert handler(batch, FakeLambdaContext())["statusCode"] == 200  # type: ignore[arg-type]
+    assert "ScorePsi" not in capsys.readouterr().out
+    assert handler(batch, FakeLambdaContext())["statusCode"] == 200  # type: ignore[arg-type]
+    # Then the window's PSI is emitted as metrics and the significant shift is logged per feature
+    (emf,) = [line for line in _log_lines(capsys.readouterr().out) if "_aws" in line]
+    assert emf["WindowsDrifted"] == [1.0]
+    assert emf["ScorePsi"][0] >= 0.0
+    assert emf["MaxFeaturePsi"][0] > 0.25
+    (warning,) = [line for line in _log_lines(log_stream.getvalue()) if "drift" in line]
+    assert warning["level"] == "WARNING"
+    assert warning["drift"]["applications"] == 500
+    assert warning["drift"]["status"] == "significant"
+    assert warning["drift"]["feature_psi"]["income"] > 0.25
+
+
+def test_given_a_drift_window_below_the_verdict_minimum_when_configured_then_the_setting_is_refused() -> None:
+    with pytest.raises(SettingsError, match="DRIFT_WINDOW_APPLICATIONS must be 0"):
+        Settings.from_env({"DRIFT_WINDOW_APPLICATIONS": "20"})
+    assert Settings.from_env({"DRIFT_WINDOW_APPLICATIONS": "0"}).drift_window_applications == 0
+    assert Settings.from_env({}).drift_window_applications == 1000
 
 
 def test_given_a_validation_error_when_handled_then_the_metric_is_emitted(

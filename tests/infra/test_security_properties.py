@@ -232,16 +232,23 @@ def test_vpc_has_flow_logs_and_the_endpoints_in_vpc_tasks_need(template: Templat
     template.resource_count_is("AWS::EC2::VPCEndpoint", 7)  # S3 gateway + 6 interface endpoints
 
 
-def test_given_the_batch_drift_metric_when_synthesised_then_an_alarm_watches_it(resources: Resources) -> None:
+def test_given_the_drift_metrics_when_synthesised_then_one_alarm_watches_batch_files_and_api_windows(
+    resources: Resources,
+) -> None:
     (drift_alarm,) = [
         a["Properties"]
         for a in _of_type(resources, "AWS::CloudWatch::Alarm").values()
-        if a["Properties"].get("MetricName") == "FilesDrifted"
+        if "drifted significantly" in a["Properties"].get("AlarmDescription", "")
     ]
-    # The metric the batch Lambda emits (lambdas/batch/handler.py), under its Powertools service name
-    assert drift_alarm["Namespace"] == "LoanScoring"
-    assert drift_alarm["Dimensions"] == [{"Name": "service", "Value": "loan-scoring-batch"}]
-    assert drift_alarm["Statistic"] == "Sum"
+    # The metrics the Lambdas emit (lambdas/batch/handler.py, lambdas/api/app.py), per service name
+    watched = {
+        query["MetricStat"]["Metric"]["MetricName"]: query["MetricStat"]["Metric"]
+        for query in drift_alarm["Metrics"]
+        if "MetricStat" in query
+    }
+    assert set(watched) == {"FilesDrifted", "WindowsDrifted"}
+    assert watched["FilesDrifted"]["Dimensions"] == [{"Name": "service", "Value": "loan-scoring-batch"}]
+    assert watched["WindowsDrifted"]["Dimensions"] == [{"Name": "service", "Value": "loan-scoring-api"}]
+    assert all(metric["Namespace"] == "LoanScoring" for metric in watched.values())
     assert drift_alarm["ComparisonOperator"] == "GreaterThanThreshold"
     assert drift_alarm["Threshold"] == 0
-    assert "drifted significantly" in drift_alarm["AlarmDescription"]

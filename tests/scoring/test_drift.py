@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lambdas.scoring.drift import MIN_ROWS_FOR_VERDICT, SHARE_FLOOR, DriftMonitor
+from lambdas.scoring.drift import MIN_ROWS_FOR_VERDICT, SHARE_FLOOR, DriftMonitor, DriftWindow
 from lambdas.scoring.runtime import ScoringModel
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -120,3 +120,24 @@ def test_given_few_rows_when_monitored_then_there_is_no_verdict(
     summary = _summary(champion, few)[0].summary()
     assert summary.rows == MIN_ROWS_FOR_VERDICT - 1
     assert summary.status == "too_few_rows"
+
+
+def test_given_a_window_when_requests_fill_it_then_one_summary_equals_a_single_pass_and_it_restarts(
+    champion: ScoringModel, population: dict[str, np.ndarray]
+) -> None:
+    window = DriftWindow(champion.card, size=600)
+    probability = champion.score(population, reasons_for=False).probability
+    answers = []
+    # When requests of 100 applications arrive, 1,200 in all
+    for start in range(0, 1200, 100):
+        request = {name: column[start : start + 100] for name, column in population.items()}
+        answers.append(window.record(request, probability[start : start + 100]))
+    # Then the 6th and 12th requests close a window, each equal to one pass over its 600 rows
+    assert [i for i, answer in enumerate(answers) if answer is not None] == [5, 11]
+    for answer, start in ((answers[5], 0), (answers[11], 600)):
+        single = DriftMonitor(champion.card)
+        single.add(
+            {name: column[start : start + 600] for name, column in population.items()},
+            probability[start : start + 600],
+        )
+        assert answer == single.summary()

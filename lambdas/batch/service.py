@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Protocol
@@ -256,15 +256,7 @@ def _manifest(
         chunking = Chunking(chunks=c.chunks, max_rows_per_chunk=c.max_chunk_rows)
         phases = {**result.seconds.as_dict(), "upload": round(upload_seconds, 4)}
         if result.drift is not None:
-            summary = result.drift
-            drift = Drift(
-                rows=summary.rows,
-                status=summary.status,
-                score_psi=summary.score_psi,
-                max_feature_psi=summary.max_feature_psi,
-                most_drifted_feature=summary.most_drifted_feature,
-                feature_psi=summary.feature_psi,
-            )
+            drift = Drift(**asdict(result.drift), max_feature_psi=result.drift.max_feature_psi)
     return Manifest.model_validate(
         {
             "status": status,

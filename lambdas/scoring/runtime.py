@@ -40,7 +40,7 @@ from numpy.typing import NDArray
 from lambdas.scoring.card import FeatureSchema, ModelCard
 
 CARD_FILE = "model_card.json"
-# Up to this many rows explained per call, reasons are built with Python lists (see _score_small).
+# Up to this many rows per call, reasons are built with Python lists (see _score_small).
 SMALL_REQUEST_ROWS = 4
 NULL_CATEGORY = ""
 _TRUE_TEXT = frozenset({"true", "1", "yes", "y", "t"})
@@ -238,7 +238,7 @@ class ScoringModel:
         if not selected.size:
             probability = self._run(feed)
             return BatchScores(probability, self._decline(probability), [[] for _ in range(rows)])
-        if selected.size <= SMALL_REQUEST_ROWS:
+        if rows <= SMALL_REQUEST_ROWS:
             return self._score_small(feed, rows, selected.tolist(), top_k)
         blocks = self._blocks(feed)
         pairs = self._perturbation_pairs(blocks, selected)

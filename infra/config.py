@@ -15,6 +15,9 @@ from typing import Any, Literal, TypeVar, cast
 AuthMode = Literal["iam", "cognito"]
 Architecture = Literal["x86_64", "arm64"]
 RemovalPolicyName = Literal["retain", "snapshot", "destroy"]
+# How CodeDeploy shifts the API alias to a new version (infra/rollout.py maps each to a deployment config).
+ApiRollout = Literal["canary", "linear", "all_at_once"]
+API_ROLLOUTS: tuple[ApiRollout, ...] = ("canary", "linear", "all_at_once")
 
 # Context keys understood by the app (all optional; defaults below). Kept in one place so a typo in
 # cdk.json is reported instead of silently ignored.
@@ -34,6 +37,7 @@ CONTEXT_KEYS = (
     "alarmEmail",
     "useNatGateway",
     "lightweightAssets",
+    "apiRollout",
 )
 
 _ENVIRONMENT_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
@@ -74,6 +78,8 @@ class AppConfig:
     use_nat_gateway: bool = False
     # Tests only: ship a tiny placeholder asset instead of the real Docker-free package build.
     lightweight_assets: bool = False
+    # "canary" (10 % for 5 minutes, then 100 %), "linear" (+10 % every minute) or "all_at_once" (dev).
+    api_rollout: ApiRollout = "canary"
 
     @property
     def stack_prefix(self) -> str:
@@ -130,6 +136,7 @@ def config_from_context(context: Mapping[str, Any]) -> AppConfig:
         alarm_email=email or None,
         use_nat_gateway=_bool(context, "useNatGateway", defaults.use_nat_gateway),
         lightweight_assets=_bool(context, "lightweightAssets", defaults.lightweight_assets),
+        api_rollout=cast(ApiRollout, _choice(context, "apiRollout", API_ROLLOUTS, defaults.api_rollout)),
     )
 
 

@@ -1,4 +1,7 @@
-"""Serving: REST API Gateway -> scoring Lambda alias; IAM auth on every method but health by default."""
+"""Serving: REST API Gateway -> scoring Lambda alias; IAM auth on every method but health by default.
+
+The alias moves to each new version through CodeDeploy (infra/rollout.py), gradually and with rollback.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from constructs import Construct
 from infra.config import AppConfig
 from infra.nag import ANY_RESOURCE, suppress
 from infra.registered_bundle import RegisteredBundle
+from infra.rollout import ApiRollout
 from infra.scoring_functions import scoring_function
 
 # (path under /v1, HTTP method) of every authorised route; health is added separately without auth.
@@ -43,6 +47,8 @@ class Serving(Construct):
         # Published version behind an alias: the API always calls a fixed, immutable version. A new
         # modelBundleVersion changes the environment, so a deploy publishes a new version for it.
         self.alias = lambda_.Alias(self, "Live", alias_name="live", version=self.function.current_version)
+        # CodeDeploy, not CloudFormation, moves the alias to a new version: canary by default.
+        self.rollout = ApiRollout(self, "Rollout", config=config, alias=self.alias)
         access_logs = logs.LogGroup(
             self,
             "AccessLogs",

@@ -23,6 +23,7 @@ def test_given_the_committed_cdk_json_when_built_then_it_is_valid_and_secure_by_
     assert config.lightweight_assets is False
     assert config.alarm_email is None  # "" in cdk.json means no topic
     assert config.model_bundle_version is None  # "" in cdk.json: serve the packaged bundle
+    assert config.api_rollout == "canary"  # a new API version gets 10 % of traffic first
 
 
 def test_given_cli_strings_when_built_then_numbers_and_booleans_are_coerced() -> None:
@@ -46,6 +47,8 @@ def test_given_cli_strings_when_built_then_numbers_and_booleans_are_coerced() ->
         ("environment", "Prod_1"),
         ("modelBundleDir", "../outside"),
         ("rdsMultiAz", "yes"),
+        ("apiRollout", "blue_green"),
+        ("apiRollout", "Canary"),
     ],
 )
 def test_given_a_bad_value_when_built_then_the_error_names_the_key_and_value(key: str, value: object) -> None:
@@ -53,6 +56,22 @@ def test_given_a_bad_value_when_built_then_the_error_names_the_key_and_value(key
         config_from_context({key: value})
     assert repr(key) in str(error.value)
     assert repr(value) in str(error.value)
+
+
+def test_given_no_api_rollout_when_built_then_the_api_rolls_out_as_a_canary() -> None:
+    assert config_from_context({}).api_rollout == "canary"
+
+
+@pytest.mark.parametrize("rollout", ["canary", "linear", "all_at_once"])
+def test_given_an_allowed_api_rollout_when_built_then_it_is_kept(rollout: str) -> None:
+    assert config_from_context({"apiRollout": rollout}).api_rollout == rollout
+
+
+def test_given_a_bad_api_rollout_when_built_then_the_error_lists_the_allowed_values() -> None:
+    with pytest.raises(ConfigError) as error:
+        config_from_context({"apiRollout": "instant"})
+    assert "'apiRollout'" in str(error.value)
+    assert "['canary', 'linear', 'all_at_once']" in str(error.value)
 
 
 def test_given_a_misspelt_key_when_built_then_it_is_reported() -> None:

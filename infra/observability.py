@@ -36,7 +36,9 @@ class Observability(Construct):
         api_function: lambda_.IFunction,
         batch: BatchScoring,
         state_machine: sfn.StateMachine,
+        rollout_alarms: dict[str, cloudwatch.Alarm],
     ) -> None:
+        """``rollout_alarms`` (the API canary's, owned by CodeDeploy) are e-mailed and shown with the rest."""
         super().__init__(scope, construct_id)
         requests = api.metric_count(period=PERIOD, statistic="Sum")
         server_errors = api.metric_server_error(period=PERIOD, statistic="Sum")
@@ -112,6 +114,7 @@ class Observability(Construct):
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             ),
             "DeadLetterQueue": batch.dlq_alarm,
+            **{f"Rollout{name}": alarm for name, alarm in rollout_alarms.items()},
             "ScoringDrift": cloudwatch.MathExpression(
                 expression="FILL(files, 0) + FILL(windows, 0)",
                 using_metrics={

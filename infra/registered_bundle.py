@@ -1,7 +1,8 @@
 """A registered model version (``modelBundleVersion``) served from the artifact bucket's registry.
 
 The API and the batch Lambda take the same one, so both decide with the same model: each gets
-``MODEL_BUNDLE_URI`` pointing at the version's folder and read on exactly that folder's objects.
+``MODEL_BUNDLE_URI`` pointing at the version's folder. The batch function reads exactly that folder's
+objects; the API reads the registry's model bundles (see :func:`grant_registry_read` for why).
 """
 
 from __future__ import annotations
@@ -43,3 +44,25 @@ class RegisteredBundle:
             "bucket, with the grant_read action groups.",
             findings=[*S3_READ_ACTIONS, bucket_objects(self.registry, objects)],
         )
+
+
+def grant_registry_read(registry: s3.IBucket, function: lambda_.Function, *, reader: str) -> None:
+    """Read on every registered model bundle (``models/*``), whatever version is configured.
+
+    The API's alias moves to a new version gradually (CodeDeploy canary), and CloudFormation updates
+    the role before the shift starts: with read on the configured version only, new execution
+    environments of the version still serving most traffic could no longer load their bundle, and
+    a deploy moving off a registered version would fail and roll back. Registered bundles are
+    immutable model files (ONNX + card, hash-checked at load), never applicant data; nothing is
+    writable.
+    """
+    objects = REGISTRY_PREFIX + "*"
+    registry.grant_read(function, objects)
+    suppress(
+        function,
+        "AwsSolutions-IAM5",
+        f"{reader} loads registered model bundles ({objects} in the artifact bucket: immutable ONNX files "
+        "and model cards, no applicant data) with the grant_read action groups: during a canary "
+        "rollout both the previous and the new Lambda version must load the version they serve.",
+        findings=[*S3_READ_ACTIONS, bucket_objects(registry, objects)],
+    )

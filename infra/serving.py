@@ -15,7 +15,7 @@ from constructs import Construct
 
 from infra.config import AppConfig
 from infra.nag import ANY_RESOURCE, suppress
-from infra.registered_bundle import RegisteredBundle
+from infra.registered_bundle import RegisteredBundle, grant_registry_read
 from infra.rollout import ApiRollout
 from infra.scoring_functions import scoring_function
 
@@ -29,7 +29,7 @@ class Serving(Construct):
     def __init__(
         self, scope: Construct, construct_id: str, *, config: AppConfig, model_registry: s3.IBucket
     ) -> None:
-        """``model_registry`` is the artifact bucket; it is only used when ``modelBundleVersion`` is set."""
+        """``model_registry`` is the artifact bucket: the API may read its registered model bundles."""
         super().__init__(scope, construct_id)
         # A registered version in the registry, or None to serve the packaged bundle.
         self.model_bundle = RegisteredBundle.of(config, model_registry)
@@ -42,8 +42,9 @@ class Serving(Construct):
             timeout=Duration.seconds(15),
             extra_environment=self.model_bundle.environment() if self.model_bundle else None,
         )
-        if self.model_bundle:
-            self.model_bundle.grant_read(self.function, reader="The API")
+        # Every registered bundle, not only the configured one: the canary below keeps the previous
+        # version serving while it shifts, and that version must still load its own bundle.
+        grant_registry_read(model_registry, self.function, reader="The API")
         # Published version behind an alias: the API always calls a fixed, immutable version. A new
         # modelBundleVersion changes the environment, so a deploy publishes a new version for it.
         self.alias = lambda_.Alias(self, "Live", alias_name="live", version=self.function.current_version)

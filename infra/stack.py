@@ -69,6 +69,7 @@ class LoanScoringStack(Stack):
             api_function=self.serving.function,
             batch=self.batch,
             state_machine=self.training.state_machine,
+            rollout_alarms=self.serving.rollout.alarms,
         )
         self._outputs()
         self._acknowledge_cdk_singletons()

@@ -1,5 +1,6 @@
-"""modelBundleVersion: the API and batch Lambdas load the same registered bundle, with read on that
-version only."""
+"""modelBundleVersion: the API and batch Lambdas load the same registered bundle. The batch function
+reads that version only; the API reads the registry's bundles (its canary keeps the previous version
+serving while the alias shifts, and that version must still load its own bundle)."""
 
 from __future__ import annotations
 
@@ -54,8 +55,36 @@ def test_given_the_default_context_when_synthesised_then_each_function_serves_it
 ) -> None:
     _, function = _function(resources, handler)
     assert "MODEL_BUNDLE_URI" not in function["Properties"]["Environment"]["Variables"]
+
+
+def test_given_the_default_context_when_synthesised_then_only_the_api_may_read_registered_bundles(
+    resources: Resources,
+) -> None:
     artifacts = _logical_id(resources, "AWS::S3::Bucket", "TrainingArtifactBucket")
-    assert artifacts not in json.dumps(_role_statements(resources, function))
+    _, batch = _function(resources, _BATCH_HANDLER)
+    assert artifacts not in json.dumps(_role_statements(resources, batch))
+    _, api = _function(resources, _API_HANDLER)
+    assert _artifact_resources(resources, api) == _expected(artifacts, "models/*")
+
+
+def _expected(artifacts: str, objects: str) -> list[str]:
+    bucket_arn = {"Fn::GetAtt": [artifacts, "Arn"]}
+    return sorted(map(json.dumps, [bucket_arn, {"Fn::Join": ["", [bucket_arn, f"/{objects}"]]}]))
+
+
+def _artifact_resources(resources: Resources, function: dict[str, Any]) -> list[str]:
+    """The artifact-bucket resources the function's role names, after checking they are read-only."""
+    artifacts = _logical_id(resources, "AWS::S3::Bucket", "TrainingArtifactBucket")
+    on_registry = [s for s in _role_statements(resources, function) if artifacts in json.dumps(s["Resource"])]
+    # Only read statements name the artifact bucket (CDK merges the batch's read on its own incoming/
+    # into the same statement, having the same actions).
+    assert on_registry
+    for statement in on_registry:
+        assert statement["Effect"] == "Allow"
+        assert "s3:GetObject*" in statement["Action"]
+        assert not any(a.startswith(("s3:Put", "s3:Delete", "s3:Abort")) for a in statement["Action"])
+    found = [r for s in on_registry for r in _as_list(s["Resource"]) if artifacts in json.dumps(r)]
+    return sorted(map(json.dumps, found))
 
 
 def test_given_a_registered_version_when_synthesised_then_api_and_batch_load_it_from_the_registry(
@@ -70,31 +99,20 @@ def test_given_a_registered_version_when_synthesised_then_api_and_batch_load_it_
         assert function["Properties"]["Environment"]["Variables"]["MODEL_BUNDLE_URI"] == expected, handler
 
 
-@pytest.mark.parametrize("handler", [_API_HANDLER, _BATCH_HANDLER])
-def test_given_a_registered_version_when_synthesised_then_the_function_reads_only_that_version(
-    synthesised_with_registry_model: Synthesised, handler: str
+@pytest.mark.parametrize(
+    ("handler", "objects"), [(_BATCH_HANDLER, f"{_PREFIX}*"), (_API_HANDLER, "models/*")]
+)
+def test_given_a_registered_version_when_synthesised_then_batch_reads_that_version_and_the_api_the_registry(
+    synthesised_with_registry_model: Synthesised, handler: str, objects: str
 ) -> None:
     resources = _resources(synthesised_with_registry_model)
     artifacts = _logical_id(resources, "AWS::S3::Bucket", "TrainingArtifactBucket")
     artifact_key = _logical_id(resources, "AWS::KMS::Key", "TrainingArtifactKey")
-    bucket_arn = {"Fn::GetAtt": [artifacts, "Arn"]}
-    version_objects = {"Fn::Join": ["", [bucket_arn, f"/{_PREFIX}*"]]}
     _, function = _function(resources, handler)
-    statements = _role_statements(resources, function)
-    on_registry = [s for s in statements if artifacts in json.dumps(s["Resource"])]
-    # Given the function's role, then only read statements name the artifact bucket (CDK merges the
-    # batch's read on its own incoming/ into the same statement, having the same actions)...
-    assert on_registry
-    for statement in on_registry:
-        assert statement["Effect"] == "Allow"
-        assert "s3:GetObject*" in statement["Action"]
-        assert not any(a.startswith(("s3:Put", "s3:Delete", "s3:Abort")) for a in statement["Action"])
-    # ...and the artifact resources they name are this version's objects and the bucket ARN (which
-    # carries no object access): never bucket/* or models/*.
-    on_artifacts = [r for s in on_registry for r in _as_list(s["Resource"]) if artifacts in json.dumps(r)]
-    assert sorted(map(json.dumps, on_artifacts)) == sorted(map(json.dumps, [bucket_arn, version_objects]))
+    # The artifact resources are the bucket ARN (no object access) and the allowed objects: never bucket/*
+    assert _artifact_resources(resources, function) == _expected(artifacts, objects)
     # And the artifact key is usable for decryption only.
-    on_key = [s for s in statements if artifact_key in json.dumps(s["Resource"])]
+    on_key = [s for s in _role_statements(resources, function) if artifact_key in json.dumps(s["Resource"])]
     assert [sorted(_as_list(s["Action"])) for s in on_key] == [["kms:Decrypt", "kms:DescribeKey"]]
 
 
@@ -107,19 +125,19 @@ def test_given_a_registered_version_when_synthesised_then_cdk_nag_reports_nothin
         if r["pluginName"] == "AwsSolutions"
     ]
     assert report.get("violations", []) == []
-    # And the wildcard acknowledged on each role is this version's folder, with its reason.
+    # And the wildcard acknowledged on each role is its allowed folder, with a reason naming it.
     resources = _resources(synthesised_with_registry_model)
     artifacts = _logical_id(resources, "AWS::S3::Bucket", "TrainingArtifactBucket")
-    finding = f"AwsSolutions::AwsSolutions-IAM5[Resource::<{artifacts}.Arn>/{_PREFIX}*]"
-    for path in _FUNCTION_PATHS:
+    for path, objects in zip(_FUNCTION_PATHS, ("models/*", f"{_PREFIX}*"), strict=True):
+        finding = f"AwsSolutions::AwsSolutions-IAM5[Resource::<{artifacts}.Arn>/{objects}]"
         on_function = {
             s["acknowledgedId"]: s["reason"]
             for s in report["suppressedViolations"]
             if s["acknowledgedAt"].endswith(path) and "IAM5" in s["ruleName"]
         }
         assert finding in on_function, path
-        assert _PREFIX in on_function[finding]
-        assert not any(f"<{artifacts}.Arn>/*" in found or "/models/*" in found for found in on_function)
+        assert objects in on_function[finding]
+        assert not any(f"<{artifacts}.Arn>/*]" in found for found in on_function)
 
 
 def test_given_a_new_version_when_synthesised_then_the_live_alias_gets_a_new_lambda_version(

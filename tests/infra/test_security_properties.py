@@ -252,3 +252,12 @@ def test_given_the_drift_metrics_when_synthesised_then_one_alarm_watches_batch_f
     assert all(metric["Namespace"] == "LoanScoring" for metric in watched.values())
     assert drift_alarm["ComparisonOperator"] == "GreaterThanThreshold"
     assert drift_alarm["Threshold"] == 0
+
+
+def test_given_every_alarm_when_synthesised_then_the_dashboard_shows_it(resources: Resources) -> None:
+    (dashboard,) = _of_type(resources, "AWS::CloudWatch::Dashboard").values()
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+    alarms = _of_type(resources, "AWS::CloudWatch::Alarm")
+    # The canary's own alarms (CodeDeploy acts on them) included, so operators see why a rollout stopped
+    assert any(name.startswith("ServingRollout") for name in alarms)
+    assert [name for name in alarms if name not in body] == []

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy, Size
-from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra.alarms import alarm_on_any
 from infra.buckets import rotating_key, secure_bucket
 from infra.config import AppConfig
 from infra.nag import (
@@ -109,17 +109,11 @@ class BatchScoring(Construct):
             self.bucket.grant_put(self.function, prefix + "*")
         if self.model_bundle:
             self.model_bundle.grant_read(self.function, reader="The batch function")
-        self.dlq_alarm = cloudwatch.Alarm(
+        self.dlq_alarm = alarm_on_any(
             self,
             "DeadLetterAlarm",
-            alarm_description="Batch files that failed 3 times are waiting in the dead-letter queue",
-            metric=self.dead_letter_queue.metric_approximate_number_of_messages_visible(
-                period=Duration.minutes(5)
-            ),
-            threshold=0,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            evaluation_periods=1,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            self.dead_letter_queue.metric_approximate_number_of_messages_visible(period=Duration.minutes(5)),
+            "Batch files that failed 3 times are waiting in the dead-letter queue",
         )
         suppress(self.dead_letter_queue, "AwsSolutions-SQS3", "This queue is the dead-letter queue.")
         suppress(

@@ -13,6 +13,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from infra.alarms import alarm_on_any
 from infra.batch_scoring import BatchScoring
 from infra.config import AppConfig
 from infra.scoring_functions import METRICS_NAMESPACE, service_name
@@ -77,62 +78,47 @@ class Observability(Construct):
                 alarm_description=f"API p99 latency above {P99_LATENCY_MS} ms",
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             ),
-            "LambdaThrottles": throttles.create_alarm(
-                self,
-                "LambdaThrottles",
-                threshold=0,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                alarm_description="A scoring Lambda was throttled",
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            "LambdaThrottles": alarm_on_any(
+                self, "LambdaThrottles", throttles, "A scoring Lambda was throttled"
             ),
-            "BatchFailures": batch.function.metric_errors(period=PERIOD, statistic="Sum").create_alarm(
+            "BatchFailures": alarm_on_any(
                 self,
                 "BatchFailures",
-                threshold=0,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                alarm_description="The batch scoring Lambda failed on a message",
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                batch.function.metric_errors(period=PERIOD, statistic="Sum"),
+                "The batch scoring Lambda failed on a message",
             ),
-            "TrainingFailures": cloudwatch.MathExpression(
-                expression="failed + timedOut + aborted",
-                using_metrics={
-                    "failed": state_machine.metric_failed(period=PERIOD, statistic="Sum"),
-                    "timedOut": state_machine.metric_timed_out(period=PERIOD, statistic="Sum"),
-                    "aborted": state_machine.metric_aborted(period=PERIOD, statistic="Sum"),
-                },
-                label="Training runs failed",
-                period=PERIOD,
-            ).create_alarm(
+            "TrainingFailures": alarm_on_any(
                 self,
                 "TrainingFailures",
-                threshold=0,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                alarm_description="A retraining run failed, timed out or was aborted",
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                cloudwatch.MathExpression(
+                    expression="failed + timedOut + aborted",
+                    using_metrics={
+                        "failed": state_machine.metric_failed(period=PERIOD, statistic="Sum"),
+                        "timedOut": state_machine.metric_timed_out(period=PERIOD, statistic="Sum"),
+                        "aborted": state_machine.metric_aborted(period=PERIOD, statistic="Sum"),
+                    },
+                    label="Training runs failed",
+                    period=PERIOD,
+                ),
+                "A retraining run failed, timed out or was aborted",
             ),
             "DeadLetterQueue": batch.dlq_alarm,
             **{f"Rollout{name}": alarm for name, alarm in rollout_alarms.items()},
-            "ScoringDrift": cloudwatch.MathExpression(
-                expression="FILL(files, 0) + FILL(windows, 0)",
-                using_metrics={
-                    "files": _drift_metric("batch", "FilesDrifted", "Sum"),
-                    "windows": _drift_metric("api", "WindowsDrifted", "Sum"),
-                },
-                label="Files and API windows drifted",
-                period=DRIFT_PERIOD,
-            ).create_alarm(
+            "ScoringDrift": alarm_on_any(
                 self,
                 "ScoringDrift",
-                threshold=0,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                alarm_description="Scored data drifted significantly from the model's reference data "
-                "(PSI >= 0.25 for the score or a feature, in a batch file or a window of API "
-                "applications; the manifest or the warning log names the feature)",
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                cloudwatch.MathExpression(
+                    expression="FILL(files, 0) + FILL(windows, 0)",
+                    using_metrics={
+                        "files": _drift_metric("batch", "FilesDrifted", "Sum"),
+                        "windows": _drift_metric("api", "WindowsDrifted", "Sum"),
+                    },
+                    label="Files and API windows drifted",
+                    period=DRIFT_PERIOD,
+                ),
+                "Scored data drifted significantly from the model's reference data (PSI >= 0.25 for "
+                "the score or a feature, in a batch file or a window of API applications; the manifest "
+                "or the warning log names the feature)",
             ),
         }
         self.topic: sns.Topic | None = None

@@ -16,6 +16,7 @@ from aws_cdk import aws_codedeploy as codedeploy
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
+from infra.alarms import alarm_on_any
 from infra.config import ApiRollout as ApiRolloutName
 from infra.config import AppConfig
 from infra.nag import suppress
@@ -47,31 +48,25 @@ class ApiRollout(Construct):
         self.alarms: dict[str, cloudwatch.Alarm] = {
             # Errors of invocations through the alias, including a new version whose handler module
             # raises at import (e.g. a model bundle whose sha256 disagrees with its card).
-            "AliasErrors": alias.metric_errors(period=ALARM_PERIOD, statistic="Sum").create_alarm(
+            "AliasErrors": alarm_on_any(
                 self,
                 "AliasErrors",
-                threshold=0,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                alarm_description="The API Lambda's live alias returned errors (rolls back a rollout)",
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                alias.metric_errors(period=ALARM_PERIOD, statistic="Sum"),
+                "The API Lambda's live alias returned errors (rolls back a rollout)",
             ),
             # Unexpected exceptions the API catches and answers with 500: no Lambda error, only this
             # Powertools (EMF) metric.
-            "ApiFaults": cloudwatch.Metric(
-                namespace=METRICS_NAMESPACE,
-                metric_name="Faults",
-                dimensions_map={"service": service_name("api")},
-                statistic="Sum",
-                period=ALARM_PERIOD,
-            ).create_alarm(
+            "ApiFaults": alarm_on_any(
                 self,
                 "ApiFaults",
-                threshold=0,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                alarm_description="The API answered 500 after an unexpected fault (rolls back a rollout)",
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                cloudwatch.Metric(
+                    namespace=METRICS_NAMESPACE,
+                    metric_name="Faults",
+                    dimensions_map={"service": service_name("api")},
+                    statistic="Sum",
+                    period=ALARM_PERIOD,
+                ),
+                "The API answered 500 after an unexpected fault (rolls back a rollout)",
             ),
         }
         # Fixed names so operators can find deployments: aws deploy list-deployments --application-name ...

@@ -6,11 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from lambdas.model_source import BundleUriError
-from lambdas.model_source import S3Location as S3Location
-from lambdas.model_source import parse_s3_uri as parse_s3_uri
-
-# Re-exported (``X as X``): S3Location and parse_s3_uri used to live here.
+from lambdas.model_source import BundleUriError, S3Location, parse_s3_uri
 from lambdas.scoring.drift import MIN_ROWS_FOR_VERDICT
 
 # The folder that holds ``lambdas/`` (``/var/task`` in Lambda, the repository root locally).

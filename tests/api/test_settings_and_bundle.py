@@ -11,7 +11,8 @@ from moto.server import ThreadedMotoServer
 
 from lambdas.api.bundle import load_model
 from lambdas.api.observability import tracing_disabled
-from lambdas.api.settings import PACKAGE_ROOT, S3Location, Settings, SettingsError
+from lambdas.api.settings import PACKAGE_ROOT, Settings, SettingsError
+from lambdas.model_source import S3Location
 from lambdas.scoring.runtime import ModelBundleError
 from tests.scoring.bundles import MODEL_VERSION
 

@@ -18,60 +18,18 @@ import gzip
 import io
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from localapi.background import LOOPBACK, background_server, free_loopback_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORK_DIR = REPO_ROOT / ".demo"
 COMMITTED_BUNDLE = REPO_ROOT / "model_artifacts" / "credit_risk"
 SHIPPED_DATA = REPO_ROOT / "training" / "data" / "credit_risk_dataset.csv.gz"
-LOOPBACK = "127.0.0.1"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _wait_for_http(url: str, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process for {url} exited with code {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback URL built here
-                return
-        except urllib.error.HTTPError:
-            return  # it answered
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer within {seconds} s")
-
-
-@contextmanager
-def _background(command: list[str], ready_url: str, env: dict[str, str]) -> Iterator[None]:
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
-        command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        _wait_for_http(ready_url, process)
-        yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def _http(method: str, url: str, body: object | None = None, raw: bytes | None = None) -> tuple[int, Any]:
@@ -110,10 +68,10 @@ def train_or_load(skip_training: bool) -> Path:
 def demo_api(bundle: Path, env: dict[str, str]) -> None:
     from localapi.server import sample_application
 
-    port = _free_port()
+    port = free_loopback_port()
     base = f"http://{LOOPBACK}:{port}"
     command = [sys.executable, "-m", "localapi", "--port", str(port), "--bundle", str(bundle)]
-    with _background(command, f"{base}/v1/health", env):
+    with background_server(command, f"{base}/v1/health", env=env, cwd=REPO_ROOT):
         _section(f"Scoring API on {base} (API Gateway proxy events into the Lambda handler)")
         application = sample_application(bundle / "model_card.json")
         print("POST /v1/score", json.dumps(application))
@@ -149,10 +107,10 @@ def demo_batch(bundle: Path, env: dict[str, str]) -> None:
 
     from lambdas.batch.local import create_notified_bucket, drain_queue_once
 
-    port = _free_port()
+    port = free_loopback_port()
     endpoint = f"http://{LOOPBACK}:{port}"
     command = [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)]
-    with _background(command, f"{endpoint}/moto-api/", env):
+    with background_server(command, f"{endpoint}/moto-api/", env=env, cwd=REPO_ROOT):
         os.environ.update(
             {
                 "AWS_ENDPOINT_URL": endpoint,

@@ -35,6 +35,7 @@ from lambdas.api.errors import (
 from lambdas.api.observability import logger, metrics
 from lambdas.api.schemas import ErrorResponse, Health, build_schemas
 from lambdas.api.settings import Settings
+from lambdas.audit import API_DECISION, API_DECISIONS
 from lambdas.scoring.drift import DriftSummary, DriftWindow
 from lambdas.scoring.runtime import BatchScores, ScoringModel
 
@@ -215,23 +216,33 @@ class ScoringApi:
         counts.update(f"ScoreBucket_{_bucket(r['probability_of_default'])}" for r in results)
         for name, count in counts.items():
             metrics.add_metric(name=name, unit=MetricUnit.Count, value=count)
+        # The audit record of each decision (lambdas/audit.py): the exact probability and the threshold it
+        # was compared with, and the reasons given; applicant values only when configured.
+        threshold = self.model.card.decision_policy.threshold
         logged = [
             {
                 "application_id": r["application_id"],
                 "decision": r["decision"],
-                "probability_of_default": round(r["probability_of_default"], 4),
+                "probability_of_default": r["probability_of_default"],
+                "reasons": [reason["feature"] for reason in r["reasons"]],
             }
             | ({"features": record} if self.settings.log_applicant_values else {})
             for r, record in zip(results, records, strict=True)
         ]
         if len(logged) == 1:
-            logger.info("scored", extra=logged[0])
+            logger.info(API_DECISION, extra={**logged[0], "threshold": threshold})
         else:
             decisions = {r["decision"]: 0 for r in results}
             for r in results:
                 decisions[r["decision"]] += 1
             logger.info(
-                "scored batch", extra={"applications": len(logged), "decisions": decisions, "results": logged}
+                API_DECISIONS,
+                extra={
+                    "applications": len(logged),
+                    "decisions": decisions,
+                    "threshold": threshold,
+                    "results": logged,
+                },
             )
 
     def openapi_json(self) -> str:

@@ -19,6 +19,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from lambdas.audit import BATCH_FILE
 from lambdas.batch.events import parse_s3_notification
 from lambdas.batch.formats import DEFAULT_CHUNK_ROWS, DEFAULT_CSV_BLOCK_BYTES
 from lambdas.batch.manifest import Drift
@@ -129,9 +130,12 @@ def _handle_notification(body: str) -> None:
         if manifest is None or outcome.skipped is not None:
             continue
         logger.info(
-            "file processed",
+            BATCH_FILE,
             extra={
                 "key": created.key,
+                "input": manifest.input.model_dump(),
+                "model_version": manifest.model_version,
+                "outputs": manifest.outputs.model_dump(),
                 "status": manifest.status,
                 "counts": manifest.counts.model_dump(),
                 "error": manifest.error.model_dump() if manifest.error else None,

@@ -16,6 +16,7 @@ import pytest
 from lambdas.api.app import create_api
 from lambdas.api.settings import Settings, SettingsError
 from lambdas.api.wiring import make_handler
+from lambdas.audit import API_DECISION, API_DECISIONS
 from lambdas.scoring.runtime import ScoringModel
 from tests.api.conftest import FakeLambdaContext, Invoke, settings_for, stored_event
 from tests.scoring.bundles import MODEL_VERSION, THRESHOLD, good_application
@@ -272,6 +273,34 @@ def test_given_a_scored_request_when_logged_then_correlation_caller_version_deci
     names = {m["Name"] for m in emf["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
     assert {"Requests", "Decision_decline", "LatencyMs"} <= names
     assert any(name.startswith("ScoreBucket_") for name in names)
+
+
+def test_given_a_scored_request_when_logged_then_the_audit_line_matches_the_response(
+    invoke: Invoke, log_stream: io.StringIO
+) -> None:
+    # Given one application scored
+    status, body, _ = invoke(stored_event("score.json"))
+    assert status == 200
+    # Then its audit line (lambdas/audit.py) records the decision as answered: the exact probability,
+    # the threshold it was compared with and the reasons given, in order
+    (line,) = [entry for entry in _log_lines(log_stream.getvalue()) if entry.get("message") == API_DECISION]
+    assert line["probability_of_default"] == body["probability_of_default"]
+    assert line["threshold"] == body["threshold"]
+    assert line["decision"] == body["decision"]
+    assert line["reasons"] == [reason["feature"] for reason in body["reasons"]]
+    assert line["reasons"]  # the stored application is declined, with reasons
+
+
+def test_given_a_batch_when_logged_then_every_result_has_its_audit_record(
+    invoke: Invoke, log_stream: io.StringIO
+) -> None:
+    status, body, _ = invoke(stored_event("score_batch.json"))
+    assert status == 200
+    (line,) = [entry for entry in _log_lines(log_stream.getvalue()) if entry.get("message") == API_DECISIONS]
+    assert line["threshold"] == body["results"][0]["threshold"]
+    assert [(r["probability_of_default"], r["reasons"]) for r in line["results"]] == [
+        (r["probability_of_default"], [reason["feature"] for reason in r["reasons"]]) for r in body["results"]
+    ]
 
 
 def test_given_applicant_logging_enabled_when_scored_then_values_are_logged(

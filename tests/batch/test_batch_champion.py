@@ -6,11 +6,13 @@ import csv
 import gzip
 import io
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lambdas.audit import BATCH_FILE
 from lambdas.batch import handler as batch_handler
 from lambdas.scoring.card import ModelCard
 from tests.batch.conftest import NotifiedBucket
@@ -64,6 +66,36 @@ def test_given_real_credit_risk_rows_when_scored_with_the_champion_then_every_ro
     assert rejected[0]["error_code"] == "out_of_range"
     feature_names = {feature.name for feature in card.features}
     assert all(row["error"].split(":")[0] in feature_names for row in rejected)
+
+
+def test_given_a_scored_file_when_logged_then_its_audit_line_names_the_object_version_and_outputs(
+    notified_bucket: NotifiedBucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not (CHAMPION / "model_card.json").is_file():
+        pytest.skip(f"no committed champion bundle at {CHAMPION}")
+    monkeypatch.setenv("MODEL_BUNDLE_DIR", str(CHAMPION))
+    batch_handler.loaded_model.cache_clear()
+    with gzip.open(SHIPPED_CSV, "rt") as handle:
+        lines = [line for _, line in zip(range(201), handle, strict=False)]
+    notified_bucket.put("incoming/audit/sample.csv", "".join(lines).encode())
+    log_lines = io.StringIO()
+    stream_handler = batch_handler.logger.registered_handler
+    assert isinstance(stream_handler, logging.StreamHandler)
+    previous = stream_handler.setStream(log_lines)
+    try:
+        # When the file is scored
+        (manifest,) = notified_bucket.drain().manifests
+    finally:
+        stream_handler.setStream(previous)
+
+    # Then its audit line (lambdas/audit.py) carries what the manifest says about the object and outputs
+    entries = [json.loads(line) for line in log_lines.getvalue().splitlines() if line.startswith("{")]
+    (line,) = [entry for entry in entries if entry.get("message") == BATCH_FILE]
+    assert line["input"] == manifest["input"]
+    assert line["input"]["etag"]
+    assert line["outputs"] == manifest["outputs"]
+    assert line["model_version"] == manifest["model_version"]
+    assert line["counts"] == manifest["counts"]
 
 
 def test_given_a_file_whose_incomes_shifted_when_scored_then_the_manifest_and_metrics_flag_drift(

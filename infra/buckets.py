@@ -52,7 +52,9 @@ def secure_bucket(
     access_logs: s3.IBucket,
     removal_policy: RemovalPolicy,
     lifecycle_rules: Sequence[s3.LifecycleRule] = (),
+    object_lock_retention: s3.ObjectLockRetention | None = None,
 ) -> s3.Bucket:
+    """``object_lock_retention``: write-once bucket (S3 Object Lock, needs versioning) with that default."""
     noncurrent = s3.LifecycleRule(id="expire-old-versions", noncurrent_version_expiration=Duration.days(30))
     return s3.Bucket(
         scope,
@@ -66,5 +68,8 @@ def secure_bucket(
         server_access_logs_bucket=access_logs,
         server_access_logs_prefix=f"{construct_id}/",
         lifecycle_rules=[noncurrent, *lifecycle_rules],
+        # None, not False, for the other buckets: the property changes force a bucket replacement.
+        object_lock_enabled=True if object_lock_retention is not None else None,
+        object_lock_default_retention=object_lock_retention,
         removal_policy=removal_policy,
     )

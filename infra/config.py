@@ -18,6 +18,9 @@ RemovalPolicyName = Literal["retain", "snapshot", "destroy"]
 # How CodeDeploy shifts the API alias to a new version (infra/rollout.py maps each to a deployment config).
 ApiRollout = Literal["canary", "linear", "all_at_once"]
 API_ROLLOUTS: tuple[ApiRollout, ...] = ("canary", "linear", "all_at_once")
+# S3 Object Lock mode of the audit bucket: "governance" can be lifted by a principal holding
+# s3:BypassGovernanceRetention; "compliance" by nobody, not even the account root, until retention ends.
+AuditLockMode = Literal["governance", "compliance"]
 
 # Context keys understood by the app (all optional; defaults below). Kept in one place so a typo in
 # cdk.json is reported instead of silently ignored.
@@ -38,6 +41,8 @@ CONTEXT_KEYS = (
     "useNatGateway",
     "lightweightAssets",
     "apiRollout",
+    "auditRetentionDays",
+    "auditLockMode",
 )
 
 _ENVIRONMENT_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
@@ -80,6 +85,10 @@ class AppConfig:
     lightweight_assets: bool = False
     # "canary" (10 % for 5 minutes, then 100 %), "linear" (+10 % every minute) or "all_at_once" (dev).
     api_rollout: ApiRollout = "canary"
+    # How long audit records (every decision, every batch file) are kept unalterable: 7 years by default,
+    # a common record-keeping period for credit decisions; set it to what your regulator requires.
+    audit_retention_days: int = 2557
+    audit_lock_mode: AuditLockMode = "governance"
 
     @property
     def stack_prefix(self) -> str:
@@ -137,6 +146,13 @@ def config_from_context(context: Mapping[str, Any]) -> AppConfig:
         use_nat_gateway=_bool(context, "useNatGateway", defaults.use_nat_gateway),
         lightweight_assets=_bool(context, "lightweightAssets", defaults.lightweight_assets),
         api_rollout=cast(ApiRollout, _choice(context, "apiRollout", API_ROLLOUTS, defaults.api_rollout)),
+        audit_retention_days=_int_in_range(
+            context, "auditRetentionDays", defaults.audit_retention_days, 1, 36500
+        ),
+        audit_lock_mode=cast(
+            AuditLockMode,
+            _choice(context, "auditLockMode", ("governance", "compliance"), defaults.audit_lock_mode),
+        ),
     )
 
 

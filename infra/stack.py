@@ -5,6 +5,7 @@ from __future__ import annotations
 from aws_cdk import CfnOutput, RemovalPolicy, Stack
 from constructs import Construct
 
+from infra.audit_trail import AuditTrail
 from infra.batch_scoring import INCOMING_PREFIX, BatchScoring
 from infra.buckets import access_log_bucket
 from infra.config import AppConfig
@@ -60,6 +61,13 @@ class LoanScoringStack(Stack):
             access_logs=access_logs,
             removal_policy=bucket_removal,
             model_registry=self.training.artifact_bucket,
+        )
+        self.audit = AuditTrail(
+            self,
+            "Audit",
+            config=config,
+            access_logs=access_logs,
+            log_groups={"Api": self.serving.function.log_group, "Batch": self.batch.function.log_group},
         )
         self.observability = Observability(
             self,
@@ -131,6 +139,10 @@ class LoanScoringStack(Stack):
             "DeadLetterQueueUrl": (
                 self.batch.dead_letter_queue.queue_url,
                 "Batch messages that failed 3 times",
+            ),
+            "AuditBucketName": (
+                self.audit.bucket.bucket_name,
+                "Audit records of every decision and batch file (Object Lock, gzipped JSON lines)",
             ),
             "DashboardName": (self.observability.dashboard.dashboard_name, "CloudWatch dashboard"),
         }

@@ -57,7 +57,7 @@ def test_rds_secret_is_generated_and_rotated(template: Template) -> None:
 def test_every_bucket_is_private_encrypted_and_tls_only(resources: Resources) -> None:
     buckets = _of_type(resources, "AWS::S3::Bucket")
     policies = _of_type(resources, "AWS::S3::BucketPolicy")
-    assert len(buckets) == 4  # access logs, export, artifacts, scoring
+    assert len(buckets) == 5  # access logs, export, artifacts, scoring, audit
     for name, bucket in buckets.items():
         properties = bucket["Properties"]
         assert properties["PublicAccessBlockConfiguration"] == {

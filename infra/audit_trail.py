@@ -1,0 +1,142 @@
+"""Audit trail: every decision the API makes and every batch file scored, kept unalterable for years.
+
+The scoring Lambdas already write one structured log line per request (API) and per file (batch) with
+what an auditor asks for (lambdas/audit.py). CloudWatch Logs subscriptions send exactly those lines to
+a Firehose stream, which unpacks them (decompression, message extraction, one JSON object per line)
+and writes them gzipped to a KMS-encrypted bucket under S3 Object Lock. A record can be neither changed
+nor deleted before its retention ends, whatever happens to the function logs (three months) or to
+the stack. No applicant values are in these lines unless LOG_APPLICANT_VALUES is switched on.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy, Size, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kinesisfirehose as firehose
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_logs_destinations as log_destinations
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from infra.buckets import rotating_key, secure_bucket
+from infra.config import AppConfig
+from infra.nag import KMS_WRITE_ACTIONS, S3_READ_ACTIONS, S3_WRITE_ACTIONS, bucket_objects, suppress
+from lambdas.audit import AUDIT_MESSAGES
+
+RECORDS_PREFIX = "decisions/"
+ERRORS_PREFIX = "delivery-errors/"
+_DATE_PATH = "!{timestamp:yyyy}/!{timestamp:MM}/!{timestamp:dd}/"
+
+
+def audit_filter_pattern() -> logs.IFilterPattern:
+    """Matches the JSON log lines whose "message" is one of the audit messages, and nothing else."""
+    return logs.FilterPattern.any(
+        *(logs.FilterPattern.string_value("$.message", "=", message) for message in AUDIT_MESSAGES)
+    )
+
+
+class AuditTrail(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: AppConfig,
+        access_logs: s3.IBucket,
+        log_groups: dict[str, logs.ILogGroup],
+    ) -> None:
+        """``log_groups``: the scoring functions' log groups by a short name ("Api", "Batch")."""
+        super().__init__(scope, construct_id)
+        retention = Duration.days(config.audit_retention_days)
+        # Audit records outlive the stack whatever dataRemovalPolicy says: RETAIN, never DESTROY.
+        self.key = rotating_key(
+            self,
+            "AuditKey",
+            description="Audit trail of scoring decisions",
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        self.bucket = secure_bucket(
+            self,
+            "AuditBucket",
+            key=self.key,
+            access_logs=access_logs,
+            removal_policy=RemovalPolicy.RETAIN,
+            object_lock_retention=(
+                s3.ObjectLockRetention.compliance(retention)
+                if config.audit_lock_mode == "compliance"
+                else s3.ObjectLockRetention.governance(retention)
+            ),
+            # Deleted (as far as the lock allows) once the retention has passed: kept as long as required.
+            lifecycle_rules=[s3.LifecycleRule(id="expire-after-retention", expiration=retention)],
+        )
+        destination = firehose.S3Bucket(
+            self.bucket,
+            encryption_key=self.key,
+            compression=firehose.Compression.GZIP,
+            data_output_prefix=RECORDS_PREFIX + _DATE_PATH,
+            error_output_prefix=ERRORS_PREFIX + "!{firehose:error-output-type}/" + _DATE_PATH,
+            buffering_interval=Duration.seconds(60),
+            buffering_size=Size.mebibytes(5),
+            processors=[
+                firehose.DecompressionProcessor(),
+                firehose.CloudWatchLogProcessor(data_message_extraction=True),
+                firehose.AppendDelimiterToRecordProcessor(),
+            ],
+        )
+        self.stream = firehose.DeliveryStream(
+            self,
+            "AuditStream",
+            destination=destination,
+            encryption=firehose.StreamEncryption.customer_managed_key(self.key),
+        )
+        for name, log_group in log_groups.items():
+            logs.SubscriptionFilter(
+                self,
+                f"{name}Records",
+                log_group=log_group,
+                destination=log_destinations.FirehoseDestination(self.stream),
+                filter_pattern=audit_filter_pattern(),
+            )
+        self._deny_deletes()
+        # CDK's Firehose module adds a CIDR-block mapping for Redshift/Splunk destinations to the stack;
+        # nothing here refers to it, and an unused mapping is a template lint warning (W7001).
+        stack = Stack.of(self)
+        for child in stack.node.children:
+            if child.node.id.endswith("aws-kinesisfirehose.CidrBlocks"):
+                stack.node.try_remove_child(child.node.id)
+        self._acknowledge()
+
+    def _deny_deletes(self) -> None:
+        """No principal deletes or hides a record, not even with delete markers (which Object Lock
+        allows); only the lifecycle rule, after the retention, removes records."""
+        self.bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AuditRecordsAreNeverDeleted",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=["s3:DeleteObject", "s3:DeleteObjectVersion"],
+                resources=[self.bucket.arn_for_objects("*")],
+            )
+        )
+
+    def _acknowledge(self) -> None:
+        reason = (
+            "Firehose's roles as CDK grants them: object actions on this one audit bucket (deletes are "
+            "denied to every principal by the bucket policy, and Object Lock keeps every version) and "
+            "data-key use of this trail's own key only."
+        )
+        for construct in self.node.find_all():
+            if construct.node.id == "S3 Destination Role":
+                suppress(
+                    construct,
+                    "AwsSolutions-IAM5",
+                    reason,
+                    findings=[
+                        *S3_READ_ACTIONS,
+                        *S3_WRITE_ACTIONS,
+                        *KMS_WRITE_ACTIONS,
+                        bucket_objects(self.bucket, "*"),
+                    ],
+                )
+            if construct.node.id == "Service Role":
+                suppress(construct, "AwsSolutions-IAM5", reason, findings=list(KMS_WRITE_ACTIONS))

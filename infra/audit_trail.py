@@ -11,6 +11,7 @@ the stack. No applicant values are in these lines unless LOG_APPLICANT_VALUES is
 from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy, Size, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesisfirehose as firehose
 from aws_cdk import aws_logs as logs
@@ -24,6 +25,9 @@ from infra.nag import KMS_WRITE_ACTIONS, S3_READ_ACTIONS, S3_WRITE_ACTIONS, buck
 from lambdas.audit import AUDIT_MESSAGES
 
 RECORDS_PREFIX = "decisions/"
+# Records are buffered for a minute; a quarter of an hour without delivery means S3 refuses them (for
+# example a missing grant or checksum) while Firehose retries, for at most a day, before dropping them.
+MAX_DELIVERY_DELAY = Duration.minutes(15)
 ERRORS_PREFIX = "delivery-errors/"
 _DATE_PATH = "!{timestamp:yyyy}/!{timestamp:MM}/!{timestamp:dd}/"
 
@@ -97,6 +101,19 @@ class AuditTrail(Construct):
                 destination=log_destinations.FirehoseDestination(self.stream),
                 filter_pattern=audit_filter_pattern(),
             )
+        self.delivery_alarm = cloudwatch.Alarm(
+            self,
+            "AuditDelivery",
+            metric=self.stream.metric(
+                "DeliveryToS3.DataFreshness", statistic="Maximum", period=Duration.minutes(5)
+            ),
+            threshold=MAX_DELIVERY_DELAY.to_seconds(),
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            alarm_description="Audit records are not reaching the audit bucket (oldest record older "
+            f"than {MAX_DELIVERY_DELAY.to_minutes()} minutes); see delivery-errors/ and the stream's logs",
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
         self._deny_deletes()
         # CDK's Firehose module adds a CIDR-block mapping for Redshift/Splunk destinations to the stack;
         # nothing here refers to it, and an unused mapping is a template lint warning (W7001).

@@ -38,6 +38,7 @@ class Observability(Construct):
         batch: BatchScoring,
         state_machine: sfn.StateMachine,
         rollout_alarms: dict[str, cloudwatch.Alarm],
+        audit_delivery_alarm: cloudwatch.Alarm,
     ) -> None:
         """``rollout_alarms`` (the API canary's, owned by CodeDeploy) are e-mailed and shown with the rest."""
         super().__init__(scope, construct_id)
@@ -103,6 +104,7 @@ class Observability(Construct):
                 "A retraining run failed, timed out or was aborted",
             ),
             "DeadLetterQueue": batch.dlq_alarm,
+            "AuditDelivery": audit_delivery_alarm,
             **{f"Rollout{name}": alarm for name, alarm in rollout_alarms.items()},
             "ScoringDrift": alarm_on_any(
                 self,

@@ -78,6 +78,7 @@ class LoanScoringStack(Stack):
             batch=self.batch,
             state_machine=self.training.state_machine,
             rollout_alarms=self.serving.rollout.alarms,
+            audit_delivery_alarm=self.audit.delivery_alarm,
         )
         self._outputs()
         self._acknowledge_cdk_singletons()

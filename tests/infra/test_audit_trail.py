@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +132,20 @@ def test_given_both_scoring_functions_then_only_their_audit_lines_are_subscribed
     expected = " || ".join(f'($.message = "{message}")' for message in AUDIT_MESSAGES)
     assert all(f["FilterPattern"] == f"{{ {expected} }}" for f in filters)
     assert all("AuditAuditStream" in f["DestinationArn"]["Fn::GetAtt"][0] for f in filters)
+
+
+def test_given_records_stuck_in_the_stream_then_an_alarm_fires_and_is_on_the_dashboard(
+    resources: Resources,
+) -> None:
+    (alarm,) = [
+        r["Properties"]
+        for name, r in resources.items()
+        if r["Type"] == "AWS::CloudWatch::Alarm" and name.startswith("AuditAuditDelivery")
+    ]
+    assert alarm["MetricName"] == "DeliveryToS3.DataFreshness"
+    assert alarm["Namespace"] == "AWS/Firehose"
+    assert alarm["Statistic"] == "Maximum"
+    assert alarm["Threshold"] == 900
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    (dashboard,) = [r for r in resources.values() if r["Type"] == "AWS::CloudWatch::Dashboard"]
+    assert "AuditAuditDelivery" in json.dumps(dashboard["Properties"]["DashboardBody"])

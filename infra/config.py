@@ -43,6 +43,7 @@ CONTEXT_KEYS = (
     "apiRollout",
     "auditRetentionDays",
     "auditLockMode",
+    "apiProvisionedConcurrency",
 )
 
 _ENVIRONMENT_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
@@ -89,6 +90,10 @@ class AppConfig:
     # a common record-keeping period for credit decisions; set it to what your regulator requires.
     audit_retention_days: int = 2557
     audit_lock_mode: AuditLockMode = "governance"
+    # Execution environments kept initialised behind the API's live alias (0 = on demand only). Each one
+    # removes a cold start (~0.3 s of init, plus Lambda's own) from the traffic it absorbs, at the price
+    # of an always-on function of lambdaMemoryMb.
+    api_provisioned_concurrency: int = 0
 
     @property
     def stack_prefix(self) -> str:
@@ -148,6 +153,9 @@ def config_from_context(context: Mapping[str, Any]) -> AppConfig:
         api_rollout=cast(ApiRollout, _choice(context, "apiRollout", API_ROLLOUTS, defaults.api_rollout)),
         audit_retention_days=_int_in_range(
             context, "auditRetentionDays", defaults.audit_retention_days, 1, 36500
+        ),
+        api_provisioned_concurrency=_int_in_range(
+            context, "apiProvisionedConcurrency", defaults.api_provisioned_concurrency, 0, 1000
         ),
         audit_lock_mode=cast(
             AuditLockMode,

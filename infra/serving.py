@@ -47,7 +47,15 @@ class Serving(Construct):
         grant_registry_read(model_registry, self.function, reader="The API")
         # Published version behind an alias: the API always calls a fixed, immutable version. A new
         # modelBundleVersion changes the environment, so a deploy publishes a new version for it.
-        self.alias = lambda_.Alias(self, "Live", alias_name="live", version=self.function.current_version)
+        # With apiProvisionedConcurrency, initialised environments sit behind the alias; during a rollout
+        # Lambda splits them between the two versions by the alias weights.
+        self.alias = lambda_.Alias(
+            self,
+            "Live",
+            alias_name="live",
+            version=self.function.current_version,
+            provisioned_concurrent_executions=config.api_provisioned_concurrency or None,
+        )
         # CodeDeploy, not CloudFormation, moves the alias to a new version: canary by default.
         self.rollout = ApiRollout(self, "Rollout", config=config, alias=self.alias)
         access_logs = logs.LogGroup(

@@ -25,6 +25,7 @@ def test_given_the_committed_cdk_json_when_built_then_it_is_valid_and_secure_by_
     assert config.model_bundle_version is None  # "" in cdk.json: serve the packaged bundle
     assert config.api_rollout == "canary"  # a new API version gets 10 % of traffic first
     assert (config.audit_retention_days, config.audit_lock_mode) == (2557, "governance")
+    assert config.api_provisioned_concurrency == 0  # on demand unless asked
 
 
 def test_given_cli_strings_when_built_then_numbers_and_booleans_are_coerced() -> None:
@@ -53,6 +54,8 @@ def test_given_cli_strings_when_built_then_numbers_and_booleans_are_coerced() ->
         ("auditRetentionDays", 0),
         ("auditRetentionDays", "forever"),
         ("auditLockMode", "none"),
+        ("apiProvisionedConcurrency", -1),
+        ("apiProvisionedConcurrency", 5000),
     ],
 )
 def test_given_a_bad_value_when_built_then_the_error_names_the_key_and_value(key: str, value: object) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
@@ -12,7 +13,7 @@ from aws_cdk.assertions import Template
 from infra.config import API_ROLLOUTS, ApiRollout, AppConfig
 from infra.rollout import DEPLOYMENT_CONFIGS
 from infra.rollout import ApiRollout as ApiRolloutConstruct
-from tests.infra.conftest import Resources
+from tests.infra.conftest import Resources, synthesise
 
 _API_HANDLER = "lambdas.api.handler.handler"
 _DEPLOYMENT_CONFIG_NAMES: dict[ApiRollout, str] = {
@@ -140,3 +141,17 @@ def test_given_an_api_rollout_when_the_construct_is_synthesised_then_the_group_u
     Template.from_stack(stack).has_resource_properties(
         "AWS::CodeDeploy::DeploymentGroup", {"DeploymentConfigName": _DEPLOYMENT_CONFIG_NAMES[rollout]}
     )
+
+
+def test_given_no_provisioned_concurrency_then_the_live_alias_is_on_demand(resources: Resources) -> None:
+    _, alias = _one(resources, "AWS::Lambda::Alias")
+    assert "ProvisionedConcurrencyConfig" not in alias["Properties"]
+
+
+def test_given_provisioned_concurrency_when_synthesised_then_the_live_alias_keeps_that_many_warm(
+    tmp_path: Path,
+) -> None:
+    variant = synthesise(tmp_path, apiProvisionedConcurrency=3)
+    _, alias = _one(variant.template_json["Resources"], "AWS::Lambda::Alias")
+    assert alias["Properties"]["Name"] == "live"
+    assert alias["Properties"]["ProvisionedConcurrencyConfig"] == {"ProvisionedConcurrentExecutions": 3}

@@ -23,15 +23,22 @@ SHIPPED_CSV = REPO_ROOT / "training" / "data" / "credit_risk_dataset.csv.gz"
 ROWS = 2_000
 
 
-def test_given_real_credit_risk_rows_when_scored_with_the_champion_then_every_row_is_accounted_for(
-    notified_bucket: NotifiedBucket, shared_data: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def champion(monkeypatch: pytest.MonkeyPatch) -> ModelCard:
+    """The batch handler serving the committed champion bundle (skipped when there is none yet).
+    Request it after ``notified_bucket``, which points the handler at the small test bundle."""
     if not (CHAMPION / "model_card.json").is_file():
         pytest.skip(f"no committed champion bundle at {CHAMPION}")
-    # Given: the champion bundle and the first 2,000 rows of the public credit_risk file
     monkeypatch.setenv("MODEL_BUNDLE_DIR", str(CHAMPION))
     batch_handler.loaded_model.cache_clear()
-    card = ModelCard.model_validate_json((CHAMPION / "model_card.json").read_bytes())
+    return ModelCard.model_validate_json((CHAMPION / "model_card.json").read_bytes())
+
+
+def test_given_real_credit_risk_rows_when_scored_with_the_champion_then_every_row_is_accounted_for(
+    notified_bucket: NotifiedBucket, shared_data: Path, champion: ModelCard
+) -> None:
+    # Given: the champion bundle and the first 2,000 rows of the public credit_risk file
+    card = champion
     with (shared_data / "credit_risk_dataset" / "credit_risk_dataset.csv").open() as source:
         lines = [line for _, line in zip(range(ROWS + 1), source, strict=False)]
     notified_bucket.put("incoming/real/credit_risk.csv", "".join(lines).encode())
@@ -69,12 +76,8 @@ def test_given_real_credit_risk_rows_when_scored_with_the_champion_then_every_ro
 
 
 def test_given_a_scored_file_when_logged_then_its_audit_line_names_the_object_version_and_outputs(
-    notified_bucket: NotifiedBucket, monkeypatch: pytest.MonkeyPatch
+    notified_bucket: NotifiedBucket, champion: ModelCard
 ) -> None:
-    if not (CHAMPION / "model_card.json").is_file():
-        pytest.skip(f"no committed champion bundle at {CHAMPION}")
-    monkeypatch.setenv("MODEL_BUNDLE_DIR", str(CHAMPION))
-    batch_handler.loaded_model.cache_clear()
     with gzip.open(SHIPPED_CSV, "rt") as handle:
         lines = [line for _, line in zip(range(201), handle, strict=False)]
     notified_bucket.put("incoming/audit/sample.csv", "".join(lines).encode())
@@ -94,17 +97,13 @@ def test_given_a_scored_file_when_logged_then_its_audit_line_names_the_object_ve
     assert line["input"] == manifest["input"]
     assert line["input"]["etag"]
     assert line["outputs"] == manifest["outputs"]
-    assert line["model_version"] == manifest["model_version"]
+    assert line["model_version"] == manifest["model_version"] == champion.model_version
     assert line["counts"] == manifest["counts"]
 
 
 def test_given_a_file_whose_incomes_shifted_when_scored_then_the_manifest_and_metrics_flag_drift(
-    notified_bucket: NotifiedBucket, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    notified_bucket: NotifiedBucket, champion: ModelCard, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if not (CHAMPION / "model_card.json").is_file():
-        pytest.skip(f"no committed champion bundle at {CHAMPION}")
-    monkeypatch.setenv("MODEL_BUNDLE_DIR", str(CHAMPION))
-    batch_handler.loaded_model.cache_clear()
     # Given 2,000 random rows of the shipped credit_risk file, every income tripled
     with gzip.open(SHIPPED_CSV, "rt") as handle:
         header, *lines = handle.read().splitlines()
@@ -125,5 +124,6 @@ def test_given_a_file_whose_incomes_shifted_when_scored_then_the_manifest_and_me
     assert drift["status"] == "significant"
     assert drift["most_drifted_feature"] == "person_income"
     assert drift["feature_psi"]["person_income"] > 0.25
+    assert set(drift["feature_psi"]) == {feature.name for feature in champion.features}
     emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     assert any(entry.get("FilesDrifted") == [1.0] for entry in emitted)

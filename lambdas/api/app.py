@@ -33,9 +33,10 @@ from lambdas.api.errors import (
     pydantic_error_details,
 )
 from lambdas.api.observability import logger, metrics
-from lambdas.api.schemas import ErrorResponse, Health, build_schemas
+from lambdas.api.schemas import APPLICATION_ID_MAX_LENGTH, ErrorResponse, Health, build_schemas
 from lambdas.api.settings import Settings
 from lambdas.audit import API_DECISION, API_DECISIONS
+from lambdas.scoring.card import ModelCard
 from lambdas.scoring.drift import DriftSummary, DriftWindow
 from lambdas.scoring.runtime import BatchScores, ScoringModel
 
@@ -64,6 +65,7 @@ class ScoringApi:
             if settings.drift_window_applications
             else None
         )
+        self._results_per_audit_line = results_per_audit_line(model.card, settings.log_applicant_values)
         self._register_routes()
         self._register_error_handlers()
 
@@ -231,17 +233,24 @@ class ScoringApi:
         ]
         if len(logged) == 1:
             logger.info(API_DECISION, extra={**logged[0], "threshold": threshold})
-        else:
-            decisions = {r["decision"]: 0 for r in results}
-            for r in results:
-                decisions[r["decision"]] += 1
+            return
+        decisions = {r["decision"]: 0 for r in results}
+        for r in results:
+            decisions[r["decision"]] += 1
+        # A large batch is logged in parts: CloudWatch cuts a longer event, and a cut line is no longer
+        # JSON, so it would drop out of the audit trail.
+        starts = range(0, len(logged), self._results_per_audit_line)
+        for part, start in enumerate(starts, start=1):
             logger.info(
                 API_DECISIONS,
                 extra={
                     "applications": len(logged),
                     "decisions": decisions,
                     "threshold": threshold,
-                    "results": logged,
+                    "part": part,
+                    "parts": len(starts),
+                    "first_index": start,
+                    "results": logged[start : start + self._results_per_audit_line],
                 },
             )
 
@@ -412,6 +421,32 @@ def _caller(event: Mapping[str, Any]) -> str | None:
     claims = (context.get("authorizer") or {}).get("claims") or {}
     caller = identity.get("userArn") or identity.get("caller") or claims.get("sub")
     return str(caller) if caller else None
+
+
+# CloudWatch Logs keeps events up to 256 KB. 16 KB of it is ample for the logger's own keys (timestamp,
+# request context, caller, model version) and the decision counts; the rest goes to the results.
+AUDIT_RESULTS_BUDGET_BYTES = 240 * 1024
+
+
+def results_per_audit_line(card: ModelCard, log_applicant_values: bool) -> int:
+    """How many batch results one audit line may carry, from the largest result this card allows:
+    the longest id, label, probability and reasons, every value escaped (JSON escapes non-ASCII
+    characters as 6-byte sequences), and the largest feature values when they are logged."""
+    longest_float = -1.2345678901234567e-300  # the longest repr of a float
+    escaped = 6
+    features = card.features
+    result: dict[str, Any] = {
+        "application_id": "x" * APPLICATION_ID_MAX_LENGTH * escaped,
+        "decision": "x" * max(map(len, card.decision_policy.decision_labels.values())) * escaped,
+        "probability_of_default": longest_float,
+        "reasons": ["x" * max(len(f.name) for f in features) * escaped] * TOP_REASONS,
+    }
+    if log_applicant_values:
+        result["features"] = {
+            f.name * escaped: "x" * max(map(len, f.categories)) * escaped if f.categories else longest_float
+            for f in features
+        }
+    return max(1, AUDIT_RESULTS_BUDGET_BYTES // len(json.dumps(result)))
 
 
 def _bucket(probability: float) -> str:

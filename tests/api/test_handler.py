@@ -303,6 +303,42 @@ def test_given_a_batch_when_logged_then_every_result_has_its_audit_record(
     ]
 
 
+def test_given_the_largest_batch_with_values_logged_when_scored_then_every_audit_line_fits_a_log_event(
+    api_bundle: Path, log_stream: io.StringIO
+) -> None:
+    # Given the largest batch the settings allow, ids of the longest non-ASCII kind, values logged
+    limit = 1000
+    api = create_api(
+        ScoringModel.load_directory(api_bundle),
+        settings_for(api_bundle, log_applicant_values=True, max_batch_applications=limit),
+    )
+    event = stored_event("score_batch.json")
+    applications = [
+        {"application_id": f"{index:04d}" + "é" * 124, "features": good_application()}
+        for index in range(limit)
+    ]
+    event["body"] = json.dumps({"applications": applications})
+
+    # When it is scored
+    result = make_handler(api)(event, FakeLambdaContext())  # type: ignore[arg-type]
+    assert result["statusCode"] == 200
+
+    # Then the audit record comes in parts, each under CloudWatch's 256 KB event limit, that together
+    # hold every result in order
+    raw = [line for line in log_stream.getvalue().splitlines() if f'"message":"{API_DECISIONS}"' in line]
+    assert sum(len(line.encode()) for line in raw) > 256 * 1024  # one line would have been cut
+    assert all(len(line.encode()) < 256 * 1024 for line in raw)
+    parts = [json.loads(line) for line in raw]
+    assert [(p["part"], p["parts"]) for p in parts] == [(i, len(parts)) for i in range(1, len(parts) + 1)]
+    logged = [r for p in parts for r in p["results"]]
+    assert [p["first_index"] for p in parts] == [
+        sum(len(q["results"]) for q in parts[:i]) for i in range(len(parts))
+    ]
+    answered = json.loads(result["body"])["results"]
+    assert [r["application_id"] for r in logged] == [a["application_id"] for a in applications]
+    assert [r["probability_of_default"] for r in logged] == [r["probability_of_default"] for r in answered]
+
+
 def test_given_applicant_logging_enabled_when_scored_then_values_are_logged(
     api_bundle: Path, log_stream: io.StringIO
 ) -> None:
@@ -431,6 +467,7 @@ def test_given_a_batch_when_scored_then_one_log_line_and_one_datapoint_per_metri
         entry for entry in _log_lines(log_stream.getvalue()) if entry.get("message", "").startswith("scored")
     ]
     assert line["message"] == "scored batch"
+    assert (line["part"], line["parts"], line["first_index"]) == (1, 1, 0)
     assert line["applications"] == 3
     assert line["decisions"] == {"decline": 2, "approve": 1}
     assert [r["application_id"] for r in line["results"]] == ["app-001", "app-002", None]

@@ -47,6 +47,7 @@ from lambdas.api.app import create_api
 from lambdas.api.observability import logger
 from lambdas.api.settings import Settings
 from lambdas.api.wiring import make_handler
+from lambdas.local_context import LocalLambdaContext
 from lambdas.scoring.card import ModelCard
 from lambdas.scoring.runtime import ScoringModel
 from training.candidates import candidates_by_name
@@ -147,17 +148,6 @@ def _event(path: str, body: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-class _Context:
-    function_name = "loan-scoring-api"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:loan-scoring-api"
-    memory_limit_in_mb = 1024
-    aws_request_id = "bench"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 10_000
-
-
 def _time_calls(call: Callable[[], object], repeats: int, warmup: int) -> list[float]:
     for _ in range(warmup):
         call()
@@ -181,7 +171,7 @@ def warm_latency(prepared: Prepared, repeats_single: int, repeats_batch: int) ->
         max_batch_applications=100,
     )
     handler = make_handler(create_api(ScoringModel.load_directory(prepared.bundle), settings))
-    context: Any = _Context()
+    context: Any = LocalLambdaContext("loan-scoring-api", aws_request_id="bench")
     single = _event("/v1/score", {"application_id": "a", "features": prepared.applications[0]})
     batch_apps = [{"features": a} for a in prepared.applications[:100]]
     batch = _event("/v1/score/batch", {"applications": batch_apps})

@@ -20,7 +20,6 @@ import sys
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -28,27 +27,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from lambdas.api.wiring import LambdaHandler, create_handler
+from lambdas.local_context import LocalLambdaContext
 from lambdas.scoring.card import ModelCard
 
 LOCAL_HOST = "127.0.0.1"
 STAGE = "local"
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
-
-
-@dataclass
-class LocalLambdaContext:
-    """The attributes Powertools reads from Lambda's context object."""
-
-    aws_request_id: str
-    function_name: str = "loan-scoring-api-local"
-    function_version: str = "$LATEST"
-    invoked_function_arn: str = "arn:aws:lambda:local:000000000000:function:loan-scoring-api-local"
-    memory_limit_in_mb: int = 1024
-    log_group_name: str = "/aws/lambda/loan-scoring-api-local"
-    log_stream_name: str = "local"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 15_000
 
 
 def proxy_event(
@@ -112,7 +96,7 @@ def _make_request_handler(lambda_handler: LambdaHandler) -> type[BaseHTTPRequest
             for name, value in self.headers.items():
                 headers.setdefault(name, []).append(value)
             event = proxy_event(self.command, self.path, headers, body, self.client_address[0])
-            context = LocalLambdaContext(aws_request_id=str(uuid.uuid4()))
+            context = LocalLambdaContext("loan-scoring-api-local", remaining_millis=15_000)
             result = lambda_handler(event, context)  # type: ignore[arg-type]
             self._write(result)
 

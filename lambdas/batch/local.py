@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,24 +22,9 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 
 from lambdas.batch.events import MalformedEventError, parse_s3_notification
 from lambdas.batch.layout import is_incoming_key, manifest_key_for
+from lambdas.local_context import LocalLambdaContext
 
 MAX_MESSAGES = 10  # SQS ReceiveMessage maximum per call
-
-
-@dataclass(frozen=True)
-class LocalContext:
-    """The attributes of a Lambda context object that Powertools reads."""
-
-    function_name: str = "loan-scoring-batch-local"
-    function_version: str = "$LATEST"
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:000000000000:function:loan-scoring-batch-local"
-    memory_limit_in_mb: int = 2048
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    log_group_name: str = "/aws/lambda/loan-scoring-batch-local"
-    log_stream_name: str = "local"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 300_000
 
 
 @dataclass
@@ -96,7 +80,7 @@ def drain_queue_once(
         "QueueArn"
     ]
     try:
-        outcome = handler(sqs_event(messages, queue_arn), context or LocalContext())
+        outcome = handler(sqs_event(messages, queue_arn), context or _batch_context())
     except BatchProcessingError:
         # Every record failed: Lambda treats the whole batch as failed and leaves it in the queue.
         result.failed_message_ids = [message["MessageId"] for message in messages]
@@ -169,3 +153,7 @@ def drain_queue(sqs: Any, queue_url: str, s3: Any | None = None, *, max_rounds: 
         total.failed_message_ids += result.failed_message_ids
         total.manifests += result.manifests
     return total
+
+
+def _batch_context() -> LocalLambdaContext:
+    return LocalLambdaContext("loan-scoring-batch-local", memory_limit_in_mb=2048, remaining_millis=300_000)

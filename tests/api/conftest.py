@@ -5,7 +5,6 @@ import io
 import json
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,24 +14,16 @@ from lambdas.api.app import ScoringApi, create_api
 from lambdas.api.observability import logger
 from lambdas.api.settings import Settings
 from lambdas.api.wiring import LambdaHandler, make_handler
+from lambdas.local_context import LocalLambdaContext
 from lambdas.scoring.runtime import ScoringModel
 from tests.scoring.bundles import write_logistic_bundle
 
 EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
 
 
-@dataclass
-class FakeLambdaContext:
-    function_name: str = "loan-scoring-api"
-    function_version: str = "$LATEST"
-    invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:loan-scoring-api"
-    memory_limit_in_mb: int = 1024
-    aws_request_id: str = "8f5c2a7e-0000-4000-8000-000000000001"
-    log_group_name: str = "/aws/lambda/loan-scoring-api"
-    log_stream_name: str = "2026/01/01/[$LATEST]abcdef"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 10_000
+def api_context() -> LocalLambdaContext:
+    """The context Lambda would pass the API function (a fixed request id, so log lines are comparable)."""
+    return LocalLambdaContext("loan-scoring-api", aws_request_id="8f5c2a7e-0000-4000-8000-000000000001")
 
 
 def stored_event(name: str) -> dict[str, Any]:
@@ -72,7 +63,7 @@ def invoke(handler: LambdaHandler) -> Invoke:
     """Call the handler like Lambda does; return status, JSON body and (flattened) headers."""
 
     def call(event: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
-        result = handler(event, FakeLambdaContext())  # type: ignore[arg-type]
+        result = handler(event, api_context())  # type: ignore[arg-type]
         headers = dict(result.get("headers") or {})
         for key, values in (result.get("multiValueHeaders") or {}).items():
             headers.setdefault(key, values[-1])

@@ -18,7 +18,7 @@ from lambdas.api.settings import Settings, SettingsError
 from lambdas.api.wiring import make_handler
 from lambdas.audit import API_DECISION, API_DECISIONS
 from lambdas.scoring.runtime import ScoringModel
-from tests.api.conftest import FakeLambdaContext, Invoke, settings_for, stored_event
+from tests.api.conftest import Invoke, api_context, settings_for, stored_event
 from tests.scoring.bundles import MODEL_VERSION, THRESHOLD, good_application
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -242,7 +242,7 @@ def test_given_a_fault_inside_scoring_when_scored_then_500_without_stack_trace(
         raise RuntimeError("onnxruntime exploded at /secret/path")
 
     monkeypatch.setattr(api.model, "score", broken)
-    result = make_handler(api)(stored_event("score.json"), FakeLambdaContext())  # type: ignore[arg-type]
+    result = make_handler(api)(stored_event("score.json"), api_context())  # type: ignore[arg-type]
     assert result["statusCode"] == 500
     body = json.loads(result["body"])
     assert body["error"]["code"] == "internal_error"
@@ -320,7 +320,7 @@ def test_given_the_largest_batch_with_values_logged_when_scored_then_every_audit
     event["body"] = json.dumps({"applications": applications})
 
     # When it is scored
-    result = make_handler(api)(event, FakeLambdaContext())  # type: ignore[arg-type]
+    result = make_handler(api)(event, api_context())  # type: ignore[arg-type]
     assert result["statusCode"] == 200
 
     # Then the audit record comes in parts, each under CloudWatch's 256 KB event limit, that together
@@ -345,7 +345,7 @@ def test_given_applicant_logging_enabled_when_scored_then_values_are_logged(
     api = create_api(
         ScoringModel.load_directory(api_bundle), settings_for(api_bundle, log_applicant_values=True)
     )
-    make_handler(api)(stored_event("score.json"), FakeLambdaContext())  # type: ignore[arg-type]
+    make_handler(api)(stored_event("score.json"), api_context())  # type: ignore[arg-type]
     (scored,) = [line for line in _log_lines(log_stream.getvalue()) if line.get("message") == "scored"]
     assert scored["features"]["income"] == 32000.0
 
@@ -386,9 +386,9 @@ def test_given_a_drift_window_when_it_fills_then_its_psi_is_emitted_and_logged(
     batch = _with_body("score_batch.json", {"applications": [{"features": shifted}] * 100})
     # When 4 full batches are scored, nothing is measured yet; the fifth fills the window
     for _ in range(4):
-        assert handler(batch, FakeLambdaContext())["statusCode"] == 200  # type: ignore[arg-type]
+        assert handler(batch, api_context())["statusCode"] == 200  # type: ignore[arg-type]
     assert "ScorePsi" not in capsys.readouterr().out
-    assert handler(batch, FakeLambdaContext())["statusCode"] == 200  # type: ignore[arg-type]
+    assert handler(batch, api_context())["statusCode"] == 200  # type: ignore[arg-type]
     # Then the window's PSI is emitted as metrics and the significant shift is logged per feature
     (emf,) = [line for line in _log_lines(capsys.readouterr().out) if "_aws" in line]
     assert emf["WindowsDrifted"] == [1.0]

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from localapi.server import LocalLambdaContext
+from lambdas.local_context import LocalLambdaContext
 from training.cli import main as training_main
 from training.registry import latest_pointer
 
@@ -71,6 +71,6 @@ def test_given_files_when_loop_runs_twice_then_one_version_is_registered_and_ser
         "body": json.dumps({"features": {name: row[name].item() for name in names}}),
         "isBase64Encoded": False,
     }
-    response = handler(event, LocalLambdaContext(aws_request_id="loop-cli-1"))  # type: ignore[arg-type]
+    response = handler(event, LocalLambdaContext("loan-scoring-api-local", aws_request_id="loop-cli-1"))  # type: ignore[arg-type]
     assert response["statusCode"] == 200, response["body"]
     assert json.loads(response["body"])["model_version"] == version

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from localapi.server import LocalLambdaContext
+from lambdas.local_context import LocalLambdaContext
 from training.dataload.datasets import read_dataset_files, schema_for
 from training.dataload.exporter import export_database
 from training.dataload.loader import load_tables
@@ -86,7 +86,8 @@ def test_loaded_exported_trained_gated_registered_and_served(
     handler = create_handler({"MODEL_BUNDLE_URI": f"{registry}/{card.model_name}/{version}/"})
     row = pd.read_csv(shared_data / "jpmc_loan_data" / "Loan_Data.csv").iloc[0]
     features = {feature.name: row[feature.name].item() for feature in card.features}
-    response = handler(_score_event(features), LocalLambdaContext(aws_request_id="loop-test-1"))  # type: ignore[arg-type]
+    context = LocalLambdaContext("loan-scoring-api-local", aws_request_id="loop-test-1")
+    response = handler(_score_event(features), context)  # type: ignore[arg-type]
     body = json.loads(response["body"])
     assert response["statusCode"] == 200, body
     assert body["model_version"] == version

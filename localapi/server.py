@@ -21,11 +21,13 @@ import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from lambdas.api.errors import JSON_CONTENT_TYPE, error_response
 from lambdas.api.wiring import LambdaHandler, create_handler
 from lambdas.local_context import LocalLambdaContext
 from lambdas.scoring.card import ModelCard
@@ -33,6 +35,16 @@ from lambdas.scoring.card import ModelCard
 LOCAL_HOST = "127.0.0.1"
 STAGE = "local"
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
+# Stable codes for the errors the server answers itself (as API Gateway would, before the function).
+_SERVER_ERROR_CODES = {
+    400: "bad_request",
+    411: "length_required",
+    413: "payload_too_large",
+    414: "uri_too_long",
+    431: "headers_too_large",
+    501: "method_not_implemented",
+    505: "http_version_not_supported",
+}
 
 
 def proxy_event(
@@ -82,15 +94,14 @@ def proxy_event(
     }
 
 
-def _make_request_handler(lambda_handler: LambdaHandler) -> type[BaseHTTPRequestHandler]:
+def _make_request_handler(lambda_handler: LambdaHandler, model_version: str) -> type[BaseHTTPRequestHandler]:
     class ProxyRequestHandler(BaseHTTPRequestHandler):
         server_version = "loan-scoring-local/1.0"
 
         def _proxy(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                self.send_error(413, "Payload too large")
-                return
+            length = self._body_length()
+            if length is None:
+                return  # answered
             body = self.rfile.read(length) if length else b""
             headers: dict[str, list[str]] = {}
             for name, value in self.headers.items():
@@ -99,6 +110,41 @@ def _make_request_handler(lambda_handler: LambdaHandler) -> type[BaseHTTPRequest
             context = LocalLambdaContext("loan-scoring-api-local", remaining_millis=15_000)
             result = lambda_handler(event, context)  # type: ignore[arg-type]
             self._write(result)
+
+        def _body_length(self) -> int | None:
+            """The body's length from Content-Length, or None after answering a request whose body
+            cannot be read as API Gateway would (chunked, a bad length, too large)."""
+            if self.headers.get("Transfer-Encoding"):
+                self.send_error(411, "Send the body with a Content-Length (chunked bodies are not read)")
+                return None
+            declared = (self.headers.get("Content-Length") or "0").strip()
+            if not declared.isdigit():
+                self.send_error(400, f"Content-Length must be a non-negative integer (got {declared!r})")
+                return None
+            if int(declared) > MAX_BODY_BYTES:
+                self.send_error(413, f"The body is larger than {MAX_BODY_BYTES} bytes")
+                return None
+            return int(declared)
+
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            """Errors of the server itself (bad request line, unknown method, the checks above) in the
+            API's JSON error format rather than http.server's HTML page."""
+            status = HTTPStatus(code)
+            response = error_response(
+                status,
+                _SERVER_ERROR_CODES.get(code, "bad_request"),
+                message or status.phrase,
+                request_id=str(uuid.uuid4()),
+                model_version=model_version,
+            )
+            self.close_connection = True  # the unread body, if any, must not be taken for a request
+            self._write(
+                {
+                    "statusCode": response.status_code,
+                    "headers": {"Content-Type": JSON_CONTENT_TYPE, "Connection": "close", **response.headers},
+                    "body": response.body,
+                }
+            )
 
         def _write(self, result: Mapping[str, Any]) -> None:
             raw = result.get("body") or ""
@@ -114,9 +160,10 @@ def _make_request_handler(lambda_handler: LambdaHandler) -> type[BaseHTTPRequest
                     self.send_header(name, str(value))
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
-            self.wfile.write(payload)
+            if self.command != "HEAD":  # HEAD: the headers of the answer, never a body
+                self.wfile.write(payload)
 
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _proxy  # noqa: N815
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _proxy  # noqa: N815
 
         def log_message(self, format: str, *args: Any) -> None:
             sys.stderr.write(f"{time.strftime('%H:%M:%S')} {self.address_string()} {format % args}\n")
@@ -126,7 +173,8 @@ def _make_request_handler(lambda_handler: LambdaHandler) -> type[BaseHTTPRequest
 
 def serve(bundle: Path, port: int) -> None:
     lambda_handler = create_handler({**os.environ, "MODEL_BUNDLE_DIR": str(bundle.resolve())})
-    server = HTTPServer((LOCAL_HOST, port), _make_request_handler(lambda_handler))
+    model_version = ModelCard.model_validate_json((bundle / "model_card.json").read_bytes()).model_version
+    server = HTTPServer((LOCAL_HOST, port), _make_request_handler(lambda_handler, model_version))
     print(f"Serving the scoring API on http://{LOCAL_HOST}:{server.server_port}", flush=True)
     try:
         server.serve_forever()

@@ -7,9 +7,11 @@ and the request/response models are created from the card, so the annotations mu
 import base64
 import json
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
+from pathlib import Path
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
@@ -24,10 +26,12 @@ from pydantic import BaseModel
 
 from lambdas.api.errors import (
     JSON_CONTENT_TYPE,
+    MAX_ERROR_DETAILS,
     MODEL_VERSION_HEADER,
     REQUEST_ID_HEADER,
     error_response,
     field_error_details,
+    fields_text,
     is_empty_body,
     is_malformed_json,
     pydantic_error_details,
@@ -40,6 +44,15 @@ from lambdas.scoring.card import ModelCard
 from lambdas.scoring.drift import DriftSummary, DriftWindow
 from lambdas.scoring.runtime import BatchScores, ScoringModel
 
+# The routes registered below, by path: requests to a known path with another method get a 405.
+_ROUTE_METHODS: dict[str, frozenset[str]] = {
+    "/v1/score": frozenset({"POST"}),
+    "/v1/score/batch": frozenset({"POST"}),
+    "/v1/model": frozenset({"GET"}),
+    "/v1/health": frozenset({"GET"}),
+    "/v1/openapi.json": frozenset({"GET"}),
+}
+_JSON_ROUTES = frozenset(path for path, methods in _ROUTE_METHODS.items() if "POST" in methods)
 API_TITLE = "Loan default scoring API"
 API_VERSION = "1.0.0"
 TOP_REASONS = 3
@@ -75,17 +88,20 @@ class ScoringApi:
         started = time.perf_counter()
         metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
         logger.append_keys(model_version=self.model.model_version, caller=_caller(event))
-        rejected = self._reject_unsupported_media(event)
-        result = rejected if rejected is not None else self.app.resolve(dict(event), context)
+        checked = dict(event)
+        rejected = self._check_json_body(checked)
+        result = rejected if rejected is not None else self.app.resolve(checked, context)
         metrics.add_metric(name="LatencyMs", unit=MetricUnit.Milliseconds, value=_ms_since(started))
         return result
 
-    def _reject_unsupported_media(self, event: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Only UTF-8 JSON bodies are accepted; Powertools would otherwise parse form posts too."""
-        if event.get("httpMethod") != "POST":
+    def _check_json_body(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        """Before routing, for the JSON routes only: an error result unless the body is UTF-8 JSON
+        (``application/json`` or a ``+json`` type, in any case). An accepted request's Content-Type is
+        rewritten to plain ``application/json``, because Powertools matches it case-sensitively and
+        would otherwise parse form posts too."""
+        if event.get("httpMethod") != "POST" or _route_path(event) not in _JSON_ROUTES:
             return None
-        headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
-        media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        media_type = _content_type(event).split(";")[0].strip().lower()
         if media_type != JSON_CONTENT_TYPE and not media_type.endswith("+json"):
             shown = media_type or "none"
             return self._early_error(
@@ -101,6 +117,8 @@ class ScoringApi:
                 return self._early_error(
                     event, HTTPStatus.BAD_REQUEST, "malformed_json", "The request body is not UTF-8 JSON"
                 )
+        headers = {k: v for k, v in (event.get("headers") or {}).items() if str(k).lower() != "content-type"}
+        event["headers"] = headers | {"Content-Type": JSON_CONTENT_TYPE}
         return None
 
     def _early_error(
@@ -288,6 +306,17 @@ class ScoringApi:
             details=details or [],
         )
 
+    def _fault(self, request_id: str) -> Response[str]:
+        """Real faults only: logged with the stack trace, answered without it."""
+        logger.exception("unhandled fault")
+        metrics.add_metric(name="Faults", unit=MetricUnit.Count, value=1)
+        return self._error(
+            HTTPStatus.INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "Internal error; quote the request id",
+            request_id=request_id,
+        )
+
     def _register_error_handlers(self) -> None:
         app = self.app
 
@@ -313,14 +342,25 @@ class ScoringApi:
                     request_id=current_request_id(),
                 )
             details = pydantic_error_details(errors)
-            logger.info("rejected", extra={"error_fields": [d["field"] for d in details]})
-            fields = ", ".join(sorted({d["field"] for d in details}))
+            logger.info("rejected", extra={"error_fields": [d["field"] for d in details[:MAX_ERROR_DETAILS]]})
             return self._error(
                 HTTPStatus.BAD_REQUEST,
                 "validation_error",
-                f"Invalid request: {fields}",
+                f"Invalid request: {fields_text(details)}",
                 request_id=current_request_id(),
                 details=details,
+            )
+
+        @app.exception_handler(RecursionError)  # type: ignore[untyped-decorator]
+        def too_deep(error: RecursionError) -> Response[str]:
+            if not _raised_by_json_parser(error):
+                return self._fault(current_request_id())
+            metrics.add_metric(name="ValidationErrors", unit=MetricUnit.Count, value=1)
+            return self._error(
+                HTTPStatus.BAD_REQUEST,
+                "malformed_json",
+                "The request body is nested too deeply to be an application",
+                request_id=current_request_id(),
             )
 
         @app.exception_handler(_RuntimeValidationError)  # type: ignore[untyped-decorator]
@@ -351,6 +391,16 @@ class ScoringApi:
         @app.not_found
         def not_found(error: Exception) -> Response[str]:
             event = app.current_event
+            allowed = _ROUTE_METHODS.get(_route_path(event.raw_event))
+            if allowed:
+                response = self._error(
+                    HTTPStatus.METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    f"{event.path} accepts {', '.join(sorted(allowed))}, not {event.http_method}",
+                    request_id=current_request_id(),
+                )
+                response.headers["Allow"] = ", ".join(sorted(allowed))
+                return response
             return self._error(
                 HTTPStatus.NOT_FOUND,
                 "not_found",
@@ -360,15 +410,7 @@ class ScoringApi:
 
         @app.exception_handler(Exception)  # type: ignore[untyped-decorator]
         def fault(error: Exception) -> Response[str]:
-            # Real faults only: logged with the stack trace, answered without it.
-            logger.exception("unhandled fault")
-            metrics.add_metric(name="Faults", unit=MetricUnit.Count, value=1)
-            return self._error(
-                HTTPStatus.INTERNAL_SERVER_ERROR,
-                "internal_error",
-                "Internal error; quote the request id",
-                request_id=current_request_id(),
-            )
+            return self._fault(current_request_id())
 
 
 class _RuntimeValidationError(Exception):
@@ -407,6 +449,29 @@ def _record_drift(summary: DriftSummary | None) -> None:
         logger.warning("significant drift against the model's reference data", extra={"drift": figures})
     else:
         logger.info("drift window", extra={"drift": figures})
+
+
+def _route_path(event: Mapping[str, Any]) -> str:
+    """The request path as the routes are written (Powertools also matches a trailing slash)."""
+    return str(event.get("path") or "/").rstrip("/") or "/"
+
+
+def _content_type(event: Mapping[str, Any]) -> str:
+    """The Content-Type, from the single-value headers or, failing that, the multi-value ones."""
+    for name, value in (event.get("headers") or {}).items():
+        if str(name).lower() == "content-type" and value:
+            return str(value)
+    for name, values in (event.get("multiValueHeaders") or {}).items():
+        if str(name).lower() == "content-type" and values:
+            return str(values[-1])
+    return ""
+
+
+def _raised_by_json_parser(error: BaseException) -> bool:
+    """A body nested thousands of levels deep exhausts the JSON parser's recursion: a bad request, not
+    a fault. Any other RecursionError stays a fault."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return any(Path(frame.filename).parent.name == "json" for frame in frames[-3:])
 
 
 def _request_id(event: Mapping[str, Any]) -> str:

@@ -15,7 +15,14 @@ JSON_CONTENT_TYPE = "application/json"
 MODEL_VERSION_HEADER = "X-Model-Version"
 REQUEST_ID_HEADER = "X-Request-Id"
 
-_RANGE_TYPES = frozenset({"greater_than_equal", "less_than_equal", "greater_than", "less_than"})
+_RANGE_TYPES = frozenset(
+    {"greater_than_equal", "less_than_equal", "greater_than", "less_than", "number_too_large"}
+)
+# Bounds on what a bad request can make us send back: a body with 150,000 unknown keys would otherwise
+# get a 19 MB answer, beyond Lambda's 6 MB response limit (and the log line beyond CloudWatch's 256 KB).
+MAX_ERROR_DETAILS = 1000
+MAX_FIELD_CHARS = 200
+MAX_FIELDS_IN_MESSAGE = 20
 
 
 def error_response(
@@ -27,8 +34,12 @@ def error_response(
     model_version: str,
     details: Sequence[Mapping[str, str]] = (),
 ) -> Response[str]:
+    listed = list(details[:MAX_ERROR_DETAILS])
+    if len(details) > MAX_ERROR_DETAILS:
+        more = len(details) - MAX_ERROR_DETAILS
+        listed.append(detail("body", "too_many_errors", f"{more} more problems are not listed"))
     body = {
-        "error": {"code": code, "message": message, "details": list(details), "request_id": request_id},
+        "error": {"code": code, "message": message, "details": listed, "request_id": request_id},
         "model_version": model_version,
     }
     return Response(
@@ -41,6 +52,14 @@ def error_response(
 
 def detail(field: str, code: str, message: str) -> dict[str, str]:
     return {"field": field, "code": code, "message": message}
+
+
+def fields_text(details: Sequence[Mapping[str, str]]) -> str:
+    """The distinct fields of ``details`` for a message: the first few, then how many more."""
+    fields = sorted({d["field"] for d in details})
+    shown = ", ".join(fields[:MAX_FIELDS_IN_MESSAGE])
+    hidden = len(fields) - MAX_FIELDS_IN_MESSAGE
+    return f"{shown} and {hidden} more" if hidden > 0 else shown
 
 
 def field_error_details(errors: Iterable[FieldError], prefix: str) -> list[dict[str, str]]:
@@ -66,6 +85,8 @@ def is_empty_body(errors: Sequence[Any]) -> bool:
 def _pydantic_detail(error: Mapping[str, Any]) -> dict[str, str]:
     location = [part for part in error.get("loc", ()) if part != "body"]
     field = _field_path(location)
+    if len(field) > MAX_FIELD_CHARS:  # an unknown key can be megabytes long
+        field = field[:MAX_FIELD_CHARS] + "…"
     kind = str(error.get("type", ""))
     value = error.get("input")
     message = str(error.get("msg", "invalid value"))

@@ -38,7 +38,8 @@ class ErrorDetail(_Closed):
     field: str = Field(description="Where the problem is, e.g. features.person_age or applications[2]")
     code: str = Field(
         description="Stable code: missing, unknown_field, wrong_type, not_finite, out_of_range, "
-        "unknown_category, null_not_allowed, batch_too_large, empty_batch, invalid_value"
+        "unknown_category, null_not_allowed, batch_too_large, empty_batch, invalid_value, "
+        "too_many_errors (the last detail when more than 1,000 problems were found)"
     )
     message: str
 
@@ -46,7 +47,7 @@ class ErrorDetail(_Closed):
 class ErrorBody(_Closed):
     code: str = Field(
         description="Stable code: malformed_json, empty_body, unsupported_media_type, validation_error, "
-        "not_found, internal_error"
+        "not_found, method_not_allowed, internal_error"
     )
     message: str
     details: list[ErrorDetail]
@@ -144,15 +145,34 @@ def _feature_field(feature: FeatureSchema) -> tuple[Any, Any]:
         ]
         info = Field(description=description)
     else:
-        python_type = float
-        info = Field(
-            strict=True, allow_inf_nan=False, ge=feature.minimum, le=feature.maximum, description=description
-        )
+        # The constraints before the validator, so that they stay on the float schema itself.
+        python_type = Annotated[
+            float,
+            Field(strict=True, allow_inf_nan=False, ge=feature.minimum, le=feature.maximum),
+            BeforeValidator(_within_float_range),
+        ]
+        info = Field(description=description)
     annotated = Annotated[python_type, info]
     return (annotated | None if feature.nullable else annotated), ...
 
 
 def _json_number_only(value: object) -> object:
+    """A JSON number for an integer feature: integral floats become ints here (pydantic cannot parse
+    ones beyond 64 bits, such as 1e300), and integers beyond a double's range are out of range."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise PydanticCustomError("int_type", "Input should be a valid integer")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return _within_float_range(value)
+
+
+def _within_float_range(value: object) -> object:
+    """The model takes doubles: a JSON integer too large for one (10**400) is out of range, not a fault."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            float(value)
+        except OverflowError:
+            raise PydanticCustomError(
+                "number_too_large", "Input should be within the range of a 64-bit float"
+            ) from None
     return value

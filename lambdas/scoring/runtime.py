@@ -513,7 +513,10 @@ def _check_json_value(feature: FeatureSchema, value: object) -> tuple[Any, Field
     if isinstance(value, bool) or not isinstance(value, int | float):
         kind = "an integer" if feature.type == "integer" else "a number"
         return None, FieldError(name, "wrong_type", f"{name} must be {kind}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond a double's range (10**400)
+        return None, FieldError(name, "out_of_range", f"{name} must be within the range of a 64-bit float")
     error = _check_number(feature, number)
     return (number, None) if error is None else (None, error)
 

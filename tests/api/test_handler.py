@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from lambdas.api.app import create_api
+from lambdas.api.errors import MAX_ERROR_DETAILS, MAX_FIELD_CHARS
+from lambdas.api.schemas import build_schemas
 from lambdas.api.settings import Settings, SettingsError
 from lambdas.api.wiring import make_handler
 from lambdas.audit import API_DECISION, API_DECISIONS
@@ -227,6 +230,116 @@ def test_given_one_bad_application_in_a_batch_when_scored_then_its_index_and_fie
 def test_given_an_unknown_route_when_called_then_404_in_the_error_format(invoke: Invoke) -> None:
     event = stored_event("health.json")
     event["path"] = event["resource"] = "/v1/nothing"
+    _assert_error(*invoke(event), 404, "not_found")
+
+
+@pytest.mark.parametrize("raw", ["[" * 5000 + "]" * 5000, '{"features": ' + "[" * 5000 + "]" * 5000 + "}"])
+def test_given_json_nested_thousands_deep_when_scored_then_400_malformed_json_not_a_fault(
+    invoke: Invoke, log_stream: io.StringIO, raw: str
+) -> None:
+    _assert_error(*invoke(_with_body("score.json", None, raw=raw)), 400, "malformed_json")
+    assert "unhandled fault" not in log_stream.getvalue()
+
+
+def test_given_an_integer_beyond_a_double_when_scored_then_400_out_of_range(invoke: Invoke) -> None:
+    error = _assert_error(
+        *invoke(_score_event({**good_application(), "income": 10**400})), 400, "validation_error"
+    )
+    assert [(d["field"], d["code"]) for d in error["details"]] == [("features.income", "out_of_range")]
+
+
+def test_given_thousands_of_unknown_fields_when_scored_then_the_details_are_capped(
+    invoke: Invoke, log_stream: io.StringIO
+) -> None:
+    features = {**good_application(), **{f"extra_{i}": 1 for i in range(MAX_ERROR_DETAILS + 500)}}
+    features["x" * 100_000] = 1
+    status, body, headers = invoke(_score_event(features))
+    error = _assert_error(status, body, headers, 400, "validation_error")
+    details = error["details"]
+    assert len(details) == MAX_ERROR_DETAILS + 1
+    assert details[-1] == {
+        "field": "body",
+        "code": "too_many_errors",
+        "message": "501 more problems are not listed",
+    }
+    assert "and 1481 more" in error["message"]
+    assert len(json.dumps(body)) < 300_000
+    assert max(len(line) for line in log_stream.getvalue().splitlines()) < 256 * 1024
+
+
+@pytest.mark.parametrize(("age", "accepted"), [(10**400, False), (1e300, True), (2**70, True)])
+def test_given_an_integer_feature_without_maximum_when_a_huge_number_comes_then_it_is_judged_not_a_fault(
+    api_bundle: Path, age: float, accepted: bool
+) -> None:
+    card = json.loads((api_bundle / "model_card.json").read_text())
+    (age_feature,) = [f for f in card["features"] if f["name"] == "age"]
+    age_feature["maximum"] = None
+    model = ScoringModel.from_bytes((api_bundle / "model.onnx").read_bytes(), json.dumps(card).encode())
+    features = build_schemas(model.card, max_batch_applications=5).features
+    prepared = model.prepare_records([{**good_application(), "age": age}])
+    if accepted:
+        assert features.model_validate({**good_application(), "age": age}).age == int(age)  # type: ignore[attr-defined]
+        assert not prepared.errors
+    else:
+        with pytest.raises(ValidationError) as raised:
+            features.model_validate({**good_application(), "age": age})
+        assert [e["type"] for e in raised.value.errors()] == ["number_too_large"]
+        assert [(e.field, e.code) for e in prepared.errors[0]] == [("age", "out_of_range")]
+
+
+def test_given_a_megabyte_long_unknown_field_when_scored_then_its_name_is_shortened(invoke: Invoke) -> None:
+    error = _assert_error(
+        *invoke(_score_event({**good_application(), "y" * 1_000_000: 1})), 400, "validation_error"
+    )
+    (detail,) = error["details"]
+    assert detail["code"] == "unknown_field"
+    assert detail["field"] == "features." + "y" * (MAX_FIELD_CHARS - len("features.")) + "…"
+    assert len(error["message"]) < 1000
+
+
+@pytest.mark.parametrize(
+    "content_type", ["APPLICATION/JSON", "application/problem+json", "Application/Json; charset=UTF-8"]
+)
+def test_given_a_json_media_type_in_any_case_when_scored_then_accepted(
+    invoke: Invoke, content_type: str
+) -> None:
+    event = stored_event("score.json")
+    event["headers"]["Content-Type"] = content_type
+    assert invoke(event)[0] == 200
+
+
+def test_given_the_content_type_only_in_multi_value_headers_when_scored_then_accepted(invoke: Invoke) -> None:
+    event = stored_event("score.json")
+    event["headers"] = None
+    assert event["multiValueHeaders"]["Content-Type"] == ["application/json"]
+    assert invoke(event)[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("name", "method", "path", "allowed"),
+    [
+        ("score.json", "PUT", "/v1/score", "POST"),
+        ("score.json", "GET", "/v1/score/batch", "POST"),
+        ("health.json", "POST", "/v1/model", "GET"),
+        ("health.json", "DELETE", "/v1/health/", "GET"),
+    ],
+)
+def test_given_a_known_path_with_another_method_when_called_then_405_with_allow(
+    invoke: Invoke, name: str, method: str, path: str, allowed: str
+) -> None:
+    event = stored_event(name)
+    event["httpMethod"] = event["requestContext"]["httpMethod"] = method
+    event["path"] = event["resource"] = path
+    event["headers"]["Content-Type"] = "text/plain"  # the media type of a non-route is not judged
+    status, body, headers = invoke(event)
+    _assert_error(status, body, headers, 405, "method_not_allowed")
+    assert headers["Allow"] == allowed
+
+
+def test_given_a_non_json_post_to_an_unknown_route_when_called_then_404(invoke: Invoke) -> None:
+    event = stored_event("score.json")
+    event["path"] = event["resource"] = "/v1/nothing"
+    event["headers"]["Content-Type"] = "text/plain"
     _assert_error(*invoke(event), 404, "not_found")
 
 

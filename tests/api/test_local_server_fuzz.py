@@ -6,7 +6,9 @@ invalid requests): no 5xx, and every response matches the documented status code
 
 from __future__ import annotations
 
+import json
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -75,6 +77,55 @@ def test_given_a_form_post_when_sent_then_415(server_url: str) -> None:
     response = requests.post(f"{server_url}/v1/score", data={"age": "3"}, timeout=10)
     assert response.status_code == 415
     assert response.json()["error"]["code"] == "unsupported_media_type"
+
+
+def _raw_request(server_url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """One request written byte for byte (what requests would refuse to send); the parsed answer."""
+    host, port = server_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(request)
+        connection.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize(
+    ("framing", "status", "code"),
+    [
+        ("Content-Length: -1", 400, "bad_request"),
+        ("Content-Length: abc", 400, "bad_request"),
+        ("Content-Length: 20000000", 413, "payload_too_large"),
+        ("Transfer-Encoding: chunked", 411, "length_required"),
+    ],
+)
+def test_given_a_body_the_server_cannot_read_when_sent_then_a_json_error_and_the_server_still_answers(
+    server_url: str, framing: str, status: int, code: str
+) -> None:
+    request = f"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{framing}\r\n\r\n{{}}"
+    answered_status, headers, body = _raw_request(server_url, request.encode())
+    assert answered_status == status
+    error = json.loads(body)["error"]
+    assert error["code"] == code
+    assert headers["X-Model-Version"] == MODEL_VERSION
+    assert requests.get(f"{server_url}/v1/health", timeout=10).status_code == 200
+
+
+def test_given_an_unknown_method_when_sent_then_501_in_the_error_format(server_url: str) -> None:
+    response = requests.request("BREW", f"{server_url}/v1/health", timeout=10)
+    assert response.status_code == 501
+    assert response.json()["error"]["code"] == "method_not_implemented"
+
+
+def test_given_head_on_a_get_route_when_sent_then_405_headers_and_no_body(server_url: str) -> None:
+    response = requests.head(f"{server_url}/v1/health", timeout=10)
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET"
+    assert response.content == b""
 
 
 CHECKS = [

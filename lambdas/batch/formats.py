@@ -5,16 +5,20 @@ Readers yield bounded chunks, so memory depends on the chunk size, never on the 
 CSV is parsed by pyarrow's streaming reader in blocks of ``block_bytes``, Parquet one batch of
 ``chunk_rows`` at a time, JSON Lines ``chunk_rows`` lines at a time.
 
-CSV values are kept as the text the file had (every column is read as a string), so extra
-columns come out byte-for-byte as they went in and the rejected file shows what was sent.
+CSV values are kept as the text the file had (every column is read as a string, and only an
+empty cell is null), so extra columns come out as they went in and the rejected file shows what
+was sent.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
 import json
+import math
+import re
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +39,13 @@ DEFAULT_CHUNK_ROWS = 30_000
 OUTPUT_COLUMNS = ("probability_of_default", "decision", "reasons", "model_version")
 REJECTED_FIXED_COLUMNS = ("row_number", "error_code", "error")
 JSONL_RECORD_COLUMN = "record"
+# Text without any of these cannot hold a non-finite JSON float: NaN, Infinity, an exponent of
+# three digits or more, or a mantissa beyond a double's 309 digits.
+_NON_FINITE_SPELLING = re.compile(r"NaN|Infinity|[eE]\+?[0-9]{3}|[0-9]{309}")
+# CSV only: the full text of a line that could not be split into the header's fields.
+RAW_LINE_COLUMN = "raw_line"
+# An input column whose name is one of the rejected file's own columns gets this prefix there.
+COLLISION_PREFIX = "input_"
 
 
 class UnreadableFileError(Exception):
@@ -52,6 +63,7 @@ class RejectedRow:
     error_code: str
     error: str
     values: dict[str, str]
+    raw_line: str = ""  # CSV lines with the wrong number of fields: their text, in full
 
 
 @dataclass
@@ -95,7 +107,14 @@ class ChunkRead:
 
 class TableSource(Protocol):
     @property
-    def columns(self) -> list[str]: ...
+    def columns(self) -> list[str]:
+        """The header's column names as the file has them (JSON Lines has no header: [])."""
+        ...
+
+    @property
+    def schema(self) -> pa.Schema | None:
+        """The Arrow schema of every chunk's table (None for JSON Lines, whose chunks are records)."""
+        ...
 
     def chunks(self) -> Iterator[ChunkRead]: ...
 
@@ -160,25 +179,29 @@ class _RawStream(io.RawIOBase):
 class CsvSource:
     """Streaming CSV: the header is read here, the rest by pyarrow with every column as text.
 
-    Rows with the wrong number of fields do not stop the file: they come back as ``malformed``
-    rejected rows with their row number and raw text.
+    Leading blank lines are skipped; the first other line is the header, whose names are kept as
+    written (features are matched ignoring surrounding spaces, see ``scoring.feature_column_names``).
+    Quoted values may span lines. Rows with the wrong number of fields do not stop the file: they
+    come back as ``malformed`` rejected rows with their row number and full text.
     """
 
     def __init__(self, stream: IO[bytes] | io.RawIOBase, *, block_bytes: int) -> None:
         raw: io.RawIOBase = stream if isinstance(stream, io.RawIOBase) else _RawStream(stream)
         self._buffered = io.BufferedReader(raw, buffer_size=1024 * 1024)
-        header_line = self._buffered.readline()
-        if not header_line.strip():
+        header_line = self._buffered.readline().removeprefix(codecs.BOM_UTF8)
+        while header_line and not header_line.strip():
+            header_line = self._buffered.readline()
+        if not header_line:
             raise UnreadableFileError("empty_file", "the file is empty (no header line)")
         try:
-            header_text = header_line.decode("utf-8-sig")
+            header_text = header_line.decode("utf-8")
         except UnicodeDecodeError as error:
             raise UnreadableFileError("not_utf8", f"the header line is not UTF-8 text: {error}") from error
         try:
             header = next(csv.reader([header_text]))
         except csv.Error as error:
             raise UnreadableFileError("not_a_table", f"the header line is not CSV: {error}") from error
-        self._columns = [name.strip() for name in header]
+        self._columns = header
         _check_unique(self._columns)
         self._block_bytes = block_bytes
         self._malformed: list[RejectedRow] = []
@@ -187,16 +210,23 @@ class CsvSource:
     def columns(self) -> list[str]:
         return list(self._columns)
 
+    @property
+    def schema(self) -> pa.Schema:
+        return pa.schema([(name, pa.string()) for name in self._columns])
+
     def _on_invalid_row(self, row: Any) -> str:
-        # pyarrow numbers the lines it sees; it sees the file after the header, so line = data row.
+        # pyarrow numbers the records it sees (blank lines skipped, quoted newlines inside one
+        # record); it sees the file after the header, so its number is our data-row number.
         self._malformed.append(
             RejectedRow(
                 row_number=int(row.number) if row.number is not None else -1,
                 error_code="wrong_field_count",
                 error=(
-                    f"expected {row.expected_columns} fields, got {row.actual_columns}: {str(row.text)[:200]}"
+                    f"expected {row.expected_columns} fields, got {row.actual_columns}"
+                    f" (the line is in {RAW_LINE_COLUMN})"
                 ),
                 values={},
+                raw_line=str(row.text),
             )
         )
         return "skip"
@@ -207,6 +237,9 @@ class CsvSource:
             return
         good_rows = 0
         malformed_numbers: list[int] = []
+        # Malformed rows reported but not passed on yet: pyarrow may report those of the next
+        # block while returning this one, and the rejected file is written in row order.
+        pending: list[RejectedRow] = []
         while True:
             try:
                 batch = reader.read_next_batch()
@@ -215,16 +248,20 @@ class CsvSource:
             except UnicodeDecodeError as error:
                 raise UnreadableFileError("not_utf8", f"the file is not UTF-8 text: {error}") from error
             except pa.ArrowInvalid as error:
-                raise _csv_error(error) from error
-            malformed, self._malformed = self._malformed, []
-            malformed_numbers.extend(row.row_number for row in malformed if row.row_number > 0)
+                raise _csv_error(error, self._block_bytes) from error
+            malformed_numbers.extend(row.row_number for row in self._malformed if row.row_number > 0)
+            pending.extend(self._malformed)
+            self._malformed = []
             row_numbers = _good_row_numbers(good_rows, batch.num_rows, malformed_numbers)
             good_rows += batch.num_rows
-            yield ChunkRead(Chunk(row_numbers=row_numbers, table=pa.Table.from_batches([batch])), malformed)
-        if self._malformed:
-            yield ChunkRead(
-                Chunk(row_numbers=np.empty(0, dtype=np.int64), table=None, records=[]), self._malformed
-            )
+            last_row = int(row_numbers[-1]) if batch.num_rows else 0
+            ready = [row for row in pending if row.row_number <= last_row]
+            pending = [row for row in pending if row.row_number > last_row]
+            if batch.num_rows or ready:
+                yield ChunkRead(Chunk(row_numbers=row_numbers, table=pa.Table.from_batches([batch])), ready)
+        pending.extend(self._malformed)
+        if pending:
+            yield ChunkRead(Chunk(row_numbers=np.empty(0, dtype=np.int64), table=None, records=[]), pending)
 
     def _open_reader(self) -> pa_csv.CSVStreamingReader | None:
         if not self._buffered.peek(1):
@@ -235,9 +272,16 @@ class CsvSource:
                 read_options=pa_csv.ReadOptions(
                     column_names=self._columns, block_size=self._block_bytes, use_threads=False
                 ),
-                parse_options=pa_csv.ParseOptions(invalid_row_handler=self._on_invalid_row),
+                parse_options=pa_csv.ParseOptions(
+                    invalid_row_handler=self._on_invalid_row,
+                    # Quoted values may hold line breaks; without this a block boundary inside one
+                    # makes a valid file unreadable.
+                    newlines_in_values=True,
+                ),
                 convert_options=pa_csv.ConvertOptions(
                     column_types={name: pa.string() for name in self._columns},
+                    # Only an unquoted empty cell is null: NA, NULL, NaN, ... stay the text they are.
+                    null_values=[""],
                     strings_can_be_null=True,
                     quoted_strings_can_be_null=False,
                 ),
@@ -247,12 +291,17 @@ class CsvSource:
         except pa.ArrowInvalid as error:
             if "Empty CSV file" in str(error):  # only blank lines after the header
                 return None
-            raise _csv_error(error) from error
+            raise _csv_error(error, self._block_bytes) from error
 
 
-def _csv_error(error: pa.ArrowInvalid) -> UnreadableFileError:
+def _csv_error(error: pa.ArrowInvalid, block_bytes: int) -> UnreadableFileError:
     if "UTF8" in str(error):
         return UnreadableFileError("not_utf8", f"the file is not UTF-8 text: {error}")
+    if "straddl" in str(error):  # pyarrow's words for a row that does not fit in one block
+        return UnreadableFileError(
+            "not_a_table",
+            f"a quoted value is never closed, or one row is longer than {block_bytes} bytes: {error}",
+        )
     return UnreadableFileError("not_a_table", f"the CSV cannot be parsed: {error}")
 
 
@@ -281,6 +330,10 @@ class ParquetSource:
     def columns(self) -> list[str]:
         return list(self._columns)
 
+    @property
+    def schema(self) -> pa.Schema:
+        return self._file.schema_arrow
+
     def chunks(self) -> Iterator[ChunkRead]:
         rows_before = 0
         batches = self._file.iter_batches(batch_size=self._chunk_rows)
@@ -301,8 +354,9 @@ class ParquetSource:
 class JsonLinesSource:
     """One JSON object per line; blank lines are skipped, other bad lines are rejected rows.
 
-    The first non-blank line must be a JSON object, otherwise the file is not JSON Lines at all.
-    Its keys act as the header for the file-level column check.
+    JSON Lines has no header: each line is judged alone (a line without a feature key is a
+    rejected row naming it). The file as a whole is "not a table" only when its first non-blank
+    line is not a JSON object.
     """
 
     def __init__(self, stream: IO[bytes], *, chunk_rows: int) -> None:
@@ -310,21 +364,23 @@ class JsonLinesSource:
         self._lines = io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8-sig", newline=None)
         self._chunk_rows = chunk_rows
         self._line_number = 0
-        self._first: tuple[int, str, dict[str, Any]] | None = None
+        self._first: tuple[int, str] | None = None
         for number, line in self._numbered_lines():
-            record = _json_object(line)
-            if record is None:
+            if _json_object(line) is None:
                 raise UnreadableFileError("not_a_table", f"line {number} is not a JSON object: {line[:80]!r}")
-            self._first = (number, line, record)
+            self._first = (number, line)
             break
         if self._first is None:
             raise UnreadableFileError("empty_file", "the file has no JSON lines")
-        self._columns = list(self._first[2])
         self._required: list[str] = []
 
     @property
     def columns(self) -> list[str]:
-        return list(self._columns)
+        return []
+
+    @property
+    def schema(self) -> None:
+        return None
 
     def require(self, names: Sequence[str]) -> None:
         """Feature keys every row must have; a row without one is rejected as 'missing'."""
@@ -347,7 +403,7 @@ class JsonLinesSource:
 
     def chunks(self) -> Iterator[ChunkRead]:
         assert self._first is not None
-        pending: list[tuple[int, str]] = [(self._first[0], self._first[1])]
+        pending: list[tuple[int, str]] = [self._first]
         for numbered in self._numbered_lines():
             pending.append(numbered)
             if len(pending) >= self._chunk_rows:
@@ -362,6 +418,9 @@ class JsonLinesSource:
         raw_lines: list[str] = []
         pre_rejected: dict[int, list[tuple[str, str, str]]] = {}
         malformed: list[RejectedRow] = []
+        # A non-finite float needs one of a few spellings in the text: one C search of the chunk
+        # spares the per-value check for the usual chunk that has none.
+        suspect = _NON_FINITE_SPELLING.search("\n".join(line for _, line in lines)) is not None
         for number, line in lines:
             record = _json_object(line)
             if record is None:
@@ -374,9 +433,16 @@ class JsonLinesSource:
                     )
                 )
                 continue
-            missing = [name for name in self._required if name not in record]
-            if missing:
-                pre_rejected[len(records)] = [(name, "missing", "the field is missing") for name in missing]
+            errors = [
+                (name, "missing", f"{name} is required") for name in self._required if name not in record
+            ]
+            if suspect:
+                errors += [
+                    (name, "not_finite", f"{name} holds NaN or Infinity, which JSON does not allow")
+                    for name in _non_finite_fields(record)
+                ]
+            if errors:
+                pre_rejected[len(records)] = errors
             numbers.append(number)
             records.append(record)
             raw_lines.append(line)
@@ -397,6 +463,23 @@ def _json_object(line: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _non_finite_fields(record: dict[str, Any]) -> list[str]:
+    """Keys holding NaN or ±Infinity anywhere: Python's json reads the tokens NaN and Infinity and
+    numbers beyond a double (1e999) as such floats, which JSON has no text for, so the row could not
+    be written back as JSON."""
+    return [name for name, value in record.items() if _has_non_finite(value)]
+
+
+def _has_non_finite(value: object) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_has_non_finite(item) for item in value)
+    return False
+
+
 def _check_unique(columns: list[str]) -> None:
     duplicates = sorted({name for name in columns if columns.count(name) > 1})
     if duplicates:
@@ -409,7 +492,8 @@ def _text(value: object) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, (dict, list)):
-        return json.dumps(value)
+        # Parquet nested values may hold dates or decimals, which JSON has no type for.
+        return json.dumps(value, default=str)
     return str(value)
 
 
@@ -434,22 +518,45 @@ class ScoredWriter(Protocol):
     def close(self) -> None: ...
 
 
-def scored_writer(file_format: FileFormat, sink: IO[bytes]) -> ScoredWriter:
+def scored_writer(file_format: FileFormat, sink: IO[bytes], input_schema: pa.Schema | None) -> ScoredWriter:
+    """The scored file's writer; CSV and Parquet need the input's schema (JSON Lines: None)."""
+    if file_format == "jsonl":
+        return JsonLinesWriter(sink)
+    if input_schema is None:
+        raise ValueError(f"a {file_format} scored file needs the input's schema")
     if file_format in ("csv", "csv.gz"):
-        return ArrowTableWriter(sink, "csv", compress=file_format == "csv.gz")
-    if file_format == "parquet":
-        return ArrowTableWriter(sink, "parquet", compress=False)
-    return JsonLinesWriter(sink)
+        return ArrowTableWriter(sink, "csv", input_schema, compress=file_format == "csv.gz")
+    return ArrowTableWriter(sink, "parquet", input_schema, compress=False)
+
+
+def scored_schema(input_schema: pa.Schema) -> pa.Schema:
+    """Input columns (an input column named like one of the model's is replaced), then the model's."""
+    kept = [column for column in input_schema if column.name not in OUTPUT_COLUMNS]
+    added = [
+        pa.field("probability_of_default", pa.float64()),
+        pa.field("decision", pa.string()),
+        pa.field("reasons", pa.string()),
+        pa.field("model_version", pa.string()),
+    ]
+    return pa.schema(kept + added, metadata=input_schema.metadata)
 
 
 class ArrowTableWriter:
-    """CSV (optionally gzip) or Parquet: input columns + the model's columns, one schema per file."""
+    """CSV (optionally gzip) or Parquet: input columns + the model's columns, one schema per file.
 
-    def __init__(self, sink: IO[bytes], kind: str, *, compress: bool) -> None:
-        self._kind = kind
+    The writer is opened with the full schema before any row, so a file whose rows are all
+    rejected still gets a valid scored file (a header, or a Parquet footer) with zero rows.
+    """
+
+    def __init__(self, sink: IO[bytes], kind: str, input_schema: pa.Schema, *, compress: bool) -> None:
         self._gzip = gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=6, mtime=0) if compress else None
-        self._sink: IO[bytes] | gzip.GzipFile = self._gzip if self._gzip is not None else sink
-        self._writer: pa_csv.CSVWriter | pq.ParquetWriter | None = None
+        target: IO[bytes] | gzip.GzipFile = self._gzip if self._gzip is not None else sink
+        self._schema = scored_schema(input_schema)
+        self._writer: pa_csv.CSVWriter | pq.ParquetWriter = (
+            pq.ParquetWriter(target, self._schema, compression="snappy")
+            if kind == "parquet"
+            else pa_csv.CSVWriter(target, self._schema)
+        )
 
     def write(self, chunk: Chunk, keep: NDArray[np.bool_], scored: ScoredColumns) -> None:
         assert chunk.table is not None
@@ -461,26 +568,19 @@ class ArrowTableWriter:
         table = table.append_column(
             "model_version", pa.repeat(pa.scalar(scored.model_version, pa.string()), table.num_rows)
         )
-        if self._writer is None:
-            self._writer = self._open(table.schema)
-        if self._kind == "parquet":
-            # A chunk whose typed columns are all null may come back as another type: align it.
-            table = table.cast(self._writer.schema)
+        if not table.schema.equals(self._schema):
+            table = table.cast(self._schema)
         self._writer.write_table(table)
 
-    def _open(self, schema: pa.Schema) -> pa_csv.CSVWriter | pq.ParquetWriter:
-        if self._kind == "parquet":
-            return pq.ParquetWriter(self._sink, schema, compression="snappy")
-        return pa_csv.CSVWriter(self._sink, schema)
-
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        self._writer.close()
         if self._gzip is not None:
             self._gzip.close()
 
 
 class JsonLinesWriter:
+    """One JSON object per scored row; zero scored rows make an empty file (valid JSON Lines)."""
+
     def __init__(self, sink: IO[bytes]) -> None:
         self._sink = sink
 
@@ -496,7 +596,8 @@ class JsonLinesWriter:
             row["decision"] = decision
             row["reasons"] = reasons
             row["model_version"] = scored.model_version
-            lines.append(json.dumps(row, ensure_ascii=False, separators=(",", ":")))
+            # Strict JSON: rows holding NaN/Infinity were rejected when read, so this never raises.
+            lines.append(json.dumps(row, ensure_ascii=False, separators=(",", ":"), allow_nan=False))
         if lines:
             self._sink.write(("\n".join(lines) + "\n").encode("utf-8"))
 
@@ -505,21 +606,43 @@ class JsonLinesWriter:
 
 
 class RejectedWriter:
-    """``rejected/…csv``: row number, error code(s), error text, then the original values."""
+    """``rejected/…csv``: row number, error code(s), error text, the original values, then (CSV
+    inputs) ``raw_line``. An input column named like one of these gets the ``input_`` prefix."""
 
-    def __init__(self, sink: IO[bytes], value_columns: Sequence[str]) -> None:
+    def __init__(self, sink: IO[bytes], value_columns: Sequence[str], *, raw_line: bool) -> None:
         self._text = io.TextIOWrapper(sink, encoding="utf-8", newline="", write_through=True)
         self._value_columns = list(value_columns)
+        self._raw_line = raw_line
+        own = [*REJECTED_FIXED_COLUMNS, *([RAW_LINE_COLUMN] if raw_line else [])]
+        self.header = [*REJECTED_FIXED_COLUMNS, *_value_headers(own, self._value_columns)]
+        if raw_line:
+            self.header.append(RAW_LINE_COLUMN)
         self._writer = csv.writer(self._text)
-        self._writer.writerow([*REJECTED_FIXED_COLUMNS, *self._value_columns])
+        self._writer.writerow(self.header)
         self.rows = 0
 
     def write(self, rows: Sequence[RejectedRow]) -> None:
         for row in rows:
             values = [row.values.get(name, "") for name in self._value_columns]
-            self._writer.writerow([row.row_number, row.error_code, row.error, *values])
+            extra = [row.raw_line] if self._raw_line else []
+            self._writer.writerow([row.row_number, row.error_code, row.error, *values, *extra])
         self.rows += len(rows)
 
     def close(self) -> None:
         self._text.flush()
         self._text.detach()
+
+
+def _value_headers(own: Sequence[str], value_columns: Sequence[str]) -> list[str]:
+    """Input column names for the rejected file's header, prefixed where they collide with ``own``."""
+    taken = {*own, *value_columns}
+    headers: list[str] = []
+    for name in value_columns:
+        if name in own:
+            renamed = COLLISION_PREFIX + name
+            while renamed in taken:
+                renamed = COLLISION_PREFIX + renamed
+            taken.add(renamed)
+            name = renamed
+        headers.append(name)
+    return headers

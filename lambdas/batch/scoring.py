@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 import pyarrow as pa
@@ -22,12 +22,15 @@ import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 from lambdas.batch.formats import (
+    JSONL_RECORD_COLUMN,
     Chunk,
     ChunkRead,
+    CsvSource,
     JsonLinesSource,
     RejectedRow,
     RejectedWriter,
     ScoredColumns,
+    ScoredWriter,
     TableSource,
     UnreadableFileError,
     scored_writer,
@@ -73,15 +76,29 @@ class FileResult:
     drift: DriftSummary | None = None  # of the scored rows against the card's references
 
 
-def check_columns(model: ScoringModel, columns: Sequence[str]) -> None:
-    """A file must have one column per feature; a wrong or missing header makes it unreadable."""
-    missing = [feature.name for feature in model.features if feature.name not in columns]
+def feature_column_names(model: ScoringModel, columns: Sequence[str]) -> dict[str, str]:
+    """The file column holding each feature. A table file must have one column per feature; names
+    match ignoring surrounding spaces (``income , age`` headers are common), and the file keeps its
+    own names in the outputs. A wrong or missing header makes the file unreadable."""
+    by_name: dict[str, list[str]] = {}
+    for column in columns:
+        by_name.setdefault(column.strip(), []).append(column)
+    missing = [feature.name for feature in model.features if feature.name not in by_name]
     if missing:
-        shown = ", ".join(columns[:20]) + (", …" if len(columns) > 20 else "")
+        shown = ", ".join(repr(column) for column in columns[:20]) + (", …" if len(columns) > 20 else "")
         raise UnreadableFileError(
             "missing_columns",
             f"missing feature column(s): {', '.join(missing)}; the file has: {shown or '(no columns)'}",
         )
+    ambiguous = {
+        feature.name: by_name[feature.name] for feature in model.features if len(by_name[feature.name]) > 1
+    }
+    if ambiguous:
+        raise UnreadableFileError(
+            "duplicate_columns",
+            f"more than one column holds a feature (names differ only in spaces): {ambiguous}",
+        )
+    return {feature.name: by_name[feature.name][0] for feature in model.features}
 
 
 def score_source(
@@ -93,18 +110,20 @@ def score_source(
 ) -> FileResult:
     """Score every row of ``source`` into the two sinks; raises :class:`UnreadableFileError` for bad files."""
     result = FileResult(columns=source.columns)
-    check_columns(model, result.columns)
     if isinstance(source, JsonLinesSource):
+        # No header: every line is checked for the feature keys on its own.
         source.require([feature.name for feature in model.features])
-        rejected_columns = ["record"]
+        column_of = {feature.name: feature.name for feature in model.features}
+        rejected_columns = [JSONL_RECORD_COLUMN]
     else:
+        column_of = feature_column_names(model, result.columns)
         rejected_columns = result.columns
-    writer = scored_writer(file_format, scored_sink)
-    rejected = RejectedWriter(rejected_sink, rejected_columns)
+    writer = scored_writer(file_format, scored_sink, source.schema)
+    rejected = RejectedWriter(rejected_sink, rejected_columns, raw_line=isinstance(source, CsvSource))
     seconds = result.seconds
     drift = DriftMonitor(model.card)
     for read in _timed(source.chunks(), seconds):
-        _score_chunk(model, read, writer, rejected, result, drift)
+        _score_chunk(model, read, column_of, writer, rejected, result, drift)
     started = time.perf_counter()
     writer.close()
     rejected.close()
@@ -133,7 +152,8 @@ def _timed(chunks: Iterator[ChunkRead], seconds: PhaseSeconds) -> Iterator[Chunk
 def _score_chunk(
     model: ScoringModel,
     read: ChunkRead,
-    writer: Any,
+    column_of: Mapping[str, str],
+    writer: ScoredWriter,
     rejected: RejectedWriter,
     result: FileResult,
     drift: DriftMonitor,
@@ -145,7 +165,7 @@ def _score_chunk(
     rejected_rows: list[RejectedRow] = list(read.malformed)
     if chunk.n_rows:
         started = time.perf_counter()
-        prepared = model.prepare_columns(feature_columns(model, chunk))
+        prepared = model.prepare_columns(feature_columns(model, chunk, column_of))
         valid = prepared.valid.copy()
         for row in chunk.pre_rejected:
             valid[row] = False
@@ -218,8 +238,11 @@ def _row_errors(pre: list[tuple[str, str, str]], validation: list[FieldError]) -
     return errors + [error for error in validation if error.field not in seen]
 
 
-def feature_columns(model: ScoringModel, chunk: Chunk) -> dict[str, ColumnInput]:
-    """The chunk's feature columns in the cheapest form the runtime accepts.
+def feature_columns(
+    model: ScoringModel, chunk: Chunk, column_of: Mapping[str, str]
+) -> dict[str, ColumnInput]:
+    """The chunk's feature columns (``column_of``: feature -> file column) in the cheapest form the
+    runtime accepts.
 
     Arrow text columns of numeric features are cast to float64 in C when every cell parses (the
     common case); otherwise the raw text goes to the runtime, which names the bad cells. Text
@@ -227,7 +250,7 @@ def feature_columns(model: ScoringModel, chunk: Chunk) -> dict[str, ColumnInput]
     """
     columns: dict[str, ColumnInput] = {}
     for feature in model.features:
-        values = chunk.column_values(feature.name)
+        values = chunk.column_values(column_of[feature.name])
         if isinstance(values, pa.ChunkedArray):
             columns[feature.name] = _arrow_column(feature, values)
         else:
@@ -235,24 +258,58 @@ def feature_columns(model: ScoringModel, chunk: Chunk) -> dict[str, ColumnInput]
     return columns
 
 
+class _UnsupportedValue:
+    """Stands for a cell whose Arrow type no feature accepts (a date, a list, ...): the runtime
+    rejects it as wrong_type, like any other value that is neither a number nor text."""
+
+    def __repr__(self) -> str:
+        return "<unsupported value>"
+
+
+_UNSUPPORTED = _UnsupportedValue()
+
+
 def _arrow_column(feature: FeatureSchema, values: pa.ChunkedArray) -> ColumnInput:
-    is_text = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
-    if feature.onnx_type == "double" and feature.type != "boolean":
-        if is_text:
-            try:
-                # Empty cells are missing values (null, then NaN), not a reason to parse in Python.
-                numbers = pc.cast(pc.if_else(pc.equal(values, ""), None, values), pa.float64())
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                return _coded(values)
-            # "nan" written in a cell is an error for the runtime, not an empty cell: let it say so.
-            if pc.any(pc.is_nan(numbers)).as_py():
-                return _coded(values)
-            return np.asarray(numbers.to_numpy(zero_copy_only=False), dtype=np.float64)
-        if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
-            return np.asarray(pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
-    if is_text:
+    kind = values.type
+    if pa.types.is_dictionary(kind):  # Parquet string columns often arrive dictionary-encoded
+        values = values.cast(kind.value_type)
+        kind = values.type
+    numeric = feature.onnx_type == "double"
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return _text_numbers(values) if numeric and feature.type != "boolean" else _coded(values)
+    if pa.types.is_null(kind):
+        return np.full(len(values), None, dtype=object)
+    if numeric and (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)):
+        if pa.types.is_floating(kind) and pc.any(pc.is_nan(values)).as_py():
+            # A NaN stored in a float column is a value, unlike a null (the missing cell): the runtime
+            # names it not_finite, as it does "nan" typed in a CSV. Rare, so Python objects are fine.
+            return np.asarray(values.to_pylist(), dtype=object)
+        # Not the safe cast: integers beyond 2**53 and decimals become the nearest double, as the
+        # same number written in a CSV does; the card's range check then judges the value.
+        numbers = pc.cast(values, pa.float64(), safe=False)
+        return np.asarray(numbers.to_numpy(zero_copy_only=False), dtype=np.float64)
+    if pa.types.is_boolean(kind) or (not numeric and pa.types.is_integer(kind)):
+        return np.asarray(values.to_numpy(zero_copy_only=False), dtype=object)
+    return _unsupported(values)
+
+
+def _text_numbers(values: pa.ChunkedArray) -> ColumnInput:
+    try:
+        # Empty cells are missing values (null, then NaN), not a reason to parse in Python.
+        numbers = pc.cast(pc.if_else(pc.equal(values, ""), None, values), pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return _coded(values)
-    return np.asarray(values.to_numpy(zero_copy_only=False), dtype=object)
+    # "nan" written in a cell is an error for the runtime, not an empty cell: let it say so.
+    if pc.any(pc.is_nan(numbers)).as_py():
+        return _coded(values)
+    return np.asarray(numbers.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _unsupported(values: pa.ChunkedArray) -> NDArray[np.object_]:
+    """Nulls stay missing; every other cell is a value of a type no feature accepts."""
+    cells = np.full(len(values), _UNSUPPORTED, dtype=object)
+    cells[np.asarray(values.is_null().to_numpy(zero_copy_only=False), dtype=np.bool_)] = None
+    return cells
 
 
 def _coded(values: pa.ChunkedArray) -> CodedColumn:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,10 @@ SMALL_REQUEST_ROWS = 4
 NULL_CATEGORY = ""
 _TRUE_TEXT = frozenset({"true", "1", "yes", "y", "t"})
 _FALSE_TEXT = frozenset({"false", "0", "no", "n", "f"})
+# A number in a text cell: plain ASCII decimal, as Arrow's cast reads it (Python's float() would
+# also take "1_000" and non-ASCII digits such as "１２"). Surrounding spaces and tabs are allowed.
+_NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_NON_FINITE_TEXT = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 
 
 class ModelBundleError(RuntimeError):
@@ -686,26 +691,30 @@ def _parse_cells(
     null = np.zeros(rows, dtype=np.bool_)
     wrong_type = np.zeros(rows, dtype=np.bool_)
     for row, value in enumerate(array.tolist()):
-        if _is_null(value):
+        if value is None or value == "":
             null[row] = True
+        elif isinstance(value, float) and math.isnan(value):
+            numbers[row] = math.inf  # a NaN value (not a missing one) is reported: not_finite
         elif isinstance(value, bool):
             numbers[row] = 1.0 if value else 0.0
             wrong_type[row] = feature.type != "boolean"
         elif isinstance(value, int | float):
-            numbers[row] = float(value)
+            try:
+                numbers[row] = float(value)
+            except OverflowError:  # an integer beyond a double's range (JSON 1000...0): not finite
+                numbers[row] = math.inf
         elif isinstance(value, str):
-            text = value.strip()
+            text = value.strip(" \t")
             if feature.type == "boolean" and text.lower() in _TRUE_TEXT | _FALSE_TEXT:
                 numbers[row] = 1.0 if text.lower() in _TRUE_TEXT else 0.0
-                continue
-            try:
+            elif _NUMBER_TEXT.fullmatch(text):
                 numbers[row] = float(text)
-            except ValueError:
-                wrong_type[row] = True
+            elif _NON_FINITE_TEXT.fullmatch(text):
+                # "nan" typed into a file is not an empty cell: report it (not_finite) rather than
+                # treat it as null.
+                numbers[row] = math.inf
             else:
-                # "nan" typed into a file is not an empty cell: report it rather than treat it as null.
-                if math.isnan(numbers[row]):
-                    numbers[row] = math.inf
+                wrong_type[row] = True
         else:
             wrong_type[row] = True
     return numbers, null, wrong_type

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from infra.lambda_package import DEFAULT_MODEL_BUNDLE_DIR, build_lambda_package
-from lambdas.batch.formats import OUTPUT_COLUMNS, REJECTED_FIXED_COLUMNS
+from lambdas.batch.formats import OUTPUT_COLUMNS, RAW_LINE_COLUMN, REJECTED_FIXED_COLUMNS
 from lambdas.scoring.card import ModelCard
 from tests.isolated_python import run_isolated_python312
 
@@ -142,7 +142,11 @@ def test_given_the_built_batch_package_without_pandas_when_scoring_a_mixed_csv_t
         assert got["error"].startswith(f"{field}: ")
         assert got["row_number"] == str(row_number)
         assert {name: got[name] for name in header} == values
-    assert next(csv.reader(io.StringIO(outcome["rejected_csv"]))) == [*REJECTED_FIXED_COLUMNS, *header]
+    assert next(csv.reader(io.StringIO(outcome["rejected_csv"]))) == [
+        *REJECTED_FIXED_COLUMNS,
+        *header,
+        RAW_LINE_COLUMN,
+    ]
     # And the scored file carries the id and input columns through, then the model's columns
     scored_text = outcome["scored_csv"]
     assert next(csv.reader(io.StringIO(scored_text))) == [*header, *OUTPUT_COLUMNS]

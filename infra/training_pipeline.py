@@ -6,9 +6,17 @@ dataset loader, which must sit inside the VPC next to RDS. A Fargate task gives 
 no extra SageMaker execution role, model registry or per-job instance minimum, and Step Functions can
 run it synchronously (``ecs:runTask.sync``). SageMaker would pay off for GPUs, distributed training or
 managed spot; none apply here.
+
+Each container step runs with its own task role, so only the register step can write to the model
+registry (``models/``), and only as create-only writes plus the ``latest.json`` pointer: train and gate
+read it. The gate writes its verdict (JSON) under the run's own prefix and exits 0 for either decision;
+the state machine reads the verdict and branches on it, so a crashed gate fails the run instead of
+looking like "champion kept".
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from aws_cdk import ArnFormat, Duration, IgnoreMode, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
@@ -29,9 +37,7 @@ from infra.data import Data
 from infra.lambda_package import REPO_ROOT
 from infra.nag import (
     ANY_RESOURCE,
-    KMS_WRITE_ACTIONS,
     S3_READ_ACTIONS,
-    S3_WRITE_ACTIONS,
     bucket_objects,
     suppress,
     task_definition_revisions,
@@ -41,6 +47,9 @@ from infra.network import Network
 CANDIDATES_PREFIX = "candidates/"
 REGISTRY_PREFIX = "models/"
 SNAPSHOT_PREFIX = "train-"
+# Written by `python -m training gate --verdict` in candidates/<execution name>/, read by the state machine.
+VERDICT_FILE = "gate_verdict.json"
+LATEST_POINTER = "latest.json"  # training/registry.py: the one registry object that is replaced in place
 # Docker build context is the repo root (uv.lock + pyproject + training/ + lambdas/scoring/); only
 # those are staged into the asset so synthesis never copies .venv, node_modules or data.
 _IMAGE_CONTEXT_EXCLUDES = [
@@ -98,7 +107,19 @@ class TrainingPipeline(Construct):
         self.task_security_group = ec2.SecurityGroup(
             self, "TaskSecurityGroup", vpc=network.vpc, description="Training tasks", allow_all_outbound=True
         )
-        self.training_task = self._build_training_task(data)
+        # One execution role (image pull, log writes) shared by the three steps; each has its own task role.
+        self.task_execution_role = iam.Role(
+            self, "TaskExecutionRole", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com")
+        )
+        suppress(
+            self.task_execution_role,
+            "AwsSolutions-IAM5",
+            "ecr:GetAuthorizationToken has no resource-level permissions; pulls and log writes are scoped.",
+            findings=[ANY_RESOURCE],
+        )
+        self.train_task = self._build_train_task(data)
+        self.gate_task = self._build_gate_task()
+        self.register_task = self._build_register_task()
         self.loader_task = data.build_loader_task(self.cluster, self.image, self.log_group)
         self.state_machine = self._build_state_machine(network, data)
         if config.training_schedule:
@@ -109,54 +130,121 @@ class TrainingPipeline(Construct):
                 targets=[targets.SfnStateMachine(self.state_machine)],
             )
 
-    def _build_training_task(self, data: Data) -> ecs.FargateTaskDefinition:
-        task = ecs.FargateTaskDefinition(self, "TrainingTask", cpu=2048, memory_limit_mib=8192)
+    def _step_task(
+        self, construct_id: str, step: str, *, cpu: int, memory_mib: int
+    ) -> ecs.FargateTaskDefinition:
+        """A task definition running the training image for one step (the state overrides the command)."""
+        task = ecs.FargateTaskDefinition(
+            self,
+            construct_id,
+            cpu=cpu,
+            memory_limit_mib=memory_mib,
+            execution_role=self.task_execution_role,
+        )
         task.add_container(
             "training",
             image=self.image,
-            command=["python", "-m", "training", "--help"],  # each state overrides the command
-            logging=ecs.LogDrivers.aws_logs(stream_prefix="training", log_group=self.log_group),
+            command=["python", "-m", "training", "--help"],
+            logging=ecs.LogDrivers.aws_logs(stream_prefix=step, log_group=self.log_group),
         )
+        return task
+
+    def _allow_put(self, role: iam.IRole, key_pattern: str, conditions: dict[str, Any] | None = None) -> None:
+        """s3:PutObject only (no delete, retention or tagging) on artifact objects, and the key to encrypt."""
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:PutObject"],
+                resources=[self.artifact_bucket.arn_for_objects(key_pattern)],
+                conditions=conditions,
+            )
+        )
+        # SSE-KMS uploads need a data key; grant_read already gives kms:Decrypt.
+        self.artifact_key.grant(role, "kms:GenerateDataKey")
+
+    def _build_train_task(self, data: Data) -> ecs.FargateTaskDefinition:
+        task = self._step_task("TrainingTask", "train", cpu=2048, memory_mib=8192)
         data.export_bucket.grant_read(task.task_role)
-        self.artifact_bucket.grant_read_write(task.task_role, CANDIDATES_PREFIX + "*")
-        self.artifact_bucket.grant_read_write(task.task_role, REGISTRY_PREFIX + "*")
+        self.artifact_bucket.grant_read(task.task_role, REGISTRY_PREFIX + "*")  # the champion to compare
+        self._allow_put(task.task_role, CANDIDATES_PREFIX + "*")
         suppress(
             task.task_role,
             "AwsSolutions-IAM5",
-            "Object wildcards are limited to the export bucket (read) and the candidates/ and "
-            "models/ prefixes of the artifact bucket, with grant_* action groups on their KMS keys.",
+            "Train reads the export bucket and the models/ registry, and may only put objects under "
+            "candidates/ (one folder per run, named at run time).",
             findings=[
                 *S3_READ_ACTIONS,
-                *S3_WRITE_ACTIONS,
-                *KMS_WRITE_ACTIONS,
                 bucket_objects(data.export_bucket, "*"),
+                bucket_objects(self.artifact_bucket, REGISTRY_PREFIX + "*"),
+                bucket_objects(self.artifact_bucket, CANDIDATES_PREFIX + "*"),
+            ],
+        )
+        return task
+
+    def _build_gate_task(self) -> ecs.FargateTaskDefinition:
+        # The gate only reads two cards and a small ONNX file.
+        task = self._step_task("GateTask", "gate", cpu=1024, memory_mib=2048)
+        self.artifact_bucket.grant_read(task.task_role, CANDIDATES_PREFIX + "*")
+        self.artifact_bucket.grant_read(task.task_role, REGISTRY_PREFIX + "*")
+        self._allow_put(task.task_role, f"{CANDIDATES_PREFIX}*/{VERDICT_FILE}")
+        suppress(
+            task.task_role,
+            "AwsSolutions-IAM5",
+            "Gate reads candidates/ and the models/ registry, and may only put the verdict file of a run "
+            f"(candidates/<run>/{VERDICT_FILE}; the run is named at run time).",
+            findings=[
+                *S3_READ_ACTIONS,
                 *(
                     bucket_objects(self.artifact_bucket, p + "*")
                     for p in (CANDIDATES_PREFIX, REGISTRY_PREFIX)
                 ),
+                bucket_objects(self.artifact_bucket, f"{CANDIDATES_PREFIX}*/{VERDICT_FILE}"),
             ],
-        )
-        suppress(
-            task.obtain_execution_role(),
-            "AwsSolutions-IAM5",
-            "ecr:GetAuthorizationToken has no resource-level permissions; pulls and log writes are scoped.",
-            findings=[ANY_RESOURCE],
         )
         return task
 
-    def _run_training(self, state_id: str, command_path: str) -> tasks.EcsRunTask:
+    def _build_register_task(self) -> ecs.FargateTaskDefinition:
+        task = self._step_task("RegisterTask", "register", cpu=1024, memory_mib=2048)
+        self.artifact_bucket.grant_read(task.task_role, CANDIDATES_PREFIX + "*")
+        self.artifact_bucket.grant_read(task.task_role, REGISTRY_PREFIX + "*")
+        # Registered versions are immutable: new objects only, as S3 conditional writes (If-None-Match: *,
+        # which training/registry.py sends), so an existing model.onnx or card can never be replaced...
+        self._allow_put(
+            task.task_role, REGISTRY_PREFIX + "*", conditions={"Null": {"s3:if-none-match": "false"}}
+        )
+        # ...except the champion pointer, which registration moves to the new version.
+        self._allow_put(task.task_role, f"{REGISTRY_PREFIX}*/{LATEST_POINTER}")
+        suppress(
+            task.task_role,
+            "AwsSolutions-IAM5",
+            "Register reads candidates/ and models/; under models/ it may only create objects that do not "
+            f"exist yet (conditional put) and replace the {LATEST_POINTER} pointer. Model names and versions "
+            "are known only at run time. No delete, retention or tagging actions.",
+            findings=[
+                *S3_READ_ACTIONS,
+                *(
+                    bucket_objects(self.artifact_bucket, p + "*")
+                    for p in (CANDIDATES_PREFIX, REGISTRY_PREFIX)
+                ),
+                bucket_objects(self.artifact_bucket, f"{REGISTRY_PREFIX}*/{LATEST_POINTER}"),
+            ],
+        )
+        return task
+
+    def _run_step(
+        self, state_id: str, task_definition: ecs.FargateTaskDefinition, command_path: str
+    ) -> tasks.EcsRunTask:
         return tasks.EcsRunTask(
             self,
             state_id,
             cluster=self.cluster,
-            task_definition=self.training_task,
+            task_definition=task_definition,
             launch_target=tasks.EcsFargateLaunchTarget(platform_version=ecs.FargatePlatformVersion.LATEST),
             integration_pattern=sfn.IntegrationPattern.RUN_JOB,
             subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
             security_groups=[self.task_security_group],
             container_overrides=[
                 tasks.ContainerOverride(
-                    container_definition=self.training_task.default_container,  # type: ignore[arg-type]
+                    container_definition=task_definition.default_container,  # type: ignore[arg-type]
                     command=sfn.JsonPath.list_at(command_path),
                 )
             ],
@@ -194,6 +282,10 @@ class TrainingPipeline(Construct):
                 "DbSnapshotIdentifier": sfn.JsonPath.string_at("$.run.snapshotId"),
             },
             iam_resources=[data.database.instance_arn, snapshot_arn],
+            additional_iam_statements=[
+                # CopyTagsToSnapshot: RDS checks that the caller may tag the snapshot it creates.
+                iam.PolicyStatement(actions=["rds:AddTagsToResource"], resources=[snapshot_arn])
+            ],
             result_selector={"arn": sfn.JsonPath.string_at("$.DbSnapshot.DbSnapshotArn")},
             result_path="$.snapshot",
         )
@@ -254,6 +346,14 @@ class TrainingPipeline(Construct):
             self.artifact_bucket.bucket_name,
             sfn.JsonPath.string_at("$.run.executionId"),
         )
+        verdict_key = sfn.JsonPath.format(
+            CANDIDATES_PREFIX + "{}/" + VERDICT_FILE, sfn.JsonPath.string_at("$.run.executionId")
+        )
+        verdict_uri = sfn.JsonPath.format(
+            "s3://{}/" + CANDIDATES_PREFIX + "{}/" + VERDICT_FILE,
+            self.artifact_bucket.bucket_name,
+            sfn.JsonPath.string_at("$.run.executionId"),
+        )
         registry_uri = f"s3://{self.artifact_bucket.bucket_name}/{REGISTRY_PREFIX}"
         # ECS command overrides cannot mix JSONPath into a list, so one Pass state builds each command
         # as an array (States.Array) and the ECS tasks read it with list_at.
@@ -272,14 +372,32 @@ class TrainingPipeline(Construct):
                     "--champion-registry",
                     registry_uri,
                 ),
-                "gate": _command("gate", "--candidate", candidate_uri, "--registry", registry_uri),
+                "gate": _command(
+                    "gate", "--candidate", candidate_uri, "--registry", registry_uri, "--verdict", verdict_uri
+                ),
                 "register": _command("register", "--candidate", candidate_uri, "--registry", registry_uri),
             },
             result_path="$.commands",
         )
-        train = self._run_training("Train the candidate", "$.commands.train")
-        gate = self._run_training("Gate against the champion", "$.commands.gate")
-        register = self._run_training("Register the bundle", "$.commands.register")
+        # No Catch on the container steps: any task failure (crash, OOM kill, access denied, non-zero exit)
+        # fails the execution, which raises the TrainingFailures alarm.
+        train = self._run_step("Train the candidate", self.train_task, "$.commands.train")
+        gate = self._run_step("Gate against the champion", self.gate_task, "$.commands.gate")
+        register = self._run_step("Register the bundle", self.register_task, "$.commands.register")
+        read_verdict = tasks.CallAwsService(
+            self,
+            "Read the gate verdict",
+            service="s3",
+            action="getObject",
+            parameters={"Bucket": self.artifact_bucket.bucket_name, "Key": verdict_key},
+            iam_resources=[self.artifact_bucket.arn_for_objects(f"{CANDIDATES_PREFIX}*/{VERDICT_FILE}")],
+            iam_action="s3:GetObject",
+            additional_iam_statements=[
+                iam.PolicyStatement(actions=["kms:Decrypt"], resources=[self.artifact_key.key_arn])
+            ],
+            result_selector={"verdict": sfn.JsonPath.string_to_json(sfn.JsonPath.string_at("$.Body"))},
+            result_path="$.gate",
+        )
         delete_snapshot = tasks.CallAwsService(
             self,
             "Delete the snapshot",
@@ -289,12 +407,25 @@ class TrainingPipeline(Construct):
             iam_resources=[snapshot_arn],
             result_path=sfn.JsonPath.DISCARD,
         )
-        kept = sfn.Succeed(self, "Champion kept", comment="The gate exits non-zero when the candidate loses")
+        kept = sfn.Succeed(self, "Champion kept", comment="The gate decided the challenger is not better")
         registered = sfn.Succeed(self, "Candidate registered")
         export_failed = sfn.Fail(
             self, "Export failed", error="ExportFailed", cause="RDS snapshot export failed"
         )
-        gate.add_catch(kept, errors=["States.TaskFailed"], result_path="$.gate")
+        verdict_invalid = sfn.Fail(
+            self,
+            "Gate verdict invalid",
+            error="GateVerdictInvalid",
+            cause=f"{VERDICT_FILE} has no boolean 'passed'",
+        )
+        # "passed" is the JSON boolean the gate writes (training/cli.py, _write_verdict).
+        passed = "$.gate.verdict.passed"
+        decide = (
+            sfn.Choice(self, "Did the candidate win?")
+            .when(sfn.Condition.boolean_equals(passed, True), register.next(registered))
+            .when(sfn.Condition.boolean_equals(passed, False), kept)
+            .otherwise(verdict_invalid)
+        )
 
         definition = (
             ids.next(create_snapshot)
@@ -310,7 +441,7 @@ class TrainingPipeline(Construct):
             sfn.Choice(self, "Export finished?")
             .when(
                 sfn.Condition.string_equals("$.exportStatus.status", "COMPLETE"),
-                delete_snapshot.next(commands).next(train).next(gate).next(register).next(registered),
+                delete_snapshot.next(commands).next(train).next(gate).next(read_verdict).next(decide),
             )
             .when(
                 sfn.Condition.or_(
@@ -337,12 +468,34 @@ class TrainingPipeline(Construct):
                 destination=state_machine_logs, level=sfn.LogLevel.ALL, include_execution_data=True
             ),
         )
+        # CDK's ecs:runTask.sync integration allows ecs:StopTask and ecs:DescribeTasks on "*" (hard-coded in
+        # EcsRunTask, no option to scope it). Step Functions needs both to watch the task it started and to
+        # stop it when the state times out or the execution is aborted; this deny keeps them to this cluster.
+        state_machine.add_to_role_policy(
+            iam.PolicyStatement(
+                effect=iam.Effect.DENY,
+                actions=["ecs:StopTask", "ecs:DescribeTasks"],
+                resources=["*"],
+                conditions={"ArnNotEquals": {"ecs:cluster": self.cluster.cluster_arn}},
+            )
+        )
         suppress(
             state_machine,
             "AwsSolutions-IAM5",
-            "Wildcards are the train-* snapshot name pattern, rds:DescribeExportTasks (no resource-level "
-            "permissions), and the CloudWatch Logs delivery and X-Ray actions that require '*'.",
-            findings=[ANY_RESOURCE, snapshot_finding, task_definition_revisions(self.training_task)],
+            "Resource '*' is needed by: ecs:StopTask and ecs:DescribeTasks (granted by CDK's runTask.sync "
+            "integration to follow and stop the task it started; an explicit deny limits both to this "
+            "cluster's tasks), rds:DescribeExportTasks (no resource-level permissions), and the CloudWatch "
+            "Logs delivery and X-Ray actions. Other wildcards: the train-* snapshot name pattern, the "
+            f"revisions of the three step task definitions, and the per-run candidates/*/{VERDICT_FILE}.",
+            findings=[
+                ANY_RESOURCE,
+                snapshot_finding,
+                *(
+                    task_definition_revisions(task)
+                    for task in (self.train_task, self.gate_task, self.register_task)
+                ),
+                bucket_objects(self.artifact_bucket, f"{CANDIDATES_PREFIX}*/{VERDICT_FILE}"),
+            ],
         )
         return state_machine
 

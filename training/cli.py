@@ -4,12 +4,15 @@
 - ``show``: print a bundle's card summary.
 - ``load`` / ``export``: a dataset's files into MariaDB (or RDS) / MariaDB into the RDS
   snapshot-export Parquet layout (see ``python -m training.dataload``).
-- ``gate``: may the candidate bundle replace the registered champion? (exit 0 yes, 1 no)
+- ``gate``: may the candidate bundle replace the registered champion? Exit 0 yes, 1 no; with
+  ``--verdict <file or s3://…/key.json>`` it writes the decision there as JSON and exits 0 for
+  either decision, so a non-zero exit always means the gate itself failed (2 for a clear error).
 - ``register``: gate, then store the bundle under an immutable version in the registry.
 - ``loop``: load → export → train (champion scored on the same holdout) → gate → register.
 
-The Step Functions pipeline in AWS runs ``train``, ``gate`` and ``register`` in the training
-container; ``loop`` runs the same steps locally against MariaDB and a folder or S3 emulator.
+The Step Functions pipeline in AWS runs ``train``, ``gate --verdict`` and ``register`` in the training
+container and branches on the verdict; ``loop`` runs the same steps locally against MariaDB and a
+folder or S3 emulator.
 """
 
 from __future__ import annotations
@@ -24,8 +27,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from lambdas.scoring.card import ModelCard
+from training.dataload.storage import StorageError, open_storage
 from training.datasets.catalog import BUILT_IN, load_dataset
 from training.pipeline import TrainingConfig, default_model_name, train_bundle
+from training.registry import (
+    GateDecision,
+    RegistryError,
+    VersionExistsError,
+    champion_card,
+    download_bundle,
+    gate,
+    latest_pointer,
+    read_bundle_card,
+    register_bundle,
+)
 
 BUNDLE_FILES = ("model.onnx", "model_card.json")
 
@@ -97,6 +112,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         command = commands.add_parser(name, help=text)
         command.add_argument("--candidate", required=True, help="candidate bundle folder or s3://…/")
         command.add_argument("--registry", required=True, help="registry folder or s3://bucket/prefix")
+    commands.choices["gate"].add_argument(
+        "--verdict",
+        default=None,
+        help="write the decision as JSON to this file or s3://bucket/key and exit 0 for either decision",
+    )
     loop = commands.add_parser("loop", help="load → export → train → gate → register, locally")
     _training_arguments(loop)
     loop.add_argument("--files", default=None, help="dataset files to load first (default: skip loading)")
@@ -140,8 +160,6 @@ def _materialise(location: str, workspace: Path) -> Path:
     """A local folder holding the files at ``location`` (downloaded when it is on S3)."""
     if not _is_remote(location):
         return Path(location)
-    from training.dataload.storage import open_storage
-
     storage = open_storage(location)
     keys = storage.list_keys("")
     if not keys:
@@ -156,16 +174,12 @@ def _materialise(location: str, workspace: Path) -> Path:
 def _publish(bundle: Path, location: str) -> None:
     if not _is_remote(location):
         return
-    from training.dataload.storage import open_storage
-
     storage = open_storage(location)
     for name in BUNDLE_FILES:  # the card last: a reader that sees it finds the model beside it
         storage.write_bytes(name, (bundle / name).read_bytes())
 
 
 def _champion_bundle(registry: str, dataset: str, workspace: Path) -> Path | None:
-    from training.registry import download_bundle, latest_pointer
-
     model_name = default_model_name(dataset)
     if latest_pointer(registry, model_name) is None:
         return None
@@ -190,8 +204,6 @@ def _train(args: argparse.Namespace, out: str, registry: str | None) -> ModelCar
 
 
 def _gate_or_register(args: argparse.Namespace) -> int:
-    from training.registry import VersionExistsError, champion_card, gate, read_bundle_card, register_bundle
-
     with tempfile.TemporaryDirectory(prefix="candidate-") as scratch:
         bundle = _materialise(args.candidate, Path(scratch))
         card = read_bundle_card(bundle)
@@ -205,7 +217,28 @@ def _gate_or_register(args: argparse.Namespace) -> int:
                 version = str(card["model_version"])
                 print(f"version {version} is already registered; nothing to do")
     print(json.dumps({**decision.as_dict(), "registered_version": version}, indent=2))
+    if args.command == "gate" and args.verdict:
+        _write_verdict(args.verdict, str(card["model_name"]), decision)
+        return 0  # decided either way; the caller branches on the verdict's "passed"
     return 0 if decision.passed else 1
+
+
+def _write_verdict(location: str, model_name: str, decision: GateDecision) -> None:
+    """Write the gate's decision to ``location`` (a file path or ``s3://bucket/key``), as the last step.
+
+    The Step Functions pipeline reads it and branches on ``passed`` (a JSON boolean): the file exists
+    only when the gate reached a decision, so a crash can never read as "champion kept".
+    """
+    if _is_remote(location):
+        folder, _, name = location.rpartition("/")
+        if not name or not folder[len("s3://") :]:
+            raise ValueError(f"--verdict {location!r} must name an object: s3://bucket/<key>")
+    else:
+        folder, name = str(Path(location).parent), Path(location).name
+    verdict = {"model_name": model_name, **decision.as_dict()}
+    open_storage(folder).write_bytes(
+        name, json.dumps(verdict, indent=2).encode(), content_type="application/json"
+    )
 
 
 def _load(dataset: str, files: str, database: str | None) -> None:
@@ -270,6 +303,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("gate", "register"):
             return _gate_or_register(args)
         return _loop(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, RegistryError, StorageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -124,8 +124,71 @@ def test_pipeline_runs_snapshot_export_train_gate_register_in_order(definition: 
     commands = states["Plan the training commands"]["Parameters"]
     for step in ("train", "gate", "register"):
         assert f"'{step}'" in commands[f"{step}.$"]
-    assert states["Gate against the champion"]["Next"] == "Register the bundle"
-    assert states["Gate against the champion"]["Catch"][0]["Next"] == "Champion kept"
+    assert states["Gate against the champion"]["Next"] == "Read the gate verdict"
+    assert states["Read the gate verdict"]["Next"] == "Did the candidate win?"
+
+
+def _reachable_from(start: str, states: dict[str, Any]) -> set[str]:
+    reachable, frontier = set(), [start]
+    while frontier:
+        current = frontier.pop()
+        if current not in reachable:
+            reachable.add(current)
+            frontier += _successors(states[current])
+    return reachable
+
+
+def test_given_a_failed_container_step_then_the_run_cannot_end_in_a_succeed_state(
+    definition: dict[str, Any],
+) -> None:
+    # Given the three container steps: a crash, OOM kill or access denial is States.TaskFailed.
+    states = definition["States"]
+    for step in ("Train the candidate", "Gate against the champion", "Register the bundle"):
+        # Then no step catches it: the execution fails, which is what raises the TrainingFailures alarm.
+        assert "Catch" not in states[step], step
+    # And no catcher anywhere in the machine leads to a Succeed state.
+    for name, state in states.items():
+        for catcher in state.get("Catch", []):
+            ends = {s for s in _reachable_from(catcher["Next"], states) if states[s]["Type"] == "Succeed"}
+            assert not ends, f"{name} catches {catcher['ErrorEquals']} and can still end in {ends}"
+
+
+def test_given_the_gate_decided_then_the_choice_branches_on_the_verdict_it_wrote(
+    definition: dict[str, Any],
+) -> None:
+    states = definition["States"]
+    # Given the gate command writes its verdict to <artifact bucket>/candidates/<execution name>/...
+    read = states["Read the gate verdict"]
+    bucket = read["Parameters"]["Bucket"]
+    gate_command = states["Plan the training commands"]["Parameters"]["gate.$"]
+    assert (
+        f"'--verdict', States.Format('s3://{{}}/candidates/{{}}/gate_verdict.json', '{bucket}', "
+        "$.run.executionId)" in gate_command
+    )
+
+    # When the state machine reads that same object (SDK s3:getObject) and parses the body as JSON
+    assert read["Resource"].endswith(":states:::aws-sdk:s3:getObject")
+    assert (
+        read["Parameters"]["Key.$"] == "States.Format('candidates/{}/gate_verdict.json', $.run.executionId)"
+    )
+    assert read["ResultSelector"] == {"verdict.$": "States.StringToJson($.Body)"}
+    assert read["ResultPath"] == "$.gate"
+    assert "Catch" not in read  # a missing or unreadable verdict fails the run
+
+    # Then the Choice sends passed=true to registration, passed=false to "Champion kept", anything else
+    # to a Fail state
+    choice = states["Did the candidate win?"]
+    assert choice["Type"] == "Choice"
+    branches = {(c["Variable"], c["BooleanEquals"]): c["Next"] for c in choice["Choices"]}
+    assert branches == {
+        ("$.gate.verdict.passed", True): "Register the bundle",
+        ("$.gate.verdict.passed", False): "Champion kept",
+    }
+    assert states[choice["Default"]]["Type"] == "Fail"
+    assert states["Register the bundle"]["Next"] == "Candidate registered"
+    # And "Champion kept" is reached from the verdict only
+    into_kept = [name for name, state in states.items() if "Champion kept" in _successors(state)]
+    assert into_kept == ["Did the candidate win?"]
 
 
 def test_training_runs_on_a_schedule(template: Template) -> None:

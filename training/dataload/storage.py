@@ -34,8 +34,13 @@ class Storage(Protocol):
 
     def read_bytes(self, key: str) -> bytes: ...
 
-    def write_bytes(self, key: str, data: bytes, *, overwrite: bool = True) -> None:
-        """Write ``data`` at ``key``; with ``overwrite=False`` raise ObjectExistsError if it exists."""
+    def write_bytes(
+        self, key: str, data: bytes, *, overwrite: bool = True, content_type: str | None = None
+    ) -> None:
+        """Write ``data`` at ``key``; with ``overwrite=False`` raise ObjectExistsError if it exists.
+
+        ``content_type`` is stored as the S3 object's Content-Type (folders ignore it).
+        """
         ...
 
     def exists(self, key: str) -> bool: ...
@@ -61,7 +66,9 @@ class LocalStorage:
         except OSError as error:
             raise StorageError(f"cannot read {path}: {error}") from error
 
-    def write_bytes(self, key: str, data: bytes, *, overwrite: bool = True) -> None:
+    def write_bytes(
+        self, key: str, data: bytes, *, overwrite: bool = True, content_type: str | None = None
+    ) -> None:
         path = self.root / key
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write beside the target, then rename: a reader never sees half a file.
@@ -112,8 +119,12 @@ class S3Storage:
         body: bytes = response["Body"].read()
         return body
 
-    def write_bytes(self, key: str, data: bytes, *, overwrite: bool = True) -> None:
+    def write_bytes(
+        self, key: str, data: bytes, *, overwrite: bool = True, content_type: str | None = None
+    ) -> None:
         arguments: dict[str, Any] = {"Bucket": self.bucket, "Key": self._full_key(key), "Body": data}
+        if content_type:
+            arguments["ContentType"] = content_type
         if not overwrite:
             # S3 conditional write: the PUT fails with 412 if the key exists (no check-then-write race).
             arguments["IfNoneMatch"] = "*"

@@ -59,6 +59,7 @@ class AuditTrail(Construct):
             description="Audit trail of scoring decisions",
             removal_policy=RemovalPolicy.RETAIN,
         )
+        self._protect_key()
         self.bucket = secure_bucket(
             self,
             "AuditBucket",
@@ -123,15 +124,41 @@ class AuditTrail(Construct):
                 stack.node.try_remove_child(child.node.id)
         self._acknowledge()
 
+    def _protect_key(self) -> None:
+        """Nobody disables the key or schedules its deletion, which would make every record unreadable.
+
+        The account root still administers the key policy: deleting the key first needs a deliberate
+        change of this policy (a PutKeyPolicy call, logged by CloudTrail) that removes this statement.
+        """
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AuditKeyIsNeverDisabledOrDeleted",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=["kms:ScheduleKeyDeletion", "kms:DisableKey"],
+                resources=["*"],  # in a key policy, "*" is this key
+            )
+        )
+
     def _deny_deletes(self) -> None:
         """No principal deletes or hides a record, not even with delete markers (which Object Lock
-        allows); only the lifecycle rule, after the retention, removes records."""
+        allows); only the lifecycle rule, after the retention, removes records. Nor may anyone bypass
+        governance-mode retention: only an administrator changing this bucket policy can allow that."""
         self.bucket.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="AuditRecordsAreNeverDeleted",
                 effect=iam.Effect.DENY,
                 principals=[iam.AnyPrincipal()],
                 actions=["s3:DeleteObject", "s3:DeleteObjectVersion"],
+                resources=[self.bucket.arn_for_objects("*")],
+            )
+        )
+        self.bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AuditRetentionIsNeverBypassed",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=["s3:BypassGovernanceRetention"],
                 resources=[self.bucket.arn_for_objects("*")],
             )
         )

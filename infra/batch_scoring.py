@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy, Size
+import jsii
+from aws_cdk import Duration, RemovalPolicy, Size, Stack
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_sqs as sqs
+from aws_cdk.interfaces.aws_s3 import IBucketRef
 from constructs import Construct
 
 from infra.alarms import alarm_on_any
@@ -85,7 +87,7 @@ class BatchScoring(Construct):
         )
         self.bucket.add_event_notification(
             s3.EventType.OBJECT_CREATED,
-            s3n.SqsDestination(self.queue),
+            _QueueForThisAccountsBucket(self.queue),
             s3.NotificationKeyFilter(prefix=INCOMING_PREFIX),
         )
         self.function = scoring_function(
@@ -102,7 +104,13 @@ class BatchScoring(Construct):
             ephemeral_storage=BATCH_EPHEMERAL_STORAGE,
         )
         self.function.add_event_source(
-            sources.SqsEventSource(self.queue, batch_size=1, report_batch_item_failures=True)
+            sources.SqsEventSource(
+                self.queue,
+                batch_size=1,
+                report_batch_item_failures=True,
+                # Leaves account concurrency for the API however many files arrive at once.
+                max_concurrency=config.batch_max_concurrency,
+            )
         )
         self.bucket.grant_read(self.function, INCOMING_PREFIX + "*")
         for prefix in OUTPUT_PREFIXES:
@@ -128,4 +136,35 @@ class BatchScoring(Construct):
                 ANY_RESOURCE,
                 *(bucket_objects(self.bucket, p + "*") for p in (INCOMING_PREFIX, *OUTPUT_PREFIXES)),
             ],
+        )
+
+
+@jsii.implements(s3.IBucketNotificationDestination)
+class _QueueForThisAccountsBucket:
+    """S3 -> SQS notification destination whose queue policy also names this account.
+
+    CDK's ``SqsDestination`` lets s3.amazonaws.com send when ``aws:SourceArn`` is the bucket; a bucket
+    ARN holds no account, so a bucket of the same name in another account (after this one is deleted)
+    would match too. ``aws:SourceAccount`` closes that (confused deputy).
+    """
+
+    def __init__(self, queue: sqs.IQueue) -> None:
+        self._queue = queue
+
+    def bind(self, scope: Construct, bucket: IBucketRef) -> s3.BucketNotificationDestinationConfig:
+        self._queue.grant_send_messages(
+            iam.ServicePrincipal(
+                "s3.amazonaws.com",
+                conditions={
+                    "ArnLike": {"aws:SourceArn": bucket.bucket_ref.bucket_arn},
+                    "StringEquals": {"aws:SourceAccount": Stack.of(scope).account},
+                },
+            )
+        )
+        # SSE-SQS queue (no KMS key to grant); the dependency makes S3 validate the destination only
+        # once the queue policy allows it.
+        return s3.BucketNotificationDestinationConfig(
+            arn=self._queue.queue_arn,
+            type=s3.BucketNotificationDestinationType.QUEUE,
+            dependencies=[self._queue],
         )

@@ -44,6 +44,7 @@ CONTEXT_KEYS = (
     "auditRetentionDays",
     "auditLockMode",
     "apiProvisionedConcurrency",
+    "batchMaxConcurrency",
 )
 
 _ENVIRONMENT_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
@@ -55,6 +56,9 @@ _BUNDLE_DIR_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$")
 # versions when it registers them, so only a version that could have been registered is accepted.
 REGISTRY_NAME_REGEX = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 _BUNDLE_VERSION_PATTERN = re.compile(rf"^{REGISTRY_NAME_REGEX}/{REGISTRY_NAME_REGEX}$")
+
+# Lambda's bounds for an SQS event source's maximum concurrency.
+BATCH_MAX_CONCURRENCY_RANGE = (2, 1000)
 
 T = TypeVar("T")
 
@@ -94,6 +98,10 @@ class AppConfig:
     # removes a cold start (~0.3 s of init, plus Lambda's own) from the traffic it absorbs, at the price
     # of an always-on function of lambdaMemoryMb.
     api_provisioned_concurrency: int = 0
+    # Most batch function instances the SQS event source runs at once (2 to 1000, SQS event source
+    # limits). Each one is a 2 GB, up-to-15-minute invocation: the cap keeps a bulk drop into incoming/
+    # from taking the account's Lambda concurrency away from the API; the rest of the files wait in the queue.
+    batch_max_concurrency: int = 10
 
     @property
     def stack_prefix(self) -> str:
@@ -156,6 +164,13 @@ def config_from_context(context: Mapping[str, Any]) -> AppConfig:
         ),
         api_provisioned_concurrency=_int_in_range(
             context, "apiProvisionedConcurrency", defaults.api_provisioned_concurrency, 0, 1000
+        ),
+        batch_max_concurrency=_int_in_range(
+            context,
+            "batchMaxConcurrency",
+            defaults.batch_max_concurrency,
+            BATCH_MAX_CONCURRENCY_RANGE[0],
+            BATCH_MAX_CONCURRENCY_RANGE[1],
         ),
         audit_lock_mode=cast(
             AuditLockMode,

@@ -26,6 +26,10 @@ from infra.network import Network
 DATABASE_NAME = "loans"
 DATASET_PREFIX = "datasets/"  # where files for the loader are dropped in the export bucket
 EXPORT_LIFECYCLE_DAYS = 90
+# Database logs sent to CloudWatch Logs; audit is the MariaDB audit plugin's (AUDIT_EVENTS).
+LOG_EXPORTS = ("audit", "error", "slowquery")
+AUDIT_EVENTS = ("CONNECT", "QUERY_DDL", "QUERY_DCL")
+SLOW_QUERY_SECONDS = 2
 
 
 class Data(Construct):
@@ -41,20 +45,25 @@ class Data(Construct):
         access_logs: s3.IBucket,
         removal_policy: RemovalPolicy,
     ) -> None:
+        """``removal_policy`` is the database's; what cannot be snapshotted (the key, which the final
+        snapshot is encrypted with, the secret and the bucket) is kept (RETAIN) instead of snapshotted."""
         super().__init__(scope, construct_id)
+        kept_with_database = (
+            RemovalPolicy.RETAIN if removal_policy == RemovalPolicy.SNAPSHOT else removal_policy
+        )
         self.key = rotating_key(
             self,
             "DataKey",
             description="Loan data: RDS storage, its secret, snapshot exports",
-            removal_policy=removal_policy,
+            removal_policy=kept_with_database,
         )
-        self.database = self._build_database(config, network, removal_policy)
+        self.database = self._build_database(config, network, removal_policy, kept_with_database)
         self.export_bucket = secure_bucket(
             self,
             "ExportBucket",
             key=self.key,
             access_logs=access_logs,
-            removal_policy=removal_policy,
+            removal_policy=kept_with_database,
             lifecycle_rules=[
                 s3.LifecycleRule(id="expire-exports", expiration=Duration.days(EXPORT_LIFECYCLE_DAYS))
             ],
@@ -76,15 +85,39 @@ class Data(Construct):
         return secret  # type: ignore[return-value]
 
     def _build_database(
-        self, config: AppConfig, network: Network, removal_policy: RemovalPolicy
+        self,
+        config: AppConfig,
+        network: Network,
+        removal_policy: RemovalPolicy,
+        secret_removal_policy: RemovalPolicy,
     ) -> rds.DatabaseInstance:
         engine = rds.DatabaseInstanceEngine.maria_db(version=rds.MariaDbEngineVersion.VER_10_11_16)
         parameters = rds.ParameterGroup(
             self,
             "Parameters",
             engine=engine,
-            description="TLS required for every connection",
-            parameters={"require_secure_transport": "ON"},
+            description="TLS required; slow queries logged to the exported slowquery log",
+            parameters={
+                "require_secure_transport": "ON",
+                "slow_query_log": "1",
+                "long_query_time": str(SLOW_QUERY_SECONDS),
+                # RDS exports log files to CloudWatch, never the mysql.* log tables.
+                "log_output": "FILE",
+            },
+        )
+        # Who connected and what changed the schema or the grants: the MariaDB audit plugin (RDS for
+        # MariaDB 10.11 supports it). Not every query, which would put applicant data in the logs.
+        options = rds.OptionGroup(
+            self,
+            "Options",
+            engine=engine,
+            description="MariaDB audit plugin: connections, DDL and DCL",
+            configurations=[
+                rds.OptionConfiguration(
+                    name="MARIADB_AUDIT_PLUGIN",
+                    settings={"SERVER_AUDIT_EVENTS": ",".join(AUDIT_EVENTS)},
+                )
+            ],
         )
         database = rds.DatabaseInstance(
             self,
@@ -102,14 +135,21 @@ class Data(Construct):
             max_allocated_storage=100,
             multi_az=config.rds_multi_az,
             parameter_group=parameters,
+            option_group=options,
             backup_retention=Duration.days(7),
             iam_authentication=True,
-            cloudwatch_logs_exports=["error", "general", "slowquery"],
+            # No "general": it would log every statement, applicant data included.
+            cloudwatch_logs_exports=list(LOG_EXPORTS),
             cloudwatch_logs_retention=logs.RetentionDays.ONE_MONTH,
             deletion_protection=config.rds_deletion_protection,
             removal_policy=removal_policy,
             auto_minor_version_upgrade=True,
         )
+        # The credentials stay as long as the database (or its final snapshot) does: without them it
+        # could not be logged into. (database.secret is the attachment; the secret is this child.)
+        generated_secret = database.node.find_child("Secret")
+        assert isinstance(generated_secret, rds.DatabaseSecret)
+        generated_secret.apply_removal_policy(secret_removal_policy)
         database.add_rotation_single_user(
             automatically_after=Duration.days(30),
             endpoint=network.secrets_manager_endpoint,

@@ -1,4 +1,10 @@
-"""Network: isolated subnets only (no NAT by default), the endpoints in-VPC tasks need, and flow logs."""
+"""Network: isolated subnets (no NAT by default), the endpoints in-VPC tasks need, and flow logs.
+
+Subnet CIDRs never depend on ``useNatGateway``: a subnet whose CIDR changes is replaced, and the new one
+would overlap the old (the update fails) and take the database's subnet group with it. The two isolated
+subnets keep the whole primary block (10.0.0.0/17 and 10.0.128.0/17, what the VPC has always had);
+with the NAT, the public and egress subnets go into a second CIDR block of the VPC.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,14 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.nag import suppress
+
+VPC_CIDR = "10.0.0.0/16"
+ISOLATED_CIDR_MASK = 17  # two AZs x /17 = the whole primary block
+# useNatGateway only: a secondary block for the NAT gateway's public subnet and the egress subnets.
+EGRESS_VPC_CIDR = "10.1.0.0/16"
+PUBLIC_SUBNET_CIDR = "10.1.255.0/24"  # one NAT gateway, in the first AZ
+EGRESS_SUBNET_CIDRS = ("10.1.0.0/18", "10.1.64.0/18")  # one per AZ
+HTTPS = ec2.Port.tcp(443)
 
 # Interface endpoints for what runs inside the VPC without internet access: pulling the training
 # image (ECR API + Docker registry, layers come through the S3 gateway), container logs, the DB secret
@@ -23,41 +37,66 @@ _INTERFACE_ENDPOINTS: dict[str, ec2.InterfaceVpcEndpointAwsService] = {
 
 
 class Network(Construct):
-    """A two-AZ VPC whose workloads reach AWS only through VPC endpoints."""
+    """A two-AZ VPC whose workloads reach AWS only through VPC endpoints.
+
+    ``useNatGateway`` adds internet egress subnets for Fargate tasks (``task_subnets``: where the loader
+    is run), for code an operator adds that calls outside AWS: none of the stack's own calls needs it.
+    The database and the secret-rotation function stay in the isolated subnets, which never get a route
+    out; so do the training tasks, whose subnets infra/training_pipeline.py selects.
+    """
 
     def __init__(self, scope: Construct, construct_id: str, *, use_nat_gateway: bool) -> None:
         super().__init__(scope, construct_id)
-        subnets = [ec2.SubnetConfiguration(name="isolated", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)]
-        if use_nat_gateway:
-            subnets += [ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC)]
         self.vpc = ec2.Vpc(
             self,
             "Vpc",
+            ip_addresses=ec2.IpAddresses.cidr(VPC_CIDR),
             max_azs=2,  # RDS subnet groups need two AZs
-            nat_gateways=1 if use_nat_gateway else 0,
-            subnet_configuration=subnets,
+            nat_gateways=0,  # the optional NAT is built below, outside the isolated subnets' block
+            subnet_configuration=[
+                ec2.SubnetConfiguration(
+                    name="isolated",
+                    subnet_type=ec2.SubnetType.PRIVATE_ISOLATED,
+                    cidr_mask=ISOLATED_CIDR_MASK,
+                )
+            ],
             restrict_default_security_group=True,
         )
         self.isolated_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
+        self.egress_subnets: list[ec2.PrivateSubnet] = self._build_egress() if use_nat_gateway else []
+        # Subnets for Fargate tasks that may need egress (the TaskSubnetIds output): behind the NAT if any.
+        self.task_subnets = ec2.SubnetSelection(
+            subnets=list(self.egress_subnets) or list(self.vpc.isolated_subnets)
+        )
+        gateway_subnets = [self.isolated_subnets]
+        if self.egress_subnets:
+            # S3 traffic from the egress subnets too goes through the gateway endpoint, not the NAT.
+            gateway_subnets.append(ec2.SubnetSelection(subnets=list(self.egress_subnets)))
         self.vpc.add_gateway_endpoint(
-            "S3", service=ec2.GatewayVpcEndpointAwsService.S3, subnets=[self.isolated_subnets]
+            "S3", service=ec2.GatewayVpcEndpointAwsService.S3, subnets=gateway_subnets
         )
         self.interface_endpoints: dict[str, ec2.InterfaceVpcEndpoint] = {
             name: self.vpc.add_interface_endpoint(
                 name,
                 service=service,
                 private_dns_enabled=True,
-                # One AZ halves the hourly endpoint cost; the other AZ reaches it through private DNS.
-                subnets=ec2.SubnetSelection(subnets=[self.vpc.isolated_subnets[0]]),
+                # One network interface in each AZ's isolated subnet, whatever useNatGateway says (so the
+                # endpoints never move); private DNS serves them to every subnet of the VPC.
+                subnets=self.isolated_subnets,
             )
             for name, service in _INTERFACE_ENDPOINTS.items()
         }
         for endpoint in self.interface_endpoints.values():
+            if self.egress_subnets:
+                # The endpoint's own rule admits the primary block only.
+                endpoint.connections.allow_from(
+                    ec2.Peer.ipv4(EGRESS_VPC_CIDR), HTTPS, "HTTPS from the egress subnets"
+                )
             suppress(
                 endpoint,
                 "AwsSolutions-EC23",
-                "The endpoint security group admits HTTPS (443) from the VPC's own CIDR only; cdk-nag cannot "
-                "evaluate the CIDR because it is a CloudFormation reference.",
+                "The endpoint security group admits HTTPS (443) from the VPC's own CIDR blocks only; "
+                "cdk-nag cannot evaluate the primary CIDR because it is a CloudFormation reference.",
             )
         flow_log_group = logs.LogGroup(
             self, "FlowLogs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY
@@ -65,6 +104,36 @@ class Network(Construct):
         self.vpc.add_flow_log(
             "FlowLog", destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_log_group)
         )
+
+    def _build_egress(self) -> list[ec2.PrivateSubnet]:
+        """A second CIDR block with one public subnet (NAT gateway) and an egress subnet per AZ."""
+        vpc_id = self.vpc.vpc_id
+        zones = self.vpc.availability_zones
+        block = ec2.CfnVPCCidrBlock(self, "EgressCidrBlock", vpc_id=vpc_id, cidr_block=EGRESS_VPC_CIDR)
+        gateway = ec2.CfnInternetGateway(self, "InternetGateway")
+        attachment = ec2.CfnVPCGatewayAttachment(
+            self, "InternetGatewayAttachment", vpc_id=vpc_id, internet_gateway_id=gateway.ref
+        )
+        public = ec2.PublicSubnet(
+            self,
+            "PublicSubnet",
+            vpc_id=vpc_id,
+            availability_zone=zones[0],
+            cidr_block=PUBLIC_SUBNET_CIDR,
+            map_public_ip_on_launch=False,  # only the NAT gateway lives here
+        )
+        public.node.add_dependency(block)
+        public.add_default_internet_route(gateway.ref, attachment)
+        nat = public.add_nat_gateway()
+        egress = []
+        for index, (zone, cidr) in enumerate(zip(zones, EGRESS_SUBNET_CIDRS, strict=True), start=1):
+            subnet = ec2.PrivateSubnet(
+                self, f"EgressSubnet{index}", vpc_id=vpc_id, availability_zone=zone, cidr_block=cidr
+            )
+            subnet.node.add_dependency(block)
+            subnet.add_default_nat_route(nat.ref)
+            egress.append(subnet)
+        return egress
 
     @property
     def secrets_manager_endpoint(self) -> ec2.InterfaceVpcEndpoint:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
-from aws_cdk import aws_kms as kms
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
@@ -15,6 +15,7 @@ from constructs import Construct
 
 from infra.alarms import alarm_on_any
 from infra.batch_scoring import BatchScoring
+from infra.buckets import rotating_key
 from infra.config import AppConfig
 from infra.scoring_functions import METRICS_NAMESPACE, service_name
 
@@ -125,13 +126,7 @@ class Observability(Construct):
         }
         self.topic: sns.Topic | None = None
         if config.alarm_email:
-            self.topic = sns.Topic(
-                self,
-                "AlarmTopic",
-                master_key=kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns"),
-                enforce_ssl=True,
-            )
-            self.topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
+            self.topic = self._build_alarm_topic(config.alarm_email)
             for alarm in self.alarms.values():
                 alarm.add_alarm_action(actions.SnsAction(self.topic))
 
@@ -184,6 +179,46 @@ class Observability(Construct):
             ),
             cloudwatch.AlarmStatusWidget(title="Alarms", alarms=list(self.alarms.values())),
         )
+
+    def _build_alarm_topic(self, email: str) -> sns.Topic:
+        """An encrypted topic CloudWatch alarms can publish to, e-mailed to ``email``.
+
+        CloudWatch cannot use the AWS-managed alias/aws/sns key (its policy cannot be changed to let the
+        service in), so the topic has its own key. ``enforce_ssl`` replaces SNS's default topic policy,
+        so CloudWatch's publish right is stated explicitly; principals of this account keep publishing
+        through their IAM policies (and the key's default account statement).
+        """
+        account = Stack.of(self).account
+        from_this_account = {"StringEquals": {"aws:SourceAccount": account}}
+        cloudwatch_service = iam.ServicePrincipal("cloudwatch.amazonaws.com")
+        # Encrypts only notifications in flight: nothing is left to decrypt once the topic is gone.
+        key = rotating_key(
+            self,
+            "AlarmTopicKey",
+            description="Alarm notifications (SNS topic)",
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="CloudWatchAlarmsPublishToTheTopic",
+                principals=[cloudwatch_service],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],  # in a key policy, "*" is this key
+                conditions=from_this_account,
+            )
+        )
+        topic = sns.Topic(self, "AlarmTopic", master_key=key, enforce_ssl=True)
+        topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="CloudWatchAlarmsPublish",
+                principals=[cloudwatch_service],
+                actions=["sns:Publish"],
+                resources=[topic.topic_arn],
+                conditions=from_this_account,
+            )
+        )
+        topic.add_subscription(subscriptions.EmailSubscription(email))
+        return topic
 
 
 def _drift_metric(function: str, name: str, statistic: str) -> cloudwatch.Metric:

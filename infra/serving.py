@@ -69,8 +69,11 @@ class Serving(Construct):
             "Api",
             rest_api_name=f"loan-scoring-{config.environment}",
             description="Loan default scoring",
+            # API Gateway's CloudWatch role is one setting per account and region, shared by every API and
+            # stack there (the last deploy wins). Retained so destroying this stack never deletes the
+            # role another stack's API logs through.
             cloud_watch_role=True,
-            cloud_watch_role_removal_policy=RemovalPolicy.DESTROY,
+            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
             endpoint_types=[apigw.EndpointType.REGIONAL],
             deploy_options=apigw.StageOptions(
                 stage_name=config.environment,
@@ -95,6 +98,7 @@ class Serving(Construct):
             ),
         )
         self.user_pool: cognito.UserPool | None = None
+        self.user_pool_client: cognito.UserPoolClient | None = None
         authorization_type, authorizer = self._authorisation(config)
         integration = apigw.LambdaIntegration(self.alias)
         validator = self.api.add_request_validator(
@@ -164,7 +168,28 @@ class Serving(Construct):
             ),
             feature_plan=cognito.FeaturePlan.PLUS,
             standard_threat_protection_mode=cognito.StandardThreatProtectionMode.FULL_FUNCTION,
+            # Phone recovery would mean SMS, which this pool does not use (TOTP MFA only).
+            account_recovery=cognito.AccountRecovery.EMAIL_ONLY,
+            auto_verify=cognito.AutoVerifiedAttrs(email=True),  # recovery needs a verified address
             removal_policy=RemovalPolicy.RETAIN,
+        )
+        # The authoriser validates ID tokens (no OAuth scopes on the methods), which only the user sign-in
+        # flows issue: no client secret (callers are scripts and apps that cannot keep one) and no
+        # client-credentials grant (it issues access tokens only). Machine callers use authMode=iam.
+        self.user_pool_client = self.user_pool.add_client(
+            "ApiClient",
+            generate_secret=False,
+            auth_flows=cognito.AuthFlow(
+                user_srp=True,
+                # The AWS CLI cannot compute SRP: scripts sign in with the password (over TLS, still
+                # followed by the TOTP challenge) and then renew ID tokens with the refresh token.
+                user_password=True,
+            ),
+            prevent_user_existence_errors=True,
+            disable_o_auth=True,  # no hosted UI or OAuth grants: no user pool domain, no redirect URLs
+            id_token_validity=Duration.hours(1),
+            access_token_validity=Duration.hours(1),
+            refresh_token_validity=Duration.days(30),
         )
         authorizer = apigw.CognitoUserPoolsAuthorizer(self, "Authorizer", cognito_user_pools=[self.user_pool])
         return apigw.AuthorizationType.COGNITO, authorizer

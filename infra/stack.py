@@ -103,7 +103,6 @@ class LoanScoringStack(Stack):
                 )
 
     def _outputs(self) -> None:
-        isolated = self.network.vpc.isolated_subnets
         outputs = {
             "ApiUrl": (self.serving.api.url, "Base URL of the scoring API (SigV4-signed calls to /v1/...)"),
             "ScoringBucketName": (
@@ -132,7 +131,10 @@ class LoanScoringStack(Stack):
                 self.training.loader_task.task_definition_arn,
                 "Run to load a dataset",
             ),
-            "TaskSubnetIds": (",".join(subnet.subnet_id for subnet in isolated), "Subnets for ecs run-task"),
+            "TaskSubnetIds": (
+                ",".join(subnet.subnet_id for subnet in self.network.task_subnets.subnets or []),
+                "Subnets for ecs run-task",
+            ),
             "LoaderSecurityGroupId": (
                 self.data.loader_security_group.security_group_id,
                 "Security group for the loader",
@@ -147,5 +149,12 @@ class LoanScoringStack(Stack):
             ),
             "DashboardName": (self.observability.dashboard.dashboard_name, "CloudWatch dashboard"),
         }
+        # authMode=cognito: what a client needs to sign in and get the ID token the API accepts.
+        if self.serving.user_pool and self.serving.user_pool_client:
+            outputs["UserPoolId"] = (self.serving.user_pool.user_pool_id, "Cognito user pool of API users")
+            outputs["UserPoolClientId"] = (
+                self.serving.user_pool_client.user_pool_client_id,
+                "App client to sign in with (SRP or USER_PASSWORD_AUTH, no secret); send the ID token",
+            )
         for name, (value, description) in outputs.items():
             CfnOutput(self, name, value=value, description=description)

@@ -57,6 +57,23 @@ def synthesised_with_registry_model(tmp_path_factory: pytest.TempPathFactory) ->
     return synthesise(tmp_path_factory.mktemp("cdk-out-registry"), modelBundleVersion=REGISTERED_MODEL)
 
 
+# Every optional feature at once, so one more synthesis covers them all (cdk-nag included).
+OPTIONS: dict[str, object] = {
+    "authMode": "cognito",
+    "alarmEmail": "ops@example.com",
+    "useNatGateway": True,
+    "rdsMultiAz": True,
+    "dataRemovalPolicy": "snapshot",
+    "batchMaxConcurrency": 25,
+}
+
+
+@pytest.fixture(scope="session")
+def synthesised_with_options(tmp_path_factory: pytest.TempPathFactory) -> Synthesised:
+    """The app with OPTIONS (Cognito, alarm e-mails, NAT gateway, multi-AZ, snapshot removal, ...)."""
+    return synthesise(tmp_path_factory.mktemp("cdk-out-options"), **OPTIONS)
+
+
 @pytest.fixture(scope="session")
 def template(synthesised: Synthesised) -> Template:
     return synthesised.template

@@ -149,3 +149,52 @@ def test_given_records_stuck_in_the_stream_then_an_alarm_fires_and_is_on_the_das
     assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
     (dashboard,) = [r for r in resources.values() if r["Type"] == "AWS::CloudWatch::Dashboard"]
     assert "AuditAuditDelivery" in json.dumps(dashboard["Properties"]["DashboardBody"])
+
+
+def test_given_the_audit_key_then_no_principal_may_disable_it_or_schedule_its_deletion(
+    resources: Resources,
+) -> None:
+    (key,) = [
+        r
+        for name, r in resources.items()
+        if r["Type"] == "AWS::KMS::Key" and name.startswith("AuditAuditKey")
+    ]
+    denials = [s for s in key["Properties"]["KeyPolicy"]["Statement"] if s["Effect"] == "Deny"]
+    assert denials == [
+        {
+            "Sid": "AuditKeyIsNeverDisabledOrDeleted",
+            "Effect": "Deny",
+            "Principal": {"AWS": "*"},
+            "Action": ["kms:DisableKey", "kms:ScheduleKeyDeletion"],
+            "Resource": "*",
+        }
+    ]
+    # And the account can still administer the key policy (the deliberate way to lift the denial)
+    assert any(
+        s["Effect"] == "Allow" and s["Action"] == "kms:*" and ":root" in json.dumps(s["Principal"])
+        for s in key["Properties"]["KeyPolicy"]["Statement"]
+    )
+    assert key["DeletionPolicy"] == "Retain"
+
+
+def test_given_governance_mode_then_no_principal_may_bypass_the_retention(resources: Resources) -> None:
+    bucket_id = next(name for name, r in resources.items() if r is _audit_bucket(resources))
+    (policy,) = [
+        r
+        for r in resources.values()
+        if r["Type"] == "AWS::S3::BucketPolicy" and r["Properties"]["Bucket"] == {"Ref": bucket_id}
+    ]
+    denials = [
+        s
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]
+        if s["Effect"] == "Deny" and "s3:BypassGovernanceRetention" in json.dumps(s["Action"])
+    ]
+    assert denials == [
+        {
+            "Sid": "AuditRetentionIsNeverBypassed",
+            "Effect": "Deny",
+            "Principal": {"AWS": "*"},
+            "Action": "s3:BypassGovernanceRetention",
+            "Resource": {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, "/*"]]},
+        }
+    ]

@@ -26,6 +26,7 @@ def test_given_the_committed_cdk_json_when_built_then_it_is_valid_and_secure_by_
     assert config.api_rollout == "canary"  # a new API version gets 10 % of traffic first
     assert (config.audit_retention_days, config.audit_lock_mode) == (2557, "governance")
     assert config.api_provisioned_concurrency == 0  # on demand unless asked
+    assert config.batch_max_concurrency == 10  # a bulk drop leaves account concurrency for the API
 
 
 def test_given_cli_strings_when_built_then_numbers_and_booleans_are_coerced() -> None:
@@ -56,6 +57,9 @@ def test_given_cli_strings_when_built_then_numbers_and_booleans_are_coerced() ->
         ("auditLockMode", "none"),
         ("apiProvisionedConcurrency", -1),
         ("apiProvisionedConcurrency", 5000),
+        ("batchMaxConcurrency", 1),  # SQS event sources need at least 2
+        ("batchMaxConcurrency", 1001),
+        ("batchMaxConcurrency", "unlimited"),
     ],
 )
 def test_given_a_bad_value_when_built_then_the_error_names_the_key_and_value(key: str, value: object) -> None:
@@ -63,6 +67,11 @@ def test_given_a_bad_value_when_built_then_the_error_names_the_key_and_value(key
         config_from_context({key: value})
     assert repr(key) in str(error.value)
     assert repr(value) in str(error.value)
+
+
+@pytest.mark.parametrize("value", ["2", 1000])
+def test_given_a_batch_max_concurrency_at_the_sqs_bounds_when_built_then_it_is_kept(value: object) -> None:
+    assert config_from_context({"batchMaxConcurrency": value}).batch_max_concurrency == int(str(value))
 
 
 def test_given_no_api_rollout_when_built_then_the_api_rolls_out_as_a_canary() -> None:

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.infra.conftest import Synthesised, synthesise
+from tests.infra.conftest import Synthesised
 
 
 def _violations(synthesised: Synthesised, plugin: str) -> list[str]:
@@ -27,13 +27,17 @@ def test_given_the_default_app_when_synthesised_then_cdk_nag_reports_nothing(
     assert _violations(synthesised, "AwsSolutions") == []
 
 
-def test_given_the_cognito_and_alarm_options_when_synthesised_then_cdk_nag_reports_nothing(
-    tmp_path: Path,
+def test_given_every_option_when_synthesised_then_cdk_nag_reports_nothing(
+    synthesised_with_options: Synthesised,
 ) -> None:
-    variant = synthesise(tmp_path, authMode="cognito", alarmEmail="ops@example.com", rdsMultiAz=True)
+    # Given Cognito, alarm e-mails, the NAT gateway, multi-AZ RDS and snapshot removal at once
+    variant = synthesised_with_options
+    plugins = [report["pluginName"] for report in variant.validation_report["pluginReports"]]
+    assert "AwsSolutions" in plugins
     assert _violations(variant, "AwsSolutions") == []
     variant.template.resource_count_is("AWS::Cognito::UserPool", 1)
     variant.template.resource_count_is("AWS::SNS::Subscription", 1)
+    variant.template.resource_count_is("AWS::EC2::NatGateway", 1)
 
 
 # W3005 ("dependency already enforced by GetAtt") flags the explicit DependsOn that CDK itself emits
@@ -42,6 +46,16 @@ CFN_LINT_IGNORED = "W3005"
 
 
 def test_given_the_synthesised_template_when_cfn_lint_runs_then_it_is_clean(synthesised: Synthesised) -> None:
+    _assert_cfn_lint_clean(synthesised)
+
+
+def test_given_every_option_when_cfn_lint_runs_then_it_is_clean(
+    synthesised_with_options: Synthesised,
+) -> None:
+    _assert_cfn_lint_clean(synthesised_with_options)
+
+
+def _assert_cfn_lint_clean(synthesised: Synthesised) -> None:
     cfn_lint = str(Path(sys.executable).parent / "cfn-lint")
     completed = subprocess.run(
         [

@@ -9,7 +9,8 @@ from typing import Any
 from aws_cdk.assertions import Match, Template
 
 from infra.batch_scoring import BATCH_TIMEOUT, MAX_RECEIVE_COUNT, VISIBILITY_TIMEOUT
-from tests.infra.conftest import Resources
+from infra.config import AppConfig
+from tests.infra.conftest import OPTIONS, Resources, Synthesised
 
 
 def _of_type(resources: Resources, kind: str) -> dict[str, dict[str, Any]]:
@@ -29,11 +30,10 @@ def test_rds_is_private_isolated_encrypted_with_a_customer_key_and_tls(
             "BackupRetentionPeriod": 7,
             "EnableIAMDatabaseAuthentication": True,
             "DeletionProtection": True,
-            "EnableCloudwatchLogsExports": Match.array_with(["error", "slowquery"]),
         },
     )
     template.has_resource_properties(
-        "AWS::RDS::DBParameterGroup", {"Parameters": {"require_secure_transport": "ON"}}
+        "AWS::RDS::DBParameterGroup", {"Parameters": Match.object_like({"require_secure_transport": "ON"})}
     )
     # And its subnet group uses only isolated subnets (no route to an internet or NAT gateway)
     subnet_group = next(iter(_of_type(resources, "AWS::RDS::DBSubnetGroup").values()))
@@ -44,6 +44,56 @@ def test_rds_is_private_isolated_encrypted_with_a_customer_key_and_tls(
     assert routes == {}, "isolated-only VPC must have no internet/NAT routes by default"
     template.resource_count_is("AWS::EC2::NatGateway", 0)
     template.resource_count_is("AWS::EC2::InternetGateway", 0)
+
+
+def test_given_the_database_then_its_exported_logs_are_written_and_hold_no_applicant_data(
+    resources: Resources,
+) -> None:
+    (database,) = _of_type(resources, "AWS::RDS::DBInstance").values()
+    properties = database["Properties"]
+    # Then audit (plugin), error and slow-query logs go to CloudWatch; "general" (every statement,
+    # applicant values included) does not
+    assert sorted(properties["EnableCloudwatchLogsExports"]) == ["audit", "error", "slowquery"]
+    # And the slow-query log is switched on, written to files (what RDS exports), not to tables
+    ((parameter_group_id, parameter_group),) = _of_type(resources, "AWS::RDS::DBParameterGroup").items()
+    assert properties["DBParameterGroupName"] == {"Ref": parameter_group_id}
+    values = parameter_group["Properties"]["Parameters"]
+    assert values["slow_query_log"] == "1"
+    assert values["log_output"] == "FILE"
+    assert 0 < float(values["long_query_time"]) <= 10
+    assert "general_log" not in values or values["general_log"] == "0"
+    # And the MariaDB audit plugin records connections, DDL and DCL, on an engine that supports it
+    ((option_group_id, option_group),) = _of_type(resources, "AWS::RDS::OptionGroup").items()
+    assert properties["OptionGroupName"] == {"Ref": option_group_id}
+    assert option_group["Properties"]["EngineName"] == "mariadb"
+    assert properties["EngineVersion"].startswith(option_group["Properties"]["MajorEngineVersion"] + ".")
+    assert option_group["Properties"]["MajorEngineVersion"] in ("10.6", "10.11", "11.4", "11.8")
+    (plugin,) = option_group["Properties"]["OptionConfigurations"]
+    assert plugin["OptionName"] == "MARIADB_AUDIT_PLUGIN"
+    settings = {s["Name"]: s["Value"] for s in plugin["OptionSettings"]}
+    assert {"CONNECT", "QUERY_DDL", "QUERY_DCL"} <= set(settings["SERVER_AUDIT_EVENTS"].split(","))
+    assert "QUERY" not in settings["SERVER_AUDIT_EVENTS"].split(",")  # would log every statement
+
+
+def test_given_the_database_is_kept_on_removal_then_so_is_its_secret(resources: Resources) -> None:
+    (database,) = _of_type(resources, "AWS::RDS::DBInstance").values()
+    (secret,) = _of_type(resources, "AWS::SecretsManager::Secret").values()
+    assert database["DeletionPolicy"] == "Retain"  # dataRemovalPolicy=retain (cdk.json)
+    assert secret["DeletionPolicy"] == database["DeletionPolicy"]
+    assert secret["UpdateReplacePolicy"] == database["UpdateReplacePolicy"]
+
+
+def test_given_snapshot_removal_then_the_database_is_snapshotted_and_its_secret_and_key_kept(
+    synthesised_with_options: Synthesised,
+) -> None:
+    resources = synthesised_with_options.template_json["Resources"]
+    (database,) = _of_type(resources, "AWS::RDS::DBInstance").values()
+    (secret,) = _of_type(resources, "AWS::SecretsManager::Secret").values()
+    assert database["DeletionPolicy"] == "Snapshot"
+    # Secrets and keys cannot be snapshotted: kept, so the final snapshot can be restored and logged into
+    assert secret["DeletionPolicy"] == "Retain"
+    data_key = next(r for name, r in resources.items() if name.startswith("DataDataKey"))
+    assert data_key["DeletionPolicy"] == "Retain"
 
 
 def test_rds_secret_is_generated_and_rotated(template: Template) -> None:
@@ -166,7 +216,12 @@ def test_batch_queue_has_a_dead_letter_queue_alarm_and_a_fitting_visibility_time
     )
     template.has_resource_properties(
         "AWS::Lambda::EventSourceMapping",
-        {"FunctionResponseTypes": ["ReportBatchItemFailures"], "BatchSize": 1},
+        {
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            "BatchSize": 1,
+            # A bulk drop runs at most batchMaxConcurrency (default 10) batch functions at once
+            "ScalingConfig": {"MaximumConcurrency": AppConfig().batch_max_concurrency},
+        },
     )
     template.has_resource_properties(
         "Custom::S3BucketNotifications",
@@ -180,6 +235,49 @@ def test_batch_queue_has_a_dead_letter_queue_alarm_and_a_fitting_visibility_time
             }
         },
     )
+
+
+def test_given_batch_max_concurrency_when_synthesised_then_the_event_source_is_capped_at_it(
+    synthesised_with_options: Synthesised,
+) -> None:
+    synthesised_with_options.template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping",
+        {"ScalingConfig": {"MaximumConcurrency": OPTIONS["batchMaxConcurrency"]}},
+    )
+
+
+def test_given_the_incoming_queue_then_only_this_accounts_scoring_bucket_may_send_to_it(
+    resources: Resources,
+) -> None:
+    queue_id = next(name for name in _of_type(resources, "AWS::SQS::Queue") if "IncomingQueue" in name)
+    bucket_id = next(name for name in _of_type(resources, "AWS::S3::Bucket") if "ScoringBucket" in name)
+    (policy,) = [
+        p
+        for p in _of_type(resources, "AWS::SQS::QueuePolicy").values()
+        if p["Properties"]["Queues"] == [{"Ref": queue_id}]
+    ]
+    from_s3 = [
+        statement
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if statement["Effect"] == "Allow" and statement.get("Principal") == {"Service": "s3.amazonaws.com"}
+    ]
+    assert from_s3  # S3 event notifications are allowed in...
+    for statement in from_s3:  # ...from the scoring bucket, of this account only
+        assert statement["Condition"] == {
+            "ArnLike": {"aws:SourceArn": {"Fn::GetAtt": [bucket_id, "Arn"]}},
+            "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+        }
+
+
+def test_given_the_api_cloudwatch_role_then_it_outlives_the_stack_that_set_it(resources: Resources) -> None:
+    (account,) = _of_type(resources, "AWS::ApiGateway::Account").values()
+    role_id = account["Properties"]["CloudWatchRoleArn"]["Fn::GetAtt"][0]
+    role = resources[role_id]
+    assert "AmazonAPIGatewayPushToCloudWatchLogs" in json.dumps(role["Properties"]["ManagedPolicyArns"])
+    # Then destroying this stack deletes neither the account-wide role nor the setting pointing at it
+    assert role["DeletionPolicy"] == "Retain"
+    assert role["UpdateReplacePolicy"] == "Retain"
+    assert account["DeletionPolicy"] == "Retain"
 
 
 def test_alarms_cover_every_failure_mode_the_issue_names(resources: Resources) -> None:
@@ -227,9 +325,22 @@ def test_batch_lambda_grants_are_scoped_to_its_prefixes(resources: Resources) ->
     assert '"/*"' not in text  # never the whole bucket
 
 
-def test_vpc_has_flow_logs_and_the_endpoints_in_vpc_tasks_need(template: Template) -> None:
+def test_vpc_has_flow_logs_and_the_endpoints_in_vpc_tasks_need(
+    template: Template, resources: Resources
+) -> None:
     template.resource_count_is("AWS::EC2::FlowLog", 1)
     template.resource_count_is("AWS::EC2::VPCEndpoint", 7)  # S3 gateway + 6 interface endpoints
+    # Every interface endpoint has a network interface in both AZs' isolated subnets
+    isolated = {name for name in _of_type(resources, "AWS::EC2::Subnet") if "isolated" in name}
+    assert len(isolated) == 2
+    interface_endpoints = [
+        e["Properties"]
+        for e in _of_type(resources, "AWS::EC2::VPCEndpoint").values()
+        if e["Properties"].get("VpcEndpointType") == "Interface"
+    ]
+    assert len(interface_endpoints) == 6
+    for endpoint in interface_endpoints:
+        assert {ref["Ref"] for ref in endpoint["SubnetIds"]} == isolated
 
 
 def test_given_the_drift_metrics_when_synthesised_then_one_alarm_watches_batch_files_and_api_windows(

@@ -60,17 +60,20 @@ def test_given_compliance_mode_and_destroy_when_synthesised_then_the_lock_follow
     }
 
 
-def test_given_the_audit_bucket_then_no_principal_may_delete_a_record(resources: Resources) -> None:
+def _audit_bucket_policy_statements(resources: Resources) -> list[dict[str, Any]]:
     bucket_id = next(name for name, r in resources.items() if r is _audit_bucket(resources))
     (policy,) = [
         r
         for r in resources.values()
         if r["Type"] == "AWS::S3::BucketPolicy" and r["Properties"]["Bucket"] == {"Ref": bucket_id}
     ]
+    return policy["Properties"]["PolicyDocument"]["Statement"]  # type: ignore[no-any-return]
+
+
+def test_given_the_audit_bucket_then_no_principal_may_delete_a_record(resources: Resources) -> None:
+    bucket_id = next(name for name, r in resources.items() if r is _audit_bucket(resources))
     denials = [
-        s
-        for s in policy["Properties"]["PolicyDocument"]["Statement"]
-        if s.get("Sid") == "AuditRecordsAreNeverDeleted"
+        s for s in _audit_bucket_policy_statements(resources) if s.get("Sid") == "AuditRecordsAreNeverDeleted"
     ]
     assert denials == [
         {
@@ -179,14 +182,9 @@ def test_given_the_audit_key_then_no_principal_may_disable_it_or_schedule_its_de
 
 def test_given_governance_mode_then_no_principal_may_bypass_the_retention(resources: Resources) -> None:
     bucket_id = next(name for name, r in resources.items() if r is _audit_bucket(resources))
-    (policy,) = [
-        r
-        for r in resources.values()
-        if r["Type"] == "AWS::S3::BucketPolicy" and r["Properties"]["Bucket"] == {"Ref": bucket_id}
-    ]
     denials = [
         s
-        for s in policy["Properties"]["PolicyDocument"]["Statement"]
+        for s in _audit_bucket_policy_statements(resources)
         if s["Effect"] == "Deny" and "s3:BypassGovernanceRetention" in json.dumps(s["Action"])
     ]
     assert denials == [

@@ -44,15 +44,6 @@ from lambdas.scoring.card import ModelCard
 from lambdas.scoring.drift import DriftSummary, DriftWindow
 from lambdas.scoring.runtime import BatchScores, ScoringModel
 
-# The routes registered below, by path: requests to a known path with another method get a 405.
-_ROUTE_METHODS: dict[str, frozenset[str]] = {
-    "/v1/score": frozenset({"POST"}),
-    "/v1/score/batch": frozenset({"POST"}),
-    "/v1/model": frozenset({"GET"}),
-    "/v1/health": frozenset({"GET"}),
-    "/v1/openapi.json": frozenset({"GET"}),
-}
-_JSON_ROUTES = frozenset(path for path, methods in _ROUTE_METHODS.items() if "POST" in methods)
 API_TITLE = "Loan default scoring API"
 API_VERSION = "1.0.0"
 TOP_REASONS = 3
@@ -79,6 +70,8 @@ class ScoringApi:
             else None
         )
         self._results_per_audit_line = results_per_audit_line(model.card, settings.log_applicant_values)
+        # Filled by _register_routes: the methods of each path (a known path with another method is a 405).
+        self._methods_by_path: dict[str, set[str]] = {}
         self._register_routes()
         self._register_error_handlers()
 
@@ -99,7 +92,8 @@ class ScoringApi:
         (``application/json`` or a ``+json`` type, in any case). An accepted request's Content-Type is
         rewritten to plain ``application/json``, because Powertools matches it case-sensitively and
         would otherwise parse form posts too."""
-        if event.get("httpMethod") != "POST" or _route_path(event) not in _JSON_ROUTES:
+        json_route = "POST" in self._methods_by_path.get(_route_path(event), ())
+        if event.get("httpMethod") != "POST" or not json_route:
             return None
         media_type = _content_type(event).split(";")[0].strip().lower()
         if media_type != JSON_CONTENT_TYPE and not media_type.endswith("+json"):
@@ -137,8 +131,14 @@ class ScoringApi:
 
     # ---- routes ------------------------------------------------------------------------------
 
+    def _route(self, method: str, path: str, **options: Any) -> Callable[[Callable[..., Any]], Any]:
+        """``app.route`` that also records the path's methods."""
+        self._methods_by_path.setdefault(path, set()).add(method)
+        return self.app.route(path, method, **options)  # type: ignore[no-any-return]
+
     def _register_routes(self) -> None:
         app = self.app
+        route = self._route
         schemas = self.schemas
         score_request = schemas.score_request
         batch_request = schemas.batch_request
@@ -146,7 +146,8 @@ class ScoringApi:
         batch_response = schemas.batch_response
         max_batch = self.settings.max_batch_applications
 
-        @app.post(
+        @route(
+            "POST",
             "/v1/score",
             summary="Score one application",
             description="Probability of default, decision and the top reasons that raised the risk.",
@@ -159,7 +160,8 @@ class ScoringApi:
         def score(request: Annotated[score_request, Body()]) -> Response[str]:  # type: ignore[valid-type]
             return _json_response(self._score([request])[0])
 
-        @app.post(
+        @route(
+            "POST",
             "/v1/score/batch",
             summary=f"Score up to {max_batch} applications",
             description=f"At most {max_batch} applications per call; any invalid one rejects the call "
@@ -174,15 +176,15 @@ class ScoringApi:
             results = self._score(request.applications)  # type: ignore[attr-defined]
             return _json_response({"model_version": self.model.model_version, "results": results})
 
-        @app.get("/v1/model", summary="The model card's public part", tags=["model"])
+        @route("GET", "/v1/model", summary="The model card's public part", tags=["model"])
         def model_card() -> dict[str, Any]:
             return {**self.model.card.public_view(), "max_batch_applications": max_batch}
 
-        @app.get("/v1/health", summary="Liveness and the loaded model version", tags=["model"])
+        @route("GET", "/v1/health", summary="Liveness and the loaded model version", tags=["model"])
         def health() -> Health:
             return Health(status="ok", model_version=self.model.model_version)
 
-        @app.get("/v1/openapi.json", include_in_schema=False)
+        @route("GET", "/v1/openapi.json", include_in_schema=False)
         def openapi() -> Response[str]:
             return Response(200, content_type=JSON_CONTENT_TYPE, body=self.openapi_json())
 
@@ -391,7 +393,7 @@ class ScoringApi:
         @app.not_found
         def not_found(error: Exception) -> Response[str]:
             event = app.current_event
-            allowed = _ROUTE_METHODS.get(_route_path(event.raw_event))
+            allowed = self._methods_by_path.get(_route_path(event.raw_event))
             if allowed:
                 response = self._error(
                     HTTPStatus.METHOD_NOT_ALLOWED,

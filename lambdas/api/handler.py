@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 
-from lambdas.api.wiring import create_handler
+from lambdas.init_phase import init_phase
 
-handler = create_handler(os.environ)
+with init_phase():
+    from lambdas.api.wiring import create_handler
+
+    handler = create_handler(os.environ)

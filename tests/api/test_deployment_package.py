@@ -25,7 +25,7 @@ MIB = 1024 * 1024
 
 # Runs inside the isolated interpreter: import the handler from the package, invoke it with events.
 _INVOKE_SCRIPT = """
-import json, sys, time
+import gc, json, sys, time
 package, events_file = sys.argv[1], sys.argv[2]
 sys.path[:0] = [package]
 started = time.perf_counter()
@@ -45,7 +45,8 @@ outside = sorted(
     if name.split(".")[0] in ("numpy", "onnxruntime", "pydantic", "aws_lambda_powertools")
     and getattr(module, "__file__", None) and not module.__file__.startswith(package)
 )
-print("RESULT " + json.dumps({"results": results, "heavy": heavy, "outside": outside,
+collector = {"enabled": gc.isenabled(), "frozen_objects": gc.get_freeze_count()}
+print("RESULT " + json.dumps({"results": results, "heavy": heavy, "outside": outside, "collector": collector,
                               "cold_start_seconds": cold_start_seconds, "executable": sys.executable}))
 """
 
@@ -99,4 +100,7 @@ def test_given_the_built_api_package_when_invoked_in_isolated_python312_then_it_
     assert 0.0 <= scored["probability_of_default"] <= 1.0
     assert outcome["heavy"] == []
     assert outcome["outside"] == []
+    # The init phase paused the garbage collector and froze what it built; requests run with it on
+    assert outcome["collector"]["enabled"] is True
+    assert outcome["collector"]["frozen_objects"] > 10_000
     print(f"isolated cold start (import + load + 3 requests): {outcome['cold_start_seconds']:.3f} s")

@@ -299,8 +299,10 @@ def _text_numbers(values: pa.ChunkedArray) -> ColumnInput:
         numbers = pc.cast(pc.if_else(pc.equal(values, ""), None, values), pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return _coded(values)
-    # "nan" written in a cell is an error for the runtime, not an empty cell: let it say so.
-    if pc.any(pc.is_nan(numbers)).as_py():
+    # "nan" written in a cell is an error for the runtime, not an empty cell, and a cell that became
+    # infinite may be "inf" (not_finite) or an integer too long for a double (out_of_range): the
+    # runtime reads the text and says which.
+    if pc.any(pc.or_(pc.is_nan(numbers), pc.is_inf(numbers))).as_py():
         return _coded(values)
     return np.asarray(numbers.to_numpy(zero_copy_only=False), dtype=np.float64)
 

@@ -521,9 +521,14 @@ def _check_json_value(feature: FeatureSchema, value: object) -> tuple[Any, Field
     try:
         number = float(value)
     except OverflowError:  # an integer beyond a double's range (10**400)
-        return None, FieldError(name, "out_of_range", f"{name} must be within the range of a 64-bit float")
+        return None, _too_large(name)
     error = _check_number(feature, number)
     return (number, None) if error is None else (None, error)
+
+
+def _too_large(name: str) -> FieldError:
+    """An integer beyond a double's range: out_of_range (NaN and Infinity themselves are not_finite)."""
+    return FieldError(name, "out_of_range", f"{name} must be within the range of a 64-bit float")
 
 
 def _check_number(feature: FeatureSchema, number: float) -> FieldError | None:
@@ -656,8 +661,9 @@ def _numeric_column(
         numbers = array.astype(np.float64)
         null = np.isnan(numbers)
         wrong_type = np.zeros(numbers.shape[0], dtype=np.bool_)
+        too_large = np.zeros(numbers.shape[0], dtype=np.bool_)
     else:
-        numbers, null, wrong_type = _parse_cells(feature, array)
+        numbers, null, wrong_type, too_large = _parse_cells(feature, array)
     if feature.type == "boolean":
         wrong_type |= ~null & (numbers != 0.0) & (numbers != 1.0)
     for row in np.flatnonzero(wrong_type):
@@ -666,7 +672,9 @@ def _numeric_column(
     if not feature.nullable:
         for row in np.flatnonzero(null & ~wrong_type):
             errors.append((int(row), FieldError(name, "null_not_allowed", f"{name} may not be empty")))
-    checkable = ~null & ~wrong_type
+    for row in np.flatnonzero(too_large & ~wrong_type):
+        errors.append((int(row), _too_large(name)))
+    checkable = ~null & ~wrong_type & ~too_large
     if feature.type != "boolean":
         bad = checkable & (
             np.isinf(numbers)
@@ -684,12 +692,14 @@ def _numeric_column(
 
 def _parse_cells(
     feature: FeatureSchema, array: np.ndarray
-) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.bool_]]:
-    """Numbers from mixed cells (CSV text, Python numbers, None): values, null mask, wrong-type mask."""
+) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_]]:
+    """Numbers from mixed cells (CSV text, Python numbers, None): values, null mask, wrong-type mask
+    and the mask of integers beyond a double's range (out_of_range, as the API reports them)."""
     rows = array.shape[0]
     numbers = np.full(rows, np.nan, dtype=np.float64)
     null = np.zeros(rows, dtype=np.bool_)
     wrong_type = np.zeros(rows, dtype=np.bool_)
+    too_large = np.zeros(rows, dtype=np.bool_)
     for row, value in enumerate(array.tolist()):
         if value is None or value == "":
             null[row] = True
@@ -701,14 +711,16 @@ def _parse_cells(
         elif isinstance(value, int | float):
             try:
                 numbers[row] = float(value)
-            except OverflowError:  # an integer beyond a double's range (JSON 1000...0): not finite
-                numbers[row] = math.inf
+            except OverflowError:  # an integer beyond a double's range (JSON 1000...0)
+                too_large[row] = True
         elif isinstance(value, str):
             text = value.strip(" \t")
             if feature.type == "boolean" and text.lower() in _TRUE_TEXT | _FALSE_TEXT:
                 numbers[row] = 1.0 if text.lower() in _TRUE_TEXT else 0.0
             elif _NUMBER_TEXT.fullmatch(text):
                 numbers[row] = float(text)
+                # Digits alone that overflow are an integer beyond a double's range, as in JSON.
+                too_large[row] = math.isinf(numbers[row]) and text.lstrip("+-").isdigit()
             elif _NON_FINITE_TEXT.fullmatch(text):
                 # "nan" typed into a file is not an empty cell: report it (not_finite) rather than
                 # treat it as null.
@@ -717,7 +729,7 @@ def _parse_cells(
                 wrong_type[row] = True
         else:
             wrong_type[row] = True
-    return numbers, null, wrong_type
+    return numbers, null, wrong_type, too_large
 
 
 # ---- scoring helpers ---------------------------------------------------------------------------

@@ -137,8 +137,21 @@ def test_given_cells_no_feature_can_take_then_only_their_rows_are_rejected(
     # Then each bad cell rejects its own row, naming the field
     assert codes(from_parquet) == [(1, "wrong_type"), (3, "wrong_type")]
     assert from_parquet.counts.rows_scored == 1  # the null income is a missing value
-    assert codes(from_jsonl) == [(1, "not_finite")]
+    assert codes(from_jsonl) == [(1, "out_of_range")]  # as the API reports it
     assert from_jsonl.rejected_rows()[0]["error"].startswith("income: ")
+
+
+def test_given_an_integer_beyond_a_double_in_csv_then_out_of_range_but_an_overflowing_float_not_finite(
+    model: ScoringModel,
+) -> None:
+    # Given the same cell written as 401 digits, and as an exponent that overflows to infinity
+    lines = [HEADER, GOOD_LINE.replace("32000.0", "1" + "0" * 400), GOOD_LINE.replace("32000.0", "1e400")]
+    outcome = score(model, "csv", "\n".join([*lines, GOOD_LINE]).encode())
+
+    # Then the integer is out of range, as the API answers for a JSON integer of that size, and the
+    # float that a parser turns into infinity is not finite, as the API answers for 1e400
+    assert codes(outcome) == [(1, "out_of_range"), (2, "not_finite")]
+    assert outcome.counts.rows_scored == 1
 
 
 # ---- 2. quoted line breaks, wherever the block boundary falls -----------------------------------

@@ -14,6 +14,7 @@ from aws_cdk import Duration, RemovalPolicy, Size, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesisfirehose as firehose
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_logs_destinations as log_destinations
 from aws_cdk import aws_s3 as s3
@@ -21,6 +22,7 @@ from constructs import Construct
 
 from infra.buckets import rotating_key, secure_bucket
 from infra.config import AppConfig
+from infra.log_groups import encrypted_log_group
 from infra.nag import KMS_WRITE_ACTIONS, S3_READ_ACTIONS, S3_WRITE_ACTIONS, bucket_objects, suppress
 from lambdas.audit import AUDIT_MESSAGES
 
@@ -48,8 +50,12 @@ class AuditTrail(Construct):
         config: AppConfig,
         access_logs: s3.IBucket,
         log_groups: dict[str, logs.ILogGroup],
+        logs_key: kms.IKey,
     ) -> None:
-        """``log_groups``: the scoring functions' log groups by a short name ("Api", "Batch")."""
+        """``log_groups``: the scoring functions' log groups by a short name ("Api", "Batch").
+
+        ``logs_key`` encrypts the stream's own log group (delivery errors).
+        """
         super().__init__(scope, construct_id)
         retention = Duration.days(config.audit_retention_days)
         # Audit records outlive the stack whatever dataRemovalPolicy says: RETAIN, never DESTROY.
@@ -82,6 +88,12 @@ class AuditTrail(Construct):
             error_output_prefix=ERRORS_PREFIX + "!{firehose:error-output-type}/" + _DATE_PATH,
             buffering_interval=Duration.seconds(60),
             buffering_size=Size.mebibytes(5),
+            # Delivery and processing errors, kept two years (Firehose's default), encrypted like the rest.
+            logging_config=firehose.EnableLogging(
+                encrypted_log_group(
+                    self, "StreamErrors", key=logs_key, retention=logs.RetentionDays.TWO_YEARS
+                )
+            ),
             processors=[
                 firehose.DecompressionProcessor(),
                 firehose.CloudWatchLogProcessor(data_message_extraction=True),

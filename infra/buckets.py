@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
@@ -73,3 +74,40 @@ def secure_bucket(
         object_lock_default_retention=object_lock_retention,
         removal_policy=removal_policy,
     )
+
+
+def grant_read_under(
+    bucket: s3.IBucket, grantee: iam.IGrantable, *key_patterns: str, probes_missing_keys: bool
+) -> None:
+    """Read the objects matching ``key_patterns`` (``"models/*"``), and list the bucket as little as the
+    code allows.
+
+    CDK's ``bucket.grant_read(grantee, "models/*")`` scopes the object actions but also allows
+    ``s3:GetBucket*`` and ``s3:List*`` on the whole bucket: every key name in it (the file names data
+    teams upload, export and run ids) and its configuration. Here the objects and the bucket's key get
+    what that grant gives them (``s3:GetObject*``; ``kms:Decrypt``, ``kms:DescribeKey``) and the bucket
+    only ``s3:ListBucket``:
+
+    - ``probes_missing_keys=False``: listing limited to the same patterns (``s3:prefix``), for code that
+      reads keys it knows exist or lists under its prefixes (training/dataload/storage.py).
+    - ``probes_missing_keys=True``: listing of the whole bucket, for code that expects "no such key"
+      for a missing object (the batch function's manifest, the registry's latest.json on a first run).
+      S3 documents that it answers 404 for a missing key only to a caller with ``s3:ListBucket`` on the
+      bucket (403 otherwise); whether a ``s3:prefix`` condition is enough for that is not documented,
+      so these roles do not depend on it.
+    """
+    if not key_patterns:
+        raise ValueError("grant_read_under needs at least one key pattern; use grant_read for the bucket")
+    iam.Grant.add_to_principal(
+        grantee=grantee,
+        actions=["s3:GetObject*"],
+        resource_arns=[bucket.arn_for_objects(pattern) for pattern in key_patterns],
+    )
+    iam.Grant.add_to_principal(
+        grantee=grantee,
+        actions=["s3:ListBucket"],
+        resource_arns=[bucket.bucket_arn],
+        conditions=None if probes_missing_keys else {"StringLike": {"s3:prefix": list(key_patterns)}},
+    )
+    if bucket.encryption_key:
+        bucket.encryption_key.grant(grantee, "kms:Decrypt", "kms:DescribeKey")

@@ -11,11 +11,12 @@ from aws_cdk import aws_rds as rds
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from infra.buckets import rotating_key, secure_bucket
+from infra.buckets import grant_read_under, rotating_key, secure_bucket
 from infra.config import AppConfig
 from infra.nag import (
     ANY_RESOURCE,
     KMS_WRITE_ACTIONS,
+    S3_OBJECT_READ_ACTIONS,
     S3_READ_ACTIONS,
     S3_WRITE_ACTIONS,
     bucket_objects,
@@ -227,12 +228,12 @@ class Data(Construct):
             logging=ecs.LogDrivers.aws_logs(stream_prefix="loader", log_group=log_group),
         )
         self.secret.grant_read(task.task_role)
-        self.export_bucket.grant_read(task.task_role, DATASET_PREFIX + "*")
+        grant_read_under(self.export_bucket, task.task_role, DATASET_PREFIX + "*", probes_missing_keys=False)
         suppress(
             task.task_role,
             "AwsSolutions-IAM5",
-            "Read access is limited to the datasets/ prefix of the export bucket (object wildcard).",
-            findings=[*S3_READ_ACTIONS, bucket_objects(self.export_bucket, DATASET_PREFIX + "*")],
+            "Read and list access is limited to the datasets/ prefix of the export bucket (object wildcard).",
+            findings=[*S3_OBJECT_READ_ACTIONS, bucket_objects(self.export_bucket, DATASET_PREFIX + "*")],
         )
         suppress(
             task.obtain_execution_role(),

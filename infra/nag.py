@@ -33,6 +33,8 @@ def suppress(construct: IConstruct, rule_id: str, reason: str, findings: Sequenc
 
 # Action groups that CDK's grant_read / grant_write / grant_read_write emit on buckets and keys.
 S3_READ_ACTIONS = ("Action::s3:GetObject*", "Action::s3:GetBucket*", "Action::s3:List*")
+# What infra/buckets.py's grant_read_under emits (its s3:ListBucket names the bucket, no wildcard).
+S3_OBJECT_READ_ACTIONS = ("Action::s3:GetObject*",)
 S3_WRITE_ACTIONS = ("Action::s3:DeleteObject*", "Action::s3:Abort*")
 S3_PUT_ACTIONS = ("Action::s3:Abort*",)
 KMS_WRITE_ACTIONS = ("Action::kms:ReEncrypt*", "Action::kms:GenerateDataKey*")

@@ -1,5 +1,9 @@
 """Network: isolated subnets (no NAT by default), the endpoints in-VPC tasks need, and flow logs.
 
+The endpoints only carry this account's traffic: the interface endpoints admit principals of this
+account, the S3 gateway endpoint reaches this account's buckets plus the one AWS-owned bucket ECR
+serves image layers from (see :meth:`Network._restrict_endpoints`).
+
 Subnet CIDRs never depend on ``useNatGateway``: a subnet whose CIDR changes is replaced, and the new one
 would overlap the old (the update fails) and take the database's subnet group with it. The two isolated
 subnets keep the whole primary block (10.0.0.0/17 and 10.0.128.0/17, what the VPC has always had);
@@ -8,11 +12,14 @@ with the NAT, the public and egress subnets go into a second CIDR block of the V
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy
+from aws_cdk import Stack
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from infra.log_groups import encrypted_log_group
 from infra.nag import suppress
 
 VPC_CIDR = "10.0.0.0/16"
@@ -26,13 +33,14 @@ HTTPS = ec2.Port.tcp(443)
 # Interface endpoints for what runs inside the VPC without internet access: pulling the training
 # image (ECR API + Docker registry, layers come through the S3 gateway), container logs, the DB secret
 # and its rotation, KMS for the encrypted buckets, and STS for the SDKs' regional credential calls.
-_INTERFACE_ENDPOINTS: dict[str, ec2.InterfaceVpcEndpointAwsService] = {
-    "EcrApi": ec2.InterfaceVpcEndpointAwsService.ECR,
-    "EcrDocker": ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER,
-    "Logs": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS,
-    "SecretsManager": ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
-    "Kms": ec2.InterfaceVpcEndpointAwsService.KMS,
-    "Sts": ec2.InterfaceVpcEndpointAwsService.STS,
+# Each with the IAM prefix of its service's actions (the Docker registry's are ecr: actions too).
+_INTERFACE_ENDPOINTS: dict[str, tuple[ec2.InterfaceVpcEndpointAwsService, str]] = {
+    "EcrApi": (ec2.InterfaceVpcEndpointAwsService.ECR, "ecr"),
+    "EcrDocker": (ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER, "ecr"),
+    "Logs": (ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS, "logs"),
+    "SecretsManager": (ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER, "secretsmanager"),
+    "Kms": (ec2.InterfaceVpcEndpointAwsService.KMS, "kms"),
+    "Sts": (ec2.InterfaceVpcEndpointAwsService.STS, "sts"),
 }
 
 
@@ -45,7 +53,10 @@ class Network(Construct):
     out; so do the training tasks, whose subnets infra/training_pipeline.py selects.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, use_nat_gateway: bool) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, use_nat_gateway: bool, logs_key: kms.IKey
+    ) -> None:
+        """``logs_key`` encrypts the flow logs."""
         super().__init__(scope, construct_id)
         self.vpc = ec2.Vpc(
             self,
@@ -72,7 +83,7 @@ class Network(Construct):
         if self.egress_subnets:
             # S3 traffic from the egress subnets too goes through the gateway endpoint, not the NAT.
             gateway_subnets.append(ec2.SubnetSelection(subnets=list(self.egress_subnets)))
-        self.vpc.add_gateway_endpoint(
+        self.s3_endpoint = self.vpc.add_gateway_endpoint(
             "S3", service=ec2.GatewayVpcEndpointAwsService.S3, subnets=gateway_subnets
         )
         self.interface_endpoints: dict[str, ec2.InterfaceVpcEndpoint] = {
@@ -84,8 +95,9 @@ class Network(Construct):
                 # endpoints never move); private DNS serves them to every subnet of the VPC.
                 subnets=self.isolated_subnets,
             )
-            for name, service in _INTERFACE_ENDPOINTS.items()
+            for name, (service, _) in _INTERFACE_ENDPOINTS.items()
         }
+        self._restrict_endpoints()
         for endpoint in self.interface_endpoints.values():
             if self.egress_subnets:
                 # The endpoint's own rule admits the primary block only.
@@ -98,11 +110,52 @@ class Network(Construct):
                 "The endpoint security group admits HTTPS (443) from the VPC's own CIDR blocks only; "
                 "cdk-nag cannot evaluate the primary CIDR because it is a CloudFormation reference.",
             )
-        flow_log_group = logs.LogGroup(
-            self, "FlowLogs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY
+        flow_log_group = encrypted_log_group(
+            self, "FlowLogs", key=logs_key, retention=logs.RetentionDays.ONE_MONTH
         )
         self.vpc.add_flow_log(
             "FlowLog", destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_log_group)
+        )
+
+    def _restrict_endpoints(self) -> None:
+        """Endpoint policies in place of the default full access (they grant nothing: IAM still must)."""
+        account = Stack.of(self).account
+        for name, (_, action_prefix) in _INTERFACE_ENDPOINTS.items():
+            # Whatever calls AWS from the VPC (the training and loader tasks, their image pulls and logs,
+            # the secret-rotation function) does so with this account's roles: credentials of another
+            # account cannot use these endpoints to reach their own account's resources.
+            self.interface_endpoints[name].add_to_policy(
+                iam.PolicyStatement(
+                    sid="ThisAccountsPrincipalsOnly",
+                    principals=[iam.AnyPrincipal()],
+                    actions=[f"{action_prefix}:*"],
+                    resources=["*"],
+                    conditions={"StringEquals": {"aws:PrincipalAccount": account}},
+                )
+            )
+        # Every bucket the tasks in the VPC use is this account's (export and artifact buckets). RDS
+        # writes snapshot exports itself, and CloudFormation and Lambda fetch the CDK assets (this
+        # account's too) outside the VPC; no custom resource runs in the VPC (their responses go to an
+        # AWS-owned bucket). So no other account's bucket: nothing is copied out to one through here.
+        self.s3_endpoint.add_to_policy(
+            iam.PolicyStatement(
+                sid="ThisAccountsBucketsOnly",
+                principals=[iam.AnyPrincipal()],
+                actions=["s3:*"],
+                resources=["*"],
+                conditions={"StringEquals": {"aws:ResourceAccount": account}},
+            )
+        )
+        # Image pulls from ECR (the training and loader image): ECR stores layers in an AWS-owned bucket
+        # per region, fetched through this endpoint (ECR user guide, "Amazon ECR interface VPC endpoints
+        # (AWS PrivateLink)", "Create the Amazon S3 gateway endpoint"). Read-only, that bucket only.
+        self.s3_endpoint.add_to_policy(
+            iam.PolicyStatement(
+                sid="EcrImageLayers",
+                principals=[iam.AnyPrincipal()],
+                actions=["s3:GetObject"],
+                resources=[_ecr_layer_bucket_objects(Stack.of(self))],
+            )
         )
 
     def _build_egress(self) -> list[ec2.PrivateSubnet]:
@@ -138,3 +191,8 @@ class Network(Construct):
     @property
     def secrets_manager_endpoint(self) -> ec2.InterfaceVpcEndpoint:
         return self.interface_endpoints["SecretsManager"]
+
+
+def _ecr_layer_bucket_objects(stack: Stack) -> str:
+    """The objects of the AWS-owned bucket ECR serves image layers from, in the stack's region."""
+    return f"arn:{stack.partition}:s3:::prod-{stack.region}-starport-layer-bucket/*"

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 
+from infra.buckets import grant_read_under
 from infra.config import AppConfig
-from infra.nag import S3_READ_ACTIONS, bucket_objects, suppress
+from infra.nag import S3_OBJECT_READ_ACTIONS, bucket_objects, suppress
 from infra.training_pipeline import REGISTRY_PREFIX
 
 
@@ -35,14 +36,14 @@ class RegisteredBundle:
     def grant_read(self, function: lambda_.Function, *, reader: str) -> None:
         """Read on exactly this version's objects (plus kms:Decrypt on the bucket's key), acknowledged."""
         objects = self.key_prefix + "*"
-        self.registry.grant_read(function, objects)
+        grant_read_under(self.registry, function, objects, probes_missing_keys=False)
         suppress(
             function,
             "AwsSolutions-IAM5",
             f"{reader} loads the registered model bundle it is configured with (modelBundleVersion): "
             f"read is limited to that one immutable version's objects ({objects}) in the artifact "
-            "bucket, with the grant_read action groups.",
-            findings=[*S3_READ_ACTIONS, bucket_objects(self.registry, objects)],
+            "bucket (s3:GetObject*; listing limited to the same prefix).",
+            findings=[*S3_OBJECT_READ_ACTIONS, bucket_objects(self.registry, objects)],
         )
 
 
@@ -57,12 +58,12 @@ def grant_registry_read(registry: s3.IBucket, function: lambda_.Function, *, rea
     writable.
     """
     objects = REGISTRY_PREFIX + "*"
-    registry.grant_read(function, objects)
+    grant_read_under(registry, function, objects, probes_missing_keys=False)
     suppress(
         function,
         "AwsSolutions-IAM5",
         f"{reader} loads registered model bundles ({objects} in the artifact bucket: immutable ONNX files "
-        "and model cards, no applicant data) with the grant_read action groups: during a canary "
+        "and model cards, no applicant data; s3:GetObject*, listing limited to models/): during a canary "
         "rollout both the previous and the new Lambda version must load the version they serve.",
-        findings=[*S3_READ_ACTIONS, bucket_objects(registry, objects)],
+        findings=[*S3_OBJECT_READ_ACTIONS, bucket_objects(registry, objects)],
     )

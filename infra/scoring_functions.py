@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy, Size
+from aws_cdk import Duration, Size
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -10,6 +11,7 @@ from constructs import Construct
 from infra.assets import lambda_code
 from infra.config import AppConfig
 from infra.lambda_package import LambdaFunction
+from infra.log_groups import encrypted_log_group
 from infra.nag import BASIC_EXECUTION_POLICY, suppress
 
 METRICS_NAMESPACE = "LoanScoring"
@@ -26,17 +28,16 @@ def scoring_function(
     *,
     config: AppConfig,
     function: LambdaFunction,
+    logs_key: kms.IKey,
     memory_mb: int,
     timeout: Duration,
     extra_environment: dict[str, str] | None = None,
     ephemeral_storage: Size | None = None,
 ) -> lambda_.Function:
     service = service_name(function)
-    log_group = logs.LogGroup(
-        scope,
-        f"{construct_id}Logs",
-        retention=logs.RetentionDays.THREE_MONTHS,
-        removal_policy=RemovalPolicy.DESTROY,
+    # Decisions, probabilities and reasons (applicant values too with LOG_APPLICANT_VALUES): encrypted.
+    log_group = encrypted_log_group(
+        scope, f"{construct_id}Logs", key=logs_key, retention=logs.RetentionDays.THREE_MONTHS
     )
     fn = lambda_.Function(
         scope,

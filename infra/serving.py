@@ -8,12 +8,14 @@ from __future__ import annotations
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cognito as cognito
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.config import AppConfig
+from infra.log_groups import encrypted_log_group
 from infra.nag import ANY_RESOURCE, suppress
 from infra.registered_bundle import RegisteredBundle, grant_registry_read
 from infra.rollout import ApiRollout
@@ -27,9 +29,18 @@ THROTTLE_BURST = 100
 
 class Serving(Construct):
     def __init__(
-        self, scope: Construct, construct_id: str, *, config: AppConfig, model_registry: s3.IBucket
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: AppConfig,
+        model_registry: s3.IBucket,
+        logs_key: kms.IKey,
     ) -> None:
-        """``model_registry`` is the artifact bucket: the API may read its registered model bundles."""
+        """``model_registry`` is the artifact bucket: the API may read its registered model bundles.
+
+        ``logs_key`` encrypts the function's and the stage's access log groups.
+        """
         super().__init__(scope, construct_id)
         # A registered version in the registry, or None to serve the packaged bundle.
         self.model_bundle = RegisteredBundle.of(config, model_registry)
@@ -38,6 +49,7 @@ class Serving(Construct):
             "ScoringFunction",
             config=config,
             function="api",
+            logs_key=logs_key,
             memory_mb=config.lambda_memory_mb,
             timeout=Duration.seconds(15),
             extra_environment=self.model_bundle.environment() if self.model_bundle else None,
@@ -58,11 +70,9 @@ class Serving(Construct):
         )
         # CodeDeploy, not CloudFormation, moves the alias to a new version: canary by default.
         self.rollout = ApiRollout(self, "Rollout", config=config, alias=self.alias)
-        access_logs = logs.LogGroup(
-            self,
-            "AccessLogs",
-            retention=logs.RetentionDays.THREE_MONTHS,
-            removal_policy=RemovalPolicy.DESTROY,
+        # Caller, source IP and request metadata of every call: encrypted like the function's logs.
+        access_logs = encrypted_log_group(
+            self, "AccessLogs", key=logs_key, retention=logs.RetentionDays.THREE_MONTHS
         )
         self.api = apigw.RestApi(
             self,

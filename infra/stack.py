@@ -10,6 +10,7 @@ from infra.batch_scoring import INCOMING_PREFIX, BatchScoring
 from infra.buckets import access_log_bucket
 from infra.config import AppConfig
 from infra.data import DATASET_PREFIX, Data
+from infra.log_groups import logs_key
 from infra.nag import ANY_RESOURCE, BASIC_EXECUTION_POLICY, suppress
 from infra.network import Network
 from infra.observability import Observability
@@ -32,7 +33,11 @@ class LoanScoringStack(Stack):
             RemovalPolicy.DESTROY if config.data_removal_policy == "destroy" else RemovalPolicy.RETAIN
         )
 
-        self.network = Network(self, "Network", use_nat_gateway=config.use_nat_gateway)
+        # One key for every log group the stack creates (decisions, request metadata, flow logs, ...).
+        self.logs_key = logs_key(self, "LogsKey")
+        self.network = Network(
+            self, "Network", use_nat_gateway=config.use_nat_gateway, logs_key=self.logs_key
+        )
         access_logs = access_log_bucket(self, "AccessLogs", bucket_removal)
         self.data = Data(
             self,
@@ -50,10 +55,17 @@ class LoanScoringStack(Stack):
             data=self.data,
             access_logs=access_logs,
             removal_policy=bucket_removal,
+            logs_key=self.logs_key,
         )
         # After the training pipeline: with modelBundleVersion, the API and the batch function both load
         # that registered bundle from its artifact bucket (the same model decides in both).
-        self.serving = Serving(self, "Serving", config=config, model_registry=self.training.artifact_bucket)
+        self.serving = Serving(
+            self,
+            "Serving",
+            config=config,
+            model_registry=self.training.artifact_bucket,
+            logs_key=self.logs_key,
+        )
         self.batch = BatchScoring(
             self,
             "Batch",
@@ -61,6 +73,7 @@ class LoanScoringStack(Stack):
             access_logs=access_logs,
             removal_policy=bucket_removal,
             model_registry=self.training.artifact_bucket,
+            logs_key=self.logs_key,
         )
         self.audit = AuditTrail(
             self,
@@ -68,6 +81,7 @@ class LoanScoringStack(Stack):
             config=config,
             access_logs=access_logs,
             log_groups={"Api": self.serving.function.log_group, "Batch": self.batch.function.log_group},
+            logs_key=self.logs_key,
         )
         self.observability = Observability(
             self,

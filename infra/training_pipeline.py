@@ -25,18 +25,21 @@ from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from infra.buckets import rotating_key, secure_bucket
+from infra.buckets import grant_read_under, rotating_key, secure_bucket
 from infra.config import AppConfig
 from infra.data import Data
 from infra.lambda_package import REPO_ROOT
+from infra.log_groups import encrypted_log_group
 from infra.nag import (
     ANY_RESOURCE,
+    S3_OBJECT_READ_ACTIONS,
     S3_READ_ACTIONS,
     bucket_objects,
     suppress,
@@ -75,8 +78,11 @@ class TrainingPipeline(Construct):
         data: Data,
         access_logs: s3.IBucket,
         removal_policy: RemovalPolicy,
+        logs_key: kms.IKey,
     ) -> None:
+        """``logs_key`` encrypts the container steps' (and the loader's) logs and the state machine's."""
         super().__init__(scope, construct_id)
+        self.logs_key = logs_key
         self.artifact_key = rotating_key(
             self, "ArtifactKey", description="Model artifacts", removal_policy=removal_policy
         )
@@ -101,8 +107,8 @@ class TrainingPipeline(Construct):
                 platform=ecr_assets.Platform.LINUX_AMD64,
             )
         )
-        self.log_group = logs.LogGroup(
-            self, "TaskLogs", retention=logs.RetentionDays.THREE_MONTHS, removal_policy=RemovalPolicy.DESTROY
+        self.log_group = encrypted_log_group(
+            self, "TaskLogs", key=logs_key, retention=logs.RetentionDays.THREE_MONTHS
         )
         self.task_security_group = ec2.SecurityGroup(
             self, "TaskSecurityGroup", vpc=network.vpc, description="Training tasks", allow_all_outbound=True
@@ -158,13 +164,16 @@ class TrainingPipeline(Construct):
                 conditions=conditions,
             )
         )
-        # SSE-KMS uploads need a data key; grant_read already gives kms:Decrypt.
+        # SSE-KMS uploads need a data key; the read grants already give kms:Decrypt.
         self.artifact_key.grant(role, "kms:GenerateDataKey")
 
     def _build_train_task(self, data: Data) -> ecs.FargateTaskDefinition:
         task = self._step_task("TrainingTask", "train", cpu=2048, memory_mib=8192)
         data.export_bucket.grant_read(task.task_role)
-        self.artifact_bucket.grant_read(task.task_role, REGISTRY_PREFIX + "*")  # the champion to compare
+        # The champion to compare against (a first run has no latest.json: S3 must answer 404)
+        grant_read_under(
+            self.artifact_bucket, task.task_role, REGISTRY_PREFIX + "*", probes_missing_keys=True
+        )
         self._allow_put(task.task_role, CANDIDATES_PREFIX + "*")
         suppress(
             task.task_role,
@@ -183,8 +192,13 @@ class TrainingPipeline(Construct):
     def _build_gate_task(self) -> ecs.FargateTaskDefinition:
         # The gate only reads two cards and a small ONNX file.
         task = self._step_task("GateTask", "gate", cpu=1024, memory_mib=2048)
-        self.artifact_bucket.grant_read(task.task_role, CANDIDATES_PREFIX + "*")
-        self.artifact_bucket.grant_read(task.task_role, REGISTRY_PREFIX + "*")
+        grant_read_under(
+            self.artifact_bucket,
+            task.task_role,
+            CANDIDATES_PREFIX + "*",
+            REGISTRY_PREFIX + "*",
+            probes_missing_keys=True,
+        )
         self._allow_put(task.task_role, f"{CANDIDATES_PREFIX}*/{VERDICT_FILE}")
         suppress(
             task.task_role,
@@ -192,7 +206,7 @@ class TrainingPipeline(Construct):
             "Gate reads candidates/ and the models/ registry, and may only put the verdict file of a run "
             f"(candidates/<run>/{VERDICT_FILE}; the run is named at run time).",
             findings=[
-                *S3_READ_ACTIONS,
+                *S3_OBJECT_READ_ACTIONS,
                 *(
                     bucket_objects(self.artifact_bucket, p + "*")
                     for p in (CANDIDATES_PREFIX, REGISTRY_PREFIX)
@@ -204,8 +218,13 @@ class TrainingPipeline(Construct):
 
     def _build_register_task(self) -> ecs.FargateTaskDefinition:
         task = self._step_task("RegisterTask", "register", cpu=1024, memory_mib=2048)
-        self.artifact_bucket.grant_read(task.task_role, CANDIDATES_PREFIX + "*")
-        self.artifact_bucket.grant_read(task.task_role, REGISTRY_PREFIX + "*")
+        grant_read_under(
+            self.artifact_bucket,
+            task.task_role,
+            CANDIDATES_PREFIX + "*",
+            REGISTRY_PREFIX + "*",
+            probes_missing_keys=True,
+        )
         # Registered versions are immutable: new objects only, as S3 conditional writes (If-None-Match: *,
         # which training/registry.py sends), so an existing model.onnx or card can never be replaced...
         self._allow_put(
@@ -220,7 +239,7 @@ class TrainingPipeline(Construct):
             f"exist yet (conditional put) and replace the {LATEST_POINTER} pointer. Model names and versions "
             "are known only at run time. No delete, retention or tagging actions.",
             findings=[
-                *S3_READ_ACTIONS,
+                *S3_OBJECT_READ_ACTIONS,
                 *(
                     bucket_objects(self.artifact_bucket, p + "*")
                     for p in (CANDIDATES_PREFIX, REGISTRY_PREFIX)
@@ -452,11 +471,9 @@ class TrainingPipeline(Construct):
             )
             .otherwise(wait_export)
         )
-        state_machine_logs = logs.LogGroup(
-            self,
-            "StateMachineLogs",
-            retention=logs.RetentionDays.THREE_MONTHS,
-            removal_policy=RemovalPolicy.DESTROY,
+        # Execution data is logged (include_execution_data): run inputs, commands and the gate verdict.
+        state_machine_logs = encrypted_log_group(
+            self, "StateMachineLogs", key=self.logs_key, retention=logs.RetentionDays.THREE_MONTHS
         )
         state_machine = sfn.StateMachine(
             self,

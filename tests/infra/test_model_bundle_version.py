@@ -81,8 +81,9 @@ def _artifact_resources(resources: Resources, function: dict[str, Any]) -> list[
     assert on_registry
     for statement in on_registry:
         assert statement["Effect"] == "Allow"
-        assert "s3:GetObject*" in statement["Action"]
-        assert not any(a.startswith(("s3:Put", "s3:Delete", "s3:Abort")) for a in statement["Action"])
+        actions = _as_list(statement["Action"])
+        assert "s3:GetObject*" in actions or actions == ["s3:ListBucket"]
+        assert not any(a.startswith(("s3:Put", "s3:Delete", "s3:Abort")) for a in actions)
     found = [r for s in on_registry for r in _as_list(s["Resource"]) if artifacts in json.dumps(r)]
     return sorted(map(json.dumps, found))
 
@@ -111,6 +112,15 @@ def test_given_a_registered_version_when_synthesised_then_batch_reads_that_versi
     _, function = _function(resources, handler)
     # The artifact resources are the bucket ARN (no object access) and the allowed objects: never bucket/*
     assert _artifact_resources(resources, function) == _expected(artifacts, objects)
+    # And on the bucket ARN it may only list key names under those objects
+    on_bucket = [
+        s
+        for s in _role_statements(resources, function)
+        if s["Resource"] == {"Fn::GetAtt": [artifacts, "Arn"]}
+    ]
+    assert [(s["Action"], s.get("Condition")) for s in on_bucket] == [
+        ("s3:ListBucket", {"StringLike": {"s3:prefix": [objects]}})
+    ]
     # And the artifact key is usable for decryption only.
     on_key = [s for s in _role_statements(resources, function) if artifact_key in json.dumps(s["Resource"])]
     assert [sorted(_as_list(s["Action"])) for s in on_key] == [["kms:Decrypt", "kms:DescribeKey"]]

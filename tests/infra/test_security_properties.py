@@ -6,6 +6,7 @@ import json
 import re
 from typing import Any
 
+import pytest
 from aws_cdk.assertions import Match, Template
 
 from infra.batch_scoring import BATCH_TIMEOUT, MAX_RECEIVE_COUNT, VISIBILITY_TIMEOUT
@@ -372,3 +373,188 @@ def test_given_every_alarm_when_synthesised_then_the_dashboard_shows_it(resource
     # The canary's own alarms (CodeDeploy acts on them) included, so operators see why a rollout stopped
     assert any(name.startswith("ServingRollout") for name in alarms)
     assert [name for name in alarms if name not in body] == []
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+_THIS_ACCOUNT = {"Ref": "AWS::AccountId"}
+
+
+def _logs_key_id(resources: Resources) -> str:
+    """The one KMS key the log groups name (fails if a log group is not encrypted)."""
+    log_groups = _of_type(resources, "AWS::Logs::LogGroup")
+    assert [name for name, group in log_groups.items() if "KmsKeyId" not in group["Properties"]] == []
+    (key_id,) = {group["Properties"]["KmsKeyId"]["Fn::GetAtt"][0] for group in log_groups.values()}
+    return key_id
+
+
+def test_given_every_log_group_then_it_is_encrypted_with_one_rotating_customer_managed_key(
+    synthesised: Synthesised, synthesised_with_options: Synthesised
+) -> None:
+    for variant in (synthesised, synthesised_with_options):
+        resources = variant.template_json["Resources"]
+        # Flow logs, API access logs, both scoring functions, training tasks, state machine, Firehose
+        assert len(_of_type(resources, "AWS::Logs::LogGroup")) == 7
+        key = resources[_logs_key_id(resources)]
+        assert key["Type"] == "AWS::KMS::Key"
+        assert key["Properties"]["EnableKeyRotation"] is True
+
+
+def test_given_the_logs_key_then_cloudwatch_logs_may_use_it_for_this_accounts_log_groups_only(
+    resources: Resources,
+) -> None:
+    statements = resources[_logs_key_id(resources)]["Properties"]["KeyPolicy"]["Statement"]
+    region = {"Ref": "AWS::Region"}
+    for_the_service = [s for s in statements if "Service" in s["Principal"]]
+    assert for_the_service == [
+        {
+            "Sid": "CloudWatchLogsEncryptsThisAccountsLogGroups",
+            "Effect": "Allow",
+            "Principal": {"Service": {"Fn::Join": ["", ["logs.", region, ".amazonaws.com"]]}},
+            "Action": [
+                "kms:Decrypt*",
+                "kms:Describe*",
+                "kms:Encrypt*",
+                "kms:GenerateDataKey*",
+                "kms:ReEncrypt*",
+            ],
+            "Resource": "*",
+            "Condition": {
+                "ArnLike": {
+                    "kms:EncryptionContext:aws:logs:arn": {
+                        "Fn::Join": [
+                            "",
+                            [
+                                "arn:",
+                                {"Ref": "AWS::Partition"},
+                                ":logs:",
+                                region,
+                                ":",
+                                _THIS_ACCOUNT,
+                                ":log-group:*",
+                            ],
+                        ]
+                    }
+                }
+            },
+        }
+    ]
+    # And the only other statement is the account's own administration of the key (CDK's default)
+    others = [s for s in statements if s not in for_the_service]
+    assert len(others) == 1
+    assert others[0]["Principal"]["AWS"]["Fn::Join"][1][-1] == ":root"
+
+
+# The IAM action prefix of each interface endpoint's service (by the end of its service name).
+_ENDPOINT_ACTIONS = {
+    ".ecr.api": "ecr:*",
+    ".ecr.dkr": "ecr:*",
+    ".logs": "logs:*",
+    ".secretsmanager": "secretsmanager:*",
+    ".kms": "kms:*",
+    ".sts": "sts:*",
+}
+
+
+def _endpoints(resources: Resources, kind: str) -> dict[str, dict[str, Any]]:
+    """Endpoints of ``kind`` (Interface, Gateway) by the end of their service name (".kms", ".s3")."""
+    return {
+        e["Properties"]["ServiceName"]["Fn::Join"][1][-1]: e["Properties"]
+        for e in _of_type(resources, "AWS::EC2::VPCEndpoint").values()
+        if e["Properties"]["VpcEndpointType"] == kind
+    }
+
+
+def test_given_the_interface_endpoints_then_only_this_accounts_principals_may_use_them(
+    synthesised: Synthesised, synthesised_with_options: Synthesised
+) -> None:
+    for variant in (synthesised, synthesised_with_options):
+        endpoints = _endpoints(variant.template_json["Resources"], "Interface")
+        assert set(endpoints) == set(_ENDPOINT_ACTIONS)
+        for service, endpoint in endpoints.items():
+            # Then the default full-access policy is replaced: the service's actions, this account only
+            assert endpoint.get("PolicyDocument", {}).get("Statement") == [
+                {
+                    "Sid": "ThisAccountsPrincipalsOnly",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": "*"},
+                    "Action": _ENDPOINT_ACTIONS[service],
+                    "Resource": "*",
+                    "Condition": {"StringEquals": {"aws:PrincipalAccount": _THIS_ACCOUNT}},
+                }
+            ], service
+
+
+def test_given_the_s3_gateway_endpoint_then_it_reaches_this_accounts_buckets_and_ecr_layers_only(
+    synthesised: Synthesised, synthesised_with_options: Synthesised
+) -> None:
+    for variant in (synthesised, synthesised_with_options):  # with the NAT, the egress subnets use it too
+        (gateway,) = _endpoints(variant.template_json["Resources"], "Gateway").values()
+        assert gateway.get("PolicyDocument", {}).get("Statement") == [
+            {
+                "Sid": "ThisAccountsBucketsOnly",
+                "Effect": "Allow",
+                "Principal": {"AWS": "*"},
+                "Action": "s3:*",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"aws:ResourceAccount": _THIS_ACCOUNT}},
+            },
+            {
+                # ECR image pulls fetch layers from this AWS-owned bucket: read only
+                "Sid": "EcrImageLayers",
+                "Effect": "Allow",
+                "Principal": {"AWS": "*"},
+                "Action": "s3:GetObject",
+                "Resource": {
+                    "Fn::Join": [
+                        "",
+                        [
+                            "arn:",
+                            {"Ref": "AWS::Partition"},
+                            ":s3:::prod-",
+                            {"Ref": "AWS::Region"},
+                            "-starport-layer-bucket/*",
+                        ],
+                    ]
+                },
+            },
+        ]
+
+
+# Roles that read some prefixes of a bucket: (policy logical id prefix, bucket logical id prefix, what
+# they read). The training steps are checked in test_training_permissions.py.
+_PREFIX_READERS = [
+    # Its input and its own manifests (a file whose complete manifest exists is not scored again); a new
+    # file has no manifest, which S3 answers with 404 only to a caller that may list the whole bucket
+    ("BatchBatchFunction", "BatchScoringBucket", ["incoming/*", "manifests/*"], False),
+    ("DataLoaderTaskTaskRole", "DataExportBucket", ["datasets/*"], True),
+    ("ServingScoringFunction", "TrainingArtifactBucket", ["models/*"], True),
+]
+
+
+@pytest.mark.parametrize(("policy_prefix", "bucket_prefix", "patterns", "list_only_those"), _PREFIX_READERS)
+def test_given_a_role_reading_some_prefixes_then_it_reads_only_those_and_lists_no_more_than_it_must(
+    resources: Resources, policy_prefix: str, bucket_prefix: str, patterns: list[str], list_only_those: bool
+) -> None:
+    (bucket,) = [name for name in _of_type(resources, "AWS::S3::Bucket") if name.startswith(bucket_prefix)]
+    bucket_arn = {"Fn::GetAtt": [bucket, "Arn"]}
+    (policy,) = [p for n, p in _of_type(resources, "AWS::IAM::Policy").items() if n.startswith(policy_prefix)]
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    # Then on the bucket itself only s3:ListBucket (no s3:GetBucket*), and where the code never probes a
+    # missing key only for key names under what it reads (not the file names data teams upload, run ids)
+    on_bucket = [s for s in statements if bucket_arn in _as_list(s["Resource"])]
+    listing: dict[str, Any] = {"Action": "s3:ListBucket", "Effect": "Allow", "Resource": bucket_arn}
+    if list_only_those:
+        listing["Condition"] = {"StringLike": {"s3:prefix": patterns}}
+    assert on_bucket == [listing]
+    # And it reads exactly the objects under those prefixes
+    reads = [
+        "".join(resource["Fn::Join"][1][1:]).lstrip("/")
+        for s in statements
+        if "s3:GetObject*" in _as_list(s["Action"])
+        for resource in _as_list(s["Resource"])
+        if isinstance(resource, dict) and resource.get("Fn::Join", ["", [None]])[1][0] == bucket_arn
+    ]
+    assert sorted(reads) == sorted(patterns)

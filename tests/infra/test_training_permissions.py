@@ -116,6 +116,32 @@ def test_given_train_and_gate_then_they_only_read_the_registry_and_write_their_r
         assert "models/*" in reads, step
 
 
+def test_given_each_step_then_it_reads_only_its_artifact_prefixes_and_may_list_key_names(
+    resources: Resources, step_roles: dict[str, str], artifacts: str
+) -> None:
+    reads_by_step = {
+        "train": ["models/*"],  # the champion; it only writes its candidate
+        "gate": ["candidates/*", "models/*"],
+        "register": ["candidates/*", "models/*"],
+    }
+    for step, patterns in reads_by_step.items():
+        statements = _role_statements(resources, step_roles[step])
+        # Then on the bucket itself only s3:ListBucket (no s3:GetBucket*), unconditioned: S3 documents
+        # a 404 rather than a 403 for a missing latest.json (a first run has no champion) only to a
+        # caller with s3:ListBucket on the bucket
+        on_bucket = [s for s in statements if "" in _object_patterns(s, artifacts)]
+        assert on_bucket == [
+            {"Action": "s3:ListBucket", "Effect": "Allow", "Resource": {"Fn::GetAtt": [artifacts, "Arn"]}}
+        ], step
+        reads = [
+            p
+            for s in statements
+            if "s3:GetObject*" in _as_list(s["Action"])
+            for p in _object_patterns(s, artifacts)
+        ]
+        assert sorted(reads) == patterns, step
+
+
 def test_given_register_then_it_only_creates_new_registry_objects_and_moves_latest(
     resources: Resources, step_roles: dict[str, str], artifacts: str
 ) -> None:

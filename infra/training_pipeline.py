@@ -189,16 +189,21 @@ class TrainingPipeline(Construct):
         )
         return task
 
-    def _build_gate_task(self) -> ecs.FargateTaskDefinition:
-        # The gate only reads two cards and a small ONNX file.
-        task = self._step_task("GateTask", "gate", cpu=1024, memory_mib=2048)
+    def _grant_candidates_and_registry_read(self, role: iam.IRole) -> None:
+        """The gate and register steps read the run's candidate and the registry (whose latest.json a
+        first run does not have: S3 must answer 404, hence listing, see grant_read_under)."""
         grant_read_under(
             self.artifact_bucket,
-            task.task_role,
+            role,
             CANDIDATES_PREFIX + "*",
             REGISTRY_PREFIX + "*",
             probes_missing_keys=True,
         )
+
+    def _build_gate_task(self) -> ecs.FargateTaskDefinition:
+        # The gate only reads two cards and a small ONNX file.
+        task = self._step_task("GateTask", "gate", cpu=1024, memory_mib=2048)
+        self._grant_candidates_and_registry_read(task.task_role)
         self._allow_put(task.task_role, f"{CANDIDATES_PREFIX}*/{VERDICT_FILE}")
         suppress(
             task.task_role,
@@ -218,13 +223,7 @@ class TrainingPipeline(Construct):
 
     def _build_register_task(self) -> ecs.FargateTaskDefinition:
         task = self._step_task("RegisterTask", "register", cpu=1024, memory_mib=2048)
-        grant_read_under(
-            self.artifact_bucket,
-            task.task_role,
-            CANDIDATES_PREFIX + "*",
-            REGISTRY_PREFIX + "*",
-            probes_missing_keys=True,
-        )
+        self._grant_candidates_and_registry_read(task.task_role)
         # Registered versions are immutable: new objects only, as S3 conditional writes (If-None-Match: *,
         # which training/registry.py sends), so an existing model.onnx or card can never be replaced...
         self._allow_put(

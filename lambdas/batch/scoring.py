@@ -302,7 +302,7 @@ def _text_numbers(values: pa.ChunkedArray) -> ColumnInput:
     # "nan" written in a cell is an error for the runtime, not an empty cell, and a cell that became
     # infinite may be "inf" (not_finite) or an integer too long for a double (out_of_range): the
     # runtime reads the text and says which.
-    if pc.any(pc.or_(pc.is_nan(numbers), pc.is_inf(numbers))).as_py():
+    if not pc.all(pc.is_finite(numbers)).as_py():  # nulls (empty cells) are skipped
         return _coded(values)
     return np.asarray(numbers.to_numpy(zero_copy_only=False), dtype=np.float64)
 

@@ -661,7 +661,7 @@ def _numeric_column(
         numbers = array.astype(np.float64)
         null = np.isnan(numbers)
         wrong_type = np.zeros(numbers.shape[0], dtype=np.bool_)
-        too_large = np.zeros(numbers.shape[0], dtype=np.bool_)
+        too_large = None  # a typed column holds doubles already
     else:
         numbers, null, wrong_type, too_large = _parse_cells(feature, array)
     if feature.type == "boolean":
@@ -672,9 +672,11 @@ def _numeric_column(
     if not feature.nullable:
         for row in np.flatnonzero(null & ~wrong_type):
             errors.append((int(row), FieldError(name, "null_not_allowed", f"{name} may not be empty")))
-    for row in np.flatnonzero(too_large & ~wrong_type):
-        errors.append((int(row), _too_large(name)))
-    checkable = ~null & ~wrong_type & ~too_large
+    checkable = ~null & ~wrong_type
+    if too_large is not None and too_large.any():
+        for row in np.flatnonzero(too_large & ~wrong_type):
+            errors.append((int(row), _too_large(name)))
+        checkable &= ~too_large
     if feature.type != "boolean":
         bad = checkable & (
             np.isinf(numbers)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import aws_cdk as cdk
-from cdk_nag import AwsSolutionsChecks
+from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 
 from infra.config import CONTEXT_KEYS, config_from_context
 from infra.stack import LoanScoringStack
@@ -21,8 +21,9 @@ def build_app(app: cdk.App) -> LoanScoringStack:
     )
     cdk.Tags.of(stack).add("project", "loan-scoring")
     cdk.Tags.of(stack).add("environment", config.environment)
-    # cdk-nag v3 is a policy-validation plugin: unacknowledged findings fail synthesis.
-    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    # cdk-nag v3 packs are policy-validation plugins: unacknowledged findings fail synthesis. Serverless
+    # checks what AwsSolutions does not for Lambda, SQS, EventBridge and API Gateway (DLQs, tracing, ...).
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app), ServerlessChecks(app))
     return stack
 
 

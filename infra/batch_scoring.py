@@ -136,6 +136,25 @@ class BatchScoring(Construct):
         )
         suppress(self.dead_letter_queue, "AwsSolutions-SQS3", "This queue is the dead-letter queue.")
         suppress(
+            self.dead_letter_queue,
+            "Serverless-SQSRedrivePolicy",
+            "This queue is the dead-letter queue: its messages stay 14 days for an operator to inspect "
+            "and redrive to the incoming queue; a redrive policy of its own would only move them again.",
+        )
+        suppress(
+            self.function,
+            "Serverless-LambdaDLQ",
+            "The SQS event source mapping invokes the function synchronously; a failed message returns "
+            f"to the incoming queue and after {MAX_RECEIVE_COUNT} receives goes to its dead-letter queue. "
+            "A Lambda dead-letter queue only receives failed asynchronous invocations.",
+        )
+        suppress(
+            self.function,
+            "Serverless-LambdaEventSourceMappingDestination",
+            "On-failure destinations exist only for stream and Kafka event sources, not SQS; failed "
+            "messages reach the incoming queue's dead-letter queue through its redrive policy.",
+        )
+        suppress(
             self.function,
             "AwsSolutions-IAM5",
             "Wildcards are the incoming/ and manifests/ (read) and scored/, rejected/, manifests/ (write) "

@@ -1,7 +1,8 @@
 """cdk-nag (v3) acknowledgements: every one carries the reason it is acceptable, next to its resource.
 
-cdk-nag v3 runs as a CDK policy-validation plugin: any finding that is not acknowledged here fails
-synthesis, so a successful ``cdk synth`` is itself the proof of zero unsuppressed findings.
+cdk-nag v3 runs as CDK policy-validation plugins (app.py: the AwsSolutions and Serverless packs): any
+finding that is not acknowledged here fails synthesis, so a successful ``cdk synth`` is itself the
+proof of zero unsuppressed findings.
 """
 
 from __future__ import annotations
@@ -15,19 +16,17 @@ _MIN_REASON_LENGTH = 20
 
 
 def suppress(construct: IConstruct, rule_id: str, reason: str, findings: Sequence[str] = ()) -> None:
-    """Acknowledge one AwsSolutions rule on ``construct`` and its children, with a written reason.
+    """Acknowledge one cdk-nag rule (``AwsSolutions-L1``, ``Serverless-LambdaDLQ``) on ``construct`` and
+    its children, with a written reason.
 
     Rules that report several findings per resource (IAM4, IAM5) are acknowledged finding by finding
     (``AwsSolutions-IAM5[Resource::...]``), so a new wildcard still fails synthesis.
     """
     if len(reason.strip()) < _MIN_REASON_LENGTH:
         raise ValueError(f"acknowledging {rule_id} needs a real reason, got {reason!r}")
-    # The "AwsSolutions::" prefix routes the acknowledgement to the cdk-nag plugin's report.
-    ids = (
-        [f"AwsSolutions::{rule_id}[{finding}]" for finding in findings]
-        if findings
-        else [f"AwsSolutions::{rule_id}"]
-    )
+    # The pack's name ("AwsSolutions::", "Serverless::") routes the acknowledgement to its plugin's report.
+    pack = rule_id.split("-", 1)[0]
+    ids = [f"{pack}::{rule_id}[{finding}]" for finding in findings] if findings else [f"{pack}::{rule_id}"]
     Validations.of(construct).acknowledge(*(Acknowledgment(id=rule_id_, reason=reason) for rule_id_ in ids))
 
 

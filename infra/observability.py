@@ -10,6 +10,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
@@ -17,6 +18,7 @@ from infra.alarms import alarm_on_any
 from infra.batch_scoring import BatchScoring
 from infra.buckets import rotating_key
 from infra.config import AppConfig
+from infra.nag import suppress
 from infra.scoring_functions import METRICS_NAMESPACE, service_name
 
 FIVE_XX_RATE_PERCENT = 1.0
@@ -38,10 +40,12 @@ class Observability(Construct):
         api_function: lambda_.IFunction,
         batch: BatchScoring,
         state_machine: sfn.StateMachine,
+        schedule_alarm: cloudwatch.Alarm | None,
         rollout_alarms: dict[str, cloudwatch.Alarm],
         audit_delivery_alarm: cloudwatch.Alarm,
     ) -> None:
-        """``rollout_alarms`` (the API canary's, owned by CodeDeploy) are e-mailed and shown with the rest."""
+        """``rollout_alarms`` (the API canary's, owned by CodeDeploy) and ``schedule_alarm`` (the retraining
+        schedule's undelivered starts, when there is a schedule) are e-mailed and shown with the rest."""
         super().__init__(scope, construct_id)
         requests = api.metric_count(period=PERIOD, statistic="Sum")
         server_errors = api.metric_server_error(period=PERIOD, statistic="Sum")
@@ -105,6 +109,7 @@ class Observability(Construct):
                 "A retraining run failed, timed out or was aborted",
             ),
             "DeadLetterQueue": batch.dlq_alarm,
+            **({"TrainingScheduleUndelivered": schedule_alarm} if schedule_alarm else {}),
             "AuditDelivery": audit_delivery_alarm,
             **{f"Rollout{name}": alarm for name, alarm in rollout_alarms.items()},
             "ScoringDrift": alarm_on_any(
@@ -217,7 +222,25 @@ class Observability(Construct):
                 conditions=from_this_account,
             )
         )
-        topic.add_subscription(subscriptions.EmailSubscription(email))
+        # An alarm e-mail SNS cannot deliver (the address bounces, say) is kept 14 days, not dropped.
+        undelivered = sqs.Queue(
+            self,
+            "AlarmEmailDeadLetterQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+        )
+        suppress(
+            undelivered,
+            "AwsSolutions-SQS3",
+            "This queue is the alarm e-mail subscription's dead-letter queue.",
+        )
+        suppress(
+            undelivered,
+            "Serverless-SQSRedrivePolicy",
+            "This queue is a dead-letter queue: undelivered alarm notifications stay 14 days to be read.",
+        )
+        topic.add_subscription(subscriptions.EmailSubscription(email, dead_letter_queue=undelivered))
         return topic
 
 

@@ -69,11 +69,13 @@ def scoring_function(
             **(extra_environment or {}),
         },
     )
-    suppress(
-        fn,
-        "AwsSolutions-L1",
-        "python3.12 is pinned on purpose: the wheels are resolved for CPython 3.12 and the design fixes it.",
-    )
+    for rule in ("AwsSolutions-L1", "Serverless-LambdaLatestVersion"):
+        suppress(
+            fn,
+            rule,
+            "python3.12 is pinned on purpose: the wheels are resolved for CPython 3.12 and the design "
+            "fixes it.",
+        )
     suppress(
         fn,
         "AwsSolutions-IAM4",

@@ -159,6 +159,12 @@ class Serving(Construct):
             "X-Ray PutTraceSegments/PutTelemetryRecords do not support resource-level permissions.",
             findings=[ANY_RESOURCE],
         )
+        suppress(
+            self.function,
+            "Serverless-LambdaDLQ",
+            "API Gateway invokes the function synchronously and the caller receives the error; a Lambda "
+            "dead-letter queue only ever receives failed asynchronous invocations.",
+        )
 
     def _authorisation(self, config: AppConfig) -> tuple[apigw.AuthorizationType, apigw.IAuthorizer | None]:
         if config.auth_mode == "iam":

@@ -91,6 +91,7 @@ class LoanScoringStack(Stack):
             api_function=self.serving.function,
             batch=self.batch,
             state_machine=self.training.state_machine,
+            schedule_alarm=self.training.schedule_alarm,
             rollout_alarms=self.serving.rollout.alarms,
             audit_delivery_alarm=self.audit.delivery_alarm,
         )

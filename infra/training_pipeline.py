@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import ArnFormat, Duration, IgnoreMode, RemovalPolicy, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
@@ -28,10 +29,12 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
+from infra.alarms import alarm_on_any
 from infra.buckets import grant_read_under, rotating_key, secure_bucket
 from infra.config import AppConfig
 from infra.data import Data
@@ -128,13 +131,48 @@ class TrainingPipeline(Construct):
         self.register_task = self._build_register_task()
         self.loader_task = data.build_loader_task(self.cluster, self.image, self.log_group)
         self.state_machine = self._build_state_machine(network, data)
+        self.schedule_alarm: cloudwatch.Alarm | None = None
         if config.training_schedule:
-            events.Rule(
-                self,
-                "Schedule",
-                schedule=events.Schedule.expression(config.training_schedule),
-                targets=[targets.SfnStateMachine(self.state_machine)],
-            )
+            self.schedule_alarm = self._build_schedule(config.training_schedule)
+
+    def _build_schedule(self, expression: str) -> cloudwatch.Alarm:
+        """The retraining schedule. A start that EventBridge cannot deliver (state machine throttled or
+        deleted, a role gone) lands in a dead-letter queue after its retries instead of vanishing,
+        and raises an alarm: otherwise a skipped month of retraining would go unnoticed."""
+        dead_letters = sqs.Queue(
+            self,
+            "ScheduleDeadLetterQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+        )
+        suppress(dead_letters, "AwsSolutions-SQS3", "This queue is the schedule target's dead-letter queue.")
+        suppress(
+            dead_letters,
+            "Serverless-SQSRedrivePolicy",
+            "This queue is a dead-letter queue: an undelivered schedule event stays 14 days for an "
+            "operator to read; the run is started again by hand (README: the retraining loop).",
+        )
+        events.Rule(
+            self,
+            "Schedule",
+            schedule=events.Schedule.expression(expression),
+            targets=[
+                targets.SfnStateMachine(
+                    self.state_machine,
+                    dead_letter_queue=dead_letters,
+                    retry_attempts=8,
+                    max_event_age=Duration.hours(6),
+                )
+            ],
+        )
+        return alarm_on_any(
+            self,
+            "ScheduleDeadLetterAlarm",
+            dead_letters.metric_approximate_number_of_messages_visible(period=Duration.minutes(5)),
+            "A scheduled retraining run could not be started; its event is in the schedule's "
+            "dead-letter queue",
+        )
 
     def _step_task(
         self, construct_id: str, step: str, *, cpu: int, memory_mib: int

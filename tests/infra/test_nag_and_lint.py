@@ -1,4 +1,5 @@
-"""Offline proof: cdk-nag AwsSolutions has zero unacknowledged findings and cfn-lint is clean."""
+"""Offline proof: the cdk-nag AwsSolutions and Serverless packs have zero unacknowledged findings and
+cfn-lint is clean."""
 
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ def test_given_the_default_app_when_synthesised_then_cdk_nag_reports_nothing(
     synthesised: Synthesised,
 ) -> None:
     plugins = [report["pluginName"] for report in synthesised.validation_report["pluginReports"]]
-    assert "AwsSolutions" in plugins  # the checks really ran
+    assert {"AwsSolutions", "Serverless"} <= set(plugins)  # the checks really ran
     assert _violations(synthesised, "AwsSolutions") == []
+    assert _violations(synthesised, "Serverless") == []
 
 
 def test_given_every_option_when_synthesised_then_cdk_nag_reports_nothing(
@@ -33,8 +35,9 @@ def test_given_every_option_when_synthesised_then_cdk_nag_reports_nothing(
     # Given Cognito, alarm e-mails, the NAT gateway, multi-AZ RDS and snapshot removal at once
     variant = synthesised_with_options
     plugins = [report["pluginName"] for report in variant.validation_report["pluginReports"]]
-    assert "AwsSolutions" in plugins
+    assert {"AwsSolutions", "Serverless"} <= set(plugins)
     assert _violations(variant, "AwsSolutions") == []
+    assert _violations(variant, "Serverless") == []
     variant.template.resource_count_is("AWS::Cognito::UserPool", 1)
     variant.template.resource_count_is("AWS::SNS::Subscription", 1)
     variant.template.resource_count_is("AWS::EC2::NatGateway", 1)

@@ -179,3 +179,24 @@ def test_given_alarm_emails_then_cloudwatch_may_publish_to_the_encrypted_topic(o
     alarms = _of_type(options, "AWS::CloudWatch::Alarm")
     assert alarms
     assert all({"Ref": topic_id} in a["Properties"].get("AlarmActions", []) for a in alarms.values())
+
+
+def test_given_alarm_emails_when_one_cannot_be_delivered_then_it_is_kept_in_a_queue(
+    options: Resources,
+) -> None:
+    (subscription,) = [s["Properties"] for s in _of_type(options, "AWS::SNS::Subscription").values()]
+    assert subscription["Protocol"] == "email"
+    queue_id = subscription["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+    queue = options[queue_id]
+    assert queue["Type"] == "AWS::SQS::Queue"
+    assert queue["Properties"]["SqsManagedSseEnabled"] is True
+    assert queue["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
+    # And SNS may send to it for the alarm topic only
+    (policy,) = [
+        p["Properties"]["PolicyDocument"]
+        for p in _of_type(options, "AWS::SQS::QueuePolicy").values()
+        if {"Ref": queue_id} in p["Properties"]["Queues"]
+    ]
+    (send,) = [s for s in policy["Statement"] if s["Effect"] == "Allow"]
+    assert send["Principal"] == {"Service": "sns.amazonaws.com"}
+    assert "aws:SourceArn" in send["Condition"]["ArnEquals"]

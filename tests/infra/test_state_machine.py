@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Template
 
-from tests.infra.conftest import REPO_ROOT, Resources
+from tests.infra.conftest import REPO_ROOT, Resources, Synthesised
 
 STATE_TYPES = {"Task", "Pass", "Choice", "Wait", "Succeed", "Fail", "Parallel", "Map"}
 ASL_VALIDATOR = REPO_ROOT / "node_modules" / ".bin" / "asl-validator"
@@ -193,6 +193,54 @@ def test_given_the_gate_decided_then_the_choice_branches_on_the_verdict_it_wrote
 
 def test_training_runs_on_a_schedule(template: Template) -> None:
     template.has_resource_properties("AWS::Events::Rule", {"ScheduleExpression": "rate(30 days)"})
+
+
+SCHEDULE_QUEUE_PREFIX = "TrainingScheduleDeadLetterQueue"
+
+
+def test_given_the_schedule_when_a_start_cannot_be_delivered_then_it_lands_in_a_watched_queue(
+    resources: Resources,
+) -> None:
+    # Given the schedule rule and its one target (the state machine)
+    (rule,) = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
+    (target,) = rule["Targets"]
+    # Then undelivered starts are retried, then kept in an encrypted dead-letter queue
+    assert target["RetryPolicy"] == {"MaximumRetryAttempts": 8, "MaximumEventAgeInSeconds": 6 * 3600}
+    queue_id = target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]
+    assert queue_id.startswith(SCHEDULE_QUEUE_PREFIX)
+    queue = resources[queue_id]
+    assert queue["Type"] == "AWS::SQS::Queue"
+    assert queue["Properties"]["SqsManagedSseEnabled"] is True
+    # And EventBridge may send to it for this rule only
+    (policy,) = [
+        r["Properties"]["PolicyDocument"]
+        for r in resources.values()
+        if r["Type"] == "AWS::SQS::QueuePolicy" and {"Ref": queue_id} in r["Properties"]["Queues"]
+    ]
+    (send,) = [s for s in policy["Statement"] if s["Effect"] == "Allow"]
+    assert send["Principal"] == {"Service": "events.amazonaws.com"}
+    assert send["Action"] == "sqs:SendMessage"
+    assert "aws:SourceArn" in send["Condition"]["ArnEquals"]
+    # And a message there raises an alarm
+    watched = [
+        a["Properties"]
+        for a in resources.values()
+        if a["Type"] == "AWS::CloudWatch::Alarm"
+        and {"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_id, "QueueName"]}}
+        in a["Properties"].get("Dimensions", [])
+    ]
+    assert [a["MetricName"] for a in watched] == ["ApproximateNumberOfMessagesVisible"]
+    assert watched[0]["Threshold"] == 0
+
+
+def test_given_no_schedule_when_synthesised_then_there_is_no_schedule_queue(
+    synthesised_with_options: Synthesised,
+) -> None:
+    # Given trainingSchedule=none (one of the options)
+    resources = synthesised_with_options.template_json["Resources"]
+    # Then neither the rule nor its dead-letter queue exists
+    assert not [r for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
+    assert not [name for name in resources if name.startswith(SCHEDULE_QUEUE_PREFIX)]
 
 
 def _run_asl_validator(definition: dict[str, Any], workdir: Path) -> subprocess.CompletedProcess[str]:

@@ -64,7 +64,9 @@ def drain_queue_once(
 
     With ``s3`` given, the manifests of the files named in the messages are read back into the result.
     """
-    from lambdas.batch.handler import handler  # imported late: loading it reads the environment
+    # The function Lambda runs, without the entry module's init phase (which loads the model at import).
+    # Imported late: loading it reads the environment.
+    from lambdas.batch.wiring import handler
 
     response = sqs.receive_message(
         QueueUrl=queue_url,

@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
-from lambdas.batch import handler as batch_handler
+from lambdas.batch import wiring as batch_wiring
 from lambdas.batch.local import DrainResult, create_notified_bucket, drain_queue
 from tests.integration.conftest import moto_endpoint, s3_client  # noqa: F401  (fixtures)
 from tests.scoring.bundles import write_logistic_bundle
@@ -39,11 +39,11 @@ def batch_environment(
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "LoanScoringTests")
     monkeypatch.delenv("BATCH_CHUNK_ROWS", raising=False)
     monkeypatch.delenv("BATCH_CSV_BLOCK_BYTES", raising=False)
-    batch_handler.loaded_model.cache_clear()
-    batch_handler.object_store.cache_clear()
+    batch_wiring.loaded_model.cache_clear()
+    batch_wiring.object_store.cache_clear()
     yield
-    batch_handler.loaded_model.cache_clear()
-    batch_handler.object_store.cache_clear()
+    batch_wiring.loaded_model.cache_clear()
+    batch_wiring.object_store.cache_clear()
 
 
 @dataclass

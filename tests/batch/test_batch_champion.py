@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lambdas.audit import BATCH_FILE
-from lambdas.batch import handler as batch_handler
+from lambdas.batch import wiring as batch_wiring
 from lambdas.scoring.card import ModelCard
 from tests.batch.conftest import NotifiedBucket
 
@@ -30,7 +30,7 @@ def champion(monkeypatch: pytest.MonkeyPatch) -> ModelCard:
     if not (CHAMPION / "model_card.json").is_file():
         pytest.skip(f"no committed champion bundle at {CHAMPION}")
     monkeypatch.setenv("MODEL_BUNDLE_DIR", str(CHAMPION))
-    batch_handler.loaded_model.cache_clear()
+    batch_wiring.loaded_model.cache_clear()
     return ModelCard.model_validate_json((CHAMPION / "model_card.json").read_bytes())
 
 
@@ -82,7 +82,7 @@ def test_given_a_scored_file_when_logged_then_its_audit_line_names_the_object_ve
         lines = [line for _, line in zip(range(201), handle, strict=False)]
     notified_bucket.put("incoming/audit/sample.csv", "".join(lines).encode())
     log_lines = io.StringIO()
-    stream_handler = batch_handler.logger.registered_handler
+    stream_handler = batch_wiring.logger.registered_handler
     assert isinstance(stream_handler, logging.StreamHandler)
     previous = stream_handler.setStream(log_lines)
     try:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from lambdas.batch import handler as batch_handler
+from lambdas.batch import wiring as batch_wiring
 from lambdas.scoring.runtime import CARD_FILE, ModelBundleError
 from tests.batch.conftest import NotifiedBucket
 from tests.batch.helpers import GOOD_ROWS, csv_bytes, expected_probability, read_scored
@@ -52,7 +52,7 @@ def test_given_a_model_bundle_uri_when_a_file_is_delivered_then_the_registered_v
     # names the packaged bundle, of another version, as in the deployed function)
     put_bundle(notified_bucket.s3, registry_bucket, "models/logistic/v2/")
     monkeypatch.setenv("MODEL_BUNDLE_URI", f"s3://{registry_bucket}/models/logistic/v2")
-    batch_handler.loaded_model.cache_clear()
+    batch_wiring.loaded_model.cache_clear()
     notified_bucket.put("incoming/registry/applications.csv", csv_bytes(GOOD_ROWS))
 
     # When
@@ -77,7 +77,7 @@ def test_given_a_tampered_model_object_in_s3_when_the_batch_loads_then_the_sha25
     with pytest.raises(
         ModelBundleError, match=rf"s3://{registry_bucket}/models/logistic/tampered/ does not match its card"
     ):
-        batch_handler.loaded_model()
+        batch_wiring.loaded_model()
 
 
 @pytest.mark.parametrize("missing", [CARD_FILE, ONNX_FILE])
@@ -95,7 +95,7 @@ def test_given_an_incomplete_bundle_in_s3_when_the_batch_loads_then_the_error_na
         ModelBundleError,
         match=rf"model bundle s3://{registry_bucket}/models/logistic/partial/ has no {missing}",
     ):
-        batch_handler.loaded_model()
+        batch_wiring.loaded_model()
 
 
 @pytest.mark.parametrize(
@@ -107,5 +107,5 @@ def test_given_a_malformed_model_bundle_uri_when_the_batch_loads_then_the_error_
 ) -> None:
     monkeypatch.setenv("MODEL_BUNDLE_URI", value)
 
-    with pytest.raises(batch_handler.SettingsError, match=f"MODEL_BUNDLE_URI {message}"):
-        batch_handler.loaded_model()
+    with pytest.raises(batch_wiring.SettingsError, match=f"MODEL_BUNDLE_URI {message}"):
+        batch_wiring.loaded_model()

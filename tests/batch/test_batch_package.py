@@ -22,10 +22,14 @@ from tests.scoring.bundles import write_logistic_bundle
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
 
 PROBE = """
-import io, json, sys
+import gc, io, json, os, sys
 package, runtime, bundle, csv_path = sys.argv[1:5]
 sys.path[:0] = [package, runtime]
+os.environ.update(MODEL_BUNDLE_DIR=bundle, AWS_DEFAULT_REGION="eu-west-1")
 import lambdas.batch.handler as handler
+from lambdas.batch import wiring
+init = {"model_loaded": wiring.loaded_model.cache_info().currsize, "collector_enabled": gc.isenabled(),
+        "frozen_objects": gc.get_freeze_count()}
 from lambdas.batch.formats import open_source
 from lambdas.batch.scoring import score_source
 from lambdas.scoring.runtime import ScoringModel
@@ -38,8 +42,9 @@ model = ScoringModel.load_directory(__import__("pathlib").Path(bundle))
 scored, rejected = io.BytesIO(), io.BytesIO()
 with open(csv_path, "rb") as stream:
     result = score_source(model, open_source("csv", stream), "csv", scored, rejected)
-print(json.dumps({"handler": callable(handler.handler), "rows_scored": result.counts.rows_scored,
-                  "rows_in": result.counts.rows_in, "has_pandas": has_pandas,
+print(json.dumps({"handler": callable(handler.handler), "init": init,
+                  "rows_scored": result.counts.rows_scored, "rows_in": result.counts.rows_in,
+                  "has_pandas": has_pandas,
                   "scored_lines": scored.getvalue().decode().count("\\n")}))
 """
 
@@ -95,6 +100,11 @@ def test_given_the_built_batch_package_when_imported_by_bare_python312_then_the_
     # Then
     assert completed.returncode == 0, completed.stderr[-3000:]
     result = json.loads(completed.stdout.strip().splitlines()[-1])
+    # The entry module's init phase loaded the model, left the collector on and froze what it built
+    init = result.pop("init")
+    assert init["model_loaded"] == 1
+    assert init["collector_enabled"] is True
+    assert init["frozen_objects"] > 10_000
     assert result == {
         "handler": True,
         "rows_scored": len(GOOD_ROWS),

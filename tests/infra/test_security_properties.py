@@ -352,7 +352,7 @@ def test_given_the_drift_metrics_when_synthesised_then_one_alarm_watches_batch_f
         for a in _of_type(resources, "AWS::CloudWatch::Alarm").values()
         if "drifted significantly" in a["Properties"].get("AlarmDescription", "")
     ]
-    # The metrics the Lambdas emit (lambdas/batch/handler.py, lambdas/api/app.py), per service name
+    # The metrics the Lambdas emit (lambdas/batch/wiring.py, lambdas/api/app.py), per service name
     watched = {
         query["MetricStat"]["Metric"]["MetricName"]: query["MetricStat"]["Metric"]
         for query in drift_alarm["Metrics"]

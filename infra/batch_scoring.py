@@ -23,6 +23,7 @@ from infra.nag import (
     bucket_objects,
     suppress,
 )
+from infra.queues import dead_letter_queue
 from infra.registered_bundle import RegisteredBundle
 from infra.scoring_functions import scoring_function
 
@@ -73,12 +74,11 @@ class BatchScoring(Construct):
         )
         # SSE-SQS rather than KMS: S3 event notifications cannot publish to a queue under a key
         # whose policy does not name s3.amazonaws.com, and the messages carry only object keys.
-        self.dead_letter_queue = sqs.Queue(
+        self.dead_letter_queue = dead_letter_queue(
             self,
             "DeadLetterQueue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
+            holds=f"the notifications of files that failed {MAX_RECEIVE_COUNT} times",
+            then="redrives them to the incoming queue once the cause is fixed",
         )
         self.queue = sqs.Queue(
             self,
@@ -133,13 +133,6 @@ class BatchScoring(Construct):
             "DeadLetterAlarm",
             self.dead_letter_queue.metric_approximate_number_of_messages_visible(period=Duration.minutes(5)),
             "Batch files that failed 3 times are waiting in the dead-letter queue",
-        )
-        suppress(self.dead_letter_queue, "AwsSolutions-SQS3", "This queue is the dead-letter queue.")
-        suppress(
-            self.dead_letter_queue,
-            "Serverless-SQSRedrivePolicy",
-            "This queue is the dead-letter queue: its messages stay 14 days for an operator to inspect "
-            "and redrive to the incoming queue; a redrive policy of its own would only move them again.",
         )
         suppress(
             self.function,

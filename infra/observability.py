@@ -10,7 +10,6 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
-from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
@@ -18,7 +17,7 @@ from infra.alarms import alarm_on_any
 from infra.batch_scoring import BatchScoring
 from infra.buckets import rotating_key
 from infra.config import AppConfig
-from infra.nag import suppress
+from infra.queues import dead_letter_queue
 from infra.scoring_functions import METRICS_NAMESPACE, service_name
 
 FIVE_XX_RATE_PERCENT = 1.0
@@ -223,22 +222,11 @@ class Observability(Construct):
             )
         )
         # An alarm e-mail SNS cannot deliver (the address bounces, say) is kept 14 days, not dropped.
-        undelivered = sqs.Queue(
+        undelivered = dead_letter_queue(
             self,
             "AlarmEmailDeadLetterQueue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-        )
-        suppress(
-            undelivered,
-            "AwsSolutions-SQS3",
-            "This queue is the alarm e-mail subscription's dead-letter queue.",
-        )
-        suppress(
-            undelivered,
-            "Serverless-SQSRedrivePolicy",
-            "This queue is a dead-letter queue: undelivered alarm notifications stay 14 days to be read.",
+            holds="the alarm notifications SNS could not e-mail",
+            then="reads them and fixes the subscription",
         )
         topic.add_subscription(subscriptions.EmailSubscription(email, dead_letter_queue=undelivered))
         return topic

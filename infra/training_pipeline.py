@@ -29,7 +29,6 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
@@ -49,6 +48,7 @@ from infra.nag import (
     task_definition_revisions,
 )
 from infra.network import Network
+from infra.queues import dead_letter_queue
 
 CANDIDATES_PREFIX = "candidates/"
 REGISTRY_PREFIX = "models/"
@@ -139,19 +139,11 @@ class TrainingPipeline(Construct):
         """The retraining schedule. A start that EventBridge cannot deliver (state machine throttled or
         deleted, a role gone) lands in a dead-letter queue after its retries instead of vanishing,
         and raises an alarm: otherwise a skipped month of retraining would go unnoticed."""
-        dead_letters = sqs.Queue(
+        dead_letters = dead_letter_queue(
             self,
             "ScheduleDeadLetterQueue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-        )
-        suppress(dead_letters, "AwsSolutions-SQS3", "This queue is the schedule target's dead-letter queue.")
-        suppress(
-            dead_letters,
-            "Serverless-SQSRedrivePolicy",
-            "This queue is a dead-letter queue: an undelivered schedule event stays 14 days for an "
-            "operator to read; the run is started again by hand (README: the retraining loop).",
+            holds="the schedule events EventBridge could not deliver",
+            then="starts the missed run by hand (docs/deploy.md: retraining)",
         )
         events.Rule(
             self,

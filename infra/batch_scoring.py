@@ -13,13 +13,11 @@ from aws_cdk.interfaces.aws_s3 import IBucketRef
 from constructs import Construct
 
 from infra.alarms import alarm_on_any
-from infra.buckets import grant_read_under, rotating_key, secure_bucket
+from infra.buckets import grant_put_under, grant_read_under, rotating_key, secure_bucket
 from infra.config import AppConfig
 from infra.nag import (
     ANY_RESOURCE,
-    KMS_WRITE_ACTIONS,
     S3_OBJECT_READ_ACTIONS,
-    S3_PUT_ACTIONS,
     bucket_objects,
     suppress,
 )
@@ -124,8 +122,7 @@ class BatchScoring(Construct):
         grant_read_under(
             self.bucket, self.function, INCOMING_PREFIX + "*", MANIFEST_PREFIX + "*", probes_missing_keys=True
         )
-        for prefix in OUTPUT_PREFIXES:
-            self.bucket.grant_put(self.function, prefix + "*")
+        grant_put_under(self.bucket, self.function, *(prefix + "*" for prefix in OUTPUT_PREFIXES))
         if self.model_bundle:
             self.model_bundle.grant_read(self.function, reader="The batch function")
         self.dlq_alarm = alarm_on_any(
@@ -150,13 +147,11 @@ class BatchScoring(Construct):
         suppress(
             self.function,
             "AwsSolutions-IAM5",
-            "Wildcards are the incoming/ and manifests/ (read) and scored/, rejected/, manifests/ (write) "
-            "prefixes of the scoring bucket (listing limited to the read prefixes), the grant_* action "
-            "groups on its objects and KMS key, and X-Ray's '*' resource.",
+            "Wildcards are the incoming/ and manifests/ (read) and scored/, rejected/, manifests/ (write: "
+            "s3:PutObject and s3:AbortMultipartUpload only) prefixes of the scoring bucket, s3:GetObject* "
+            "on the read prefixes, and X-Ray's '*' resource.",
             findings=[
                 *S3_OBJECT_READ_ACTIONS,
-                *S3_PUT_ACTIONS,
-                *KMS_WRITE_ACTIONS,
                 ANY_RESOURCE,
                 *(bucket_objects(self.bucket, p + "*") for p in (INCOMING_PREFIX, *OUTPUT_PREFIXES)),
             ],

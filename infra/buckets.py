@@ -111,3 +111,19 @@ def grant_read_under(
     )
     if bucket.encryption_key:
         bucket.encryption_key.grant(grantee, "kms:Decrypt", "kms:DescribeKey")
+
+
+def grant_put_under(bucket: s3.IBucket, grantee: iam.IGrantable, *key_patterns: str) -> None:
+    """Write new objects matching ``key_patterns`` (``"scored/*"``), single-part or multipart, and nothing
+    else: CDK's ``grant_put`` also allows object tags, legal holds and retention settings, and
+    ``kms:Encrypt``/``kms:ReEncrypt*`` on the bucket's key, none of which an upload needs. A multipart
+    upload under a KMS key needs ``kms:Decrypt`` as well as ``kms:GenerateDataKey``."""
+    if not key_patterns:
+        raise ValueError("grant_put_under needs at least one key pattern")
+    iam.Grant.add_to_principal(
+        grantee=grantee,
+        actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+        resource_arns=[bucket.arn_for_objects(pattern) for pattern in key_patterns],
+    )
+    if bucket.encryption_key:
+        bucket.encryption_key.grant(grantee, "kms:GenerateDataKey", "kms:Decrypt")

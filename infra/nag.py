@@ -35,7 +35,6 @@ S3_READ_ACTIONS = ("Action::s3:GetObject*", "Action::s3:GetBucket*", "Action::s3
 # What infra/buckets.py's grant_read_under emits (its s3:ListBucket names the bucket, no wildcard).
 S3_OBJECT_READ_ACTIONS = ("Action::s3:GetObject*",)
 S3_WRITE_ACTIONS = ("Action::s3:DeleteObject*", "Action::s3:Abort*")
-S3_PUT_ACTIONS = ("Action::s3:Abort*",)
 KMS_WRITE_ACTIONS = ("Action::kms:ReEncrypt*", "Action::kms:GenerateDataKey*")
 ANY_RESOURCE = "Resource::*"
 BASIC_EXECUTION_POLICY = (

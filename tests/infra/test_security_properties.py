@@ -324,6 +324,21 @@ def test_batch_lambda_grants_are_scoped_to_its_prefixes(resources: Resources) ->
     for prefix in ("/incoming/*", "/scored/*", "/rejected/*", "/manifests/*"):
         assert prefix in text
     assert '"/*"' not in text  # never the whole bucket
+    # Writes are uploads only: no object tags, legal holds or retention, and only the two key actions an
+    # upload (multipart included) needs
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    actions = {
+        a for s in statements for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+    }
+    assert {a for a in actions if a.startswith("s3:Put") or a.startswith("s3:Abort")} == {
+        "s3:PutObject",
+        "s3:AbortMultipartUpload",
+    }
+    assert {a for a in actions if a.startswith("kms:")} == {
+        "kms:Decrypt",
+        "kms:DescribeKey",
+        "kms:GenerateDataKey",
+    }
 
 
 def test_vpc_has_flow_logs_and_the_endpoints_in_vpc_tasks_need(

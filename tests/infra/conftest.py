@@ -16,6 +16,17 @@ from app import build_app
 Resources = dict[str, dict[str, Any]]
 
 
+def role_statements(resources: Resources, role: str) -> list[dict[str, Any]]:
+    """The statements of every inline policy attached to ``role`` (a logical id), as live references: a
+    test may change them to mutate the template."""
+    return [
+        statement
+        for policy in resources.values()
+        if policy["Type"] == "AWS::IAM::Policy" and {"Ref": role} in policy["Properties"].get("Roles", [])
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
 @dataclass(frozen=True)
 class Synthesised:
     template: Template

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.infra.conftest import REGISTERED_MODEL, Resources, Synthesised
+from tests.infra.conftest import REGISTERED_MODEL, Resources, Synthesised, role_statements
 
 _API_HANDLER = "lambdas.api.handler.handler"
 _BATCH_HANDLER = "lambdas.batch.handler.handler"
@@ -31,14 +31,8 @@ def _function(resources: Resources, handler: str) -> tuple[str, dict[str, Any]]:
     )
 
 
-def _role_statements(resources: Resources, function: dict[str, Any]) -> list[dict[str, Any]]:
-    role = function["Properties"]["Role"]["Fn::GetAtt"][0]
-    return [
-        statement
-        for r in resources.values()
-        if r["Type"] == "AWS::IAM::Policy" and {"Ref": role} in r["Properties"]["Roles"]
-        for statement in r["Properties"]["PolicyDocument"]["Statement"]
-    ]
+def _statements_of(resources: Resources, function: dict[str, Any]) -> list[dict[str, Any]]:
+    return role_statements(resources, function["Properties"]["Role"]["Fn::GetAtt"][0])
 
 
 def _logical_id(resources: Resources, kind: str, prefix: str) -> str:
@@ -62,7 +56,7 @@ def test_given_the_default_context_when_synthesised_then_only_the_api_may_read_r
 ) -> None:
     artifacts = _logical_id(resources, "AWS::S3::Bucket", "TrainingArtifactBucket")
     _, batch = _function(resources, _BATCH_HANDLER)
-    assert artifacts not in json.dumps(_role_statements(resources, batch))
+    assert artifacts not in json.dumps(_statements_of(resources, batch))
     _, api = _function(resources, _API_HANDLER)
     assert _artifact_resources(resources, api) == _expected(artifacts, "models/*")
 
@@ -75,7 +69,7 @@ def _expected(artifacts: str, objects: str) -> list[str]:
 def _artifact_resources(resources: Resources, function: dict[str, Any]) -> list[str]:
     """The artifact-bucket resources the function's role names, after checking they are read-only."""
     artifacts = _logical_id(resources, "AWS::S3::Bucket", "TrainingArtifactBucket")
-    on_registry = [s for s in _role_statements(resources, function) if artifacts in json.dumps(s["Resource"])]
+    on_registry = [s for s in _statements_of(resources, function) if artifacts in json.dumps(s["Resource"])]
     # Only read statements name the artifact bucket (CDK merges the batch's read on its own incoming/
     # into the same statement, having the same actions).
     assert on_registry
@@ -114,15 +108,13 @@ def test_given_a_registered_version_when_synthesised_then_batch_reads_that_versi
     assert _artifact_resources(resources, function) == _expected(artifacts, objects)
     # And on the bucket ARN it may only list key names under those objects
     on_bucket = [
-        s
-        for s in _role_statements(resources, function)
-        if s["Resource"] == {"Fn::GetAtt": [artifacts, "Arn"]}
+        s for s in _statements_of(resources, function) if s["Resource"] == {"Fn::GetAtt": [artifacts, "Arn"]}
     ]
     assert [(s["Action"], s.get("Condition")) for s in on_bucket] == [
         ("s3:ListBucket", {"StringLike": {"s3:prefix": [objects]}})
     ]
     # And the artifact key is usable for decryption only.
-    on_key = [s for s in _role_statements(resources, function) if artifact_key in json.dumps(s["Resource"])]
+    on_key = [s for s in _statements_of(resources, function) if artifact_key in json.dumps(s["Resource"])]
     assert [sorted(_as_list(s["Action"])) for s in on_key] == [["kms:Decrypt", "kms:DescribeKey"]]
 
 

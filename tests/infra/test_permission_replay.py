@@ -38,7 +38,7 @@ from tests.batch.conftest import (  # noqa: F401  (fixtures)
     notified_bucket,
 )
 from tests.batch.helpers import BAD_ROWS, GOOD_ROWS, csv_bytes, file_bytes
-from tests.infra.conftest import Synthesised
+from tests.infra.conftest import Synthesised, role_statements
 from tests.infra.iam_replay import (
     REGION,
     CallRecorder,
@@ -355,18 +355,9 @@ def test_given_a_registered_model_when_the_api_loads_it_from_s3_and_answers_then
 # ---------------------------------------------------------------------------------------------------
 
 
-def _role_statements(template: dict[str, Any], role: str) -> list[dict[str, Any]]:
-    return [
-        statement
-        for resource in template["Resources"].values()
-        if resource["Type"] == "AWS::IAM::Policy" and {"Ref": role} in resource["Properties"].get("Roles", [])
-        for statement in resource["Properties"]["PolicyDocument"]["Statement"]
-    ]
-
-
 def _without_resource(template: dict[str, Any], role: str, action: str, suffix: str) -> None:
     """Drop the ``.../<suffix>`` resource from the role's statements granting ``action``."""
-    for statement in _role_statements(template, role):
+    for statement in role_statements(template["Resources"], role):
         if action in statement["Action"] and isinstance(statement["Resource"], list):
             statement["Resource"] = [
                 r for r in statement["Resource"] if not json.dumps(r).endswith(f'"{suffix}"]]}}')
@@ -383,7 +374,7 @@ def drop_manifest_write(template: dict[str, Any], parts: BatchParts) -> None:
 
 def list_only_read_prefixes(template: dict[str, Any], parts: BatchParts) -> None:
     """grant_read_under(..., probes_missing_keys=False): listing limited by s3:prefix."""
-    for statement in _role_statements(template, parts.role):
+    for statement in role_statements(template["Resources"], parts.role):
         if statement["Action"] == "s3:ListBucket" and statement["Resource"] == {
             "Fn::GetAtt": [parts.data_bucket, "Arn"]
         }:
@@ -407,7 +398,7 @@ def key_policy_without_iam_delegation(template: dict[str, Any], parts: BatchPart
 
 
 def drop_delete_message(template: dict[str, Any], parts: BatchParts) -> None:
-    for statement in _role_statements(template, parts.role):
+    for statement in role_statements(template["Resources"], parts.role):
         if isinstance(statement["Action"], list) and "sqs:DeleteMessage" in statement["Action"]:
             statement["Action"] = [a for a in statement["Action"] if a != "sqs:DeleteMessage"]
 
@@ -623,7 +614,7 @@ def test_given_a_condition_key_the_replay_cannot_evaluate_when_it_applies_then_t
 ) -> None:
     parts = BatchParts.of(registry_stack)
     template = copy.deepcopy(dict(registry_stack.template))
-    for statement in _role_statements(template, parts.role):
+    for statement in role_statements(template["Resources"], parts.role):
         if "s3:PutObject" in statement["Action"]:
             statement["Condition"] = {"StringEquals": {"aws:PrincipalTag/team": "scoring"}}
     call = s3_call(BATCH, "PutObject", DATA, "scored/a.csv")

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.infra.conftest import Resources
+from tests.infra.conftest import Resources, role_statements
 
 Statement = dict[str, Any]
 STEPS = {
@@ -30,15 +30,6 @@ def _as_list(value: Any) -> list[Any]:
 def _logical_id(resources: Resources, kind: str, prefix: str) -> str:
     [found] = [name for name, r in resources.items() if r["Type"] == kind and name.startswith(prefix)]
     return found
-
-
-def _role_statements(resources: Resources, role: str) -> list[Statement]:
-    return [
-        statement
-        for policy in resources.values()
-        if policy["Type"] == "AWS::IAM::Policy" and {"Ref": role} in policy["Properties"].get("Roles", [])
-        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
-    ]
 
 
 def _object_patterns(statement: Statement, bucket: str) -> list[str]:
@@ -105,7 +96,7 @@ def test_given_train_and_gate_then_they_only_read_the_registry_and_write_their_r
         "gate": [("s3:PutObject", "candidates/*/gate_verdict.json", None)],
     }
     for step, writes in expected_writes.items():
-        statements = _role_statements(resources, step_roles[step])
+        statements = role_statements(resources, step_roles[step])
         assert _writes(statements, artifacts) == writes, step
         reads = [
             p
@@ -125,7 +116,7 @@ def test_given_each_step_then_it_reads_only_its_artifact_prefixes_and_may_list_k
         "register": ["candidates/*", "models/*"],
     }
     for step, patterns in reads_by_step.items():
-        statements = _role_statements(resources, step_roles[step])
+        statements = role_statements(resources, step_roles[step])
         # Then on the bucket itself only s3:ListBucket (no s3:GetBucket*), unconditioned: S3 documents
         # a 404 rather than a 403 for a missing latest.json (a first run has no champion) only to a
         # caller with s3:ListBucket on the bucket
@@ -145,7 +136,7 @@ def test_given_each_step_then_it_reads_only_its_artifact_prefixes_and_may_list_k
 def test_given_register_then_it_only_creates_new_registry_objects_and_moves_latest(
     resources: Resources, step_roles: dict[str, str], artifacts: str
 ) -> None:
-    writes = _writes(_role_statements(resources, step_roles["register"]), artifacts)
+    writes = _writes(role_statements(resources, step_roles["register"]), artifacts)
     # Only s3:PutObject: no DeleteObject*, PutObjectRetention, PutObjectLegalHold, tagging or Abort*
     assert {action for action, _, _ in writes} == {"s3:PutObject"}
     assert sorted(writes, key=lambda w: w[1]) == [
@@ -160,7 +151,7 @@ def test_given_any_training_task_role_then_nothing_deletes_or_locks_artifacts(
     resources: Resources, step_roles: dict[str, str]
 ) -> None:
     for step, role in step_roles.items():
-        actions = {a for s in _role_statements(resources, role) for a in _as_list(s["Action"])}
+        actions = {a for s in role_statements(resources, role) for a in _as_list(s["Action"])}
         forbidden = {
             a for a in actions if a.startswith(("s3:Delete", "s3:PutObjectRetention", "s3:PutObjectLegal"))
         }
@@ -170,7 +161,7 @@ def test_given_any_training_task_role_then_nothing_deletes_or_locks_artifacts(
 
 def _machine_statements(resources: Resources) -> list[Statement]:
     machine = next(r for r in resources.values() if r["Type"] == "AWS::StepFunctions::StateMachine")
-    return _role_statements(resources, machine["Properties"]["RoleArn"]["Fn::GetAtt"][0])
+    return role_statements(resources, machine["Properties"]["RoleArn"]["Fn::GetAtt"][0])
 
 
 def test_given_the_state_machine_role_then_stop_and_describe_tasks_are_limited_to_the_cluster(

@@ -22,6 +22,14 @@ Reasons (model-agnostic, one batched ONNX call)
     original rows and all ``rows x features`` perturbed rows go through a single
     ``InferenceSession.run``. For a logistic model the contribution on the logit scale,
     ``logit(p) - logit(p - contribution)``, is exactly ``coef * (x - baseline)``.
+
+Row order (large calls only; results are the same in any order)
+    onnxruntime walks every tree for every row, and a tree walk costs less when the row before took
+    the same branches (fewer mispredicted branches, nodes already in cache). From
+    ``LOCALITY_MIN_ROWS`` rows, rows go to the model sorted by a key that puts similar applications
+    next to each other: each number's reference decile (the card's drift bins), combined in card
+    order. The perturbed rows of one application are consecutive. On the credit_risk champion this
+    cut the model's time per file row by about a third (see ``docs/batch.md``).
 """
 
 from __future__ import annotations
@@ -38,11 +46,14 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from lambdas.scoring.card import FeatureSchema, ModelCard
+from lambdas.scoring.card import FeatureSchema, ModelCard, NumericReference
 
 CARD_FILE = "model_card.json"
 # Up to this many rows per call, reasons are built with Python lists (see _score_small).
 SMALL_REQUEST_ROWS = 4
+# From this many rows per call, rows reach the model in locality order (see the module docstring);
+# below it, sorting costs more than it saves (measured: 1.17x the time at 256 rows, 0.94x at 2,048).
+LOCALITY_MIN_ROWS = 1024
 NULL_CATEGORY = ""
 _TRUE_TEXT = frozenset({"true", "1", "yes", "y", "t"})
 _FALSE_TEXT = frozenset({"false", "0", "no", "n", "f"})
@@ -131,6 +142,7 @@ class ScoringModel:
         ]
         self._numeric = _BlockLayout.of(self._features, self._baseline, "double")
         self._text = _BlockLayout.of(self._features, self._baseline, "string")
+        self._locality = _LocalityKey.of(card, self._numeric)
         self._check_graph_matches_card()
 
     @property
@@ -241,14 +253,18 @@ class ScoringModel:
         rows = _rows_in(feed)
         selected = _selected_rows(reasons_for, rows)
         if not selected.size:
-            probability = self._run(feed)
+            probability = self._run_in_locality_order(feed)
             return BatchScores(probability, self._decline(probability), [[] for _ in range(rows)])
         if rows <= SMALL_REQUEST_ROWS:
             return self._score_small(feed, rows, selected.tolist(), top_k)
         blocks = self._blocks(feed)
         pairs = self._perturbation_pairs(blocks, selected)
-        all_probabilities = self._run(self._perturbed_feed(blocks, selected, pairs, with_originals=True))
-        probability = all_probabilities[:rows]
+        originals = self._locality_order(blocks.numeric)
+        if originals is None:
+            originals = np.arange(rows, dtype=np.intp)
+        all_probabilities = self._run(self._perturbed_feed(blocks, selected, pairs, originals=originals))
+        probability = np.empty(rows, dtype=np.float64)
+        probability[originals] = all_probabilities[:rows]
         reasons: list[list[Reason]] = [[] for _ in range(rows)]
         explained = self._top_reasons(
             _Explained(blocks, selected, pairs, probability, all_probabilities[rows:]), top_k
@@ -332,18 +348,24 @@ class ScoringModel:
         return _FeatureBlocks(numeric=self._numeric.stack(feed), text=self._text.stack(feed))
 
     def _perturbed_feed(
-        self, blocks: _FeatureBlocks, selected: NDArray[np.intp], pairs: _Pairs, *, with_originals: bool
+        self,
+        blocks: _FeatureBlocks,
+        selected: NDArray[np.intp],
+        pairs: _Pairs,
+        *,
+        originals: NDArray[np.intp] | None,
     ) -> dict[str, np.ndarray]:
-        """One row per pair: its source row with that one feature set to its baseline (after the
-        original rows when ``with_originals``). Built per block, a few numpy calls for all features."""
+        """One row per pair: its source row with that one feature set to its baseline, after the
+        original rows in the order ``originals`` gives (none when it is None). Built per block, a few
+        numpy calls for all features."""
         source = selected[pairs.row]
         feed: dict[str, np.ndarray] = {}
         for layout, block in ((self._numeric, blocks.numeric), (self._text, blocks.text)):
-            offset = block.shape[1] if with_originals else 0
+            offset = 0 if originals is None else originals.size
             total = offset + source.size
             run = np.empty((block.shape[0], total), dtype=block.dtype)
-            if with_originals:
-                run[:, :offset] = block
+            if originals is not None:
+                run[:, :offset] = block[:, originals]
             run[:, offset:] = block[:, source]
             local = layout.position[pairs.feature]
             here = np.flatnonzero(local >= 0)
@@ -356,14 +378,33 @@ class ScoringModel:
         """(position in ``selected``, feature index) of every value that differs from its baseline.
 
         A feature already at its baseline contributes exactly 0 and needs no model evaluation; a
-        missing number (NaN) differs from any baseline, so it is re-scored, as it should be.
+        missing number (NaN) differs from any baseline, so it is re-scored, as it should be. The
+        pairs of one row are consecutive, and the rows come in locality order when there are many.
         """
-        differs = np.empty((len(self._features), selected.size), dtype=np.bool_)
+        visit = self._locality_order(blocks.numeric[:, selected])
+        visited = selected if visit is None else selected[visit]
+        differs = np.empty((visited.size, len(self._features)), dtype=np.bool_)
         for layout, block in ((self._numeric, blocks.numeric), (self._text, blocks.text)):
             if layout.inputs:
-                differs[layout.index] = block[:, selected] != layout.baseline[:, None]
-        feature, row = np.nonzero(differs)
+                differs[:, layout.index] = (block[:, visited] != layout.baseline[:, None]).T
+        row, feature = np.nonzero(differs)  # row by row
+        if visit is not None:
+            row = visit[row]
         return _Pairs(row=row.astype(np.intp), feature=feature.astype(np.intp))
+
+    def _locality_order(self, numeric: NDArray[np.float64]) -> NDArray[np.intp] | None:
+        """The order to score these rows in (``numeric``: their numeric block), or None to keep theirs."""
+        if numeric.shape[1] < LOCALITY_MIN_ROWS:
+            return None
+        return self._locality.order(numeric)
+
+    def _run_in_locality_order(self, feed: dict[str, np.ndarray]) -> NDArray[np.float64]:
+        order = self._locality_order(self._numeric.stack(feed))
+        if order is None:
+            return self._run(feed)
+        probability = np.empty(order.size, dtype=np.float64)
+        probability[order] = self._run({name: column[order] for name, column in feed.items()})
+        return probability
 
     def decision_label(self, decline: bool) -> str:
         labels = self.card.decision_policy.decision_labels
@@ -405,7 +446,7 @@ class ScoringModel:
     ) -> _Explained:
         blocks = self._blocks(feed)
         pairs = self._perturbation_pairs(blocks, rows)
-        perturbed = self._run(self._perturbed_feed(blocks, rows, pairs, with_originals=False))
+        perturbed = self._run(self._perturbed_feed(blocks, rows, pairs, originals=None))
         return _Explained(blocks, rows, pairs, probability, perturbed)
 
     def _ranking(
@@ -768,6 +809,48 @@ class _BlockLayout:
         if not self.inputs:
             return np.empty((0, _rows_in(feed)), dtype=self.dtype)
         return np.stack([feed[name].reshape(-1) for name in self.inputs]).astype(self.dtype, copy=False)
+
+
+@dataclass(frozen=True)
+class _LocalityKey:
+    """Sorts rows so that similar applications follow one another (see the module docstring).
+
+    The key of a row is its bin in each numeric feature's reference histogram (missing values in a
+    bin of their own), combined in card order into one integer, first feature most significant.
+    Categories are left out: ranking Python strings costs more than it saves.
+    """
+
+    positions: list[int]  # rows of the numeric block in the key, most significant first
+    edges: list[NDArray[np.float64]]  # their reference bin edges
+
+    @classmethod
+    def of(cls, card: ModelCard, numeric: _BlockLayout) -> _LocalityKey:
+        positions: list[int] = []
+        edges: list[NDArray[np.float64]] = []
+        span = 1
+        for position, name in enumerate(numeric.inputs):
+            reference = card.reference.features.get(name)
+            if not isinstance(reference, NumericReference):
+                continue
+            bins = len(reference.bin_edges) + 2  # the histogram's bins and one for missing values
+            if span * bins >= 2**62:  # the key must stay an int64
+                break
+            span *= bins
+            positions.append(position)
+            edges.append(np.asarray(reference.bin_edges, dtype=np.float64))
+        return cls(positions=positions, edges=edges)
+
+    def order(self, numeric: NDArray[np.float64]) -> NDArray[np.intp] | None:
+        """Row order for a (features, rows) numeric block; None when the card gives no key."""
+        if not self.positions:
+            return None
+        key = np.zeros(numeric.shape[1], dtype=np.int64)
+        for position, edges in zip(self.positions, self.edges, strict=True):
+            values = numeric[position]
+            bins = np.searchsorted(edges, values, side="right")
+            bins[np.isnan(values)] = edges.size + 1
+            key = key * (edges.size + 2) + bins
+        return np.argsort(key, kind="stable").astype(np.intp, copy=False)
 
 
 @dataclass(frozen=True)

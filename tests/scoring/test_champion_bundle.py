@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import gzip
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lambdas.scoring import runtime
+from lambdas.scoring.card import NumericReference
 from lambdas.scoring.runtime import ScoringModel
 
 CHAMPION = Path(__file__).resolve().parents[2] / "model_artifacts" / "credit_risk"
@@ -109,3 +113,87 @@ def test_given_a_few_applications_when_scored_then_the_small_request_path_matche
         assert small.reasons == block.reasons
         compared += sum(len(reasons) for reasons in block.reasons)
     assert compared > 30
+
+
+def _sample_file_rows(model: ScoringModel, rows: int) -> list[dict[str, object]]:
+    """The first ``rows`` valid applications of the sample file the repo ships (training/data)."""
+    sample = CHAMPION.parents[1] / "training" / "data" / "credit_risk_dataset.csv.gz"
+    applications: list[dict[str, object]] = []
+    with gzip.open(sample, "rt", newline="") as stream:
+        for record in csv.DictReader(stream):
+            application: dict[str, object] = {}
+            for feature in model.features:
+                text = record[feature.name]
+                if feature.categories is not None:
+                    application[feature.name] = text
+                elif text == "":
+                    application[feature.name] = None
+                else:
+                    application[feature.name] = (
+                        float(text) if feature.type == "number" else round(float(text))
+                    )
+            applications.append(application)
+    prepared = model.prepare_records(applications)
+    valid = [a for a, ok in zip(applications, prepared.valid.tolist(), strict=True) if ok]
+    assert len(valid) >= rows, f"the sample has only {len(valid)} valid rows"
+    return valid[:rows]
+
+
+def test_given_a_file_sized_call_when_rows_are_scored_in_locality_order_then_results_match_input_order(
+    champion: ScoringModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 3,000 rows of the shipped sample (some numbers missing): above LOCALITY_MIN_ROWS
+    feed = champion.prepare_records(_sample_file_rows(champion, 3000)).feed
+    assert runtime.LOCALITY_MIN_ROWS <= 3000
+    # When they are scored, with and without reasons, and the declined ones explained afterwards
+    ordered = champion.score(feed, reasons_for=False)
+    ordered_reasons = champion.score(feed, reasons_for=True, top_k=3)
+    declined = np.flatnonzero(ordered.decline)
+    ordered_texts = champion.explain_texts(feed, ordered.probability, declined)
+    monkeypatch.setattr(runtime, "LOCALITY_MIN_ROWS", 10**9)  # and again in input order
+    as_given = champion.score(feed, reasons_for=False)
+    as_given_reasons = champion.score(feed, reasons_for=True, top_k=3)
+    as_given_texts = champion.explain_texts(feed, as_given.probability, declined)
+    # Then every figure is identical: the order only changes how fast the trees are walked
+    assert 200 < declined.size < 2800
+    np.testing.assert_array_equal(ordered.probability, as_given.probability)
+    np.testing.assert_array_equal(ordered_reasons.probability, as_given.probability)
+    assert ordered_reasons.reasons == as_given_reasons.reasons
+    assert ordered_texts == as_given_texts
+    assert sum(map(bool, ordered_texts)) > 0.9 * declined.size
+
+
+def test_given_a_file_sized_call_when_scored_then_rows_reach_the_model_sorted_by_reference_bins(
+    champion: ScoringModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    feed = champion.prepare_records(_sample_file_rows(champion, 2000)).feed
+    numeric = [f.onnx_input for f in champion.features if f.onnx_type == "double"]
+    fed: list[dict[str, np.ndarray]] = []
+    original = champion._session.run
+
+    def recording_run(outputs: list[str], run_feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        fed.append(run_feed)
+        return original(outputs, run_feed)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(champion._session, "run", recording_run)
+    # When a file-sized call is scored
+    scores = champion.score(feed, reasons_for=False)
+    # Then the model got the same rows, reordered so that their reference bins ascend in card order
+    assert not np.any(np.stack([feed[name].reshape(-1) for name in numeric]) == -1.0)  # -1 marks NaN below
+    scored = np.nan_to_num(np.stack([fed[0][name].reshape(-1) for name in numeric]), nan=-1.0)
+    given = np.nan_to_num(np.stack([feed[name].reshape(-1) for name in numeric]), nan=-1.0)
+    assert not np.array_equal(scored, given)
+    assert sorted(map(tuple, scored.T.tolist())) == sorted(map(tuple, given.T.tolist()))
+    bins = []
+    for values, name in zip(scored, numeric, strict=True):
+        reference = champion.card.reference.features[name]
+        assert isinstance(reference, NumericReference)
+        edges = np.asarray(reference.bin_edges)
+        bins.append(np.where(values == -1.0, edges.size + 1, np.searchsorted(edges, values, side="right")))
+    keys = list(zip(*(b.tolist() for b in bins), strict=True))
+    assert keys == sorted(keys)
+    # And the perturbed rows of each declined row are consecutive: one run of pairs per row
+    declined = np.flatnonzero(scores.decline)
+    pairs = champion._perturbation_pairs(champion._blocks(feed), declined)
+    runs = 1 + int(np.count_nonzero(np.diff(pairs.row)))
+    assert runs == np.unique(pairs.row).size > 100

@@ -45,6 +45,8 @@ CONTEXT_KEYS = (
     "auditLockMode",
     "apiProvisionedConcurrency",
     "batchMaxConcurrency",
+    "apiFirewall",
+    "apiRateLimitPerAddress",
 )
 
 _ENVIRONMENT_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
@@ -102,6 +104,13 @@ class AppConfig:
     # limits). Each one is a 2 GB, up-to-15-minute invocation: the cap keeps a bulk drop into incoming/
     # from taking the account's Lambda concurrency away from the API; the rest of the files wait in the queue.
     batch_max_concurrency: int = 10
+    # An AWS WAF web ACL on the API stage (infra/firewall.py): IP reputation, known bad inputs, common
+    # exploits and a per-address rate limit. About $5 a month plus $1 per rule and $0.60 per million
+    # requests; switch it off only where another firewall (a central Firewall Manager policy) covers it.
+    api_firewall: bool = True
+    # Requests one client address may make in 5 minutes before the firewall answers 429 (the stage's
+    # own throttle, 50 requests per second, is shared by all callers).
+    api_rate_limit_per_address: int = 3000
 
     @property
     def stack_prefix(self) -> str:
@@ -175,6 +184,11 @@ def config_from_context(context: Mapping[str, Any]) -> AppConfig:
         audit_lock_mode=cast(
             AuditLockMode,
             _choice(context, "auditLockMode", ("governance", "compliance"), defaults.audit_lock_mode),
+        ),
+        api_firewall=_bool(context, "apiFirewall", defaults.api_firewall),
+        # WAF's bounds for a rate-based rule's limit.
+        api_rate_limit_per_address=_int_in_range(
+            context, "apiRateLimitPerAddress", defaults.api_rate_limit_per_address, 10, 2_000_000_000
         ),
     )
 

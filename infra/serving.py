@@ -15,6 +15,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.config import AppConfig
+from infra.gateway_responses import add_error_responses
 from infra.log_groups import encrypted_log_group
 from infra.nag import ANY_RESOURCE, suppress
 from infra.registered_bundle import RegisteredBundle, grant_registry_read
@@ -107,6 +108,8 @@ class Serving(Construct):
                 metrics_enabled=True,
             ),
         )
+        # API Gateway's own errors (auth, throttling, size, WAF, timeouts) in the function's error format.
+        add_error_responses(self.api)
         self.user_pool: cognito.UserPool | None = None
         self.user_pool_client: cognito.UserPoolClient | None = None
         authorization_type, authorizer = self._authorisation(config)
@@ -139,12 +142,13 @@ class Serving(Construct):
                 "AwsSolutions-COG4",
                 "Methods use IAM (SigV4) authorisation; a Cognito authoriser is the authMode=cognito option.",
             )
-        suppress(
-            self.api,
-            "AwsSolutions-APIG3",
-            "No WAF by default: every data method needs signed IAM (or Cognito) auth and the stage is "
-            "throttled; attach a web ACL for internet-facing production use (about $6/month plus rules).",
-        )
+        if not config.api_firewall:
+            suppress(
+                self.api,
+                "AwsSolutions-APIG3",
+                "apiFirewall=false: the deployer states that another web ACL (e.g. a central Firewall "
+                "Manager policy) covers this stage; every data method still needs IAM or Cognito auth.",
+            )
         suppress(
             self.api,
             "AwsSolutions-IAM4",

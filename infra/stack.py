@@ -10,6 +10,7 @@ from infra.batch_scoring import INCOMING_PREFIX, BatchScoring
 from infra.buckets import access_log_bucket
 from infra.config import AppConfig
 from infra.data import DATASET_PREFIX, Data
+from infra.firewall import ApiFirewall
 from infra.log_groups import logs_key
 from infra.nag import ANY_RESOURCE, BASIC_EXECUTION_POLICY, suppress
 from infra.network import Network
@@ -65,6 +66,18 @@ class LoanScoringStack(Stack):
             config=config,
             model_registry=self.training.artifact_bucket,
             logs_key=self.logs_key,
+        )
+        # A web ACL in front of the API stage unless apiFirewall is off (then cdk-nag's APIG3 says so).
+        self.firewall = (
+            ApiFirewall(
+                self,
+                "Firewall",
+                config=config,
+                stage=self.serving.api.deployment_stage,
+                logs_key=self.logs_key,
+            )
+            if config.api_firewall
+            else None
         )
         self.batch = BatchScoring(
             self,

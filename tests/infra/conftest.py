@@ -78,12 +78,13 @@ OPTIONS: dict[str, object] = {
     "dataRemovalPolicy": "snapshot",
     "batchMaxConcurrency": 25,
     "trainingSchedule": "none",
+    "apiFirewall": False,
 }
 
 
 @pytest.fixture(scope="session")
 def synthesised_with_options(tmp_path_factory: pytest.TempPathFactory) -> Synthesised:
-    """The app with OPTIONS (Cognito, alarm e-mails, NAT gateway, multi-AZ, snapshot removal, ...)."""
+    """The app with OPTIONS (Cognito, alarm e-mails, NAT gateway, multi-AZ, snapshot removal, no WAF, ...)."""
     return synthesise(tmp_path_factory.mktemp("cdk-out-options"), **OPTIONS)
 
 

@@ -27,6 +27,8 @@ def test_given_the_committed_cdk_json_when_built_then_it_is_valid_and_secure_by_
     assert (config.audit_retention_days, config.audit_lock_mode) == (2557, "governance")
     assert config.api_provisioned_concurrency == 0  # on demand unless asked
     assert config.batch_max_concurrency == 10  # a bulk drop leaves account concurrency for the API
+    assert config.api_firewall is True  # a web ACL in front of the public API stage
+    assert config.api_rate_limit_per_address == 3000
 
 
 def test_given_cli_strings_when_built_then_numbers_and_booleans_are_coerced() -> None:
@@ -60,6 +62,9 @@ def test_given_cli_strings_when_built_then_numbers_and_booleans_are_coerced() ->
         ("batchMaxConcurrency", 1),  # SQS event sources need at least 2
         ("batchMaxConcurrency", 1001),
         ("batchMaxConcurrency", "unlimited"),
+        ("apiFirewall", "off"),
+        ("apiRateLimitPerAddress", 9),  # below WAF's smallest rate limit
+        ("apiRateLimitPerAddress", 2_000_000_001),
     ],
 )
 def test_given_a_bad_value_when_built_then_the_error_names_the_key_and_value(key: str, value: object) -> None:
@@ -72,6 +77,11 @@ def test_given_a_bad_value_when_built_then_the_error_names_the_key_and_value(key
 @pytest.mark.parametrize("value", ["2", 1000])
 def test_given_a_batch_max_concurrency_at_the_sqs_bounds_when_built_then_it_is_kept(value: object) -> None:
     assert config_from_context({"batchMaxConcurrency": value}).batch_max_concurrency == int(str(value))
+
+
+def test_given_cli_strings_when_the_firewall_is_configured_then_they_are_coerced() -> None:
+    config = config_from_context({"apiFirewall": "false", "apiRateLimitPerAddress": "500"})
+    assert (config.api_firewall, config.api_rate_limit_per_address) == (False, 500)
 
 
 def test_given_no_api_rollout_when_built_then_the_api_rolls_out_as_a_canary() -> None:

@@ -828,8 +828,9 @@ class _LocalityKey:
         positions: list[int] = []
         edges: list[NDArray[np.float64]] = []
         span = 1
-        for position, name in enumerate(numeric.inputs):
-            reference = card.reference.features.get(name)
+        for position, feature_index in enumerate(numeric.index.tolist()):
+            # The reference is keyed by the card's feature name (an ONNX input may be named otherwise).
+            reference = card.reference.features.get(card.features[feature_index].name)
             if not isinstance(reference, NumericReference):
                 continue
             bins = len(reference.bin_edges) + 2  # the histogram's bins and one for missing values

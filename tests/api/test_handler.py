@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -482,7 +483,9 @@ def test_given_powertools_debug_logging_when_scored_then_no_applicant_value_reac
     # Then the request model shows up by name only, never with the applicant's values
     debug_output = captured.getvalue()
     assert "ScoreRequest(<applicant data not shown>)" in debug_output
-    assert "32000" not in debug_output
+    # The income as a number of its own: digits inside another number (a latency of 1.5059320001 ms
+    # once) are not the applicant's value
+    assert re.search(r"(?<![\d.])32000(?:\.0)?(?![\d.])", debug_output) is None
 
 
 def test_given_a_drift_window_when_it_fills_then_its_psi_is_emitted_and_logged(

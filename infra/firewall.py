@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import ArnFormat, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
@@ -23,6 +23,7 @@ from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
 from infra.config import AppConfig
+from infra.log_groups import encrypted_log_group
 
 # AWS managed rule groups, in evaluation order after the rate limit (vendor "AWS").
 MANAGED_RULE_GROUPS = (
@@ -88,13 +89,12 @@ class ApiFirewall(Construct):
         self.association = wafv2.CfnWebACLAssociation(
             self, "Association", resource_arn=stage.stage_arn, web_acl_arn=self.web_acl.attr_arn
         )
-        self.log_group = logs.LogGroup(
+        self.log_group = encrypted_log_group(
             self,
             "Log",
-            log_group_name=f"{WAF_LOG_GROUP_PREFIX}{metric_prefix}",
+            key=logs_key,
             retention=logs.RetentionDays.THREE_MONTHS,
-            encryption_key=logs_key,
-            removal_policy=RemovalPolicy.DESTROY,
+            name=f"{WAF_LOG_GROUP_PREFIX}{metric_prefix}",
         )
         wafv2.CfnLoggingConfiguration(
             self,

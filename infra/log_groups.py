@@ -59,12 +59,19 @@ def logs_key(scope: Construct, construct_id: str) -> kms.Key:
 
 
 def encrypted_log_group(
-    scope: Construct, construct_id: str, *, key: kms.IKey, retention: logs.RetentionDays
+    scope: Construct,
+    construct_id: str,
+    *,
+    key: kms.IKey,
+    retention: logs.RetentionDays,
+    name: str | None = None,
 ) -> logs.LogGroup:
-    """A log group of the stack: encrypted with ``key``, deleted with the stack."""
+    """A log group of the stack: encrypted with ``key``, deleted with the stack. ``name`` only where a
+    service requires one (WAF delivers to ``aws-waf-logs-*`` only); otherwise CloudFormation names it."""
     return logs.LogGroup(
         scope,
         construct_id,
+        log_group_name=name,
         retention=retention,
         encryption_key=key,
         removal_policy=RemovalPolicy.DESTROY,

@@ -23,7 +23,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -89,8 +89,22 @@ class _CategoryBins(_Histogram):
         super().__init__([reference.proportions.get(n, 0.0) * present for n in names] + [reference.null_rate])
         self._index = {name: position for position, name in enumerate(names)}
         self._missing = len(names)
+        # A coded input (onnx_type int64) feeds the position in the card's categories, or a negative
+        # null code: the bin of each code, with the missing bin last so that code -1 lands in it.
+        self._bin_of_code: NDArray[np.intp] | None = None
+        if feature.onnx_type == "int64":
+            categories = feature.categories or []
+            self._bin_of_code = np.asarray(
+                [self._index[c] for c in categories] + [self._missing], dtype=np.intp
+            )
 
-    def add(self, values: NDArray[np.object_]) -> None:
+    def add(self, values: NDArray[Any]) -> None:
+        if self._bin_of_code is not None:
+            codes = np.asarray(values, dtype=np.int64)
+            # Validation lets only the card's categories (codes 0..k-1) and the null code through.
+            bins = self._bin_of_code[np.where(codes >= 0, codes, len(self._bin_of_code) - 1)]
+            self.counts += np.bincount(bins, minlength=self.counts.size)
+            return
         for value, count in Counter(values.tolist()).items():
             # Missing values arrive as the runtime's NULL_CATEGORY (not a category), and validation has
             # rejected unknown ones: both land in the missing bin.

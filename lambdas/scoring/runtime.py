@@ -8,7 +8,10 @@ Validation
     ``prepare_records`` checks JSON objects strictly (a number must be a JSON number, a boolean a
     JSON boolean); ``prepare_columns`` checks whole columns at once and also accepts the text of
     CSV cells (``"12.5"``, ``"true"``). Both return the ONNX feed for every row plus, per invalid
-    row, a list of :class:`FieldError` naming the field and a stable code.
+    row, a list of :class:`FieldError` naming the field and a stable code. A category is fed as
+    the card says: as its text (``onnx_type`` string) or as its code (int64: its position in the
+    card's categories, ``NULL_CATEGORY_CODE`` when missing), which spares onnxruntime a string
+    conversion per cell.
 
 Reasons (model-agnostic, one batched ONNX call)
     For each selected row and each feature, the feature alone is replaced by its baseline value
@@ -46,7 +49,7 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from lambdas.scoring.card import FeatureSchema, ModelCard, NumericReference
+from lambdas.scoring.card import NULL_CATEGORY_CODE, FeatureSchema, ModelCard, NumericReference
 
 CARD_FILE = "model_card.json"
 # Up to this many rows per call, reasons are built with Python lists (see _score_small).
@@ -55,6 +58,8 @@ SMALL_REQUEST_ROWS = 4
 # below it, sorting costs more than it saves (measured: 1.17x the time at 256 rows, 0.94x at 2,048).
 LOCALITY_MIN_ROWS = 1024
 NULL_CATEGORY = ""
+# The numpy type of each ONNX input type the card may name.
+_FEED_DTYPES: dict[str, type] = {"double": np.float64, "string": object, "int64": np.int64}
 _TRUE_TEXT = frozenset({"true", "1", "yes", "y", "t"})
 _FALSE_TEXT = frozenset({"false", "0", "no", "n", "f"})
 # A number in a text cell: plain ASCII decimal, as Arrow's cast reads it (Python's float() would
@@ -134,14 +139,26 @@ class ScoringModel:
         self._decline_at_or_above = card.decision_policy.approve_below_threshold
         self._feature_names = frozenset(f.name for f in self._features)
         self._baseline = {f.name: _baseline_value(card, f) for f in self._features}
+        # Per coded category (onnx_type int64): its feed code per valid text, the null text included.
+        self._codes = {f.name: _category_codes(f) for f in self._features if f.onnx_type == "int64"}
+        # The baselines as the model sees them (a coded category's baseline is its code).
+        self._feed_baseline = {
+            f.name: self._codes[f.name][str(self._baseline[f.name])]
+            if f.name in self._codes
+            else self._baseline[f.name]
+            for f in self._features
+        }
         # Reason text per feature and side of the baseline (+1 above, -1 below, 0 equal / missing /
         # category): numbers use reason_high / reason_low because a model need not be monotone.
         self._reason_names = [f.name for f in self._features]
         self._reason_texts = [
             {1: f.reason_high or f.reason, -1: f.reason_low or f.reason, 0: f.reason} for f in self._features
         ]
-        self._numeric = _BlockLayout.of(self._features, self._baseline, "double")
-        self._text = _BlockLayout.of(self._features, self._baseline, "string")
+        self._numeric = _BlockLayout.of(self._features, self._feed_baseline, "double")
+        # Every layout, numbers first (the numeric block is always blocks[0]).
+        self._layouts = tuple(
+            _BlockLayout.of(self._features, self._feed_baseline, onnx_type) for onnx_type in _FEED_DTYPES
+        )
         self._locality = _LocalityKey.of(card, self._numeric)
         self._check_graph_matches_card()
 
@@ -220,7 +237,9 @@ class ScoringModel:
                     values[feature.name][row] = value
             if row_errors:
                 errors[row] = row_errors
-        feed = {f.onnx_input: _feed_column(f, values[f.name]) for f in self._features}
+        feed = {
+            f.onnx_input: _feed_column(f, values[f.name], self._codes.get(f.name)) for f in self._features
+        }
         return PreparedBatch(feed=feed, valid=_valid_mask(rows, errors), errors=errors)
 
     def prepare_columns(self, columns: Mapping[str, ColumnInput]) -> PreparedBatch:
@@ -235,7 +254,9 @@ class ScoringModel:
         errors: dict[int, list[FieldError]] = {}
         feed: dict[str, np.ndarray] = {}
         for feature in self._features:
-            column, column_errors = _prepare_column(feature, columns[feature.name])
+            column, column_errors = _prepare_column(
+                feature, columns[feature.name], self._codes.get(feature.name)
+            )
             feed[feature.onnx_input] = column.reshape(rows, 1)
             for row, error in column_errors:
                 errors.setdefault(row, []).append(error)
@@ -280,7 +301,7 @@ class ScoringModel:
         the same single ONNX call, the same ranking and texts, built with Python lists because a few
         dozen numpy calls on ten-element arrays cost more than the model does (API latency)."""
         columns = [feed[f.onnx_input].reshape(-1).tolist() for f in self._features]
-        baselines = [self._baseline[f.name] for f in self._features]
+        baselines = [self._feed_baseline[f.name] for f in self._features]
         # (selected row, feature) of every value that differs from its baseline (NaN differs from all).
         pairs = [
             (row, index)
@@ -288,13 +309,13 @@ class ScoringModel:
             for index, baseline in enumerate(baselines)
             if columns[index][row] != baseline
         ]
-        run_feed = {}
+        run_feed: dict[str, np.ndarray] = {}
         for index, feature in enumerate(self._features):
             column = columns[index]
             perturbed = [
                 baselines[index] if pair_index == index else column[row] for row, pair_index in pairs
             ]
-            dtype = np.float64 if feature.onnx_type == "double" else object
+            dtype = _FEED_DTYPES[feature.onnx_type]
             run_feed[feature.onnx_input] = np.array(column + perturbed, dtype=dtype).reshape(-1, 1)
         all_probabilities = self._run(run_feed)
         probability = all_probabilities[:rows]
@@ -345,7 +366,7 @@ class ScoringModel:
         return np.asarray(probability < self._threshold, dtype=np.bool_)
 
     def _blocks(self, feed: Mapping[str, np.ndarray]) -> _FeatureBlocks:
-        return _FeatureBlocks(numeric=self._numeric.stack(feed), text=self._text.stack(feed))
+        return _FeatureBlocks(tuple(layout.stack(feed) for layout in self._layouts))
 
     def _perturbed_feed(
         self,
@@ -360,7 +381,7 @@ class ScoringModel:
         numpy calls for all features."""
         source = selected[pairs.row]
         feed: dict[str, np.ndarray] = {}
-        for layout, block in ((self._numeric, blocks.numeric), (self._text, blocks.text)):
+        for layout, block in zip(self._layouts, blocks.blocks, strict=True):
             offset = 0 if originals is None else originals.size
             total = offset + source.size
             run = np.empty((block.shape[0], total), dtype=block.dtype)
@@ -384,7 +405,7 @@ class ScoringModel:
         visit = self._locality_order(blocks.numeric[:, selected])
         visited = selected if visit is None else selected[visit]
         differs = np.empty((visited.size, len(self._features)), dtype=np.bool_)
-        for layout, block in ((self._numeric, blocks.numeric), (self._text, blocks.text)):
+        for layout, block in zip(self._layouts, blocks.blocks, strict=True):
             if layout.inputs:
                 differs[:, layout.index] = (block[:, visited] != layout.baseline[:, None]).T
         row, feature = np.nonzero(differs)  # row by row
@@ -526,8 +547,11 @@ def _baseline_value(card: ModelCard, feature: FeatureSchema) -> float | str:
     if feature.name not in card.reference.reason_baseline:
         raise ModelBundleError(f"the card has no reason baseline for feature {feature.name}")
     raw = card.reference.reason_baseline[feature.name]
-    if feature.onnx_type == "string":
-        return NULL_CATEGORY if raw is None else str(raw)
+    if feature.onnx_type != "double":
+        text = NULL_CATEGORY if raw is None else str(raw)
+        if feature.onnx_type == "int64" and text != NULL_CATEGORY and text not in (feature.categories or []):
+            raise ModelBundleError(f"reason baseline of {feature.name} is not one of its categories: {raw!r}")
+        return text
     if raw is None:
         return math.nan
     if isinstance(raw, str):
@@ -543,7 +567,7 @@ def _check_json_value(feature: FeatureSchema, value: object) -> tuple[Any, Field
     name = feature.name
     if value is None:
         if feature.nullable:
-            return (NULL_CATEGORY if feature.onnx_type == "string" else math.nan), None
+            return (math.nan if feature.onnx_type == "double" else NULL_CATEGORY), None
         return None, FieldError(name, "null_not_allowed", f"{name} may not be null")
     if feature.type == "category":
         if not isinstance(value, str):
@@ -593,8 +617,19 @@ def _range_text(feature: FeatureSchema) -> str:
     return f"at most {feature.maximum:g}"
 
 
-def _feed_column(feature: FeatureSchema, values: list[Any]) -> np.ndarray:
-    if feature.onnx_type == "string":
+def _category_codes(feature: FeatureSchema) -> dict[str, int]:
+    """A coded category's feed code per text: its position among the card's categories, and
+    NULL_CATEGORY_CODE for the null text (validation lets no other text through)."""
+    codes = {category: position for position, category in enumerate(feature.categories or [])}
+    codes[NULL_CATEGORY] = NULL_CATEGORY_CODE
+    return codes
+
+
+def _feed_column(feature: FeatureSchema, values: list[Any], codes: Mapping[str, int] | None) -> np.ndarray:
+    if codes is not None:
+        # Rows with an error hold None: they feed the null code and are never scored.
+        column = np.array([codes[NULL_CATEGORY if v is None else v] for v in values], dtype=np.int64)
+    elif feature.onnx_type == "string":
         column = np.array([NULL_CATEGORY if v is None else v for v in values], dtype=object)
     else:
         column = np.array([math.nan if v is None else v for v in values], dtype=np.float64)
@@ -612,16 +647,18 @@ def _valid_mask(rows: int, errors: Mapping[int, object]) -> NDArray[np.bool_]:
 
 
 def _prepare_column(
-    feature: FeatureSchema, raw: ColumnInput
+    feature: FeatureSchema, raw: ColumnInput, codes: Mapping[str, int] | None
 ) -> tuple[np.ndarray, list[tuple[int, FieldError]]]:
+    """The feed column of one feature and its errors; ``codes`` is given for a coded category."""
+    category = feature.onnx_type != "double"
     if isinstance(raw, CodedColumn):
-        if feature.onnx_type == "string":
-            return _coded_category_column(feature, raw)
+        if category:
+            return _coded_category_column(feature, raw, codes)
         cells: Sequence[object] | np.ndarray = np.asarray(raw.values, dtype=object)[raw.codes]
     else:
         cells = raw
-    if feature.onnx_type == "string":
-        return _category_column(feature, cells)
+    if category:
+        return _category_column(feature, cells, codes)
     return _numeric_column(feature, cells)
 
 
@@ -630,19 +667,21 @@ def _is_null(value: object) -> bool:
 
 
 def _category_column(
-    feature: FeatureSchema, raw: Sequence[object] | np.ndarray
+    feature: FeatureSchema, raw: Sequence[object] | np.ndarray, codes: Mapping[str, int] | None
 ) -> tuple[np.ndarray, list[tuple[int, FieldError]]]:
     """Each distinct value is judged once (a file has few categories and many rows)."""
     cells = np.asarray(raw, dtype=object).ravel().tolist()
     allowed = frozenset(feature.categories) if feature.categories is not None else None
+    dtype = object if codes is None else np.int64
     try:
         distinct = set(cells)
     except TypeError:  # an unhashable cell (a list or object from JSON): judge cell by cell
         verdicts = [_judge_category(feature, value, allowed) for value in cells]
-        column = np.array([text for text, _ in verdicts], dtype=object)
+        column = np.array([_feed_value(text, codes) for text, _ in verdicts], dtype=dtype)
         return column, [(row, error) for row, (_, error) in enumerate(verdicts) if error is not None]
     verdict = {value: _judge_category(feature, value, allowed) for value in distinct}
-    column = np.array([verdict[value][0] for value in cells], dtype=object)
+    feed_value = {value: _feed_value(text, codes) for value, (text, _) in verdict.items()}
+    column = np.array([feed_value[value] for value in cells], dtype=dtype)
     bad = {value for value, (_, error) in verdict.items() if error is not None}
     errors: list[tuple[int, FieldError]] = []
     if bad:
@@ -655,13 +694,13 @@ def _category_column(
 
 
 def _coded_category_column(
-    feature: FeatureSchema, coded: CodedColumn
+    feature: FeatureSchema, coded: CodedColumn, codes: Mapping[str, int] | None
 ) -> tuple[np.ndarray, list[tuple[int, FieldError]]]:
     allowed = frozenset(feature.categories) if feature.categories is not None else None
     verdicts = [_judge_category(feature, value, allowed) for value in coded.values]
-    texts = np.empty(len(verdicts), dtype=object)
-    texts[:] = [text for text, _ in verdicts]
-    column = texts[coded.codes]
+    values = np.empty(len(verdicts), dtype=object if codes is None else np.int64)
+    values[:] = [_feed_value(text, codes) for text, _ in verdicts]
+    column = values[coded.codes]
     bad = np.asarray([error is not None for _, error in verdicts], dtype=np.bool_)
     errors: list[tuple[int, FieldError]] = []
     if bad.any():
@@ -670,6 +709,11 @@ def _coded_category_column(
             assert error is not None
             errors.append((row, error))
     return column, errors
+
+
+def _feed_value(text: str, codes: Mapping[str, int] | None) -> str | int:
+    """What the model is fed for a judged category text: the text itself, or its code."""
+    return text if codes is None else codes[text]
 
 
 def _judge_category(
@@ -792,7 +836,7 @@ class _BlockLayout:
     def of(
         cls, features: Sequence[FeatureSchema], baselines: Mapping[str, float | str], onnx_type: str
     ) -> _BlockLayout:
-        dtype: type = np.float64 if onnx_type == "double" else object
+        dtype = _FEED_DTYPES[onnx_type]
         index = [i for i, f in enumerate(features) if f.onnx_type == onnx_type]
         position = np.full(len(features), -1, dtype=np.intp)
         position[index] = np.arange(len(index))
@@ -856,10 +900,14 @@ class _LocalityKey:
 
 @dataclass(frozen=True)
 class _FeatureBlocks:
-    """A feed as two feature-major blocks, so each step is one numpy call for all features of a type."""
+    """A feed as one feature-major block per ONNX input type (in ``_FEED_DTYPES`` order, numbers
+    first), so each step is one numpy call for all features of a type."""
 
-    numeric: NDArray[np.float64]
-    text: NDArray[np.object_]
+    blocks: tuple[np.ndarray, ...]
+
+    @property
+    def numeric(self) -> NDArray[np.float64]:
+        return self.blocks[0]
 
 
 @dataclass(frozen=True)

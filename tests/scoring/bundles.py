@@ -2,6 +2,8 @@
 
 The graph is exactly ``sigmoid(intercept + sum(coef * x))`` over one-hot categories, so tests know the
 true coefficient contribution of every feature. The card is a complete, valid :class:`ModelCard`.
+The category enters as text (``category_input="string"``, the older bundles) or as its code
+(``"int64"``: its position in the card's categories), the two encodings the runtime reads.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ BASELINE: dict[str, float | str | None] = {
 }
 THRESHOLD = 0.4
 FEATURE_ORDER = ("age", "income", "home", "loan_ratio", "prior_default")
+CATEGORY_INPUTS = ("string", "int64")
 
 
 def coefficient(feature: str, value: object) -> float:
@@ -49,7 +52,7 @@ def coefficient(feature: str, value: object) -> float:
     return coef * float(value)
 
 
-def logistic_onnx_bytes() -> bytes:
+def logistic_onnx_bytes(category_input: str = "string") -> bytes:
     nodes = []
     columns = []
     inputs = []
@@ -59,15 +62,19 @@ def logistic_onnx_bytes() -> bytes:
         nodes.append(helper.make_node("IsNaN", [name], [f"{name}_isnan"]))
         nodes.append(helper.make_node("Where", [f"{name}_isnan", "zero", name], [f"{name}_filled"]))
         columns.append(f"{name}_filled")
-    inputs.append(helper.make_tensor_value_info("home", TensorProto.STRING, [None, 1]))
+    coded = category_input == "int64"
+    inputs.append(
+        helper.make_tensor_value_info("home", TensorProto.INT64 if coded else TensorProto.STRING, [None, 1])
+    )
+    # One-hot of the text, or of the code (the position in HOME_CATEGORIES); anything else is all zeros.
+    categories = (
+        {"cats_int64s": list(range(len(HOME_CATEGORIES)))}
+        if coded
+        else {"cats_strings": list(HOME_CATEGORIES)}
+    )
     nodes.append(
         helper.make_node(
-            "OneHotEncoder",
-            ["home"],
-            ["home_onehot_f"],
-            domain="ai.onnx.ml",
-            cats_strings=list(HOME_CATEGORIES),
-            zeros=1,
+            "OneHotEncoder", ["home"], ["home_onehot_f"], domain="ai.onnx.ml", zeros=1, **categories
         )
     )
     nodes.append(helper.make_node("Cast", ["home_onehot_f"], ["home_onehot_d"], to=TensorProto.DOUBLE))
@@ -126,7 +133,9 @@ def _numeric_reference() -> dict[str, object]:
     }
 
 
-def logistic_card(onnx_bytes: bytes, *, sha256: str | None = None) -> ModelCard:
+def logistic_card(
+    onnx_bytes: bytes, *, sha256: str | None = None, category_input: str = "string"
+) -> ModelCard:
     descriptions = {
         "age": ("Age of the applicant", "years", "Young applicant"),
         "income": ("Yearly income", "USD", "Low income"),
@@ -148,7 +157,7 @@ def logistic_card(onnx_bytes: bytes, *, sha256: str | None = None) -> ModelCard:
                     "categories": list(HOME_CATEGORIES),
                     "reason": reason,
                     "onnx_input": name,
-                    "onnx_type": "string",
+                    "onnx_type": category_input,
                 }
             )
         else:
@@ -259,12 +268,13 @@ def logistic_card(onnx_bytes: bytes, *, sha256: str | None = None) -> ModelCard:
     return ModelCard.model_validate(card)
 
 
-def write_logistic_bundle(folder: Path) -> Path:
+def write_logistic_bundle(folder: Path, category_input: str = "string") -> Path:
     """Write model.onnx + model_card.json into ``folder`` (created) and return it."""
     folder.mkdir(parents=True, exist_ok=True)
-    onnx_bytes = logistic_onnx_bytes()
+    onnx_bytes = logistic_onnx_bytes(category_input)
+    card = logistic_card(onnx_bytes, category_input=category_input)
     (folder / "model.onnx").write_bytes(onnx_bytes)
-    (folder / "model_card.json").write_text(logistic_card(onnx_bytes).model_dump_json(indent=2))
+    (folder / "model_card.json").write_text(card.model_dump_json(indent=2))
     return folder
 
 

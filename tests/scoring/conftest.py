@@ -5,12 +5,14 @@ from pathlib import Path
 import pytest
 
 from lambdas.scoring.runtime import ScoringModel
-from tests.scoring.bundles import write_logistic_bundle
+from tests.scoring.bundles import CATEGORY_INPUTS, write_logistic_bundle
 
 
-@pytest.fixture(scope="session")
-def logistic_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_logistic_bundle(tmp_path_factory.mktemp("bundle") / "logistic")
+@pytest.fixture(scope="session", params=CATEGORY_INPUTS)
+def logistic_bundle(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """The logistic bundle with its category fed as text and, again, as a code: every runtime test
+    runs against both encodings."""
+    return write_logistic_bundle(tmp_path_factory.mktemp("bundle") / "logistic", request.param)
 
 
 @pytest.fixture(scope="session")

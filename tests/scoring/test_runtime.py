@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lambdas.scoring.card import NULL_CATEGORY_CODE, ModelCard
 from lambdas.scoring.runtime import CodedColumn, ColumnInput, ModelBundleError, ScoringModel
 from tests.scoring import bundles
 from tests.scoring.bundles import (
@@ -326,3 +328,103 @@ def test_given_the_runtime_when_imported_then_neither_pandas_nor_sklearn_is_load
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+# ---- category encodings: text (older bundles) and codes -----------------------------------------
+
+
+def _encoded_model(tmp_path: Path, category_input: str, *, home_nullable: bool = False) -> ScoringModel:
+    onnx_bytes = bundles.logistic_onnx_bytes(category_input)
+    card = bundles.logistic_card(onnx_bytes, category_input=category_input).model_dump(mode="json")
+    for feature in card["features"]:
+        if feature["name"] == "home":
+            feature["nullable"] = home_nullable
+    return ScoringModel.from_bytes(onnx_bytes, json.dumps(card).encode(), source=str(tmp_path))
+
+
+def _random_columns(rows: int, seed: int) -> dict[str, list[object]]:
+    rng = np.random.default_rng(seed)
+    return {
+        "age": rng.integers(18, 90, rows).astype(str).tolist(),
+        "income": [("" if i % 7 == 0 else f"{v:.0f}") for i, v in enumerate(rng.uniform(0, 2e5, rows))],
+        "home": rng.choice([*bundles.HOME_CATEGORIES, "CASTLE"], rows, p=[0.4, 0.3, 0.29, 0.01]).tolist(),
+        "loan_ratio": rng.uniform(0, 1, rows).round(3).astype(str).tolist(),
+        "prior_default": rng.choice(["true", "false"], rows).tolist(),
+    }
+
+
+def test_given_a_coded_category_when_prepared_then_the_feed_holds_its_position_among_the_card_categories(
+    tmp_path: Path,
+) -> None:
+    model = _encoded_model(tmp_path, "int64")
+    applications = [{**good_application(), "home": home} for home in ("MORTGAGE", "RENT", "OWN")]
+    feed = model.prepare_records(applications).feed["home"]
+    assert feed.dtype == np.int64
+    assert feed.reshape(-1).tolist() == [
+        bundles.HOME_CATEGORIES.index(h) for h in ("MORTGAGE", "RENT", "OWN")
+    ]
+
+
+@pytest.mark.parametrize("rows", [3, 40, 3000])  # the small-request path, the numpy path, locality order
+def test_given_the_same_rows_when_scored_with_text_or_coded_categories_then_every_result_is_identical(
+    tmp_path: Path, rows: int
+) -> None:
+    text_model, coded_model = (_encoded_model(tmp_path, encoding) for encoding in ("string", "int64"))
+    columns = _random_columns(rows, seed=rows)
+    by_text, by_code = text_model.prepare_columns(columns), coded_model.prepare_columns(columns)
+    assert by_text.errors == by_code.errors
+    assert 0 < int(by_code.valid.sum()) < rows or rows == 3
+    text_scores = text_model.score(by_text.valid_feed(), reasons_for=True)
+    coded_scores = coded_model.score(by_code.valid_feed(), reasons_for=True)
+    np.testing.assert_array_equal(coded_scores.probability, text_scores.probability)
+    assert coded_scores.decline.tolist() == text_scores.decline.tolist()
+    assert coded_scores.reasons == text_scores.reasons
+    declined = np.flatnonzero(coded_scores.decline)
+    assert coded_model.explain_texts(
+        by_code.valid_feed(), coded_scores.probability, declined
+    ) == text_model.explain_texts(by_text.valid_feed(), text_scores.probability, declined)
+
+
+def test_given_a_nullable_coded_category_when_null_then_it_is_fed_the_null_code_and_scored_as_the_null_text(
+    tmp_path: Path,
+) -> None:
+    text_model = _encoded_model(tmp_path, "string", home_nullable=True)
+    coded_model = _encoded_model(tmp_path, "int64", home_nullable=True)
+    application = {**good_application(), "home": None}
+    prepared = coded_model.prepare_records([application])
+    assert not prepared.errors
+    assert prepared.feed["home"].reshape(-1).tolist() == [NULL_CATEGORY_CODE]
+    cells = coded_model.prepare_columns({name: [value] for name, value in application.items()})
+    assert cells.feed["home"].reshape(-1).tolist() == [NULL_CATEGORY_CODE]
+    coded = coded_model.score(prepared.feed).probability
+    text = text_model.score(text_model.prepare_records([application]).feed).probability
+    np.testing.assert_array_equal(coded, text)
+    assert coded[0] == pytest.approx(_expected_probability({**application, "home": ""}), abs=1e-12)
+
+
+def test_given_a_coded_baseline_that_is_not_a_category_when_loading_then_the_bundle_is_refused() -> None:
+    onnx_bytes = bundles.logistic_onnx_bytes("int64")
+    card = bundles.logistic_card(onnx_bytes, category_input="int64").model_dump(mode="json")
+    card["reference"]["reason_baseline"]["home"] = "CASTLE"
+    with pytest.raises(ModelBundleError, match="reason baseline of home is not one of its categories"):
+        ScoringModel.from_bytes(onnx_bytes, json.dumps(card).encode())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"name": "age", "onnx_type": "int64"}, "age: an int64 \\(coded\\) input must be a category"),
+        ({"name": "home", "categories": None}, "home: an int64 \\(coded\\) input must be a category"),
+        ({"name": "age", "onnx_type": "string"}, "age: a string input must be a category"),
+    ],
+)
+def test_given_an_input_type_that_does_not_fit_its_feature_when_reading_the_card_then_it_is_named(
+    change: dict[str, object], message: str
+) -> None:
+    onnx_bytes = bundles.logistic_onnx_bytes("int64")
+    card = bundles.logistic_card(onnx_bytes, category_input="int64").model_dump(mode="json")
+    for feature in card["features"]:
+        if feature["name"] == change["name"]:
+            feature.update(change)
+    with pytest.raises(ValueError, match=message):
+        ModelCard.model_validate(card)

@@ -159,7 +159,7 @@ class ScoringModel:
         self._layouts = tuple(
             _BlockLayout.of(self._features, self._feed_baseline, onnx_type) for onnx_type in _FEED_DTYPES
         )
-        self._locality = _LocalityKey.of(card, self._numeric)
+        self._locality = _LocalityKey.of(card, self._layouts)
         self._check_graph_matches_card()
 
     @property
@@ -280,7 +280,7 @@ class ScoringModel:
             return self._score_small(feed, rows, selected.tolist(), top_k)
         blocks = self._blocks(feed)
         pairs = self._perturbation_pairs(blocks, selected)
-        originals = self._locality_order(blocks.numeric)
+        originals = self._locality_order(blocks, None)
         if originals is None:
             originals = np.arange(rows, dtype=np.intp)
         all_probabilities = self._run(self._perturbed_feed(blocks, selected, pairs, originals=originals))
@@ -402,7 +402,7 @@ class ScoringModel:
         missing number (NaN) differs from any baseline, so it is re-scored, as it should be. The
         pairs of one row are consecutive, and the rows come in locality order when there are many.
         """
-        visit = self._locality_order(blocks.numeric[:, selected])
+        visit = self._locality_order(blocks, selected)
         visited = selected if visit is None else selected[visit]
         differs = np.empty((visited.size, len(self._features)), dtype=np.bool_)
         for layout, block in zip(self._layouts, blocks.blocks, strict=True):
@@ -413,14 +413,17 @@ class ScoringModel:
             row = visit[row]
         return _Pairs(row=row.astype(np.intp), feature=feature.astype(np.intp))
 
-    def _locality_order(self, numeric: NDArray[np.float64]) -> NDArray[np.intp] | None:
-        """The order to score these rows in (``numeric``: their numeric block), or None to keep theirs."""
-        if numeric.shape[1] < LOCALITY_MIN_ROWS:
+    def _locality_order(
+        self, blocks: _FeatureBlocks, columns: NDArray[np.intp] | None
+    ) -> NDArray[np.intp] | None:
+        """The order to score ``columns`` of ``blocks`` in (all when None), or None to keep theirs."""
+        rows = blocks.numeric.shape[1] if columns is None else columns.size
+        if rows < LOCALITY_MIN_ROWS:
             return None
-        return self._locality.order(numeric)
+        return self._locality.order(blocks, columns)
 
     def _run_in_locality_order(self, feed: dict[str, np.ndarray]) -> NDArray[np.float64]:
-        order = self._locality_order(self._numeric.stack(feed))
+        order = self._locality_order(self._blocks(feed), None)
         if order is None:
             return self._run(feed)
         probability = np.empty(order.size, dtype=np.float64)
@@ -856,45 +859,72 @@ class _BlockLayout:
 
 
 @dataclass(frozen=True)
+class _KeyPart:
+    """One feature's digit in the locality key: its reference bin, or its category code."""
+
+    block: int  # which of the feature blocks holds it
+    row: int  # its row in that block
+    edges: NDArray[np.float64] | None  # reference bin edges of a number; None for a coded category
+    size: int  # how many values the digit takes
+
+    def digit(self, values: np.ndarray) -> NDArray[np.int64]:
+        if self.edges is None:
+            return values.astype(np.int64) + 1  # the null code (-1) first, then the categories
+        bins = np.searchsorted(self.edges, values, side="right")
+        bins[np.isnan(values)] = self.edges.size + 1
+        return bins.astype(np.int64, copy=False)
+
+
+@dataclass(frozen=True)
 class _LocalityKey:
     """Sorts rows so that similar applications follow one another (see the module docstring).
 
-    The key of a row is its bin in each numeric feature's reference histogram (missing values in a
-    bin of their own), combined in card order into one integer, first feature most significant.
-    Categories are left out: ranking Python strings costs more than it saves.
+    The key of a row combines, most significant first, each coded category's code, then each
+    number's bin in its reference histogram (missing values in a bin of their own), both in card
+    order. Categories first because they take few values, so rows sharing all of them form long
+    runs (measured on the credit_risk champion: 0.87-0.95x the time of a key of numbers alone).
+    Categories fed as text are left out: ranking Python strings costs more than it saves.
     """
 
-    positions: list[int]  # rows of the numeric block in the key, most significant first
-    edges: list[NDArray[np.float64]]  # their reference bin edges
+    parts: list[_KeyPart]
 
     @classmethod
-    def of(cls, card: ModelCard, numeric: _BlockLayout) -> _LocalityKey:
-        positions: list[int] = []
-        edges: list[NDArray[np.float64]] = []
+    def of(cls, card: ModelCard, layouts: Sequence[_BlockLayout]) -> _LocalityKey:
+        parts: list[_KeyPart] = []
         span = 1
-        for position, feature_index in enumerate(numeric.index.tolist()):
-            # The reference is keyed by the card's feature name (an ONNX input may be named otherwise).
-            reference = card.reference.features.get(card.features[feature_index].name)
-            if not isinstance(reference, NumericReference):
+        coded_first = sorted(range(len(card.features)), key=lambda i: card.features[i].onnx_type != "int64")
+        for index in coded_first:
+            feature = card.features[index]
+            part = None
+            for block, layout in enumerate(layouts):
+                row = int(layout.position[index])
+                if row < 0:
+                    continue
+                # The reference is keyed by the card's feature name (an ONNX input may be named otherwise).
+                reference = card.reference.features.get(feature.name)
+                if feature.onnx_type == "double" and isinstance(reference, NumericReference):
+                    edges = np.asarray(reference.bin_edges, dtype=np.float64)
+                    part = _KeyPart(block, row, edges, edges.size + 2)  # the bins and one for missing
+                elif feature.onnx_type == "int64":
+                    part = _KeyPart(block, row, None, len(feature.categories or []) + 1)
+            if part is None:
                 continue
-            bins = len(reference.bin_edges) + 2  # the histogram's bins and one for missing values
-            if span * bins >= 2**62:  # the key must stay an int64
+            if span * part.size >= 2**62:  # the key must stay an int64
                 break
-            span *= bins
-            positions.append(position)
-            edges.append(np.asarray(reference.bin_edges, dtype=np.float64))
-        return cls(positions=positions, edges=edges)
+            span *= part.size
+            parts.append(part)
+        return cls(parts=parts)
 
-    def order(self, numeric: NDArray[np.float64]) -> NDArray[np.intp] | None:
-        """Row order for a (features, rows) numeric block; None when the card gives no key."""
-        if not self.positions:
+    def order(self, blocks: _FeatureBlocks, columns: NDArray[np.intp] | None) -> NDArray[np.intp] | None:
+        """Row order for ``columns`` of ``blocks`` (all when None); None when the card gives no key."""
+        if not self.parts:
             return None
-        key = np.zeros(numeric.shape[1], dtype=np.int64)
-        for position, edges in zip(self.positions, self.edges, strict=True):
-            values = numeric[position]
-            bins = np.searchsorted(edges, values, side="right")
-            bins[np.isnan(values)] = edges.size + 1
-            key = key * (edges.size + 2) + bins
+        key: NDArray[np.int64] | None = None
+        for part in self.parts:
+            values = blocks.blocks[part.block][part.row]
+            digit = part.digit(values if columns is None else values[columns])
+            key = digit if key is None else key * part.size + digit
+        assert key is not None
         return np.argsort(key, kind="stable").astype(np.intp, copy=False)
 
 

@@ -168,6 +168,7 @@ def test_given_a_file_sized_call_when_scored_then_rows_reach_the_model_sorted_by
 ) -> None:
     feed = champion.prepare_records(_sample_file_rows(champion, 2000)).feed
     numeric = [f.onnx_input for f in champion.features if f.onnx_type == "double"]
+    coded = [f.onnx_input for f in champion.features if f.onnx_type == "int64"]
     fed: list[dict[str, np.ndarray]] = []
     original = champion._session.run
 
@@ -178,19 +179,20 @@ def test_given_a_file_sized_call_when_scored_then_rows_reach_the_model_sorted_by
     monkeypatch.setattr(champion._session, "run", recording_run)
     # When a file-sized call is scored
     scores = champion.score(feed, reasons_for=False)
-    # Then the model got the same rows, reordered so that their reference bins ascend in card order
+    # Then the model got the same rows, reordered so that their keys ascend: the coded categories'
+    # codes, then the numbers' reference bins, each in card order
     assert not np.any(np.stack([feed[name].reshape(-1) for name in numeric]) == -1.0)  # -1 marks NaN below
     scored = np.nan_to_num(np.stack([fed[0][name].reshape(-1) for name in numeric]), nan=-1.0)
     given = np.nan_to_num(np.stack([feed[name].reshape(-1) for name in numeric]), nan=-1.0)
     assert not np.array_equal(scored, given)
     assert sorted(map(tuple, scored.T.tolist())) == sorted(map(tuple, given.T.tolist()))
-    bins = []
+    digits = [fed[0][name].reshape(-1) + 1 for name in coded]
     for values, name in zip(scored, numeric, strict=True):
         reference = champion.card.reference.features[name]
         assert isinstance(reference, NumericReference)
         edges = np.asarray(reference.bin_edges)
-        bins.append(np.where(values == -1.0, edges.size + 1, np.searchsorted(edges, values, side="right")))
-    keys = list(zip(*(b.tolist() for b in bins), strict=True))
+        digits.append(np.where(values == -1.0, edges.size + 1, np.searchsorted(edges, values, side="right")))
+    keys = list(zip(*(d.tolist() for d in digits), strict=True))
     assert keys == sorted(keys)
     # And the perturbed rows of each declined row are consecutive: one run of pairs per row
     declined = np.flatnonzero(scores.decline)

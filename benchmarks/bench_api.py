@@ -6,7 +6,8 @@ The same model on both sides: the champion candidate of the committed bundle (``
 credit_risk``; if it is not there yet, a short ``training.pipeline.train`` run with that candidate
 makes the card) is fitted here with the training code on the same split and seed, exported with
 ``training.onnx_export.convert_pipeline`` (parity checked), and written as a bundle whose card is
-the champion's card with this ONNX file's hash. The sklearn pipeline is pickled for the baseline.
+the champion's card with this ONNX file's hash and the features as training writes them now
+(categories as int64 codes). The sklearn pipeline is pickled for the baseline.
 
 Ours: stored-shape API Gateway event in, proxy response out, through ``make_handler`` (Powertools
 resolver with validation, runtime validation, one ONNX call including the reasons, logging and
@@ -59,7 +60,7 @@ from training.datasets.catalog import load_dataset
 from training.datasets.spec import DatasetSpec
 from training.features import model_input_frame
 from training.onnx_export import check_parity, convert_pipeline, onnx_feed
-from training.pipeline import TrainingConfig, split_holdout, train
+from training.pipeline import TrainingConfig, coded_categories, feature_schema, split_holdout, train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMMITTED_BUNDLE = REPO_ROOT / "model_artifacts" / "credit_risk"
@@ -115,13 +116,19 @@ def prepare(workdir: Path) -> Prepared:
     print(f"fitting {candidate.name} on {len(y_train)} rows ...", flush=True)
     pipeline = candidate.build(spec, len(y_train), config.seed)
     pipeline.fit(x_train, y_train)
-    onnx_bytes = convert_pipeline(pipeline, spec, None).SerializeToString()
-    parity = check_parity(onnx_bytes, onnx_feed(spec, x_holdout), pipeline.predict_proba(x_holdout)[:, 1])
+    # The features as this split's training rows give them (the template's, with categories coded).
+    features = feature_schema(spec, x_train)
+    categories = coded_categories(features)
+    onnx_bytes = convert_pipeline(pipeline, spec, None, categories).SerializeToString()
+    parity = check_parity(
+        onnx_bytes, onnx_feed(spec, x_holdout, categories), pipeline.predict_proba(x_holdout)[:, 1]
+    )
     sha = hashlib.sha256(onnx_bytes).hexdigest()
     card = template.model_copy(
         update={
             "model_version": f"{template.model_version}-bench",
             "onnx": template.onnx.model_copy(update={"sha256": sha}),
+            "features": features,
         }
     )
     bundle = workdir / "bundle"

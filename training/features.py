@@ -74,7 +74,8 @@ def _check_derived(derived: DerivedFeature, numeric: list[str]) -> None:
 
 
 def model_input_frame(spec: DatasetSpec, frame: pd.DataFrame) -> pd.DataFrame:
-    """The raw feature columns in the dtypes the exported model takes (float64 / str)."""
+    """The raw feature columns in the dtypes the sklearn pipeline takes (float64 / str); the ONNX
+    graph takes categories as codes instead (``training.onnx_export.onnx_feed``)."""
     columns: dict[str, pd.Series] = {}
     for feature in spec.features:
         values = frame[feature.name]

@@ -12,11 +12,11 @@ import logging
 import platform
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -53,6 +53,7 @@ from training.onnx_export import (
     OPSET,
     PARITY_TOLERANCE,
     PROBABILITY_OUTPUT,
+    card_feed,
     check_parity,
     convert_pipeline,
     onnx_feed,
@@ -301,10 +302,15 @@ def feature_schema(spec: DatasetSpec, train_inputs: pd.DataFrame) -> list[Featur
                 reason_high=feature.directional_reasons()[0],
                 reason_low=feature.directional_reasons()[1],
                 onnx_input=feature.name,
-                onnx_type="string" if is_category else "double",
+                onnx_type="int64" if is_category else "double",
             )
         )
     return schemas
+
+
+def coded_categories(schemas: Sequence[FeatureSchema]) -> dict[str, list[str]]:
+    """Per category feature, the categories its int64 codes index (as the card lists them)."""
+    return {f.name: f.categories for f in schemas if f.categories is not None}
 
 
 def data_fingerprint(dataset: LoadedDataset, split: Split) -> DataFingerprint:
@@ -366,15 +372,8 @@ def compare_with_champion(champion_bundle: Path, holdout: pd.DataFrame, target: 
             champion_metrics=None,
             note=f"champion features missing from this dataset: {missing}",
         )
-    feed: dict[str, NDArray[Any]] = {}
-    for feature in champion.features:
-        column = holdout[feature.name]
-        values: NDArray[Any] = (
-            column.astype("string").fillna(MISSING_CATEGORY).to_numpy(dtype=object)
-            if feature.onnx_type == "string"
-            else pd.to_numeric(column).to_numpy(dtype=np.float64)
-        )
-        feed[feature.onnx_input] = values.reshape(-1, 1)
+    # By the champion card's own input types: an older champion takes categories as text.
+    feed = card_feed(champion.features, holdout)
     model_bytes = (champion_bundle / champion.onnx.file).read_bytes()
     if sha256_hex(model_bytes) != champion.onnx.sha256:
         raise ValueError(f"champion bundle {champion_bundle}: model.onnx does not match the card's sha256")
@@ -420,7 +419,9 @@ def train(dataset: LoadedDataset, config: TrainingConfig | None = None) -> Train
         fitted[result.candidate.name] = model
         result.holdout = evaluate(y_holdout, model.predict(x_holdout))
 
-    feed = onnx_feed(spec, x_holdout)
+    schemas = feature_schema(spec, x_train)
+    categories = coded_categories(schemas)
+    feed = onnx_feed(spec, x_holdout, categories)
     champion: CandidateResult | None = None
     onnx_bytes = b""
     parity_difference = float("nan")
@@ -428,7 +429,9 @@ def train(dataset: LoadedDataset, config: TrainingConfig | None = None) -> Train
         model = fitted[result.candidate.name]
         calibration = (model.calibrator.slope, model.calibrator.intercept) if model.calibrator else None
         try:
-            candidate_bytes = convert_pipeline(model.pipeline, spec, calibration).SerializeToString()
+            candidate_bytes = convert_pipeline(
+                model.pipeline, spec, calibration, categories
+            ).SerializeToString()
             parity = check_parity(candidate_bytes, feed, model.predict(x_holdout))
         except Exception as error:
             result.status, result.dropped_reason = "dropped", f"ONNX conversion failed: {error}"
@@ -468,7 +471,7 @@ def train(dataset: LoadedDataset, config: TrainingConfig | None = None) -> Train
             probability_output=PROBABILITY_OUTPUT,
             label_output=LABEL_OUTPUT,
         ),
-        features=feature_schema(spec, x_train),
+        features=schemas,
         protected_attributes=[p.column for p in spec.protected],
         decision_policy=DecisionPolicy(
             threshold=threshold.threshold,
@@ -501,7 +504,10 @@ def train(dataset: LoadedDataset, config: TrainingConfig | None = None) -> Train
             rows_checked=len(y_holdout),
             tolerance=PARITY_TOLERANCE,
             passed=True,
-            input_precision="float64 inputs, double-precision thresholds and leaf values",
+            input_precision=(
+                "float64 numbers, categories as int64 codes mapped back to their text in the graph; "
+                "double-precision thresholds and leaf values"
+            ),
         ),
         fairness=fairness_report(spec, split.holdout, holdout_probability, threshold.threshold),
         reference=DriftReference(

@@ -76,7 +76,10 @@ def test_given_a_category_that_took_over_when_monitored_then_its_feature_drifts(
     champion: ScoringModel, population: dict[str, np.ndarray]
 ) -> None:
     shifted = dict(population)
-    shifted["loan_grade"] = np.full_like(population["loan_grade"], "E")
+    # Grade E as the model is fed it: its text, or its code (its position in the card's categories)
+    grade = champion.card.feature("loan_grade")
+    fed_e: object = "E" if grade.onnx_type == "string" else (grade.categories or []).index("E")
+    shifted["loan_grade"] = np.full_like(population["loan_grade"], fed_e)
     summary = _summary(champion, shifted)[0].summary()
     assert summary.most_drifted_feature == "loan_grade"
     assert summary.status == "significant"

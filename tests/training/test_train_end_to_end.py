@@ -14,7 +14,7 @@ import pytest
 from lambdas.scoring.card import ModelCard
 from training.datasets.catalog import load_dataset
 from training.features import model_input_frame
-from training.onnx_export import onnx_feed
+from training.onnx_export import card_feed
 from training.pipeline import TrainingConfig, train, train_bundle, write_bundle
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -92,6 +92,13 @@ def test_given_berka_when_trained_then_holdout_is_out_of_time(tmp_path: Path, sh
     assert "owner_gender" not in {f.name for f in card.features}
     write_bundle(outcome, tmp_path / "berka")
     assert (tmp_path / "berka" / "model.onnx").exists()
+    # The card names the graph's inputs and their types; categories enter as int64 codes
+    session = ort.InferenceSession(outcome.onnx_bytes)
+    assert {i.name: i.type for i in session.get_inputs()} == {
+        f.onnx_input: f"tensor({f.onnx_type})" for f in card.features
+    }
+    assert {f.onnx_type for f in card.features if f.type == "category"} == {"int64"}
+    assert "int64 codes" in card.parity.input_precision
 
 
 def test_committed_credit_risk_bundle_is_valid_and_meets_the_floor() -> None:
@@ -113,5 +120,6 @@ def test_committed_credit_risk_bundle_is_valid_and_meets_the_floor() -> None:
     dataset = load_dataset("credit_risk")
     x = model_input_frame(dataset.spec, dataset.frame)
     session = ort.InferenceSession((bundle / "model.onnx").read_bytes())
-    probabilities = session.run(["probabilities"], onnx_feed(dataset.spec, x.head(50)))[0]
+    # Fed by its own card: the committed bundle may take categories as text or as codes
+    probabilities = session.run(["probabilities"], card_feed(card.features, x.head(50)))[0]
     assert np.all((probabilities >= 0) & (probabilities <= 1))

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import onnx
 import pytest
 
 from lambdas.scoring import runtime
@@ -199,3 +203,50 @@ def test_given_a_file_sized_call_when_scored_then_rows_reach_the_model_sorted_by
     pairs = champion._perturbation_pairs(champion._blocks(feed), declined)
     runs = 1 + int(np.count_nonzero(np.diff(pairs.row)))
     assert runs == np.unique(pairs.row).size > 100
+
+
+def test_given_onnx_inputs_named_unlike_the_features_when_a_file_is_scored_then_order_and_results_hold(
+    champion: ScoringModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the champion with every graph input renamed (the card maps each feature to its input)
+    model = onnx.load_from_string((CHAMPION / champion.card.onnx.file).read_bytes())
+    renamed = {f.onnx_input: f"input_{index}" for index, f in enumerate(champion.features)}
+    for graph_input in model.graph.input:
+        graph_input.name = renamed[graph_input.name]
+    for node in model.graph.node:
+        for position, name in enumerate(node.input):
+            node.input[position] = renamed.get(name, name)
+    onnx_bytes = model.SerializeToString()
+    card = champion.card.model_dump(mode="json")
+    card["onnx"]["sha256"] = hashlib.sha256(onnx_bytes).hexdigest()
+    card["onnx"]["input_names"] = [renamed[name] for name in card["onnx"]["input_names"]]
+    for feature in card["features"]:
+        feature["onnx_input"] = renamed[feature["onnx_input"]]
+    other = ScoringModel.from_bytes(onnx_bytes, json.dumps(card).encode())
+    applications = _sample_file_rows(champion, 2000)
+    feed = champion.prepare_records(applications).feed
+    other_feed = other.prepare_records(applications).feed
+    fed: dict[str, list[dict[str, np.ndarray]]] = {"own names": [], "renamed": []}
+    for key, scorer in (("own names", champion), ("renamed", other)):
+        monkeypatch.setattr(scorer._session, "run", _recording(scorer._session.run, fed[key]))
+    # When the same file-sized call is scored by both
+    expected = champion.score(feed, reasons_for=True, top_k=3)
+    scores = other.score(other_feed, reasons_for=True, top_k=3)
+    # Then the rows reached the model in the same (reordered) order: the locality key found every
+    # feature's reference under the feature's name ...
+    for name, new_name in renamed.items():
+        np.testing.assert_array_equal(fed["renamed"][0][new_name], fed["own names"][0][name])
+    assert not np.array_equal(
+        fed["renamed"][0][renamed["person_income"]][:2000], other_feed[renamed["person_income"]]
+    )
+    # ... and every figure is the same as with the features' own names
+    np.testing.assert_array_equal(scores.probability, expected.probability)
+    assert scores.reasons == expected.reasons
+
+
+def _recording(run: Any, calls: list[dict[str, np.ndarray]]) -> Any:
+    def recording_run(outputs: list[str], run_feed: dict[str, np.ndarray]) -> Any:
+        calls.append(run_feed)
+        return run(outputs, run_feed)
+
+    return recording_run

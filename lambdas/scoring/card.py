@@ -50,6 +50,10 @@ class FeatureSchema(_Strict):
             raise ValueError(
                 f"{self.name}: an int64 (coded) input must be a category with its categories listed"
             )
+        # A code is a position in the list: each category once, and no empty text (the null one).
+        coded = self.categories if self.onnx_type == "int64" else None
+        if coded is not None and (len(set(coded)) != len(coded) or "" in coded):
+            raise ValueError(f"{self.name}: coded categories must be distinct and non-empty")
         if self.onnx_type == "string" and self.type != "category":
             raise ValueError(f"{self.name}: a string input must be a category")
         return self

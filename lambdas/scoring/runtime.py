@@ -154,11 +154,11 @@ class ScoringModel:
         self._reason_texts = [
             {1: f.reason_high or f.reason, -1: f.reason_low or f.reason, 0: f.reason} for f in self._features
         ]
-        self._numeric = _BlockLayout.of(self._features, self._feed_baseline, "double")
-        # Every layout, numbers first (the numeric block is always blocks[0]).
+        # One layout per ONNX input type, numbers first (the numeric block is always blocks[0]).
         self._layouts = tuple(
             _BlockLayout.of(self._features, self._feed_baseline, onnx_type) for onnx_type in _FEED_DTYPES
         )
+        self._numeric = self._layouts[0]
         self._locality = _LocalityKey.of(card, self._layouts)
         self._check_graph_matches_card()
 

@@ -416,6 +416,11 @@ def test_given_a_coded_baseline_that_is_not_a_category_when_loading_then_the_bun
         ({"name": "age", "onnx_type": "int64"}, "age: an int64 \\(coded\\) input must be a category"),
         ({"name": "home", "categories": None}, "home: an int64 \\(coded\\) input must be a category"),
         ({"name": "age", "onnx_type": "string"}, "age: a string input must be a category"),
+        ({"name": "home", "categories": ["RENT", "OWN", "RENT"]}, "home: coded categories must be distinct"),
+        (
+            {"name": "home", "categories": ["RENT", ""]},
+            "home: coded categories must be distinct and non-empty",
+        ),
     ],
 )
 def test_given_an_input_type_that_does_not_fit_its_feature_when_reading_the_card_then_it_is_named(

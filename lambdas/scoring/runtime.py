@@ -30,8 +30,8 @@ Row order (large calls only; results are the same in any order)
     onnxruntime walks every tree for every row, and a tree walk costs less when the row before took
     the same branches (fewer mispredicted branches, nodes already in cache). From
     ``LOCALITY_MIN_ROWS`` rows, rows go to the model sorted by a key that puts similar applications
-    next to each other: each number's reference decile (the card's drift bins), combined in card
-    order. The perturbed rows of one application are consecutive. On the credit_risk champion this
+    next to each other: each coded category's code, then each number's reference decile (the card's
+    drift bins), both in card order. The perturbed rows of one application are consecutive. On the credit_risk champion this
     cut the model's time per file row by about a third (see ``docs/batch.md``).
 """
 

@@ -31,8 +31,8 @@ Row order (large calls only; results are the same in any order)
     the same branches (fewer mispredicted branches, nodes already in cache). From
     ``LOCALITY_MIN_ROWS`` rows, rows go to the model sorted by a key that puts similar applications
     next to each other: each coded category's code, then each number's reference decile (the card's
-    drift bins), both in card order. The perturbed rows of one application are consecutive. On the credit_risk champion this
-    cut the model's time per file row by about a third (see ``docs/batch.md``).
+    drift bins), both in card order. The perturbed rows of one application are consecutive. On the
+    credit_risk champion this cut the model's time per file row by about a third (``docs/batch.md``).
 """
 
 from __future__ import annotations
@@ -457,7 +457,9 @@ class ScoringModel:
         # One integer per chosen reason (feature and side), -1 where the contribution is not positive;
         # each distinct row of codes is joined once.
         codes = np.where(values > 0.0, order * 3 + sides + 1, -1)
-        _, first, inverse = np.unique(codes, axis=0, return_index=True, return_inverse=True)
+        _, first, inverse = np.unique(
+            _row_keys(codes, base=3 * len(self._features) + 1), return_index=True, return_inverse=True
+        )
         joined = np.empty(first.size, dtype=object)
         for position, row in enumerate(first.tolist()):
             joined[position] = separator.join(
@@ -957,6 +959,18 @@ class _Pairs:
 
     row: NDArray[np.intp]  # position in the selected rows
     feature: NDArray[np.intp]  # position among the card's features
+
+
+def _row_keys(codes: NDArray[np.int64], base: int) -> np.ndarray:
+    """One int64 per row of ``codes`` (each in -1..base-2), equal exactly where the rows are equal:
+    ``np.unique`` on these is ~10x faster than on the rows (``axis=0``). The rows themselves when
+    the key would not fit an int64."""
+    if base ** codes.shape[1] >= 2**62:
+        return np.unique(codes, axis=0, return_inverse=True)[1].reshape(-1)
+    key = np.zeros(codes.shape[0], dtype=np.int64)
+    for column in codes.T:
+        key = key * base + (column + 1)
+    return key
 
 
 def _rows_in(feed: Mapping[str, np.ndarray]) -> int:

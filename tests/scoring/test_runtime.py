@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lambdas.scoring import runtime as runtime_module
 from lambdas.scoring.card import NULL_CATEGORY_CODE, ModelCard
 from lambdas.scoring.runtime import CodedColumn, ColumnInput, ModelBundleError, ScoringModel
 from tests.scoring import bundles
@@ -433,3 +434,18 @@ def test_given_an_input_type_that_does_not_fit_its_feature_when_reading_the_card
             feature.update(change)
     with pytest.raises(ValueError, match=message):
         ModelCard.model_validate(card)
+
+
+@pytest.mark.parametrize("base", [31, 2**21])  # packed into one int64, and too wide to pack
+def test_given_rows_of_reason_codes_when_keyed_then_keys_are_equal_exactly_where_rows_are(base: int) -> None:
+    rng = np.random.default_rng(base)
+    codes = rng.integers(-1, min(base - 1, 6), size=(2000, 3)).astype(np.int64)
+    codes[:, 1] = np.where(rng.random(2000) < 0.5, base - 2, codes[:, 1])  # the largest code, often
+    keys = runtime_module._row_keys(codes, base=base)
+    assert keys.shape == (2000,)
+    _, by_rows = np.unique(codes, axis=0, return_inverse=True)
+    _, by_keys = np.unique(keys, return_inverse=True)
+    same_rows = by_rows.reshape(-1)[:, None] == by_rows.reshape(-1)[None, :]
+    same_keys = by_keys.reshape(-1)[:, None] == by_keys.reshape(-1)[None, :]
+    assert np.array_equal(same_rows, same_keys)
+    assert 10 < np.unique(keys).size < 2000

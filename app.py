@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import aws_cdk as cdk
-from cdk_nag import AwsSolutionsChecks, ServerlessChecks
+from cdk_nag import AwsSolutionsChecks, NIST80053R5Checks, ServerlessChecks
 
 from infra.config import CONTEXT_KEYS, config_from_context
 from infra.stack import LoanScoringStack
@@ -22,8 +22,11 @@ def build_app(app: cdk.App) -> LoanScoringStack:
     cdk.Tags.of(stack).add("project", "loan-scoring")
     cdk.Tags.of(stack).add("environment", config.environment)
     # cdk-nag v3 packs are policy-validation plugins: unacknowledged findings fail synthesis. Serverless
-    # checks what AwsSolutions does not for Lambda, SQS, EventBridge and API Gateway (DLQs, tracing, ...).
-    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app), ServerlessChecks(app))
+    # checks what AwsSolutions does not for Lambda, SQS, EventBridge and API Gateway (DLQs, tracing, ...);
+    # NIST 800-53 Rev 5 is the control set regulated (bank) platform teams ask for (docs/deploy.md).
+    cdk.Validations.of(app).add_plugins(
+        AwsSolutionsChecks(app), ServerlessChecks(app), NIST80053R5Checks(app)
+    )
     return stack
 
 

@@ -131,12 +131,21 @@ class BatchScoring(Construct):
             self.dead_letter_queue.metric_approximate_number_of_messages_visible(period=Duration.minutes(5)),
             "Batch files that failed 3 times are waiting in the dead-letter queue",
         )
+        for rule in ("Serverless-LambdaDLQ", "NIST.800.53.R5-LambdaDLQ"):
+            suppress(
+                self.function,
+                rule,
+                "The SQS event source mapping invokes the function synchronously; a failed message returns "
+                f"to the incoming queue and after {MAX_RECEIVE_COUNT} receives goes to its dead-letter "
+                "queue. A Lambda dead-letter queue only receives failed asynchronous invocations.",
+            )
         suppress(
             self.function,
-            "Serverless-LambdaDLQ",
-            "The SQS event source mapping invokes the function synchronously; a failed message returns "
-            f"to the incoming queue and after {MAX_RECEIVE_COUNT} receives goes to its dead-letter queue. "
-            "A Lambda dead-letter queue only receives failed asynchronous invocations.",
+            "NIST.800.53.R5-LambdaConcurrency",
+            "SC-6 asks for resource availability. The function's concurrency is already capped by the SQS "
+            f"event source's maximum concurrency (batchMaxConcurrency, {config.batch_max_concurrency}), "
+            "which keeps the account's concurrency for the API; files beyond it wait in the queue. "
+            "Reserved concurrency would only add a floor, taken from the account's unreserved pool.",
         )
         suppress(
             self.function,

@@ -22,14 +22,45 @@ def access_log_bucket(scope: Construct, construct_id: str, removal_policy: Remov
         block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
         enforce_ssl=True,
         object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,  # log delivery via bucket policy, no ACLs
-        lifecycle_rules=[s3.LifecycleRule(id="expire-access-logs", expiration=Duration.days(90))],
+        # Versioned (NIST 800-53 AU-9): a log object deleted or overwritten by hand stays recoverable
+        # for 30 days. S3 itself never rewrites a log object, so this costs only what is deleted.
+        versioned=True,
+        lifecycle_rules=[
+            s3.LifecycleRule(
+                id="expire-access-logs",
+                expiration=Duration.days(90),
+                noncurrent_version_expiration=Duration.days(30),
+            ),
+            # Expiration leaves a delete marker in a versioned bucket; drop it once nothing is under it.
+            s3.LifecycleRule(id="remove-expired-delete-markers", expired_object_delete_marker=True),
+        ],
         removal_policy=removal_policy,
         auto_delete_objects=False,
     )
     suppress(
         bucket, "AwsSolutions-S1", "This is the access-log bucket itself; logging it into itself would loop."
     )
+    suppress(
+        bucket,
+        "NIST.800.53.R5-S3DefaultEncryptionKMS",
+        "SC-28/AU-9(3) ask for encryption at rest, which SSE-S3 (AES-256) provides. KMS is not possible "
+        "here: S3 server access logging delivers only to target buckets whose default encryption is "
+        "SSE-S3 (S3 User Guide, server access logging); the logs hold request metadata, no objects.",
+    )
+    _acknowledge_no_replication(bucket)
     return bucket
+
+
+def _acknowledge_no_replication(bucket: s3.Bucket) -> None:
+    suppress(
+        bucket,
+        "NIST.800.53.R5-S3BucketReplicationEnabled",
+        "CP-6/CP-9 ask for an alternate storage site. The stack is single-region by design (data "
+        "residency); objects are versioned (or, for access logs, short-lived) and the audit bucket is "
+        "Object Lock protected, which covers deletion, not the loss of the region. Deployers whose "
+        "continuity policy requires it add S3 Replication to a bucket in a second region, with a replica "
+        "KMS key there (first the audit bucket, whose records cannot be rebuilt).",
+    )
 
 
 def rotating_key(
@@ -57,7 +88,7 @@ def secure_bucket(
 ) -> s3.Bucket:
     """``object_lock_retention``: write-once bucket (S3 Object Lock, needs versioning) with that default."""
     noncurrent = s3.LifecycleRule(id="expire-old-versions", noncurrent_version_expiration=Duration.days(30))
-    return s3.Bucket(
+    bucket = s3.Bucket(
         scope,
         construct_id,
         encryption=s3.BucketEncryption.KMS,
@@ -74,6 +105,8 @@ def secure_bucket(
         object_lock_default_retention=object_lock_retention,
         removal_policy=removal_policy,
     )
+    _acknowledge_no_replication(bucket)
+    return bucket
 
 
 def grant_read_under(

@@ -78,6 +78,27 @@ class Data(Construct):
             allow_all_outbound=True,
         )
         self.database.connections.allow_default_port_from(self.loader_security_group, "dataset loader")
+        self._acknowledge_database_ingress()
+
+    def _acknowledge_database_ingress(self) -> None:
+        """The database's ingress rules (the loader's, the rotation function's) name a source security
+        group, never a CIDR; cdk-nag's port rules throw on their port, the instance's Endpoint.Port
+        reference, and report the throw as a finding."""
+        for group in self.database.connections.security_groups:
+            for child in group.node.children:
+                if isinstance(child, ec2.CfnSecurityGroupIngress) and child.cidr_ip is None:
+                    for rule in (
+                        "NIST.800.53.R5-EC2RestrictedSSH",
+                        "NIST.800.53.R5-EC2RestrictedCommonPorts",
+                    ):
+                        suppress(
+                            child,
+                            rule,
+                            "SC-7/AC-17 ask that SSH and common database ports not be open to 0.0.0.0/0. "
+                            "The rule fires only because the port is a CloudFormation token (the "
+                            "instance's Endpoint.Port, 3306): the rule admits that one port from one "
+                            "source security group (the loader or the secret-rotation function), no CIDR.",
+                        )
 
     @property
     def secret(self) -> rds.DatabaseSecret:
@@ -138,6 +159,8 @@ class Data(Construct):
             parameter_group=parameters,
             option_group=options,
             backup_retention=Duration.days(7),
+            # OS metrics (CPU steal, memory, I/O, processes) every minute into CloudWatch Logs (RDSOSMetrics).
+            monitoring_interval=Duration.seconds(60),
             iam_authentication=True,
             # No "general": it would log every statement, applicant data included.
             cloudwatch_logs_exports=list(LOG_EXPORTS),
@@ -162,12 +185,47 @@ class Data(Construct):
             "The default port is kept: the instance has no public route and its security group admits only "
             "the loader and the rotation function; a non-standard port adds no real protection.",
         )
+        suppress(
+            database,
+            "AwsSolutions-IAM4",
+            "Enhanced Monitoring's role (assumable by monitoring.rds.amazonaws.com only) uses the "
+            "AWS-managed AmazonRDSEnhancedMonitoringRole policy: it only writes the RDSOSMetrics log group.",
+            findings=[
+                "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
+            ],
+        )
+        suppress(
+            database,
+            "NIST.800.53.R5-RDSLoggingEnabled",
+            "AU-2/AU-12 ask for audit records of events that matter. The audit (connections, DDL, DCL), "
+            "error and slow query logs are exported; the general log is not, because it records every "
+            "statement, applicant data included, in the clear in CloudWatch Logs. Deployers who must log "
+            "every query add 'general' to LOG_EXPORTS and treat that log group as applicant data.",
+            findings=["LogExport::general"],
+        )
+        suppress(
+            database,
+            "NIST.800.53.R5-RDSInBackupPlan",
+            "CP-9 asks for backups of system data. The instance has RDS automated backups (7 days, "
+            "point-in-time restore) encrypted with the data key, deletion protection by default, and is "
+            "kept or snapshotted when the stack is removed (dataRemovalPolicy). AWS Backup would add a "
+            "vault and cross-account/region copies: deployers whose policy requires it add the instance "
+            "to their organisation's AWS Backup plan (a backup.BackupPlan or a tag-based selection).",
+        )
         if not config.rds_multi_az:
             suppress(
                 database,
                 "AwsSolutions-RDS3",
                 "Multi-AZ is a cdk.json option (rdsMultiAz); single-AZ is the cost-conscious default for a "
                 "training store that is rebuilt from exports and automated backups.",
+            )
+            suppress(
+                database,
+                "NIST.800.53.R5-RDSMultiAZSupport",
+                "CP-10/SC-36 ask for recovery and distributed processing. rdsMultiAz=false is the cost-"
+                "conscious default: the database is the training store (the scoring API and batch never "
+                "read it), restored from automated backups if its AZ fails. Set rdsMultiAz=true (then "
+                "this acknowledgement is not made) where the policy requires a standby.",
             )
         if not config.rds_deletion_protection:
             suppress(

@@ -1,8 +1,8 @@
 """cdk-nag (v3) acknowledgements: every one carries the reason it is acceptable, next to its resource.
 
-cdk-nag v3 runs as CDK policy-validation plugins (app.py: the AwsSolutions and Serverless packs): any
-finding that is not acknowledged here fails synthesis, so a successful ``cdk synth`` is itself the
-proof of zero unsuppressed findings.
+cdk-nag v3 runs as CDK policy-validation plugins (app.py: the AwsSolutions, Serverless and NIST 800-53
+Rev 5 packs): any finding that is not acknowledged here fails synthesis, so a successful ``cdk synth``
+is itself the proof of zero unsuppressed findings.
 """
 
 from __future__ import annotations
@@ -16,15 +16,16 @@ _MIN_REASON_LENGTH = 20
 
 
 def suppress(construct: IConstruct, rule_id: str, reason: str, findings: Sequence[str] = ()) -> None:
-    """Acknowledge one cdk-nag rule (``AwsSolutions-L1``, ``Serverless-LambdaDLQ``) on ``construct`` and
-    its children, with a written reason.
+    """Acknowledge one cdk-nag rule (``AwsSolutions-L1``, ``Serverless-LambdaDLQ``,
+    ``NIST.800.53.R5-LambdaDLQ``) on ``construct`` and its children, with a written reason.
 
     Rules that report several findings per resource (IAM4, IAM5) are acknowledged finding by finding
     (``AwsSolutions-IAM5[Resource::...]``), so a new wildcard still fails synthesis.
     """
     if len(reason.strip()) < _MIN_REASON_LENGTH:
         raise ValueError(f"acknowledging {rule_id} needs a real reason, got {reason!r}")
-    # The pack's name ("AwsSolutions::", "Serverless::") routes the acknowledgement to its plugin's report.
+    # The pack's name ("AwsSolutions::", "Serverless::", "NIST.800.53.R5::") routes the acknowledgement
+    # to its plugin's report.
     pack = rule_id.split("-", 1)[0]
     ids = [f"{pack}::{rule_id}[{finding}]" for finding in findings] if findings else [f"{pack}::{rule_id}"]
     Validations.of(construct).acknowledge(*(Acknowledgment(id=rule_id_, reason=reason) for rule_id_ in ids))

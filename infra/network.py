@@ -110,6 +110,17 @@ class Network(Construct):
                 "The endpoint security group admits HTTPS (443) from the VPC's own CIDR blocks only; "
                 "cdk-nag cannot evaluate the primary CIDR because it is a CloudFormation reference.",
             )
+            # The rules read CidrIp and throw on the primary block's reference (Fn::GetAtt Vpc.CidrBlock),
+            # and a rule that throws is reported as a finding: they never see the 10.0.0.0/16 it resolves to.
+            for rule in ("NIST.800.53.R5-EC2RestrictedSSH", "NIST.800.53.R5-EC2RestrictedCommonPorts"):
+                suppress(
+                    endpoint,
+                    rule,
+                    "SC-7/AC-17 ask that SSH and common admin/database ports not be open to 0.0.0.0/0. The "
+                    "rule fires only because the ingress CIDR is a CloudFormation token (the VPC's primary "
+                    f"block, {VPC_CIDR}), which cdk-nag cannot resolve: the group admits TCP 443 from the "
+                    "VPC's own CIDR blocks only, no SSH, no other port, nothing from the internet.",
+                )
         flow_log_group = encrypted_log_group(
             self, "FlowLogs", key=logs_key, retention=logs.RetentionDays.ONE_MONTH
         )
@@ -177,6 +188,14 @@ class Network(Construct):
         )
         public.node.add_dependency(block)
         public.add_default_internet_route(gateway.ref, attachment)
+        suppress(
+            public,
+            "NIST.800.53.R5-VPCNoUnrestrictedRouteToIGW",
+            "useNatGateway only: AC-4(21)/CM-7 ask that workloads not have unrestricted internet routes. "
+            "This 0.0.0.0/0 route belongs to the public subnet that holds only the NAT gateway (no public "
+            "IPs are assigned); without it the NAT, the point of the option, cannot reach the internet. "
+            "Deployers who must not have it leave useNatGateway off (the default: no IGW at all).",
+        )
         nat = public.add_nat_gateway()
         egress = []
         for index, (zone, cidr) in enumerate(zip(zones, EGRESS_SUBNET_CIDRS, strict=True), start=1):

@@ -143,12 +143,28 @@ class Serving(Construct):
                 "Methods use IAM (SigV4) authorisation; a Cognito authoriser is the authMode=cognito option.",
             )
         if not config.api_firewall:
-            suppress(
-                self.api,
-                "AwsSolutions-APIG3",
-                "apiFirewall=false: the deployer states that another web ACL (e.g. a central Firewall "
-                "Manager policy) covers this stage; every data method still needs IAM or Cognito auth.",
-            )
+            for rule in ("AwsSolutions-APIG3", "NIST.800.53.R5-APIGWAssociatedWithWAF"):
+                suppress(
+                    self.api,
+                    rule,
+                    "apiFirewall=false: the deployer states that another web ACL (e.g. a central Firewall "
+                    "Manager policy) covers this stage; every data method still needs IAM or Cognito auth.",
+                )
+        suppress(
+            self.api,
+            "NIST.800.53.R5-APIGWSSLEnabled",
+            "SC-8/IA-5 ask for protected, authenticated transmission to the backend. A client certificate "
+            "authenticates API Gateway to an HTTP backend; here every method is a Lambda proxy integration, "
+            "which API Gateway calls through the Lambda API over TLS with SigV4 (the alias's resource "
+            "permissions admit this API's own methods only): no HTTP backend to present a certificate to.",
+        )
+        suppress(
+            self.api,
+            "NIST.800.53.R5-APIGWCacheEnabledAndEncrypted",
+            "SC-28/AU-9(3) ask that a stage cache be encrypted. No cache is provisioned, so nothing is at "
+            "rest to encrypt: scoring responses are per-applicant decisions that must not be cached or "
+            "served to another caller. A deployer who adds a cache must encrypt it (cache_data_encrypted).",
+        )
         suppress(
             self.api,
             "AwsSolutions-IAM4",
@@ -163,11 +179,22 @@ class Serving(Construct):
             "X-Ray PutTraceSegments/PutTelemetryRecords do not support resource-level permissions.",
             findings=[ANY_RESOURCE],
         )
+        for rule in ("Serverless-LambdaDLQ", "NIST.800.53.R5-LambdaDLQ"):
+            suppress(
+                self.function,
+                rule,
+                "API Gateway invokes the function synchronously and the caller receives the error; a "
+                "Lambda dead-letter queue only ever receives failed asynchronous invocations.",
+            )
         suppress(
             self.function,
-            "Serverless-LambdaDLQ",
-            "API Gateway invokes the function synchronously and the caller receives the error; a Lambda "
-            "dead-letter queue only ever receives failed asynchronous invocations.",
+            "NIST.800.53.R5-LambdaConcurrency",
+            "SC-6 asks for resource availability. The API's load is bounded in front of the function: the "
+            f"stage throttle ({THROTTLE_RATE_PER_SECOND} requests/s, burst {THROTTLE_BURST}) and, with "
+            "apiFirewall, the web ACL's per-address rate limit; apiProvisionedConcurrency keeps "
+            "environments warm. Reserved concurrency would also cap the API and needs 100 unreserved "
+            "executions left in the account; "
+            "deployers who want the guarantee set reserved_concurrent_executions on it.",
         )
 
     def _authorisation(self, config: AppConfig) -> tuple[apigw.AuthorizationType, apigw.IAuthorizer | None]:

@@ -119,11 +119,11 @@ def test_every_bucket_is_private_encrypted_and_tls_only(resources: Resources) ->
         }, name
         encryption = properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
         algorithm = encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"]
+        assert properties["VersioningConfiguration"] == {"Status": "Enabled"}, name
         if "AccessLogs" in name:
             assert algorithm == "AES256"  # S3 log delivery cannot write to KMS buckets
         else:
             assert algorithm == "aws:kms", name
-            assert properties["VersioningConfiguration"] == {"Status": "Enabled"}, name
             assert "LoggingConfiguration" in properties, name
         policy = next(p for p in policies.values() if p["Properties"]["Bucket"] == {"Ref": name})
         denies_plain_http = [

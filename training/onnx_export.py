@@ -42,7 +42,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from lambdas.scoring.card import NULL_CATEGORY_CODE, FeatureSchema, OnnxElementType
+from lambdas.scoring.card import NULL_CATEGORY_CODE, FeatureSchema, OnnxElementType, category_code_map
 from training.datasets.spec import DatasetSpec
 from training.features import MISSING_CATEGORY, DerivedFeatures, category_columns
 
@@ -499,8 +499,7 @@ def _replace(field: Any, values: list[Any]) -> None:
 def category_codes(texts: Sequence[str], categories: Sequence[str]) -> NDArray[np.int64]:
     """Each text's position in ``categories``; NULL_CATEGORY_CODE for MISSING_CATEGORY and
     UNSEEN_CATEGORY_CODE for a text not among them (see :func:`encode_category_inputs`)."""
-    positions = {category: code for code, category in enumerate(categories)}
-    positions[MISSING_CATEGORY] = NULL_CATEGORY_CODE
+    positions = category_code_map(categories)  # MISSING_CATEGORY is the card's empty text
     return np.fromiter(
         (positions.get(text, UNSEEN_CATEGORY_CODE) for text in texts), dtype=np.int64, count=len(texts)
     )

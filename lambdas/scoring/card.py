@@ -6,6 +6,7 @@ checks, reason texts and drift references are all derived from it. Pure pydantic
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -19,6 +20,14 @@ FeatureType = Literal["number", "integer", "category", "boolean"]
 # every Python string into a C++ one (see training/onnx_export.py for the figures).
 OnnxElementType = Literal["double", "string", "int64"]
 NULL_CATEGORY_CODE = -1
+
+
+def category_code_map(categories: Sequence[str]) -> dict[str, int]:
+    """The int64 contract in one place: each category's code is its position in ``categories``, and
+    the empty text (a missing category) is NULL_CATEGORY_CODE."""
+    codes = {category: position for position, category in enumerate(categories)}
+    codes[""] = NULL_CATEGORY_CODE
+    return codes
 
 
 class _Strict(BaseModel):

@@ -49,7 +49,7 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from lambdas.scoring.card import NULL_CATEGORY_CODE, FeatureSchema, ModelCard, NumericReference
+from lambdas.scoring.card import FeatureSchema, ModelCard, NumericReference, category_code_map
 
 CARD_FILE = "model_card.json"
 # Up to this many rows per call, reasons are built with Python lists (see _score_small).
@@ -140,7 +140,9 @@ class ScoringModel:
         self._feature_names = frozenset(f.name for f in self._features)
         self._baseline = {f.name: _baseline_value(card, f) for f in self._features}
         # Per coded category (onnx_type int64): its feed code per valid text, the null text included.
-        self._codes = {f.name: _category_codes(f) for f in self._features if f.onnx_type == "int64"}
+        self._codes = {
+            f.name: category_code_map(f.categories or []) for f in self._features if f.onnx_type == "int64"
+        }
         # The baselines as the model sees them (a coded category's baseline is its code).
         self._feed_baseline = {
             f.name: self._codes[f.name][str(self._baseline[f.name])]
@@ -620,14 +622,6 @@ def _range_text(feature: FeatureSchema) -> str:
     if feature.minimum is not None:
         return f"at least {feature.minimum:g}"
     return f"at most {feature.maximum:g}"
-
-
-def _category_codes(feature: FeatureSchema) -> dict[str, int]:
-    """A coded category's feed code per text: its position among the card's categories, and
-    NULL_CATEGORY_CODE for the null text (validation lets no other text through)."""
-    codes = {category: position for position, category in enumerate(feature.categories or [])}
-    codes[NULL_CATEGORY] = NULL_CATEGORY_CODE
-    return codes
 
 
 def _feed_column(feature: FeatureSchema, values: list[Any], codes: Mapping[str, int] | None) -> np.ndarray:

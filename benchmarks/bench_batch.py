@@ -105,6 +105,7 @@ def run_ours(input_csv: Path, bundle: Path, out_dir: Path) -> dict[str, Any]:
     return {
         "side": "ours",
         "seconds": seconds,
+        "model_seconds": model.model_seconds,  # inside onnxruntime: part of score and reasons
         "model_load_seconds": load_seconds,
         "rows_in": counts.rows_in,
         "rows_scored": counts.rows_scored,
@@ -247,6 +248,12 @@ def report(ours: dict[str, Any], baseline: dict[str, Any]) -> str:
         f"baseline {baseline['all_seconds']}",
         f"speed-up over baseline: {speedup:.2f}x  |  ratio of peak RSS: "
         f"{ours['peak_rss_mb'] / baseline['peak_rss_mb']:.2f}",
+        # What the ratio goal leaves once the model has run: the onnxruntime calls alone are a floor.
+        f"model time (onnxruntime calls: the file rows plus the declined rows' perturbed rows): "
+        f"{ours['model_seconds']:.2f} s of {ours['seconds']:.2f} s; {GOAL_SPEEDUP:g}x the baseline allows "
+        f"{baseline['seconds'] / GOAL_SPEEDUP:.2f} s in all, so "
+        f"{baseline['seconds'] / GOAL_SPEEDUP - ours['model_seconds']:.2f} s for everything else "
+        f"(now {ours['seconds'] - ours['model_seconds']:.2f} s)",
         "goals (one core): "
         + ", ".join(
             [

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from lambdas.scoring.bins import bin_index
 from lambdas.scoring.card import CategoricalReference, FeatureSchema, ModelCard, NumericReference
 
 PSI_MODERATE = 0.1
@@ -74,7 +75,7 @@ class _NumericBins(_Histogram):
 
     def add(self, values: NDArray[np.float64]) -> None:
         missing = np.isnan(values)
-        bins = np.searchsorted(self._edges, values[~missing], side="right")  # as the reference was binned
+        bins = bin_index(self._edges, values[~missing])  # as the reference was binned
         self.counts[: len(self._edges) + 1] += np.bincount(bins, minlength=len(self._edges) + 1)
         self.counts[-1] += int(missing.sum())
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
+from lambdas.scoring.bins import bin_index
 from lambdas.scoring.card import FeatureSchema, ModelCard, NumericReference, category_code_map
 
 CARD_FILE = "model_card.json"
@@ -162,6 +164,8 @@ class ScoringModel:
         )
         self._numeric = self._layouts[0]
         self._locality = _LocalityKey.of(card, self._layouts)
+        # Seconds spent inside onnxruntime since load: what the model itself costs of a file's time.
+        self.model_seconds = 0.0
         self._check_graph_matches_card()
 
     @property
@@ -379,17 +383,20 @@ class ScoringModel:
         originals: NDArray[np.intp] | None,
     ) -> dict[str, np.ndarray]:
         """One row per pair: its source row with that one feature set to its baseline, after the
-        original rows in the order ``originals`` gives (none when it is None). Built per block, a few
-        numpy calls for all features."""
+        original rows in the order ``originals`` gives (none when it is None). Built per block: one take
+        per feature, then one assignment sets every pair's feature to its baseline."""
         source = selected[pairs.row]
         feed: dict[str, np.ndarray] = {}
         for layout, block in zip(self._layouts, blocks.blocks, strict=True):
             offset = 0 if originals is None else originals.size
             total = offset + source.size
             run = np.empty((block.shape[0], total), dtype=block.dtype)
-            if originals is not None:
-                run[:, :offset] = block[:, originals]
-            run[:, offset:] = block[:, source]
+            # One take per feature straight into its row of ``run``: ~5x faster than ``block[:, source]``,
+            # which gathers into a temporary block and then copies it.
+            for position in range(block.shape[0]):
+                if originals is not None:
+                    np.take(block[position], originals, out=run[position, :offset])
+                np.take(block[position], source, out=run[position, offset:])
             local = layout.position[pairs.feature]
             here = np.flatnonzero(local >= 0)
             run[local[here], offset + here] = layout.baseline[local[here]]
@@ -440,7 +447,9 @@ class ScoringModel:
         return self._baseline[feature]  # type: ignore[no-any-return]
 
     def _run(self, feed: dict[str, np.ndarray]) -> NDArray[np.float64]:
+        started = time.perf_counter()
         (output,) = self._session.run([self._output], feed)
+        self.model_seconds += time.perf_counter() - started
         return np.asarray(output, dtype=np.float64)[:, self._positive_index]
 
     def explain_texts(
@@ -866,7 +875,7 @@ class _KeyPart:
     def digit(self, values: np.ndarray) -> NDArray[np.int64]:
         if self.edges is None:
             return values.astype(np.int64) + 1  # the null code (-1) first, then the categories
-        bins = np.searchsorted(self.edges, values, side="right")
+        bins = bin_index(self.edges, values)
         bins[np.isnan(values)] = self.edges.size + 1
         return bins.astype(np.int64, copy=False)
 
@@ -921,7 +930,9 @@ class _LocalityKey:
             digit = part.digit(values if columns is None else values[columns])
             key = digit if key is None else key * part.size + digit
         assert key is not None
-        return np.argsort(key, kind="stable").astype(np.intp, copy=False)
+        # Any order of equal keys will do (each row's score is its own), so no stable sort: numpy's
+        # default sort took 0.6 ms where the stable one took 3.7 ms on a 63k-row chunk.
+        return np.argsort(key).astype(np.intp, copy=False)
 
 
 @dataclass(frozen=True)

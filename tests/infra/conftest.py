@@ -36,7 +36,7 @@ class Synthesised:
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# The committed champion's registry path (model_artifacts/credit_risk/model_card.json).
+# A registry path of the shape <model_name>/<model_version> (an example: synthesis only records it).
 REGISTERED_MODEL = "credit_risk-default-risk/credit_risk-4d5ce25fd110"
 
 

@@ -62,7 +62,7 @@ class ScoringApi:
         self.model = model
         self.settings = settings
         self.schemas = build_schemas(model.card, settings.max_batch_applications)
-        self.app = APIGatewayRestResolver(enable_validation=True)
+        self.app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=_parse_json_body)
         self._openapi: str | None = None
         self._drift = (
             DriftWindow(model.card, settings.drift_window_applications)
@@ -467,6 +467,31 @@ def _content_type(event: Mapping[str, Any]) -> str:
         if str(name).lower() == "content-type" and values:
             return str(values[-1])
     return ""
+
+
+# Python turns at most 4,300 digits of text into an int (sys.get_int_max_str_digits, a guard against
+# quadratic parsing time), and json.loads raises a plain ValueError, not a JSONDecodeError, on a longer
+# integer literal: a fault, unless caught. Such a number is far beyond a double, so it is read as one
+# just beyond a double and the field's own validation answers it (out of range, or the wrong type).
+_BEYOND_DOUBLE = 10**309
+
+
+def _parse_json_body(text: str) -> Any:
+    """The request body's JSON, an integer literal beyond the digit limit read as ±10**309. Parsed a
+    second time only when the first parse meets such a literal, so valid requests pay nothing."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        return json.loads(text, parse_int=_json_int)
+
+
+def _json_int(digits: str) -> int:
+    try:
+        return int(digits)
+    except ValueError:  # only beyond the digit limit: the JSON scanner hands over digits alone
+        return -_BEYOND_DOUBLE if digits.startswith("-") else _BEYOND_DOUBLE
 
 
 def _raised_by_json_parser(error: BaseException) -> bool:

@@ -113,10 +113,13 @@ def _pydantic_detail(error: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _field_path(location: Sequence[object]) -> str:
+    if not location:
+        return "body"
     path = ""
     for part in location:
         if isinstance(part, int):
             path += f"[{part}]"
         else:
-            path += f".{part}" if path else str(part)
-    return path or "body"
+            name = str(part) or '""'  # an empty key: named as one, not taken for the body
+            path += f".{name}" if path else name
+    return path

@@ -20,6 +20,7 @@ import json
 import math
 import re
 import zlib
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
@@ -42,12 +43,16 @@ OUTPUT_COLUMNS = ("probability_of_default", "decision", "reasons", "model_versio
 REJECTED_FIXED_COLUMNS = ("row_number", "error_code", "error")
 JSONL_RECORD_COLUMN = "record"
 # Text without any of these cannot hold a non-finite JSON float: NaN, Infinity, an exponent of
-# three digits or more, or a mantissa beyond a double's 309 digits.
-_NON_FINITE_SPELLING = re.compile(r"NaN|Infinity|[eE]\+?[0-9]{3}|[0-9]{309}")
+# three digits or more, or a run of 210+ digits (a double ends near 1.8e308, so with an exponent of
+# at most 99 the integer part needs 210 digits to overflow: "9" * 250 + "e99" is infinite).
+_NON_FINITE_SPELLING = re.compile(r"NaN|Infinity|[eE]\+?[0-9]{3}|[0-9]{210}")
 # CSV only: the full text of a line that could not be split into the header's fields.
 RAW_LINE_COLUMN = "raw_line"
 # An input column whose name is one of the rejected file's own columns gets this prefix there.
 COLLISION_PREFIX = "input_"
+# First bytes of files that are not CSV text, for a helpful error when one is named .csv.
+GZIP_MAGIC = b"\x1f\x8b"
+PARQUET_MAGIC = b"PAR1"
 
 
 class UnreadableFileError(Exception):
@@ -92,7 +97,9 @@ class Chunk:
         if self.table is not None:
             return self.table.column(name)  # type: ignore[no-any-return]
         assert self.records is not None
-        return [record.get(name) for record in self.records]
+        # One object per row, also when a JSON value is a list: as a list of lists (every row holding
+        # a one-element list, or lists of one length) numpy would make the column 2-D.
+        return np.fromiter((record.get(name) for record in self.records), dtype=object, count=self.n_rows)
 
     def original_values(self, index: int) -> dict[str, str]:
         if self.table is not None:
@@ -190,9 +197,17 @@ class CsvSource:
     def __init__(self, stream: IO[bytes] | io.RawIOBase, *, block_bytes: int) -> None:
         raw: io.RawIOBase = stream if isinstance(stream, io.RawIOBase) else _RawStream(stream)
         self._buffered = io.BufferedReader(raw, buffer_size=1024 * 1024)
-        header_line = self._buffered.readline().removeprefix(codecs.BOM_UTF8)
+        start = self._buffered.peek(4)[:4]
+        if start.startswith(GZIP_MAGIC):
+            raise UnreadableFileError(
+                "not_utf8",
+                "the data is gzip-compressed, not CSV text: name a gzip CSV .csv.gz (compressed once)",
+            )
+        if start == PARQUET_MAGIC:
+            raise UnreadableFileError("not_utf8", "the file is Parquet, not CSV text: name it .parquet")
+        header_line = _read_header_record(self._buffered, block_bytes).removeprefix(codecs.BOM_UTF8)
         while header_line and not header_line.strip():
-            header_line = self._buffered.readline()
+            header_line = _read_header_record(self._buffered, block_bytes)
         if not header_line:
             raise UnreadableFileError("empty_file", "the file is empty (no header line)")
         try:
@@ -296,6 +311,43 @@ class CsvSource:
             raise _csv_error(error, self._block_bytes) from error
 
 
+def _read_header_record(buffered: io.BufferedReader[io.RawIOBase], limit: int) -> bytes:
+    """The next CSV record's bytes, its line break included: up to the first LF, CRLF or lone CR
+    (pyarrow reads all three) outside a quoted value; b"" at the end of the file.
+
+    Read byte by byte, never past the record (pyarrow reads the rest); a record longer than
+    ``limit`` bytes makes the file unreadable instead of being held in memory whole.
+    """
+    record = bytearray()
+    quoted = False  # inside a quoted value
+    field_start = True  # a quote opens a quoted value only as a field's first character
+    closed = False  # just after a quoted value's closing quote: '""' is one escaped quote
+    while len(record) < limit:
+        byte = buffered.read(1)
+        if not byte:
+            return bytes(record)
+        record += byte
+        if quoted:
+            if byte == b'"':
+                quoted, closed = False, True
+            continue
+        if byte == b'"' and (field_start or closed):
+            quoted = True
+        elif byte == b",":
+            field_start, closed = True, False
+            continue
+        elif byte in (b"\n", b"\r"):
+            if byte == b"\r" and buffered.peek(1)[:1] == b"\n":
+                record += buffered.read(1)
+            return bytes(record)
+        field_start = closed = False
+    raise UnreadableFileError(
+        "not_a_table",
+        f"no line break in the first {limit} bytes: the header line is longer than a block,"
+        " a quote in it is never closed, or the file is not CSV text",
+    )
+
+
 def _csv_error(error: pa.ArrowInvalid, block_bytes: int) -> UnreadableFileError:
     if "UTF8" in str(error):
         return UnreadableFileError("not_utf8", f"the file is not UTF-8 text: {error}")
@@ -368,8 +420,10 @@ class JsonLinesSource:
         self._line_number = 0
         self._first: tuple[int, str] | None = None
         for number, line in self._numbered_lines():
-            if _json_object(line) is None:
-                raise UnreadableFileError("not_a_table", f"line {number} is not a JSON object: {line[:80]!r}")
+            if isinstance(problem := _json_object(line), str):
+                raise UnreadableFileError(
+                    "not_a_table", f"line {number} is not a JSON object ({problem}): {line[:80]!r}"
+                )
             self._first = (number, line)
             break
         if self._first is None:
@@ -425,12 +479,12 @@ class JsonLinesSource:
         suspect = _NON_FINITE_SPELLING.search("\n".join(line for _, line in lines)) is not None
         for number, line in lines:
             record = _json_object(line)
-            if record is None:
+            if isinstance(record, str):
                 malformed.append(
                     RejectedRow(
                         number,
                         "not_json_object",
-                        "the line is not a JSON object",
+                        f"the line is not a JSON object ({record})",
                         {JSONL_RECORD_COLUMN: line},
                     )
                 )
@@ -457,12 +511,22 @@ class JsonLinesSource:
         return ChunkRead(chunk, malformed)
 
 
-def _json_object(line: str) -> dict[str, Any] | None:
+def _json_object(line: str) -> dict[str, Any] | str:
+    """The line's JSON object, or why it is not one."""
     try:
         value = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
+    except ValueError as error:
+        # JSONDecodeError, and also an integer of more than 4300 digits (Python's int limit).
+        return f"not valid JSON: {error}"
+    except RecursionError:
+        return "not valid JSON: nested too deeply"
+    if isinstance(value, dict):
+        return value
+    return f"a JSON {_JSON_KINDS.get(type(value), 'value')}, not an object"
+
+
+_JSON_KINDS: dict[type, str] = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+_JSON_KINDS[type(None)] = "null"
 
 
 def _non_finite_fields(record: dict[str, Any]) -> list[str]:
@@ -473,17 +537,22 @@ def _non_finite_fields(record: dict[str, Any]) -> list[str]:
 
 
 def _has_non_finite(value: object) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(_has_non_finite(item) for item in value.values())
-    if isinstance(value, list):
-        return any(_has_non_finite(item) for item in value)
+    # A stack, not recursion: json.loads accepts nesting deeper than Python's recursion limit.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return False
 
 
 def _check_unique(columns: list[str]) -> None:
-    duplicates = sorted({name for name in columns if columns.count(name) > 1})
+    duplicates = sorted(name for name, count in Counter(columns).items() if count > 1)
     if duplicates:
         raise UnreadableFileError("duplicate_columns", f"column names appear more than once: {duplicates}")
 

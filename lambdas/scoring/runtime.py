@@ -670,6 +670,14 @@ def _prepare_column(
     return _numeric_column(feature, cells)
 
 
+def _cells(raw: Sequence[object] | np.ndarray) -> np.ndarray:
+    """One element per row. A list is never handed to ``np.asarray``: rows that all hold lists of one
+    length (JSON values) would become a 2-D array, and a one-element list would pass for its element."""
+    if isinstance(raw, np.ndarray):
+        return raw.ravel()  # the runtime's own (rows, 1) feed shape, or a column
+    return np.fromiter(raw, dtype=object, count=len(raw))
+
+
 def _is_null(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
 
@@ -678,7 +686,7 @@ def _category_column(
     feature: FeatureSchema, raw: Sequence[object] | np.ndarray, codes: Mapping[str, int] | None
 ) -> tuple[np.ndarray, list[tuple[int, FieldError]]]:
     """Each distinct value is judged once (a file has few categories and many rows)."""
-    cells = np.asarray(raw, dtype=object).ravel().tolist()
+    cells = _cells(raw).tolist()
     allowed = frozenset(feature.categories) if feature.categories is not None else None
     dtype = object if codes is None else np.int64
     try:
@@ -747,8 +755,7 @@ def _numeric_column(
 ) -> tuple[np.ndarray, list[tuple[int, FieldError]]]:
     """Float64 column plus errors; typed arrays are checked with masks, text cell by cell only on failure."""
     name = feature.name
-    array = raw if isinstance(raw, np.ndarray) else np.asarray(raw, dtype=object)
-    array = array.ravel()
+    array = _cells(raw)
     errors: list[tuple[int, FieldError]] = []
     if array.dtype.kind in "biuf" and not (array.dtype.kind == "b" and feature.type != "boolean"):
         numbers = array.astype(np.float64)

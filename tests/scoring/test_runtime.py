@@ -312,6 +312,28 @@ def test_given_typed_arrays_when_prepared_then_masks_find_nulls_ranges_and_non_i
     assert prepared.feed["age"].shape == (3, 1)
 
 
+@pytest.mark.parametrize("cell", [[24], [24, 25], []], ids=["one element", "two elements", "empty"])
+def test_given_columns_of_lists_when_prepared_then_each_list_is_a_wrong_type_not_a_value(
+    model: ScoringModel, cell: list[int]
+) -> None:
+    # Given columns (as JSON Lines give them) whose every cell is a list of the same length
+    columns: dict[str, list[object]] = {
+        "age": [cell, cell],
+        "income": [1.0, 2.0],
+        "home": [["RENT"], ["RENT"]],
+        "loan_ratio": [0.1, 0.2],
+        "prior_default": [False, True],
+    }
+    # When prepared
+    prepared = model.prepare_columns(columns)
+    # Then both rows are rejected for those two fields, one column row per row
+    assert prepared.valid.tolist() == [False, False]
+    for row in (0, 1):
+        codes = {(e.field, e.code) for e in prepared.errors[row]}
+        assert codes == {("age", "wrong_type"), ("home", "wrong_type")}
+    assert prepared.feed["age"].shape == (2, 1)
+
+
 def test_given_a_missing_feature_column_when_prepared_then_value_error_names_it(model: ScoringModel) -> None:
     with pytest.raises(ValueError, match="missing feature columns: home, loan_ratio"):
         model.prepare_columns({"age": [1], "income": [1.0], "prior_default": [True]})

@@ -38,6 +38,11 @@ from lambdas.batch.layout import FileFormat
 # RSS (300k rows, two runs each); 8 MiB were no faster and peaked ~100 MB higher again.
 DEFAULT_CSV_BLOCK_BYTES = 4 * 1024 * 1024
 DEFAULT_CHUNK_ROWS = 60_000
+# JSON Lines: a line longer than this makes the file unreadable (one object per line is expected; a
+# whole file on one line would otherwise be held in memory at once), and a chunk ends at
+# DEFAULT_CHUNK_ROWS lines or this much text, whichever comes first, so memory stays bounded.
+JSON_LINE_MAX_CHARS = 1024 * 1024
+JSON_CHUNK_MAX_CHARS = 4 * 1024 * 1024
 # Columns the batch adds to every scored row (an input column of the same name is replaced).
 OUTPUT_COLUMNS = ("probability_of_default", "decision", "reasons", "model_version")
 REJECTED_FIXED_COLUMNS = ("row_number", "error_code", "error")
@@ -445,7 +450,8 @@ class JsonLinesSource:
     def _numbered_lines(self) -> Iterator[tuple[int, str]]:
         while True:
             try:
-                line = self._lines.readline()
+                # Never more than a bounded line, its line break included (newline=None gives "\n").
+                line = self._lines.readline(JSON_LINE_MAX_CHARS + 1)
             except UnicodeDecodeError as error:
                 raise UnreadableFileError(
                     "not_utf8", f"line {self._line_number + 1} is not UTF-8: {error}"
@@ -453,6 +459,12 @@ class JsonLinesSource:
             if not line:
                 return
             self._line_number += 1
+            if len(line) > JSON_LINE_MAX_CHARS and not line.endswith("\n"):  # cut off: longer still
+                raise UnreadableFileError(
+                    "not_a_table",
+                    f"line {self._line_number} is longer than {JSON_LINE_MAX_CHARS:,} characters: JSON Lines "
+                    "holds one object per line (a JSON array or a file on one line is not JSON Lines)",
+                )
             stripped = line.strip()
             if stripped:
                 yield self._line_number, stripped
@@ -460,11 +472,13 @@ class JsonLinesSource:
     def chunks(self) -> Iterator[ChunkRead]:
         assert self._first is not None
         pending: list[tuple[int, str]] = [self._first]
+        pending_chars = len(self._first[1])
         for numbered in self._numbered_lines():
             pending.append(numbered)
-            if len(pending) >= self._chunk_rows:
+            pending_chars += len(numbered[1])
+            if len(pending) >= self._chunk_rows or pending_chars >= JSON_CHUNK_MAX_CHARS:
                 yield self._chunk(pending)
-                pending = []
+                pending, pending_chars = [], 0
         if pending:
             yield self._chunk(pending)
 

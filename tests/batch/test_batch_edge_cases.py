@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lambdas.batch.formats import UnreadableFileError, open_source
+from lambdas.batch.formats import JSON_CHUNK_MAX_CHARS, JSON_LINE_MAX_CHARS, UnreadableFileError, open_source
 from lambdas.batch.layout import FileFormat
 from lambdas.batch.scoring import FileCounts, score_source
 from lambdas.scoring.runtime import ScoringModel
@@ -89,6 +89,41 @@ def test_given_a_first_json_line_with_an_integer_too_long_for_python_then_the_fi
         score(model, "jsonl", data)
 
     assert raised.value.code == "not_a_table"
+
+
+def test_given_a_json_line_longer_than_the_bound_then_the_file_is_not_a_table_without_reading_it_whole(
+    model: ScoringModel,
+) -> None:
+    # Given good lines, then one line (an extra value) longer than a JSON line may be, then more
+    padding = "x" * (JSON_LINE_MAX_CHARS + 10)
+    data = "\n".join([json_line(), json_line(note=f'"{padding}"'), json_line()]).encode()
+
+    with pytest.raises(UnreadableFileError) as raised:
+        score(model, "jsonl", data)
+
+    assert raised.value.code == "not_a_table"
+    assert "line 2 is longer than 1,048,576 characters" in raised.value.message
+
+
+def test_given_a_json_line_of_exactly_the_bound_then_it_is_a_row_like_any_other(model: ScoringModel) -> None:
+    # Given lines exactly JSON_LINE_MAX_CHARS long (the last without a line break)
+    short = json_line(note='""')
+    line = json_line(note=f'"{"x" * (JSON_LINE_MAX_CHARS - len(short))}"')
+    assert len(line) == JSON_LINE_MAX_CHARS
+    outcome = score(model, "jsonl", f"{line}\n{line}".encode())
+    assert (outcome.counts.rows_scored, outcome.counts.rows_rejected) == (2, 0)
+
+
+def test_given_long_json_lines_then_a_chunk_ends_at_the_text_bound_before_the_row_bound(
+    model: ScoringModel,
+) -> None:
+    # Given 12 lines of ~1 MB each (48 MB of text would otherwise be one 60,000-row chunk)
+    line = json_line(note=f'"{"x" * (JSON_LINE_MAX_CHARS - 1000)}"')
+    outcome = score(model, "jsonl", "\n".join([line] * 12).encode())
+    # Then every row is scored, a chunk ending at the line that reaches JSON_CHUNK_MAX_CHARS (5 lines)
+    assert outcome.counts.rows_scored == 12
+    assert outcome.counts.max_chunk_rows == JSON_CHUNK_MAX_CHARS // len(line) + 1
+    assert outcome.counts.chunks == 3
 
 
 def test_given_a_json_line_nested_too_deep_to_parse_then_only_that_line_is_rejected(

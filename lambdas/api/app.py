@@ -333,7 +333,7 @@ class ScoringApi:
                 return self._error(
                     HTTPStatus.BAD_REQUEST,
                     "empty_body",
-                    "The request body is empty; send a JSON object",
+                    "The request body is empty or JSON null; send a JSON object",
                     request_id=current_request_id(),
                 )
             if is_malformed_json(errors):

@@ -176,11 +176,12 @@ def test_given_malformed_json_when_scored_then_400_malformed_json(invoke: Invoke
     _assert_error(*invoke(_with_body("score.json", None, raw='{"features": {')), 400, "malformed_json")
 
 
-@pytest.mark.parametrize("raw", ["", None])
+@pytest.mark.parametrize("raw", ["", None, "null"])
 def test_given_an_empty_body_when_scored_then_400_empty_body(invoke: Invoke, raw: str | None) -> None:
     event = stored_event("score.json")
     event["body"] = raw
-    _assert_error(*invoke(event), 400, "empty_body")
+    error = _assert_error(*invoke(event), 400, "empty_body")
+    assert error["message"] == "The request body is empty or JSON null; send a JSON object"
 
 
 def test_given_a_json_array_body_when_scored_then_400_names_the_body(invoke: Invoke) -> None:

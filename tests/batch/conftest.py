@@ -18,6 +18,7 @@ import pytest
 
 from lambdas.batch import wiring as batch_wiring
 from lambdas.batch.local import DrainResult, create_notified_bucket, drain_queue
+from lambdas.scoring.runtime import ScoringModel
 from tests.integration.conftest import moto_endpoint, s3_client  # noqa: F401  (fixtures)
 from tests.scoring.bundles import write_logistic_bundle
 
@@ -27,6 +28,12 @@ FEATURE_HEADER = "application_id,age,income,home,loan_ratio,prior_default"
 @pytest.fixture(scope="session")
 def batch_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_logistic_bundle(tmp_path_factory.mktemp("batch-bundle") / "logistic")
+
+
+@pytest.fixture(scope="module")
+def model(batch_bundle: Path) -> ScoringModel:
+    """The batch bundle loaded, for tests that call ``score_source`` directly."""
+    return ScoringModel.load_directory(batch_bundle)
 
 
 @pytest.fixture

@@ -7,11 +7,16 @@ import gzip
 import io
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lambdas.batch.formats import open_source
+from lambdas.batch.layout import FileFormat
+from lambdas.batch.scoring import FileCounts, score_source
+from lambdas.scoring.runtime import ScoringModel
 from tests.scoring.bundles import INTERCEPT, THRESHOLD, coefficient
 
 COLUMNS = ("application_id", "age", "income", "home", "loan_ratio", "prior_default")
@@ -154,3 +159,38 @@ def read_scored(file_format: str, data: bytes) -> list[dict[str, Any]]:
 
 def read_rejected(data: bytes) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(data.decode())))
+
+
+# ---- scoring a file in memory through score_source (no network) ------------------------------------
+
+HEADER = ",".join(COLUMNS)
+GOOD_LINE = "A-1,24,32000.0,RENT,0.45,true"  # GOOD_ROWS[0] as a CSV line
+
+
+class _Sink(io.BytesIO):
+    """Keeps its bytes after the writer closes it (ParquetWriter closes the file it was given)."""
+
+    def close(self) -> None:
+        return None
+
+
+@dataclass
+class Scored:
+    counts: FileCounts
+    scored: bytes
+    rejected: bytes
+
+    def rejected_rows(self) -> list[dict[str, str]]:
+        return read_rejected(self.rejected)
+
+    def rejected_header(self) -> list[str]:
+        return next(csv.reader(io.StringIO(self.rejected.decode())))
+
+
+def score(model: ScoringModel, file_format: FileFormat, data: bytes, **options: int) -> Scored:
+    """``data`` scored as a file of ``file_format``; checks rows in = rows scored + rows rejected."""
+    scored, rejected = _Sink(), _Sink()
+    source = open_source(file_format, io.BytesIO(data), **options)
+    counts = score_source(model, source, file_format, scored, rejected).counts
+    assert counts.rows_in == counts.rows_scored + counts.rows_rejected
+    return Scored(counts, scored.getvalue(), rejected.getvalue())

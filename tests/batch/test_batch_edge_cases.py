@@ -8,51 +8,22 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from lambdas.batch.formats import JSON_CHUNK_MAX_CHARS, JSON_LINE_MAX_CHARS, UnreadableFileError, open_source
-from lambdas.batch.layout import FileFormat
-from lambdas.batch.scoring import FileCounts, score_source
 from lambdas.scoring.runtime import ScoringModel
 from tests.batch.helpers import (
     COLUMNS,
+    GOOD_LINE,
     GOOD_ROWS,
+    HEADER,
     expected_probability,
     parquet_bytes,
     read_rejected,
     read_scored,
+    score,
 )
-
-HEADER = ",".join(COLUMNS)
-GOOD_LINE = "A-1,24,32000.0,RENT,0.45,true"  # GOOD_ROWS[0] as a CSV line
-
-
-class _Sink(io.BytesIO):
-    def close(self) -> None:
-        return None
-
-
-@dataclass
-class Scored:
-    counts: FileCounts
-    scored: bytes
-    rejected: bytes
-
-
-@pytest.fixture(scope="module")
-def model(batch_bundle: Path) -> ScoringModel:
-    return ScoringModel.load_directory(batch_bundle)
-
-
-def score(model: ScoringModel, file_format: FileFormat, data: bytes, **options: int) -> Scored:
-    scored, rejected = _Sink(), _Sink()
-    source = open_source(file_format, io.BytesIO(data), **options)
-    counts = score_source(model, source, file_format, scored, rejected).counts
-    assert counts.rows_in == counts.rows_scored + counts.rows_rejected
-    return Scored(counts, scored.getvalue(), rejected.getvalue())
 
 
 def json_line(**extra: object) -> str:

@@ -12,8 +12,6 @@ import decimal
 import gzip
 import io
 import json
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -25,59 +23,23 @@ from lambdas.batch.formats import (
     RAW_LINE_COLUMN,
     REJECTED_FIXED_COLUMNS,
     UnreadableFileError,
-    open_source,
 )
 from lambdas.batch.layout import FileFormat
-from lambdas.batch.scoring import FileCounts, score_source
 from lambdas.scoring.runtime import ScoringModel
 from tests.batch.helpers import (
     BAD_ROWS,
     COLUMNS,
+    GOOD_LINE,
     GOOD_ROWS,
+    HEADER,
+    Scored,
     csv_bytes,
     expected_probability,
     file_bytes,
     jsonl_bytes,
-    read_rejected,
     read_scored,
+    score,
 )
-
-HEADER = ",".join(COLUMNS)
-GOOD_LINE = "A-1,24,32000.0,RENT,0.45,true"  # GOOD_ROWS[0] as a CSV line
-
-
-class _Sink(io.BytesIO):
-    """Keeps its bytes after the writer closes it (ParquetWriter closes the file it was given)."""
-
-    def close(self) -> None:
-        return None
-
-
-@dataclass
-class Scored:
-    counts: FileCounts
-    scored: bytes
-    rejected: bytes
-
-    def rejected_rows(self) -> list[dict[str, str]]:
-        return read_rejected(self.rejected)
-
-    def rejected_header(self) -> list[str]:
-        return next(csv.reader(io.StringIO(self.rejected.decode())))
-
-
-@pytest.fixture(scope="module")
-def model(batch_bundle: Path) -> ScoringModel:
-    return ScoringModel.load_directory(batch_bundle)
-
-
-def score(model: ScoringModel, file_format: FileFormat, data: bytes, **options: int) -> Scored:
-    scored, rejected = _Sink(), _Sink()
-    source = open_source(file_format, io.BytesIO(data), **options)
-    result = score_source(model, source, file_format, scored, rejected)
-    counts = result.counts
-    assert counts.rows_in == counts.rows_scored + counts.rows_rejected
-    return Scored(counts, scored.getvalue(), rejected.getvalue())
 
 
 def parquet(columns: dict[str, pa.Array]) -> bytes:

@@ -44,6 +44,7 @@ CONTEXT_KEYS = (
     "auditRetentionDays",
     "auditLockMode",
     "apiProvisionedConcurrency",
+    "apiSnapStart",
     "batchMaxConcurrency",
     "apiFirewall",
     "apiRateLimitPerAddress",
@@ -100,6 +101,11 @@ class AppConfig:
     # removes a cold start (~0.3 s of init, plus Lambda's own) from the traffic it absorbs, at the price
     # of an always-on function of lambdaMemoryMb.
     api_provisioned_concurrency: int = 0
+    # Lambda SnapStart on the API's published versions: new execution environments resume from a snapshot
+    # taken after the init phase (imports, bundle loaded and verified) instead of running it. Lambda
+    # refuses it together with provisioned concurrency. Python snapshots are billed while the version
+    # exists (~$3.90/month at 1024 MB) plus each restore, so it is opt-in.
+    api_snap_start: bool = False
     # Most batch function instances the SQS event source runs at once (2 to 1000, SQS event source
     # limits). Each one is a 2 GB, up-to-15-minute invocation: the cap keeps a bulk drop into incoming/
     # from taking the account's Lambda concurrency away from the API; the rest of the files wait in the queue.
@@ -131,6 +137,15 @@ def config_from_context(context: Mapping[str, Any]) -> AppConfig:
         bool(_SCHEDULE_PATTERN.match(schedule)),
         "rate(...)|cron(...)|none",
     )
+    provisioned = _int_in_range(
+        context, "apiProvisionedConcurrency", defaults.api_provisioned_concurrency, 0, 1000
+    )
+    snap_start = _bool(context, "apiSnapStart", defaults.api_snap_start)
+    if snap_start and provisioned:
+        raise ConfigError(
+            f"context keys 'apiSnapStart' (True) and 'apiProvisionedConcurrency' ({provisioned}): Lambda "
+            "does not allow SnapStart with provisioned concurrency; choose one"
+        )
     email = _get(context, "alarmEmail", str, "")
     _require(
         context, "alarmEmail", email, email == "" or bool(_EMAIL_PATTERN.match(email)), "an e-mail address"
@@ -171,9 +186,8 @@ def config_from_context(context: Mapping[str, Any]) -> AppConfig:
         audit_retention_days=_int_in_range(
             context, "auditRetentionDays", defaults.audit_retention_days, 1, 36500
         ),
-        api_provisioned_concurrency=_int_in_range(
-            context, "apiProvisionedConcurrency", defaults.api_provisioned_concurrency, 0, 1000
-        ),
+        api_provisioned_concurrency=provisioned,
+        api_snap_start=snap_start,
         batch_max_concurrency=_int_in_range(
             context,
             "batchMaxConcurrency",

@@ -33,6 +33,7 @@ def scoring_function(
     timeout: Duration,
     extra_environment: dict[str, str] | None = None,
     ephemeral_storage: Size | None = None,
+    snap_start: bool = False,
 ) -> lambda_.Function:
     service = service_name(function)
     # Decisions, probabilities and reasons (applicant values too with LOG_APPLICANT_VALUES): encrypted.
@@ -59,6 +60,8 @@ def scoring_function(
         memory_size=memory_mb,
         timeout=timeout,
         ephemeral_storage_size=ephemeral_storage,
+        # Applies to published versions only, which is what the API's alias serves.
+        snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if snap_start else None,
         tracing=lambda_.Tracing.ACTIVE,
         log_group=log_group,
         environment={

@@ -54,13 +54,15 @@ class Serving(Construct):
             memory_mb=config.lambda_memory_mb,
             timeout=Duration.seconds(15),
             extra_environment=self.model_bundle.environment() if self.model_bundle else None,
+            snap_start=config.api_snap_start,
         )
         # Every registered bundle, not only the configured one: the canary below keeps the previous
         # version serving while it shifts, and that version must still load its own bundle.
         grant_registry_read(model_registry, self.function, reader="The API")
         # Published version behind an alias: the API always calls a fixed, immutable version. A new
         # modelBundleVersion changes the environment, so a deploy publishes a new version for it.
-        # With apiProvisionedConcurrency, initialised environments sit behind the alias; during a rollout
+        # With apiProvisionedConcurrency, initialised environments sit behind the alias (apiSnapStart instead
+        # resumes new ones from a snapshot of the published version); during a rollout
         # Lambda splits them between the two versions by the alias weights.
         self.alias = lambda_.Alias(
             self,

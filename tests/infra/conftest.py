@@ -79,12 +79,14 @@ OPTIONS: dict[str, object] = {
     "batchMaxConcurrency": 25,
     "trainingSchedule": "none",
     "apiFirewall": False,
+    "apiSnapStart": True,
 }
 
 
 @pytest.fixture(scope="session")
 def synthesised_with_options(tmp_path_factory: pytest.TempPathFactory) -> Synthesised:
-    """The app with OPTIONS (Cognito, alarm e-mails, NAT gateway, multi-AZ, snapshot removal, no WAF, ...)."""
+    """The app with OPTIONS (Cognito, alarm e-mails, NAT gateway, multi-AZ, snapshot removal, no WAF,
+    SnapStart, ...)."""
     return synthesise(tmp_path_factory.mktemp("cdk-out-options"), **OPTIONS)
 
 

@@ -26,6 +26,7 @@ def test_given_the_committed_cdk_json_when_built_then_it_is_valid_and_secure_by_
     assert config.api_rollout == "canary"  # a new API version gets 10 % of traffic first
     assert (config.audit_retention_days, config.audit_lock_mode) == (2557, "governance")
     assert config.api_provisioned_concurrency == 0  # on demand unless asked
+    assert config.api_snap_start is False  # snapshots are billed while a version exists: opt-in
     assert config.batch_max_concurrency == 10  # a bulk drop leaves account concurrency for the API
     assert config.api_firewall is True  # a web ACL in front of the public API stage
     assert config.api_rate_limit_per_address == 3000
@@ -63,6 +64,7 @@ def test_given_cli_strings_when_built_then_numbers_and_booleans_are_coerced() ->
         ("batchMaxConcurrency", 1001),
         ("batchMaxConcurrency", "unlimited"),
         ("apiFirewall", "off"),
+        ("apiSnapStart", "on"),
         ("apiRateLimitPerAddress", 9),  # below WAF's smallest rate limit
         ("apiRateLimitPerAddress", 2_000_000_001),
     ],
@@ -82,6 +84,19 @@ def test_given_a_batch_max_concurrency_at_the_sqs_bounds_when_built_then_it_is_k
 def test_given_cli_strings_when_the_firewall_is_configured_then_they_are_coerced() -> None:
     config = config_from_context({"apiFirewall": "false", "apiRateLimitPerAddress": "500"})
     assert (config.api_firewall, config.api_rate_limit_per_address) == (False, 500)
+
+
+def test_given_snap_start_from_the_cli_when_built_then_it_is_on() -> None:
+    assert config_from_context({"apiSnapStart": "true"}).api_snap_start is True
+
+
+def test_given_snap_start_and_provisioned_concurrency_when_built_then_the_error_names_both() -> None:
+    # Lambda rejects the pair at deploy time; synthesis says so first
+    with pytest.raises(ConfigError) as error:
+        config_from_context({"apiSnapStart": True, "apiProvisionedConcurrency": "2"})
+    assert "'apiSnapStart'" in str(error.value)
+    assert "'apiProvisionedConcurrency' (2)" in str(error.value)
+    assert config_from_context({"apiSnapStart": True, "apiProvisionedConcurrency": 0}).api_snap_start
 
 
 def test_given_no_api_rollout_when_built_then_the_api_rolls_out_as_a_canary() -> None:

@@ -1,4 +1,4 @@
-"""The optional features (cdk.json context) as synthesised: NAT gateway, Cognito, alarm e-mails."""
+"""The optional features (cdk.json context) as synthesised: NAT gateway, Cognito, alarm e-mails, SnapStart."""
 
 from __future__ import annotations
 
@@ -200,3 +200,36 @@ def test_given_alarm_emails_when_one_cannot_be_delivered_then_it_is_kept_in_a_qu
     (send,) = [s for s in policy["Statement"] if s["Effect"] == "Allow"]
     assert send["Principal"] == {"Service": "sns.amazonaws.com"}
     assert "aws:SourceArn" in send["Condition"]["ArnEquals"]
+
+
+# --- apiSnapStart ----------------------------------------------------------------------------------
+
+
+def _snap_start_by_handler(resources: Resources) -> dict[str, object]:
+    """Each scoring function's handler -> its SnapStart setting (None when absent)."""
+    return {
+        r["Properties"]["Handler"]: r["Properties"].get("SnapStart")
+        for r in _of_type(resources, "AWS::Lambda::Function").values()
+        if r["Properties"].get("Handler", "").startswith("lambdas.")
+    }
+
+
+def test_given_the_defaults_then_no_function_uses_snap_start(resources: Resources) -> None:
+    assert _snap_start_by_handler(resources) == {
+        "lambdas.api.handler.handler": None,
+        "lambdas.batch.handler.handler": None,
+    }
+
+
+def test_given_snap_start_then_the_api_versions_resume_from_a_snapshot_and_batch_is_unchanged(
+    options: Resources,
+) -> None:
+    # Given apiSnapStart, then the API function's published versions (what the live alias serves) are
+    # snapshotted; the batch function, invoked unaliased ($LATEST) by SQS, could not use it
+    assert _snap_start_by_handler(options) == {
+        "lambdas.api.handler.handler": {"ApplyOn": "PublishedVersions"},
+        "lambdas.batch.handler.handler": None,
+    }
+    # And Lambda's precondition holds: nothing keeps provisioned environments behind the alias
+    (alias,) = _of_type(options, "AWS::Lambda::Alias").values()
+    assert "ProvisionedConcurrencyConfig" not in alias["Properties"]

@@ -31,7 +31,7 @@ def _default_routes(resources: Resources) -> dict[str, dict[str, Any]]:
 
 def _route_table_of(resources: Resources, subnet_id: str) -> str:
     (table,) = [
-        r["Properties"]["RouteTableId"]["Ref"]
+        str(r["Properties"]["RouteTableId"]["Ref"])
         for r in _of_type(resources, "AWS::EC2::SubnetRouteTableAssociation").values()
         if r["Properties"]["SubnetId"] == {"Ref": subnet_id}
     ]
@@ -60,11 +60,11 @@ def test_given_the_nat_gateway_when_switched_on_then_the_isolated_subnets_keep_t
     assert vpc["Properties"]["CidrBlock"] == "10.0.0.0/16"
     (block,) = _of_type(options, "AWS::EC2::VPCCidrBlock").values()
     assert block["Properties"]["CidrBlock"] == EGRESS_VPC_CIDR
-    networks = [ipaddress.ip_network(cidr) for cidr in _subnet_cidrs(options).values()]
+    networks = [ipaddress.IPv4Network(cidr) for cidr in _subnet_cidrs(options).values()]
     assert len(networks) == 5  # 2 isolated, 1 public (NAT), 2 egress
     for index, network in enumerate(networks):
-        assert network.subnet_of(ipaddress.ip_network("10.0.0.0/16")) or network.subnet_of(
-            ipaddress.ip_network(EGRESS_VPC_CIDR)
+        assert network.subnet_of(ipaddress.IPv4Network("10.0.0.0/16")) or network.subnet_of(
+            ipaddress.IPv4Network(EGRESS_VPC_CIDR)
         )
         assert not any(network.overlaps(other) for other in networks[index + 1 :]), network
 

@@ -401,7 +401,7 @@ def _logs_key_id(resources: Resources) -> str:
     """The one KMS key the log groups name (fails if a log group is not encrypted)."""
     log_groups = _of_type(resources, "AWS::Logs::LogGroup")
     assert [name for name, group in log_groups.items() if "KmsKeyId" not in group["Properties"]] == []
-    (key_id,) = {group["Properties"]["KmsKeyId"]["Fn::GetAtt"][0] for group in log_groups.values()}
+    (key_id,) = {str(group["Properties"]["KmsKeyId"]["Fn::GetAtt"][0]) for group in log_groups.values()}
     return key_id
 
 

@@ -64,7 +64,9 @@ def _expected(pipeline: Pipeline, holdout: pd.DataFrame) -> object:
     return pytest.approx(metrics, rel=0, abs=1e-7)
 
 
-def test_given_a_coded_champion_when_compared_then_it_scores_as_sklearn(fitted, tmp_path: Path) -> None:
+def test_given_a_coded_champion_when_compared_then_it_scores_as_sklearn(
+    fitted: tuple[Pipeline, list[FeatureSchema], pd.DataFrame], tmp_path: Path
+) -> None:
     pipeline, features, holdout = fitted
     assert {f.onnx_type for f in features if f.type == "category"} == {"int64"}
     model = convert_pipeline(pipeline, CREDIT_RISK, None, coded_categories(features))
@@ -75,7 +77,9 @@ def test_given_a_coded_champion_when_compared_then_it_scores_as_sklearn(fitted, 
     assert comparison.champion_version.startswith("credit_risk-")
 
 
-def test_given_an_older_text_input_champion_when_compared_then_it_is_fed_text(fitted, tmp_path: Path) -> None:
+def test_given_an_older_text_input_champion_when_compared_then_it_is_fed_text(
+    fitted: tuple[Pipeline, list[FeatureSchema], pd.DataFrame], tmp_path: Path
+) -> None:
     # Given a champion written before categories were coded: text inputs, card onnx_type "string"
     pipeline, features, holdout = fitted
     text_features = [

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -49,7 +48,7 @@ def test_given_jpmc_file_when_loaded_then_ten_thousand_typed_rows(shared_data: P
     assert len(dataset.frame) == 10_000
     assert dataset.frame["default"].sum() == 1_851
     assert "customer_id" not in dataset.frame.columns
-    assert np.issubdtype(dataset.frame["fico_score"].dtype, np.integer)
+    assert pd.api.types.is_integer_dtype(dataset.frame["fico_score"])
 
 
 def test_given_berka_files_when_loaded_then_only_complete_history_loans(shared_data: Path) -> None:

@@ -3,14 +3,17 @@ its categories entering as int64 codes (exact: the graph maps each code back to 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 import pandas as pd
 import pytest
+from sklearn.pipeline import Pipeline
 
 from lambdas.scoring.card import NULL_CATEGORY_CODE
 from training.calibration import SigmoidCalibrator
-from training.candidates import CANDIDATES
+from training.candidates import CANDIDATES, Candidate
 from training.datasets.catalog import CREDIT_RISK, load_dataset
 from training.datasets.spec import DatasetSpec
 from training.features import MISSING_CATEGORY, model_input_frame
@@ -42,7 +45,9 @@ def sample() -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("candidate", CANDIDATES, ids=lambda c: c.name)
-def test_given_fitted_candidate_when_converted_then_probabilities_match(candidate, sample) -> None:
+def test_given_fitted_candidate_when_converted_then_probabilities_match(
+    candidate: Candidate, sample: pd.DataFrame
+) -> None:
     # Given a fitted pipeline on data with missing values (emp length, interest rate)
     x = model_input_frame(CREDIT_RISK, sample)
     y = sample["loan_status"].to_numpy()
@@ -63,7 +68,7 @@ def test_given_fitted_candidate_when_converted_then_probabilities_match(candidat
     assert parity.max_abs_difference <= PARITY_TOLERANCE
 
 
-def test_given_calibration_when_appended_then_graph_applies_the_same_sigmoid(sample) -> None:
+def test_given_calibration_when_appended_then_graph_applies_the_same_sigmoid(sample: pd.DataFrame) -> None:
     x = model_input_frame(CREDIT_RISK, sample)
     y = sample["loan_status"].to_numpy()
     pipeline = CANDIDATES[0].build(CREDIT_RISK, len(y), 0).fit(x, y)
@@ -85,7 +90,9 @@ def test_given_calibration_when_appended_then_graph_applies_the_same_sigmoid(sam
     assert np.array_equal(label, (probabilities[:, 1] > 0.5).astype(np.int64))
 
 
-def test_given_boosting_when_a_value_sits_next_to_a_split_then_double_precision_keeps_parity(sample) -> None:
+def test_given_boosting_when_a_value_sits_next_to_a_split_then_double_precision_keeps_parity(
+    sample: pd.DataFrame,
+) -> None:
     # Given boosting trained on the sample and inputs nudged by one float64 ulp around every split value
     x = model_input_frame(CREDIT_RISK, sample)
     y = sample["loan_status"].to_numpy()
@@ -111,7 +118,9 @@ def test_given_boosting_when_a_value_sits_next_to_a_split_then_double_precision_
     assert parity.passed, parity.max_abs_difference
 
 
-def test_given_derived_ratios_when_converted_then_a_zero_denominator_behaves_as_in_numpy(shared_data) -> None:
+def test_given_derived_ratios_when_converted_then_a_zero_denominator_behaves_as_in_numpy(
+    shared_data: Path,
+) -> None:
     # Given the JPMC spec (debt/income and loan/income computed inside the graph) and a zero income
     from training.datasets.catalog import JPMC_LOANS
 
@@ -136,7 +145,7 @@ def test_given_derived_ratios_when_converted_then_a_zero_denominator_behaves_as_
 CATEGORY_FEATURES = [f.name for f in CREDIT_RISK.features if f.kind == "category"]
 
 
-def _fitted(candidate, x: pd.DataFrame, y: np.ndarray):
+def _fitted(candidate: Candidate, x: pd.DataFrame, y: np.ndarray) -> Pipeline:
     """A small fit of the candidate (few trees): these tests are about the inputs, not the model."""
     pipeline = candidate.build(CREDIT_RISK, len(y), 0)
     if candidate.name == "hist_gradient_boosting":
@@ -147,14 +156,16 @@ def _fitted(candidate, x: pd.DataFrame, y: np.ndarray):
 
 
 @pytest.fixture(scope="module")
-def with_missing(sample) -> pd.DataFrame:
+def with_missing(sample: pd.DataFrame) -> pd.DataFrame:
     """Model inputs with every category missing in every 10th row: the encoders learn the missing text."""
     x = model_input_frame(CREDIT_RISK, sample)
     x.loc[x.index % 10 == 0, CATEGORY_FEATURES] = MISSING_CATEGORY
     return x
 
 
-def test_given_converted_pipeline_then_category_inputs_are_int64_codes_and_the_card_says_so(sample) -> None:
+def test_given_converted_pipeline_then_category_inputs_are_int64_codes_and_the_card_says_so(
+    sample: pd.DataFrame,
+) -> None:
     x = model_input_frame(CREDIT_RISK, sample)
     pipeline = _fitted(CANDIDATES[0], x, sample["loan_status"].to_numpy())
     categories = _categories(x)
@@ -183,7 +194,7 @@ def test_given_converted_pipeline_then_category_inputs_are_int64_codes_and_the_c
 
 @pytest.mark.parametrize("candidate", CANDIDATES, ids=lambda c: c.name)
 def test_given_missing_and_unseen_categories_when_coded_then_graph_matches_sklearn_and_text_graph(
-    candidate, with_missing, sample
+    candidate: Candidate, with_missing: pd.DataFrame, sample: pd.DataFrame
 ) -> None:
     # Given a pipeline fitted with some missing categories, and rows whose categories are all
     # missing (code -1) or all never seen in training (code -2)
@@ -213,7 +224,7 @@ def test_given_missing_and_unseen_categories_when_coded_then_graph_matches_sklea
 
 
 def test_given_same_fitted_pipeline_when_converted_twice_then_bytes_are_identical(
-    with_missing, sample
+    with_missing: pd.DataFrame, sample: pd.DataFrame
 ) -> None:
     boosting = next(c for c in CANDIDATES if c.name == "hist_gradient_boosting")
     pipeline = _fitted(boosting, with_missing, sample["loan_status"].to_numpy())
@@ -239,7 +250,9 @@ def test_category_codes_are_positions_with_missing_and_unseen_codes() -> None:
         ({"no_such_input": ["A"]}, "not text inputs"),
     ],
 )
-def test_given_unusable_categories_when_encoding_inputs_then_it_refuses(sample, categories, message) -> None:
+def test_given_unusable_categories_when_encoding_inputs_then_it_refuses(
+    sample: pd.DataFrame, categories: dict[str, list[str]], message: str
+) -> None:
     x = model_input_frame(CREDIT_RISK, sample)
     pipeline = _fitted(CANDIDATES[0], x, sample["loan_status"].to_numpy())
     model = convert_with_text_inputs(pipeline, CREDIT_RISK, None)
@@ -247,7 +260,9 @@ def test_given_unusable_categories_when_encoding_inputs_then_it_refuses(sample, 
         encode_category_inputs(model, categories)
 
 
-def test_given_a_category_feature_without_categories_when_converting_then_it_refuses(sample) -> None:
+def test_given_a_category_feature_without_categories_when_converting_then_it_refuses(
+    sample: pd.DataFrame,
+) -> None:
     x = model_input_frame(CREDIT_RISK, sample)
     pipeline = _fitted(CANDIDATES[0], x, sample["loan_status"].to_numpy())
     partial = {k: v for k, v in _categories(x).items() if k != "loan_grade"}

@@ -46,7 +46,9 @@ def flat_bundle(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> 
     return folder / "bundle", dataset.frame
 
 
-def test_given_spec_file_when_trained_then_bundle_is_valid_and_consistent(flat_bundle) -> None:
+def test_given_spec_file_when_trained_then_bundle_is_valid_and_consistent(
+    flat_bundle: tuple[Path, pd.DataFrame],
+) -> None:
     bundle, frame = flat_bundle
     card = ModelCard.model_validate_json((bundle / "model_card.json").read_text())
     onnx_bytes = (bundle / "model.onnx").read_bytes()

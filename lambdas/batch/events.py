@@ -70,7 +70,9 @@ def _object_created(record: dict[str, object], index: int, event_name: str) -> O
         bucket=bucket["name"],
         key=unquote_plus(obj["key"], encoding="utf-8", errors="strict"),
         etag=normalise_etag(etag) if isinstance(etag, str) and etag else None,
-        version_id=version_id if isinstance(version_id, str) and version_id else None,
+        # "null" is S3's name for the one unversioned object of a key; HeadObject reports none (see
+        # s3_store), so both must say None or the event looks like an older version and is skipped.
+        version_id=version_id if isinstance(version_id, str) and version_id not in ("", "null") else None,
         size=size if isinstance(size, int) else None,
         event_name=event_name,
     )

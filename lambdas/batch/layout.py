@@ -15,6 +15,7 @@ INCOMING_PREFIX = "incoming/"
 SCORED_PREFIX = "scored/"
 REJECTED_PREFIX = "rejected/"
 MANIFESTS_PREFIX = "manifests/"
+S3_MAX_KEY_BYTES = 1024  # S3's limit on a key, counted in UTF-8 bytes
 
 # Longest suffix first so "x.csv.gz" is gzip-compressed CSV, not an unknown ".gz".
 _SUFFIXES: tuple[tuple[str, FileFormat], ...] = (
@@ -28,6 +29,10 @@ SUPPORTED_SUFFIXES = tuple(suffix for suffix, _ in _SUFFIXES)
 
 class UnsupportedKeyError(ValueError):
     """The key is not under incoming/ or does not end in a supported suffix."""
+
+
+class KeyTooLongError(ValueError):
+    """An output key of the input would be longer than S3 allows, so not even a manifest can be written."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,24 @@ def manifest_key_for(key: str) -> str:
     file_format = detect_format(key)
     stem = relative[: -len(_suffix_of(key, file_format))] if file_format else relative
     return f"{MANIFESTS_PREFIX}{stem}.json"
+
+
+def check_key_lengths(key: str) -> None:
+    """Raise :class:`KeyTooLongError` when an output key of ``key`` would be longer than S3 allows.
+
+    The manifest key is the one that can outgrow its input: by 2 bytes for ``.csv`` (``.json``
+    replaces it) and by 6 for an unsupported name (which keeps its extension)."""
+    named = {"manifest": manifest_key_for(key)}
+    if detect_format(key) is not None:
+        keys = output_keys(key)
+        named |= {"scored": keys.scored, "rejected": keys.rejected}
+    for kind, output in named.items():
+        size = len(output.encode("utf-8"))
+        if size > S3_MAX_KEY_BYTES:
+            raise KeyTooLongError(
+                f"cannot process {key!r}: its {kind} key would be {size} bytes, over S3's "
+                f"{S3_MAX_KEY_BYTES}-byte key limit; shorten the name by {size - S3_MAX_KEY_BYTES} bytes"
+            )
 
 
 def output_keys(key: str) -> OutputKeys:

@@ -32,6 +32,7 @@ from lambdas.batch.formats import (
 from lambdas.batch.layout import (
     FileFormat,
     UnsupportedKeyError,
+    check_key_lengths,
     detect_format,
     is_incoming_key,
     manifest_key_for,
@@ -72,6 +73,10 @@ class ObjectGoneError(Exception):
     """The object (at the event's version/ETag) no longer exists: there is nothing to score."""
 
 
+class ObjectReplacedError(Exception):
+    """Another object became the current one at the key while this one was scored."""
+
+
 class ObjectStore(Protocol):
     def head(self, bucket: str, key: str, version_id: str | None) -> ObjectInfo | None: ...
 
@@ -105,16 +110,17 @@ def process_object(
     if not is_incoming_key(event.key):
         logger.warning("ignoring object outside incoming/: %s", event.key)
         return Outcome(None, skipped="not_incoming")
+    # Before any work: S3 would refuse an over-long manifest key only after the file was scored and its
+    # outputs uploaded. Raised, not skipped: with no manifest possible, the dead-letter queue (and its
+    # alarm) is where this shows.
+    check_key_lengths(event.key)
     # Only the current object is scored: an older version's late event must not overwrite the outputs
     # of a newer one (SQS does not keep order). The newer object has its own event.
     info = store.head(event.bucket, event.key, None)
     if info is None:
         logger.warning("object is gone, nothing to score: %s", event.key)
         return Outcome(None, skipped="gone")
-    superseded = (event.version_id is not None and info.version_id != event.version_id) or (
-        event.version_id is None and event.etag is not None and info.etag != event.etag
-    )
-    if superseded:
+    if _replaced(info, event.version_id, event.etag):
         logger.warning("object replaced since the event, skipping the old version: %s", event.key)
         return Outcome(None, skipped="superseded")
 
@@ -139,6 +145,8 @@ def process_object(
     try:
         manifest = _score_and_upload(store, model, input_object, settings, started_at, started)
     except UnreadableFileError as error:
+        if _replaced_meanwhile(store, input_object):
+            return _replaced_while_read(event.key)
         manifest = _manifest(
             model,
             input_object,
@@ -153,6 +161,8 @@ def process_object(
     except ObjectGoneError:
         logger.warning("object disappeared while reading: %s", event.key)
         return Outcome(None, skipped="gone")
+    except ObjectReplacedError:
+        return _replaced_while_read(event.key)
     # The manifest goes last: once it exists, every output it names is complete.
     store.put_bytes(
         event.bucket, manifest_key, manifest.model_dump_json(indent=2).encode(), "application/json"
@@ -179,6 +189,8 @@ def _score_and_upload(
         scratch_dir = Path(scratch)
         scored_path, rejected_path = scratch_dir / "scored", scratch_dir / "rejected.csv"
         result = _score_to_files(store, model, input_object, file_format, settings, scratch_dir)
+        if _replaced_meanwhile(store, input_object):
+            raise ObjectReplacedError(input_object.key)
         upload_started = time.perf_counter()
         # Each put is atomic in S3 (a multipart upload appears only when completed).
         store.upload_file(scored_path, input_object.bucket, keys.scored, CONTENT_TYPES[file_format])
@@ -277,6 +289,26 @@ def _manifest(
             ),
         }
     )
+
+
+def _replaced(current: ObjectInfo, version_id: str | None, etag: str | None) -> bool:
+    """Whether the current object is another one than the given version (or, unversioned, ETag)."""
+    if version_id is not None:
+        return current.version_id != version_id
+    return etag is not None and current.etag != etag
+
+
+def _replaced_meanwhile(store: ObjectStore, input_object: InputObject) -> bool:
+    """Checked just before publishing: a newer object may have been uploaded and scored by another
+    invocation while this one was read (a long file gives it minutes), and its outputs and manifest
+    must not be overwritten with this older one's. A deleted object does not stop publishing."""
+    current = store.head(input_object.bucket, input_object.key, None)
+    return current is not None and _replaced(current, input_object.version_id, input_object.etag)
+
+
+def _replaced_while_read(key: str) -> Outcome:
+    logger.warning("object replaced while it was read, not publishing the old version: %s", key)
+    return Outcome(None, skipped="superseded")
 
 
 def _parse_manifest(body: bytes) -> Manifest | None:

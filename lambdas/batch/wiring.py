@@ -140,7 +140,9 @@ def _handle_notification(body: str) -> None:
                 "outputs": manifest.outputs.model_dump(),
                 "status": manifest.status,
                 "counts": manifest.counts.model_dump(),
-                "error": manifest.error.model_dump() if manifest.error else None,
+                # The code only: a message may quote the file (a JSON line, a CSV row) and this line
+                # goes to the audit bucket, which holds no applicant values. The manifest has the message.
+                "error": {"code": manifest.error.code} if manifest.error else None,
                 "drift": manifest.drift.model_dump(exclude={"feature_psi"}) if manifest.drift else None,
                 "seconds": manifest.timings.total_seconds,
             },

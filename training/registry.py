@@ -7,9 +7,10 @@ Layout under the registry location (a folder or ``s3://bucket/prefix``)::
     <model_name>/latest.json        {"model_name", "model_version", "onnx_sha256", "registered_at", ...}
 
 A version is immutable: its files are written with create-only writes (S3 ``If-None-Match: *``,
-``os.link`` locally), and registering a version that already exists is refused. ``latest.json``
+``os.link`` locally), and a version whose stored model differs is refused. ``latest.json``
 is written last, so it only ever points at a complete version; the API and the next gate read
-the champion through it.
+the champion through it. Registering a stored version again completes an interrupted registration
+(the missing card, or the latest.json move) and otherwise changes nothing.
 
 Gate rule (``gate``): a candidate may replace the champion only if
 
@@ -222,20 +223,33 @@ def champion_card(registry_location: str | Path, model_name: str) -> dict[str, A
 
 
 def register_bundle(bundle_dir: str | Path, registry_location: str | Path) -> str:
-    """Upload the bundle under ``<model_name>/<model_version>/`` (never overwriting); point latest at it."""
+    """Upload the bundle under ``<model_name>/<model_version>/`` (never overwriting); point latest at it.
+
+    Registering again completes a registration that was interrupted (a model stored without its
+    card, or both files stored but latest.json not moved yet). VersionExistsError means there was
+    nothing to do (the version is stored and latest) or the stored model differs from the bundle's.
+    """
     bundle = Path(bundle_dir)
     card = read_bundle_card(bundle)
     model_name, version = card["model_name"], card["model_version"]
     storage = open_storage(registry_location)
     prefix = f"{model_name}/{version}/"
-    if storage.list_keys(prefix):
+    already_stored = 0
+    # model first, card second: a card in the registry always has its model beside it.
+    for file_name in (MODEL_FILE, CARD_FILE):
+        data = (bundle / file_name).read_bytes()
+        try:
+            storage.write_bytes(prefix + file_name, data, overwrite=False)
+        except ObjectExistsError as error:  # an earlier or concurrent registration stored it
+            # The stored card may differ (timestamps) but describes the same model: the model must match.
+            if file_name == MODEL_FILE and storage.read_bytes(prefix + file_name) != data:
+                raise VersionExistsError(
+                    f"{storage.describe(prefix)} already exists with another model; versions are immutable"
+                ) from error
+            already_stored += 1
+    pointer = latest_pointer(registry_location, str(model_name))
+    if already_stored == 2 and pointer is not None and pointer.get("model_version") == version:
         raise VersionExistsError(f"{storage.describe(prefix)} already exists; versions are immutable")
-    try:
-        # model first, card second: a card in the registry always has its model beside it.
-        storage.write_bytes(prefix + MODEL_FILE, (bundle / MODEL_FILE).read_bytes(), overwrite=False)
-        storage.write_bytes(prefix + CARD_FILE, (bundle / CARD_FILE).read_bytes(), overwrite=False)
-    except ObjectExistsError as error:  # a concurrent registration of the same version won the race
-        raise VersionExistsError(str(error)) from error
     _write_latest(storage, card, prefix)
     return str(version)
 

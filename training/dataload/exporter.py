@@ -10,8 +10,9 @@ Layout written under the output location (a folder or ``s3://bucket/prefix``)::
 ``1`` is the batch index and ``part-NNNNN`` the partition index, as RDS names them; each part
 holds at most ``rows_per_file`` rows (gzip-compressed Parquet, like RDS's ``.gz.parquet``).
 All tables are read inside one ``START TRANSACTION WITH CONSISTENT SNAPSHOT``, so the export is
-a consistent snapshot; rows are written in primary-key order. The two info files are written
-after the data, so their presence marks a complete export.
+a consistent snapshot; rows are written in primary-key order. ``export_info`` is written before
+the data with status ``IN_PROGRESS`` (rewritten as ``FAILED`` if the export fails) and as
+``COMPLETE`` last, after the tables-info file, so the reader refuses a partial export.
 
 Column types follow the RDS export's MySQL/MariaDB -> Parquet mapping:
 
@@ -42,6 +43,7 @@ strings back into dates.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import json
@@ -59,7 +61,7 @@ import pymysql
 import pymysql.cursors
 
 from training.dataload.schemas import quote
-from training.dataload.storage import Storage, open_storage
+from training.dataload.storage import Storage, StorageError, open_storage
 
 DEFAULT_ROWS_PER_FILE = 200_000
 BATCH_INDEX = "1"
@@ -254,6 +256,10 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
+def _write_json(storage: Storage, key: str, document: dict[str, Any]) -> None:
+    storage.write_bytes(key, json.dumps(document, indent=2).encode())
+
+
 def _utc_now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -285,9 +291,18 @@ def export_database(
         raise ExportError(f"{storage.describe(export_id)} already holds an export; choose another export id")
 
     started = time.perf_counter()
-    task_start = _utc_now()
+    info_key = f"{export_id}/export_info_{export_id}.json"
+    export_info: dict[str, Any] = {
+        "exportTaskIdentifier": export_id,
+        "sourceArn": source_arn or f"local:mariadb/{database}",
+        "sourceDatabase": database,
+        "taskStartTime": _utc_now(),
+        "exportedFilesPath": storage.describe(export_id),
+        "exportedBy": "training.dataload.exporter (local stand-in for the RDS snapshot export)",
+    }
     table_infos: list[dict[str, Any]] = []
     exported_tables: list[TableExport] = []
+    started_writing = False
     try:
         with connection.cursor() as cursor:
             available = _list_tables(cursor, database)
@@ -297,40 +312,45 @@ def export_database(
             unknown = sorted(set(selected) - set(available))
             if unknown:
                 raise ExportError(f"database {database} has no tables {unknown}; it has {available}")
+            export_info["exportOnly"] = (
+                [layout_name] if tables is None else [f"{layout_name}.{table}" for table in selected]
+            )
+            # Marked in progress before any data: a reader refuses an export that is still being
+            # written, or was cut off, instead of training on the part files that happen to exist.
+            _write_json(storage, info_key, {**export_info, "status": "IN_PROGRESS", "percentProgress": 0})
+            started_writing = True
             cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-            snapshot_time = _utc_now()
+            export_info["snapshotTime"] = _utc_now()
             for table in selected:
                 info, table_export = _export_table(
                     connection, cursor, storage, database, table, export_id, rows_per_file, layout_database
                 )
                 table_infos.append(info)
                 exported_tables.append(table_export)
+    except Exception as error:
+        if started_writing:
+            with contextlib.suppress(StorageError):  # keep the original error if storage itself failed
+                failed = {**export_info, "status": "FAILED", "failureCause": str(error)}
+                _write_json(storage, info_key, failed)
+        raise
     finally:
         connection.rollback()  # read-only work: just end the snapshot transaction
 
     total_bytes = sum(info["sizeBytes"] for info in table_infos)
-    tables_info = {"perTableStatus": table_infos}
-    storage.write_bytes(
+    _write_json(
+        storage,
         f"{export_id}/export_tables_info_{export_id}_from_1_to_{len(table_infos)}.json",
-        json.dumps(tables_info, indent=2).encode(),
+        {"perTableStatus": table_infos},
     )
-    export_info = {
-        "exportTaskIdentifier": export_id,
-        "sourceArn": source_arn or f"local:mariadb/{database}",
-        "sourceDatabase": database,
-        "exportOnly": [layout_name] if tables is None else [f"{layout_name}.{table}" for table in selected],
-        "snapshotTime": snapshot_time,
-        "taskStartTime": task_start,
-        "taskEndTime": _utc_now(),
-        "exportedFilesPath": storage.describe(export_id),
-        "status": "COMPLETE",
-        "percentProgress": 100,
-        "totalExportedDataInGB": total_bytes / 1024**3,
-        "exportedBy": "training.dataload.exporter (local stand-in for the RDS snapshot export)",
-    }
-    storage.write_bytes(
-        f"{export_id}/export_info_{export_id}.json", json.dumps(export_info, indent=2).encode()
+    export_info.update(
+        {
+            "taskEndTime": _utc_now(),
+            "status": "COMPLETE",
+            "percentProgress": 100,
+            "totalExportedDataInGB": total_bytes / 1024**3,
+        }
     )
+    _write_json(storage, info_key, export_info)  # last: COMPLETE only once every file is there
     return ExportSummary(
         export_id=export_id,
         database=database,

@@ -343,6 +343,31 @@ def _select_columns(spec: DatasetSpec, frame: pd.DataFrame) -> pd.DataFrame:
     return frame[[c for c in dict.fromkeys(wanted) if c != spec.id_column]]
 
 
+def _check_numeric_features(spec: DatasetSpec, frame: pd.DataFrame) -> None:
+    """A number/integer feature whose column holds text (another type than the spec says) is named."""
+    for feature in spec.features:
+        if feature.kind not in ("number", "integer"):
+            continue
+        values = frame[feature.name]
+        bad = values.loc[pd.to_numeric(values, errors="coerce").isna() & values.notna()]
+        if len(bad):
+            raise ValueError(
+                f"dataset {spec.name}: feature {feature.name!r} is declared {feature.kind} but "
+                f"{len(bad)} values are not numbers, e.g. {bad.iloc[0]!r} (column dtype {values.dtype})"
+            )
+
+
+def _check_trainable(spec: DatasetSpec, frame: pd.DataFrame, rows_raw: int) -> None:
+    """Training needs rows of both classes: say so here, not in a model-fitting error later."""
+    counts = frame[spec.target].value_counts()
+    if len(counts) < 2:
+        found = {str(label): int(count) for label, count in counts.items()}
+        raise ValueError(
+            f"dataset {spec.name}: {len(frame)} rows left of {rows_raw} after cleaning, with target "
+            f"{spec.target!r} counts {found}; training needs rows of both classes 0 and 1"
+        )
+
+
 def load_dataset(name: str, source: str | None = None, spec_file: Path | None = None) -> LoadedDataset:
     """Read, select and clean a dataset into one flat frame of features, target and protected columns."""
     if spec_file is not None:
@@ -358,8 +383,10 @@ def load_dataset(name: str, source: str | None = None, spec_file: Path | None = 
         raise ValueError(f"unknown dataset {name!r}: built in are {sorted(BUILT_IN)}; or pass a spec file")
     unique, duplicates = drop_duplicate_records(spec, raw)
     selected = _select_columns(spec, unique)
+    _check_numeric_features(spec, selected)
     result = spec.cleaner(selected) if spec.cleaner else default_cleaning(spec, selected)
     frame = result.frame
+    _check_trainable(spec, frame, len(raw))
     frame[spec.target] = frame[spec.target].astype(np.int64)
     cleaning = {"rows_raw": len(raw), "dropped_duplicates": duplicates, **result.counts}
     return LoadedDataset(

@@ -8,6 +8,7 @@ and the columns to drop. Any flat CSV or Parquet table trains from a small JSON 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,32 +135,59 @@ def default_cleaning(spec: DatasetSpec, frame: pd.DataFrame) -> CleaningResult:
     return CleaningResult(frame=frame.reset_index(drop=True), counts=counts)
 
 
+SPEC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # registry-safe with "-default-risk"
+FEATURE_OPTIONS = frozenset({"type", "unit", "description", "reason", "minimum", "maximum", "label"})
+
+
 def spec_from_file(path: Path, frame: pd.DataFrame) -> DatasetSpec:
     """Build a spec for any flat table from a small JSON file.
 
     Keys: ``name``, ``target`` (required); ``features`` (name → {type, unit, description, reason,
-    minimum, maximum}; when absent every other column is a feature with its type inferred);
+    minimum, maximum, label}; when absent every other column is a feature with its type inferred);
     ``protected`` (list of names, or name → {bands, band_labels}); ``drop`` (columns to ignore);
-    ``id_column``; ``time_column``; ``description``; ``positive_class``.
+    ``id_column``; ``time_column``; ``description``; ``positive_class``. Mistakes are ValueErrors
+    naming the file and the key.
     """
-    raw = json.loads(path.read_text())
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"spec file {path} is not valid JSON: {error}") from error
     if not isinstance(raw, dict) or "target" not in raw or "name" not in raw:
         raise ValueError(f"spec file {path} must be a JSON object with at least 'name' and 'target'")
+    spec_name = raw["name"]
+    if not isinstance(spec_name, str) or not SPEC_NAME.match(spec_name):
+        raise ValueError(
+            f"spec file {path}: name {spec_name!r} must be 1-100 of letters, digits, '.', '_', '-' "
+            "(it names the model in the registry)"
+        )
     target = str(raw["target"])
     if target not in frame.columns:
         raise ValueError(f"spec file {path}: target column {target!r} is not in the table")
     protected = _parse_protected(raw.get("protected", []), path)
-    excluded = {target, *raw.get("drop", []), *(p.column for p in protected)}
+    drop = raw.get("drop", [])
+    if not isinstance(drop, list) or not all(isinstance(column, str) for column in drop):
+        raise ValueError(f"spec file {path}: 'drop' must be a list of column names")
+    unknown_drop = [column for column in drop if column not in frame.columns]
+    if unknown_drop:
+        raise ValueError(f"spec file {path}: 'drop' names columns not in the table: {unknown_drop}")
+    # Columns that must never be model features: the target would leak the label, protected
+    # attributes are for fairness figures only, ids and dates identify rather than describe.
+    roles = {target: "the target", **{p.column: "protected" for p in protected}}
     for optional in ("id_column", "time_column"):
         if raw.get(optional):
-            excluded.add(str(raw[optional]))
-    declared = cast(dict[str, dict[str, object]], raw.get("features") or {})
+            roles[str(raw[optional])] = f"the {optional}"
+    excluded = {*roles, *drop}
+    declared = raw.get("features") or {}
+    if not isinstance(declared, dict):
+        raise ValueError(f"spec file {path}: 'features' must be an object of feature name -> options")
     names = list(declared) if declared else [c for c in frame.columns if c not in excluded]
     features = []
     for name in names:
         if name not in frame.columns:
             raise ValueError(f"spec file {path}: feature {name!r} is not in the table")
-        options = declared.get(name, {})
+        if name in roles:
+            raise ValueError(f"spec file {path}: feature {name!r} is {roles[name]} and cannot be a feature")
+        options = _feature_options(declared.get(name, {}), name, path)
         kind = str(options.get("type") or infer_kind(frame[name]))
         if kind not in _KINDS:
             raise ValueError(
@@ -174,10 +202,11 @@ def spec_from_file(path: Path, frame: pd.DataFrame) -> DatasetSpec:
                 unit=cast(str | None, options.get("unit")),
                 minimum=cast(float | None, options.get("minimum")),
                 maximum=cast(float | None, options.get("maximum")),
+                label=str(options.get("label", "")),
             )
         )
     return DatasetSpec(
-        name=str(raw["name"]),
+        name=spec_name,
         description=str(raw.get("description", f"Flat table described by {path.name}")),
         target=target,
         positive_class=str(raw.get("positive_class", f"{target} = 1")),
@@ -188,18 +217,49 @@ def spec_from_file(path: Path, frame: pd.DataFrame) -> DatasetSpec:
     )
 
 
+def _feature_options(options: object, name: str, path: Path) -> dict[str, object]:
+    if not isinstance(options, dict):
+        raise ValueError(
+            f"spec file {path}: feature {name!r} must map to an object of options, got {options!r}"
+        )
+    unknown = sorted(set(options) - FEATURE_OPTIONS)
+    if unknown:
+        raise ValueError(
+            f"spec file {path}: feature {name!r} has unknown options {unknown}; "
+            f"known: {sorted(FEATURE_OPTIONS)}"
+        )
+    for bound in ("minimum", "maximum"):
+        value = options.get(bound)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ValueError(f"spec file {path}: feature {name!r} {bound} must be a number, got {value!r}")
+    low, high = options.get("minimum"), options.get("maximum")
+    if isinstance(low, int | float) and isinstance(high, int | float) and low > high:
+        raise ValueError(f"spec file {path}: feature {name!r} has minimum {low} above maximum {high}")
+    return options
+
+
 def _parse_protected(raw: object, path: Path) -> tuple[ProtectedAttribute, ...]:
     if isinstance(raw, list):
         return tuple(ProtectedAttribute(column=str(name)) for name in raw)
     if isinstance(raw, Mapping):
-        return tuple(
-            ProtectedAttribute(
-                column=str(name),
-                bands=tuple(float(b) for b in options.get("bands", [])),
-                band_labels=tuple(str(label) for label in options.get("band_labels", [])),
+        attributes = []
+        for name, options in raw.items():
+            bands = options.get("bands", []) if isinstance(options, Mapping) else None
+            labels = options.get("band_labels", []) if isinstance(options, Mapping) else None
+            if not isinstance(bands, list) or not all(
+                isinstance(b, int | float) and not isinstance(b, bool) for b in bands
+            ):
+                raise ValueError(f"spec file {path}: protected {name!r} bands must be a list of numbers")
+            if not isinstance(labels, list):
+                raise ValueError(f"spec file {path}: protected {name!r} band_labels must be a list")
+            attributes.append(
+                ProtectedAttribute(
+                    column=str(name),
+                    bands=tuple(float(b) for b in bands),
+                    band_labels=tuple(str(label) for label in labels),
+                )
             )
-            for name, options in raw.items()
-        )
+        return tuple(attributes)
     raise ValueError(f"spec file {path}: 'protected' must be a list of columns or an object")
 
 

@@ -7,6 +7,8 @@ The layout is RDS's::
     <location>/<export-id>/<database>/<database>.<table>/<batch>/part-<partition>-<uuid>.gz.parquet
 
 The same code reads what AWS writes and what ``training.dataload.exporter`` writes locally.
+When present, ``export_info`` must say ``COMPLETE`` (the local exporter writes ``IN_PROGRESS``
+first) and a table's tables-info entry must not say otherwise; a folder without them is read as is.
 Types come back the way training wants them, undoing the RDS mapping:
 
 - DECIMAL (Parquet decimal, or a string when the precision exceeds 38) -> float64, converted
@@ -27,6 +29,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -94,25 +97,29 @@ def _read_json(storage: Storage, key: str) -> dict[str, object]:
     return document
 
 
-def _original_types(storage: Storage, export_id: str, keys: Sequence[str]) -> dict[str, dict[str, str]]:
-    """``"<database>.<table>" -> column -> original MariaDB type`` from the tables-info files."""
+def _per_table_status(storage: Storage, export_id: str, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``"<database>.<table>" -> its perTableStatus entry`` from the tables-info files."""
     info_name = re.compile(rf"^{re.escape(export_id)}/export_tables_info_{re.escape(export_id)}_.*\.json$")
-    types: dict[str, dict[str, str]] = {}
+    entries: dict[str, dict[str, Any]] = {}
     for key in keys:
         if not info_name.match(key):
             continue
         statuses = _read_json(storage, key).get("perTableStatus", [])
         for status in statuses if isinstance(statuses, list) else []:
             target = status.get("target") if isinstance(status, dict) else None
-            if not isinstance(target, str):
-                continue
-            mappings = status.get("schemaMetadata", {}).get("originalTypeMappings", [])
-            types[target] = {
-                str(mapping["columnName"]): str(mapping.get("originalType", "")).lower()
-                for mapping in mappings
-                if isinstance(mapping, dict) and "columnName" in mapping
-            }
-    return types
+            if isinstance(target, str):
+                entries[target] = status
+    return entries
+
+
+def _original_types(status: dict[str, Any]) -> dict[str, str]:
+    """column -> original MariaDB type, from one table's perTableStatus entry."""
+    mappings = status.get("schemaMetadata", {}).get("originalTypeMappings", [])
+    return {
+        str(mapping["columnName"]): str(mapping.get("originalType", "")).lower()
+        for mapping in mappings
+        if isinstance(mapping, dict) and "columnName" in mapping
+    }
 
 
 def _check_complete(storage: Storage, export_id: str, keys: Sequence[str]) -> None:
@@ -213,11 +220,17 @@ def read_export_tables(
     if missing:
         raise ExportReadError(f"export {chosen} has no tables {missing} in {database}; it has {available}")
 
-    original_types = _original_types(storage, chosen, keys)
+    table_statuses = _per_table_status(storage, chosen, keys)
     frames: dict[str, pd.DataFrame] = {}
     for table in wanted:
+        status = table_statuses.get(f"{database}.{table}", {})
+        # A table that failed in an otherwise readable export has only some of its rows.
+        if str(status.get("status", "COMPLETE")).upper() != "COMPLETE":
+            raise ExportReadError(
+                f"export {chosen}: table {database}.{table} has status {status['status']!r}, not COMPLETE"
+            )
         parts = _part_files(keys, f"{database_prefix}{table}/")
         if not parts:
             raise ExportReadError(f"export {chosen}: table {database}.{table} has no part files")
-        frames[table] = _read_table(storage, parts, original_types.get(f"{database}.{table}", {}))
+        frames[table] = _read_table(storage, parts, _original_types(status))
     return frames

@@ -13,8 +13,9 @@ from __future__ import annotations
 from lambdas.init_phase import init_phase
 
 with init_phase():
-    from lambdas.batch.wiring import handler, loaded_model, object_store
+    from lambdas.batch.wiring import clear_scratch_left_behind, handler, loaded_model, object_store
 
+    clear_scratch_left_behind()  # init runs again after a timeout reset, which keeps /tmp
     object_store()  # botocore's service model loads here, not on the first file
     loaded_model()
 

@@ -15,6 +15,7 @@ Error policy (what the SQS redrive sees):
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -89,6 +90,10 @@ class ObjectStore(Protocol):
     def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None: ...
 
     def get_bytes(self, bucket: str, key: str) -> bytes | None: ...
+
+
+# Scratch folders of one file each (outputs, a Parquet input) are named with this prefix.
+SCRATCH_PREFIX = "batch-"
 
 
 @dataclass(frozen=True)
@@ -185,7 +190,7 @@ def _score_and_upload(
     except UnsupportedKeyError as error:
         raise UnreadableFileError("unsupported_format", str(error)) from error
     file_format = keys.file_format
-    with tempfile.TemporaryDirectory(prefix="batch-", dir=settings.work_dir) as scratch:
+    with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=settings.work_dir) as scratch:
         scratch_dir = Path(scratch)
         scored_path, rejected_path = scratch_dir / "scored", scratch_dir / "rejected.csv"
         result = _score_to_files(store, model, input_object, file_format, settings, scratch_dir)
@@ -289,6 +294,24 @@ def _manifest(
             ),
         }
     )
+
+
+def remove_scratch_left_behind(work_dir: Path | None) -> int:
+    """Delete the scratch folders of invocations that never finished; return how many there were.
+
+    A timeout or running out of memory ends an invocation without its ``finally``, and Lambda keeps
+    /tmp when it resets the environment: each folder left holds a whole file's scored rows, filling the
+    ephemeral storage later files need and keeping applicant data past its invocation. Call it only
+    where nothing else can be using these folders: a Lambda environment's init (one invocation at a
+    time per environment), never on a shared machine.
+    """
+    root = work_dir if work_dir is not None else Path(tempfile.gettempdir())
+    removed = 0
+    for path in root.glob(f"{SCRATCH_PREFIX}*"):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+            removed += 1
+    return removed
 
 
 def _replaced(current: ObjectInfo, version_id: str | None, etag: str | None) -> bool:

@@ -26,7 +26,7 @@ from lambdas.batch.events import parse_s3_notification
 from lambdas.batch.formats import DEFAULT_CHUNK_ROWS, DEFAULT_CSV_BLOCK_BYTES
 from lambdas.batch.manifest import Drift
 from lambdas.batch.s3_store import S3ObjectStore
-from lambdas.batch.service import BatchSettings, process_object
+from lambdas.batch.service import BatchSettings, process_object, remove_scratch_left_behind
 from lambdas.model_source import (
     MODEL_BUNDLE_URI,
     BundleUriError,
@@ -105,6 +105,17 @@ def batch_settings() -> BatchSettings:
         csv_block_bytes=_positive_int("BATCH_CSV_BLOCK_BYTES", DEFAULT_CSV_BLOCK_BYTES),
         work_dir=Path(work_dir) if work_dir else None,
     )
+
+
+def clear_scratch_left_behind() -> None:
+    """At a Lambda environment's init: remove what an invocation cut off by a timeout or a crash left in
+    the scratch folder (see :func:`remove_scratch_left_behind`). Outside Lambda, other processes may
+    be using that folder, so nothing is touched."""
+    if "AWS_LAMBDA_FUNCTION_NAME" not in os.environ:
+        return
+    removed = remove_scratch_left_behind(batch_settings().work_dir)
+    if removed:
+        logger.warning("removed %d scratch folder(s) left by an invocation that did not finish", removed)
 
 
 @tracer.capture_method

@@ -1,10 +1,11 @@
-"""Pure parts of the batch Lambda, no network: event parsing, key layout, readers, row numbers."""
+"""Pure parts of the batch Lambda, no network: event parsing, key layout, readers, row numbers, scratch."""
 
 from __future__ import annotations
 
 import gzip
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ import pytest
 from lambdas.batch.events import MalformedEventError, parse_s3_notification
 from lambdas.batch.formats import UnreadableFileError, _good_row_numbers, open_source
 from lambdas.batch.layout import UnsupportedKeyError, detect_format, manifest_key_for, output_keys
+from lambdas.batch.service import remove_scratch_left_behind
+from lambdas.batch.wiring import clear_scratch_left_behind
 
 
 def notification(key: str, event_name: str = "ObjectCreated:Put") -> str:
@@ -114,3 +117,39 @@ def test_given_json_lines_with_a_bom_blank_and_bad_lines_then_rows_are_numbered_
     (read,) = list(source.chunks())
     assert read.chunk.row_numbers.tolist() == [1, 4]
     assert [(row.row_number, row.error_code) for row in read.malformed] == [(3, "not_json_object")]
+
+
+# ---- scratch left by an invocation that did not finish ------------------------------------------
+
+
+def _leftovers(root: Path) -> None:
+    """What a timed-out invocation leaves in /tmp, next to what is not ours."""
+    (root / "batch-abc123").mkdir()
+    (root / "batch-abc123" / "scored").write_bytes(b"loan_id,probability\n1,0.5\n")
+    (root / "batch-abc123" / "nested").mkdir()
+    (root / "other-tool").mkdir()
+    (root / "batch-notes.txt").write_text("a file, not a scratch folder")
+
+
+def test_given_scratch_folders_left_behind_when_removed_then_only_ours_go(tmp_path: Path) -> None:
+    _leftovers(tmp_path)
+    assert remove_scratch_left_behind(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["batch-notes.txt", "other-tool"]
+
+
+@pytest.mark.parametrize("in_lambda", [True, False])
+def test_given_the_environment_when_the_batch_function_inits_then_scratch_is_cleared_only_in_lambda(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_lambda: bool
+) -> None:
+    # Given leftovers in the function's work folder
+    _leftovers(tmp_path)
+    monkeypatch.setenv("BATCH_WORK_DIR", str(tmp_path))
+    if in_lambda:
+        monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "loan-scoring-batch")
+    else:
+        monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
+    # When the init-phase clean-up runs
+    clear_scratch_left_behind()
+    # Then in Lambda the scratch folder is gone; on a shared machine nothing is touched
+    assert (tmp_path / "batch-abc123").exists() is not in_lambda
+    assert (tmp_path / "other-tool").is_dir()

@@ -7,6 +7,7 @@ from AWS at module level (the API imports boto3 only when the variable is set: c
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +15,10 @@ from lambdas.scoring.card import ModelCard
 from lambdas.scoring.runtime import CARD_FILE, ModelBundleError, ScoringModel
 
 MODEL_BUNDLE_URI = "MODEL_BUNDLE_URI"
-# What S3 answers for an object (or bucket) that is not there, given s3:ListBucket on the bucket.
-_MISSING_CODES = frozenset({"NoSuchKey", "404", "NoSuchBucket"})
+# What S3 answers for an object that is not there, given s3:ListBucket on the bucket.
+_MISSING_CODES = frozenset({"NoSuchKey", "404"})
+# The characters botocore accepts in a bucket name (S3's own rules are stricter for new buckets).
+_BUCKET_NAME = re.compile(r"[a-zA-Z0-9.\-_]{1,255}")
 
 
 class BundleUriError(ValueError):
@@ -38,6 +41,13 @@ def parse_s3_uri(uri: str) -> S3Location:
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
     if not bucket:
         raise BundleUriError(f"{MODEL_BUNDLE_URI} has no bucket: {uri!r}")
+    if not _BUCKET_NAME.fullmatch(bucket):
+        raise BundleUriError(f"{MODEL_BUNDLE_URI} has an invalid bucket name {bucket!r}: {uri!r}")
+    # The URI of the card or model object (as the console copies it) instead of their folder.
+    if prefix.endswith((CARD_FILE, ".onnx")):
+        raise BundleUriError(
+            f"{MODEL_BUNDLE_URI} must name the bundle's folder, not one of its files: {uri!r}"
+        )
     if prefix and not prefix.endswith("/"):
         prefix += "/"
     return S3Location(bucket=bucket, prefix=prefix)
@@ -61,7 +71,8 @@ def load_model_from_s3(s3_client: Any, location: S3Location, *, threads: int) ->
 
 
 def _read(s3_client: Any, location: S3Location, file: str) -> bytes:
-    from botocore.exceptions import ClientError  # the caller's client has loaded botocore already
+    # The caller's client has loaded botocore already.
+    from botocore.exceptions import BotoCoreError, ClientError
 
     key = f"{location.prefix}{file}"
     try:
@@ -70,5 +81,11 @@ def _read(s3_client: Any, location: S3Location, file: str) -> bytes:
         code = str(error.response.get("Error", {}).get("Code", ""))
         if code in _MISSING_CODES:
             raise ModelBundleError(f"model bundle {location.uri} has no {file}") from error
+        if code == "NoSuchBucket":
+            raise ModelBundleError(
+                f"model bundle {location.uri}: bucket {location.bucket} does not exist"
+            ) from error
+        raise ModelBundleError(f"cannot read s3://{location.bucket}/{key}: {error}") from error
+    except BotoCoreError as error:  # no credentials, endpoint unreachable, timeout, body cut short
         raise ModelBundleError(f"cannot read s3://{location.bucket}/{key}: {error}") from error
     return data

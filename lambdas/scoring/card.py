@@ -6,10 +6,11 @@ checks, reason texts and drift references are all derived from it. Pure pydantic
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 CARD_SCHEMA_VERSION = "1.0"
 
@@ -20,6 +21,9 @@ FeatureType = Literal["number", "integer", "category", "boolean"]
 # every Python string into a C++ one (see training/onnx_export.py for the figures).
 OnnxElementType = Literal["double", "string", "int64"]
 NULL_CATEGORY_CODE = -1
+# Text with at least one non-blank character: a reason is shown to the applicant.
+_NOT_BLANK = r"\S"
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def category_code_map(categories: Sequence[str]) -> dict[str, int]:
@@ -31,7 +35,9 @@ def category_code_map(categories: Sequence[str]) -> dict[str, int]:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity anywhere: a NaN threshold, range or bin edge would make every comparison
+    # with it false (everything approved, every value in range) instead of failing the load.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class FeatureSchema(_Strict):
@@ -45,7 +51,9 @@ class FeatureSchema(_Strict):
     minimum: float | None = None
     maximum: float | None = None
     categories: list[str] | None = None
-    reason: str = Field(description="Text shown when this feature raises the applicant's risk")
+    reason: str = Field(
+        pattern=_NOT_BLANK, description="Text shown when this feature raises the applicant's risk"
+    )
     # Numbers: the model need not be monotone, so the text follows the side of the baseline the
     # applicant's value is on ("High interest rate" / "Low interest rate").
     reason_high: str | None = Field(default=None, description="Reason when the value is above the baseline")
@@ -63,8 +71,16 @@ class FeatureSchema(_Strict):
         coded = self.categories if self.onnx_type == "int64" else None
         if coded is not None and (len(set(coded)) != len(coded) or "" in coded):
             raise ValueError(f"{self.name}: coded categories must be distinct and non-empty")
+        # Text categories too: the empty text is how a missing value reaches the model, so listing it
+        # would let a non-nullable feature take it; a duplicate means the card was built wrongly.
+        listed = self.categories or []
+        if len(set(listed)) != len(listed) or "" in listed:
+            raise ValueError(f"{self.name}: categories must be distinct and non-empty, got {listed}")
         if self.onnx_type == "string" and self.type != "category":
             raise ValueError(f"{self.name}: a string input must be a category")
+        # An empty range would refuse every value of the feature.
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError(f"{self.name}: minimum {self.minimum} is above maximum {self.maximum}")
         return self
 
 
@@ -75,7 +91,24 @@ class OnnxInfo(_Strict):
     input_names: list[str]
     probability_output: str
     label_output: str
-    positive_class_index: int = 1
+    positive_class_index: int = Field(default=1, ge=0)
+
+    @field_validator("file")
+    @classmethod
+    def _file_name(cls, value: str) -> str:
+        # The ONNX file sits next to the card: a plain name, never a path out of the bundle's folder.
+        if not value or value in (".", "..") or "/" in value or "\\" in value:
+            raise ValueError(f"onnx.file must be a file name in the bundle's folder, got {value!r}")
+        return value
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, value: str) -> str:
+        # Hex is case-insensitive: an upper-case digest is the same hash, compared as hashlib writes it.
+        digest = value.lower()
+        if not _SHA256_HEX.fullmatch(digest):
+            raise ValueError(f"onnx.sha256 must be 64 hexadecimal digits, got {value!r}")
+        return digest
 
 
 class MetricSet(_Strict):
@@ -107,7 +140,7 @@ class CandidateReport(_Strict):
 
 
 class DecisionPolicy(_Strict):
-    threshold: float
+    threshold: float = Field(ge=0.0, le=1.0)  # a probability: outside [0, 1] it decides nothing
     approve_below_threshold: bool = True
     decision_labels: dict[str, str] = Field(
         default_factory=lambda: {"approve": "approve", "decline": "decline"}
@@ -118,6 +151,16 @@ class DecisionPolicy(_Strict):
     expected_cost_per_application: float
     theoretical_threshold: float
     chosen_on: str
+
+    @field_validator("decision_labels")
+    @classmethod
+    def _approve_and_decline(cls, labels: dict[str, str]) -> dict[str, str]:
+        # Serving looks both up, and the API's decision enum needs two different texts.
+        if set(labels) != {"approve", "decline"} or labels["approve"] == labels["decline"]:
+            raise ValueError(
+                f"decision_labels must map approve and decline to two different texts, got {labels}"
+            )
+        return labels
 
 
 class Parity(_Strict):
@@ -241,6 +284,33 @@ class ModelCard(_Strict):
     lineage: Lineage
     champion_comparison: ChampionComparison | None = None
     notes: list[str] = Field(default_factory=list)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _supported_version(cls, version: str) -> str:
+        if version != CARD_SCHEMA_VERSION:
+            raise ValueError(
+                f"card schema_version {version!r} is not supported (this runtime reads {CARD_SCHEMA_VERSION})"
+            )
+        return version
+
+    @model_validator(mode="after")
+    def _features_are_distinct_inputs(self) -> ModelCard:
+        # One feature per name and per ONNX input: a second entry would be validated but never fed.
+        for what, names in (
+            ("feature name", [f.name for f in self.features]),
+            ("onnx_input", [f.onnx_input for f in self.features]),
+        ):
+            repeated = sorted({name for name in names if names.count(name) > 1})
+            if repeated:
+                raise ValueError(f"each {what} must appear once in features, repeated: {repeated}")
+        inputs = sorted(f.onnx_input for f in self.features)
+        if sorted(self.onnx.input_names) != inputs:
+            raise ValueError(
+                f"onnx.input_names {sorted(self.onnx.input_names)} differ from the features' "
+                f"onnx_input {inputs}"
+            )
+        return self
 
     def feature(self, name: str) -> FeatureSchema:
         for feature in self.features:

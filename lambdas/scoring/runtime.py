@@ -166,7 +166,6 @@ class ScoringModel:
         self._locality = _LocalityKey.of(card, self._layouts)
         # Seconds spent inside onnxruntime since load: what the model itself costs of a file's time.
         self.model_seconds = 0.0
-        self._check_graph_matches_card()
 
     @property
     def model_version(self) -> str:
@@ -203,16 +202,9 @@ class ScoringModel:
                 f"model file {source} does not match its card: sha256 is {actual}, "
                 f"the card of model version {card.model_version} expects {card.onnx.sha256}"
             )
-        return cls(card, _session(onnx_bytes, threads))
-
-    def _check_graph_matches_card(self) -> None:
-        graph_inputs = {i.name: i.type for i in self._session.get_inputs()}
-        expected = {f.onnx_input: f"tensor({f.onnx_type})" for f in self._features}
-        if graph_inputs != expected:
-            raise ModelBundleError(f"ONNX inputs {graph_inputs} differ from the card's features {expected}")
-        outputs = {o.name for o in self._session.get_outputs()}
-        if self._output not in outputs:
-            raise ModelBundleError(f"ONNX graph has no output {self._output!r} (outputs: {sorted(outputs)})")
+        session = _session(onnx_bytes, threads, f"model file {card.onnx.file} ({source})")
+        _check_graph_matches_card(session, card, source)
+        return cls(card, session)
 
     # ---- validation -------------------------------------------------------------------------
 
@@ -545,7 +537,7 @@ def _parse_card(card_json: bytes, source: str) -> ModelCard:
         raise ModelBundleError(f"model card {source} is not a valid card: {error}") from error
 
 
-def _session(onnx_bytes: bytes, threads: int) -> ort.InferenceSession:
+def _session(onnx_bytes: bytes, threads: int, what: str) -> ort.InferenceSession:
     """A session sized for a small Lambda: few threads, sequential execution, full graph optimisation."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -556,23 +548,82 @@ def _session(onnx_bytes: bytes, threads: int) -> ort.InferenceSession:
     try:
         return ort.InferenceSession(onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types
-        raise ModelBundleError(f"onnxruntime cannot load the model: {error}") from error
+        raise ModelBundleError(f"{what} is not a model onnxruntime can load: {error}") from error
+
+
+def _check_graph_matches_card(session: ort.InferenceSession, card: ModelCard, source: str) -> None:
+    """The graph takes exactly the card's features, each as a (rows, 1) column of the card's type, and
+    gives the probabilities as a (rows, classes) tensor: what the runtime feeds and reads on every call.
+    Checked once at load, so a wrong bundle fails its cold start instead of every request."""
+    where = f"ONNX graph of model version {card.model_version} ({source})"
+    graph = {i.name: i for i in session.get_inputs()}
+    expected = {f.onnx_input: f"tensor({f.onnx_type})" for f in card.features}
+    problems: list[str] = []
+    if missing := [name for name in expected if name not in graph]:
+        problems.append(f"card features it has no input for: {missing}")
+    if extra := [name for name in graph if name not in expected]:
+        problems.append(f"inputs the card does not list: {extra}")
+    for name in (name for name in expected if name in graph):  # card order: a stable message
+        node = graph[name]
+        if node.type != expected[name]:
+            problems.append(f"input {name} is {node.type}, the card says {expected[name]}")
+        if not _is_column(node.shape):
+            problems.append(f"input {name} has shape {node.shape}, the runtime feeds [rows, 1]")
+    if problems:
+        raise ModelBundleError(f"{where} does not match its card: " + "; ".join(problems))
+    outputs = {o.name: o for o in session.get_outputs()}
+    output = outputs.get(card.onnx.probability_output)
+    if output is None:
+        raise ModelBundleError(
+            f"{where} has no output {card.onnx.probability_output!r} (outputs: {sorted(outputs)})"
+        )
+    # A plain [rows, classes] tensor (skl2onnx zipmap=False), with the card's positive class in it.
+    if output.type not in ("tensor(double)", "tensor(float)") or len(output.shape) != 2:
+        raise ModelBundleError(
+            f"{where}: output {output.name} is {output.type} of shape {output.shape}, "
+            "not a [rows, classes] tensor of probabilities"
+        )
+    classes = output.shape[1]
+    if isinstance(classes, int) and card.onnx.positive_class_index >= classes:
+        raise ModelBundleError(
+            f"{where}: positive_class_index {card.onnx.positive_class_index} is outside output "
+            f"{output.name}, which has {classes} columns"
+        )
+
+
+def _is_column(shape: Sequence[object]) -> bool:
+    """[rows, 1] for any number of rows: a str or None dimension is symbolic, an int is fixed."""
+    return (
+        len(shape) == 2 and not isinstance(shape[0], int) and (shape[1] == 1 or not isinstance(shape[1], int))
+    )
 
 
 def _baseline_value(card: ModelCard, feature: FeatureSchema) -> float | str:
     if feature.name not in card.reference.reason_baseline:
         raise ModelBundleError(f"the card has no reason baseline for feature {feature.name}")
     raw = card.reference.reason_baseline[feature.name]
+    # The baseline stands for a typical applicant: a value the feature accepts, else every reason
+    # compares applicants with one the model never sees.
+    if raw is None and not feature.nullable:
+        raise ModelBundleError(f"reason baseline of {feature.name} is null, but the feature is not nullable")
     if feature.onnx_type != "double":
         text = NULL_CATEGORY if raw is None else str(raw)
-        if feature.onnx_type == "int64" and text != NULL_CATEGORY and text not in (feature.categories or []):
+        listed = feature.categories
+        if text != NULL_CATEGORY and listed is not None and text not in listed:
             raise ModelBundleError(f"reason baseline of {feature.name} is not one of its categories: {raw!r}")
         return text
     if raw is None:
         return math.nan
     if isinstance(raw, str):
         raise ModelBundleError(f"reason baseline of numeric feature {feature.name} is text: {raw!r}")
-    return float(raw)
+    value = float(raw)
+    if (feature.minimum is not None and value < feature.minimum) or (
+        feature.maximum is not None and value > feature.maximum
+    ):
+        raise ModelBundleError(
+            f"reason baseline of {feature.name} is {value:g}, but the feature must be {_range_text(feature)}"
+        )
+    return value
 
 
 # ---- JSON (record) validation ------------------------------------------------------------------

@@ -26,7 +26,7 @@ lint:
 	$(UV) run ruff format --check .
 
 typecheck:
-	$(UV) run mypy app.py infra lambdas localapi training demo benchmarks
+	$(UV) run mypy app.py infra lambdas localapi training demo benchmarks tests
 
 test: setup lint typecheck
 	$(UV) run pytest -n 2 --dist loadgroup

@@ -7,7 +7,8 @@
 The event has the shape API Gateway (REST, Lambda proxy integration) sends: resource, path, method,
 single and multi-value headers and query parameters, a request context with a fresh request id and
 the caller's source IP, and a body (base64 when it is not UTF-8). The proxy result is written back as
-the HTTP response. Requests are handled one at a time, like one Lambda execution environment.
+the HTTP response. Requests are read concurrently (an idle or slow client blocks no one) and passed
+to the handler one at a time, like one Lambda execution environment.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import base64
 import json
 import os
 import sys
+import threading
 import time
+import traceback
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -35,6 +38,8 @@ from lambdas.scoring.card import ModelCard
 LOCAL_HOST = "127.0.0.1"
 STAGE = "local"
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
+# A connection that sends nothing (a browser's preconnect) or stops mid-body is dropped after this.
+SOCKET_TIMEOUT_SECONDS = 30.0
 # Stable codes for the errors the server answers itself (as API Gateway would, before the function).
 _SERVER_ERROR_CODES = {
     400: "bad_request",
@@ -43,6 +48,7 @@ _SERVER_ERROR_CODES = {
     414: "uri_too_long",
     431: "headers_too_large",
     501: "method_not_implemented",
+    502: "internal_error",  # the function failed: API Gateway answers 502
     505: "http_version_not_supported",
 }
 
@@ -87,28 +93,48 @@ def proxy_event(
             "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
             "requestTimeEpoch": int(now.timestamp() * 1000),
             "domainName": LOCAL_HOST,
-            "identity": {"sourceIp": source_ip, "userAgent": headers.get("User-Agent", [None])[-1]},
+            "identity": {"sourceIp": source_ip, "userAgent": _last_value(headers, "User-Agent")},
         },
         "body": text_body,
         "isBase64Encoded": encoded,
     }
 
 
+def _last_value(headers: Mapping[str, list[str]], name: str) -> str | None:
+    """A header's last value, its name matched in any case (clients differ: curl vs fetch)."""
+    values = [value for key, values in headers.items() if key.lower() == name.lower() for value in values]
+    return values[-1] if values else None
+
+
 def _make_request_handler(lambda_handler: LambdaHandler, model_version: str) -> type[BaseHTTPRequestHandler]:
+    # One execution environment runs one invocation at a time (and Powertools' logger and metrics are
+    # per-process state): connections are served in threads, the handler under this lock.
+    invocation_lock = threading.Lock()
+
     class ProxyRequestHandler(BaseHTTPRequestHandler):
         server_version = "loan-scoring-local/1.0"
+        timeout = SOCKET_TIMEOUT_SECONDS
 
         def _proxy(self) -> None:
             length = self._body_length()
             if length is None:
                 return  # answered
             body = self.rfile.read(length) if length else b""
+            if len(body) < length:  # the client closed early: API Gateway never invokes with part of a body
+                self.send_error(400, f"The body ended after {len(body)} of {length} bytes (Content-Length)")
+                return
             headers: dict[str, list[str]] = {}
             for name, value in self.headers.items():
                 headers.setdefault(name, []).append(value)
             event = proxy_event(self.command, self.path, headers, body, self.client_address[0])
             context = LocalLambdaContext("loan-scoring-api-local", remaining_millis=15_000)
-            result = lambda_handler(event, context)  # type: ignore[arg-type]
+            try:
+                with invocation_lock:
+                    result = lambda_handler(event, context)  # type: ignore[arg-type]
+            except Exception:  # a failed invocation is API Gateway's 502, not a dropped connection
+                self.log_error("the handler raised:\n%s", traceback.format_exc())
+                self.send_error(502, "Internal server error")
+                return
             self._write(result)
 
         def _body_length(self) -> int | None:
@@ -117,14 +143,19 @@ def _make_request_handler(lambda_handler: LambdaHandler, model_version: str) -> 
             if self.headers.get("Transfer-Encoding"):
                 self.send_error(411, "Send the body with a Content-Length (chunked bodies are not read)")
                 return None
-            declared = (self.headers.get("Content-Length") or "0").strip()
-            if not declared.isdigit():
-                self.send_error(400, f"Content-Length must be a non-negative integer (got {declared!r})")
+            declared = {value.strip() for value in self.headers.get_all("Content-Length") or ["0"]}
+            if len(declared) > 1:  # which one frames the body is ambiguous (request smuggling)
+                self.send_error(400, f"Conflicting Content-Length headers: {', '.join(sorted(declared))}")
                 return None
-            if int(declared) > MAX_BODY_BYTES:
+            (length,) = declared
+            # ASCII digits only: str.isdigit also accepts '²' and other digits int() refuses or reads.
+            if not (length.isascii() and length.isdigit()):
+                self.send_error(400, f"Content-Length must be a non-negative integer (got {length!r})")
+                return None
+            if int(length) > MAX_BODY_BYTES:
                 self.send_error(413, f"The body is larger than {MAX_BODY_BYTES} bytes")
                 return None
-            return int(declared)
+            return int(length)
 
         def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
             """Errors of the server itself (bad request line, unknown method, the checks above) in the
@@ -171,10 +202,14 @@ def _make_request_handler(lambda_handler: LambdaHandler, model_version: str) -> 
     return ProxyRequestHandler
 
 
-def serve(bundle: Path, port: int) -> None:
+def serve(bundle: Path, port: int) -> int:
     lambda_handler = create_handler({**os.environ, "MODEL_BUNDLE_DIR": str(bundle.resolve())})
     model_version = ModelCard.model_validate_json((bundle / "model_card.json").read_bytes()).model_version
-    server = HTTPServer((LOCAL_HOST, port), _make_request_handler(lambda_handler, model_version))
+    try:
+        server = ThreadingHTTPServer((LOCAL_HOST, port), _make_request_handler(lambda_handler, model_version))
+    except OSError as error:  # mostly: the port is in use
+        print(f"error: cannot listen on {LOCAL_HOST}:{port}: {error.strerror or error}", file=sys.stderr)
+        return 1
     print(f"Serving the scoring API on http://{LOCAL_HOST}:{server.server_port}", flush=True)
     try:
         server.serve_forever()
@@ -182,6 +217,7 @@ def serve(bundle: Path, port: int) -> None:
         pass
     finally:
         server.server_close()
+    return 0
 
 
 def sample_application(card_file: Path) -> dict[str, Any]:
@@ -204,7 +240,7 @@ def sample_application(card_file: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localapi", description=__doc__.split("\n")[0])
-    parser.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed)")
+    parser.add_argument("--port", type=_port, default=8080, help="0 picks a free port (printed)")
     parser.add_argument("--bundle", type=Path, default=Path("model_artifacts/credit_risk"))
     parser.add_argument(
         "--print-sample", action="store_true", help="print a valid sample application for the bundle and exit"
@@ -216,5 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_sample:
         print(json.dumps(sample_application(args.bundle / "model_card.json"), indent=2))
         return 0
-    serve(args.bundle, args.port)
-    return 0
+    return serve(args.bundle, args.port)
+
+
+def _port(text: str) -> int:
+    """A TCP port for argparse: 0 to 65535 (bind() would otherwise fail with a traceback)."""
+    if not (text.isascii() and text.isdigit() and int(text) <= 65535):
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port (0 to 65535)")
+    return int(text)

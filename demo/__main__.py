@@ -24,7 +24,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from localapi.background import LOOPBACK, background_server, free_loopback_port
+from localapi.background import (
+    LOOPBACK,
+    background_server,
+    bypass_proxies_for_loopback,
+    free_loopback_port,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORK_DIR = REPO_ROOT / ".demo"
@@ -156,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m demo", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--skip-training", action="store_true", help="use the committed champion bundle")
     args = parser.parse_args(argv)
+    bypass_proxies_for_loopback()  # behind a proxy, 127.0.0.1 must still be reached directly
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "POWERTOOLS_TRACE_DISABLED": "true"}
     bundle = train_or_load(args.skip_training)
     demo_api(bundle, env)

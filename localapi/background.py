@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -12,6 +13,23 @@ from contextlib import contextmanager
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
+
+
+LOOPBACK_NAMES = (LOOPBACK, "localhost")
+
+
+def bypass_proxies_for_loopback(environ: dict[str, str] | None = None) -> None:
+    """Add 127.0.0.1 and localhost to NO_PROXY and no_proxy (in ``os.environ`` by default).
+
+    urllib and botocore send requests through HTTP_PROXY / HTTPS_PROXY unless the host is listed in
+    NO_PROXY, and a machine behind a corporate proxy often sets the first without loopback in the
+    second: the local API and the S3/SQS emulator would then be asked for through the proxy, which
+    cannot reach this machine's 127.0.0.1. Child processes inherit the setting.
+    """
+    target = os.environ if environ is None else environ
+    for variable in ("NO_PROXY", "no_proxy"):
+        listed = [name.strip() for name in target.get(variable, "").split(",") if name.strip()]
+        target[variable] = ",".join([*listed, *(name for name in LOOPBACK_NAMES if name not in listed)])
 
 
 def free_loopback_port() -> int:

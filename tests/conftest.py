@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from localapi.background import bypass_proxies_for_loopback
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The tests' servers (moto, the local API) are on 127.0.0.1: never through a proxy the machine sets.
+bypass_proxies_for_loopback()
 
 
 def shared_data_dir() -> Path:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import socket
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -339,5 +340,9 @@ def s3_endpoint() -> Iterator[str]:
 
 
 def test_given_a_bucket_that_does_not_exist_when_loading_then_the_bucket_is_named(s3_endpoint: str) -> None:
-    with pytest.raises(ModelBundleError, match=rf"^model bundle {SOURCE}: bucket models does not exist$"):
-        load_model_from_s3(_client(s3_endpoint), parse_s3_uri(SOURCE), threads=1)
+    # A name no other test creates: an in-process moto server shares its buckets with every other moto
+    # use in this worker process.
+    bucket = f"no-such-bucket-{uuid.uuid4().hex[:12]}"
+    source = f"s3://{bucket}/credit/v1/"
+    with pytest.raises(ModelBundleError, match=rf"^model bundle {source}: bucket {bucket} does not exist$"):
+        load_model_from_s3(_client(s3_endpoint), parse_s3_uri(source), threads=1)

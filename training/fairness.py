@@ -50,10 +50,14 @@ def fairness_for_attribute(
         finite = [v for v in values if v is not None]
         return float(max(finite) - min(finite)) if len(finite) >= 2 else 0.0
 
+    scope = f"differences over groups with >= {min_group_size} rows"
+    if len(large) < 2:
+        # The card's 0.0 would read as "no disparity": say that nothing could be compared.
+        scope += f": fewer than 2 such groups ({len(large)}), so not computed (shown as 0.0)"
     return AttributeFairness(
         attribute=attribute,
         groups=reports,
         demographic_parity_difference=spread([g.approval_rate for g in large]),
         equal_opportunity_difference=spread([g.good_applicant_approval_rate for g in large]),
-        evaluated_on=f"{evaluated_on}; differences over groups with >= {min_group_size} rows",
+        evaluated_on=f"{evaluated_on}; {scope}",
     )

@@ -41,7 +41,7 @@ from lambdas.scoring.card import (
     OnnxInfo,
     Parity,
 )
-from training.calibration import SigmoidCalibrator, decide_calibration, fit_sigmoid
+from training.calibration import SigmoidCalibrator, cross_fitted_sigmoid, decide_calibration, fit_sigmoid
 from training.candidates import COMPLEXITY_ORDER, SMALL_DATA_ROWS, Candidate, candidates_by_name
 from training.datasets.catalog import LoadedDataset
 from training.datasets.spec import DatasetSpec, ProtectedAttribute
@@ -128,9 +128,15 @@ def split_holdout(dataset: LoadedDataset, config: TrainingConfig) -> Split:
     """Out-of-time holdout (latest rows) when the dataset has dates, stratified otherwise."""
     spec, frame = dataset.spec, dataset.frame
     if spec.time_column:
-        ordered = frame.sort_values(spec.time_column, kind="stable").reset_index(drop=True)
-        cut = round(len(ordered) * (1 - config.holdout_fraction))
-        boundary = ordered[spec.time_column].iloc[cut]
+        when = _time_values(frame[spec.time_column], spec.time_column)
+        order = np.argsort(when.to_numpy(), kind="stable")
+        ordered = frame.iloc[order].reset_index(drop=True)
+        times = when.iloc[order].reset_index(drop=True)
+        boundary = times.iloc[round(len(ordered) * (1 - config.holdout_fraction))]
+        # Every row dated on the boundary goes to the holdout: no date is on both sides.
+        cut = int(times.searchsorted(boundary, side="left"))
+        if cut == 0:
+            raise ValueError(f"out-of-time split: every row is dated {boundary}; no training rows left")
         return Split(
             ordered.iloc[:cut].reset_index(drop=True),
             ordered.iloc[cut:].reset_index(drop=True),
@@ -144,6 +150,19 @@ def split_holdout(dataset: LoadedDataset, config: TrainingConfig) -> Split:
         holdout.reset_index(drop=True),
         f"stratified random {config.holdout_fraction:.0%} (seed {config.seed})",
     )
+
+
+def _time_values(values: pd.Series, column: str) -> pd.Series:
+    """The time column as sortable values: dates given as text are parsed (text sorts "01/2021"
+    before "12/2020"); a row without a date is refused, since no side of the cut is right for it."""
+    if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values)):
+        values = pd.to_datetime(values, errors="raise")
+    missing = int(values.isna().sum())
+    if missing:
+        raise ValueError(
+            f"time column {column!r}: {missing} rows without a date; out-of-time split needs all"
+        )
+    return values
 
 
 def _positive(pipeline: Pipeline, x: pd.DataFrame) -> NDArray[np.float64]:
@@ -182,12 +201,13 @@ def cross_validate(
         oof[index // config.folds, test_rows] = predicted
         fold_rows.append((index // config.folds, test_rows))
     fit_seconds = time.perf_counter() - started
-    decision, _ = decide_calibration(oof[0], y, config.seed)
-    calibrated_oof = np.array(
-        [
-            decide_calibration(oof[r], y, config.seed)[1] if decision.use_sigmoid else oof[r]
-            for r in range(repeats)
-        ]
+    # One decision, on the first repeat, applied to every repeat: deciding per repeat could leave a
+    # repeat uncalibrated in figures reported as calibrated.
+    decision, first = decide_calibration(oof[0], y, config.seed)
+    calibrated_oof = (
+        np.array([first, *(cross_fitted_sigmoid(oof[r], y, config.seed) for r in range(1, repeats))])
+        if decision.use_sigmoid
+        else oof
     )
 
     def folds_metrics(predictions: NDArray[np.float64]) -> CrossValidatedMetrics:
@@ -252,13 +272,23 @@ def _fit_final_single_threaded(
 
 
 def _protected_groups(attribute: ProtectedAttribute, values: pd.Series) -> pd.Series:
+    """Group label per row; a band includes its lower edge (bands (25, 35): 25 is in "25-34").
+    Missing values stay missing (reported as their own group), never in a band."""
     if not attribute.bands:
         return values.astype("string")
-    labels = attribute.band_labels or tuple(f"band_{i}" for i in range(len(attribute.bands) + 1))
-    codes = np.searchsorted(
-        np.asarray(attribute.bands, dtype=np.float64), values.to_numpy(dtype=np.float64), side="right"
-    )
-    return pd.Series([labels[c] for c in codes], index=values.index, dtype="string")
+    bands = np.asarray(attribute.bands, dtype=np.float64)
+    labels = attribute.band_labels or tuple(f"band_{i}" for i in range(len(bands) + 1))
+    # Unsorted edges or a label count that does not fit would put rows under the wrong label silently.
+    if np.any(np.diff(bands) <= 0) or len(labels) != len(bands) + 1:
+        raise ValueError(
+            f"protected attribute {attribute.column!r}: bands must ascend strictly and have one label "
+            f"more than edges, got bands {attribute.bands} and labels {attribute.band_labels}"
+        )
+    numbers = pd.to_numeric(values).to_numpy(dtype=np.float64, na_value=np.nan)
+    codes = np.searchsorted(bands, numbers, side="right")
+    # searchsorted puts NaN after every edge, i.e. in the top band: keep it missing instead.
+    banded = [None if np.isnan(n) else labels[c] for n, c in zip(numbers, codes, strict=True)]
+    return pd.Series(banded, index=values.index, dtype="string")
 
 
 def fairness_report(

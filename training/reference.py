@@ -15,9 +15,18 @@ def numeric_reference(values: NDArray[np.float64], bins: int = 10) -> NumericRef
     finite = values[np.isfinite(values)]
     if len(finite) == 0:
         raise ValueError("a numeric reference needs at least one finite value")
-    edges = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)))
-    # Open outer bins so serving-time values beyond the training range still land in a bin.
-    inner = edges[1:-1]
+    # Inner cut points only: the outer bins are open, so serving-time values beyond the training
+    # range still land in a bin.
+    distinct = np.unique(finite)
+    if len(distinct) <= bins:
+        # Few values (booleans, small counts): one bin per value. Quantile edges would merge a value
+        # repeated at the maximum into the bin below (a boolean got one bin, blind to any shift).
+        inner = distinct[1:]
+    else:
+        inner = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1]))
+        # An edge at the minimum bounds an empty bin; one at the next value keeps a mass at the
+        # minimum (e.g. 95% zeros) apart from the rest.
+        inner = np.unique(np.where(inner > distinct[0], inner, distinct[1]))
     counts = np.bincount(np.searchsorted(inner, finite, side="right"), minlength=len(inner) + 1)
     return NumericReference(
         bin_edges=[float(e) for e in inner],

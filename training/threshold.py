@@ -52,7 +52,9 @@ def choose_threshold(
     elif best == len(sorted_p):
         threshold = float(sorted_p[-1])
     else:
-        threshold = float((sorted_p[best - 1] + sorted_p[best]) / 2)
+        midpoint = float((sorted_p[best - 1] + sorted_p[best]) / 2)
+        # Between adjacent floats the midpoint rounds onto the lower score, which would decline it too.
+        threshold = midpoint if midpoint > sorted_p[best] else float(sorted_p[best - 1])
     return ThresholdChoice(
         threshold=threshold,
         expected_cost=float(costs[best] / len(y)),

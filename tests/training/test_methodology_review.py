@@ -1,0 +1,229 @@
+"""Methodology review: the out-of-time split, calibration across CV repeats, the cost threshold,
+fairness bands and small groups, and drift reference bins, each on small hand-checkable data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from numpy.typing import NDArray
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.metrics import brier_score_loss
+from sklearn.model_selection import RepeatedStratifiedKFold
+from sklearn.pipeline import Pipeline
+
+from training.calibration import cross_fitted_sigmoid, decide_calibration, fit_sigmoid
+from training.candidates import Candidate
+from training.datasets.catalog import AGE_BANDS, LoadedDataset
+from training.datasets.spec import DatasetSpec, ProtectedAttribute
+from training.fairness import fairness_for_attribute
+from training.pipeline import TrainingConfig, cross_validate, fairness_report, split_holdout
+from training.reference import numeric_reference
+from training.threshold import choose_threshold, expected_cost
+
+
+def _spec(**overrides: Any) -> DatasetSpec:
+    fields: dict[str, Any] = dict(
+        name="toy", description="toy", target="y", positive_class="y = 1", features=()
+    )
+    return DatasetSpec(**{**fields, **overrides})
+
+
+def _dataset(spec: DatasetSpec, frame: pd.DataFrame) -> LoadedDataset:
+    return LoadedDataset(spec=spec, frame=frame, cleaning={}, source="test", rows_raw=len(frame))
+
+
+# --- Out-of-time split -------------------------------------------------------------------------
+
+
+def test_given_rows_sharing_the_boundary_date_when_split_then_no_date_is_on_both_sides() -> None:
+    # Given 10 loans, the 8th and 9th on the same day: a plain 80/20 cut falls between them
+    dates = pd.to_datetime(
+        [
+            "2020-01-01",
+            "2020-01-02",
+            "2020-01-03",
+            "2020-01-04",
+            "2020-01-05",
+            "2020-01-06",
+            "2020-01-07",
+            "2020-01-09",
+            "2020-01-09",
+            "2020-01-10",
+        ]
+    )
+    frame = pd.DataFrame({"date": dates, "y": [0, 1] * 5})
+    split = split_holdout(_dataset(_spec(time_column="date"), frame), TrainingConfig())
+    # Then every loan of the boundary day is in the holdout, which starts strictly after the training rows
+    assert split.train["date"].max() < split.holdout["date"].min()
+    assert len(split.train) + len(split.holdout) == 10
+    assert "2020-01-09" in split.description
+
+
+def test_given_dates_as_text_when_split_out_of_time_then_the_holdout_is_the_latest_by_date() -> None:
+    # Given US-style date texts, whose character order is not their date order (01/.../2021 < 12/.../2020)
+    dates = [f"{month:02d}/15/2020" for month in range(1, 13)] + ["01/15/2021", "02/15/2021", "03/15/2021"]
+    frame = pd.DataFrame({"date": dates, "y": [0, 1, 0] * 5})
+    split = split_holdout(_dataset(_spec(time_column="date"), frame), TrainingConfig())
+    # Then the holdout holds the 3 latest loans, the 2021 ones
+    assert sorted(split.holdout["date"]) == ["01/15/2021", "02/15/2021", "03/15/2021"]
+
+
+def test_given_a_loan_without_a_date_when_split_out_of_time_then_it_is_refused_by_name() -> None:
+    frame = pd.DataFrame(
+        {"date": pd.to_datetime(pd.Series(["2020-01-01", None, "2020-01-03"] * 4)), "y": [0, 1, 0] * 4}
+    )
+    with pytest.raises(ValueError, match=r"'date': 4 rows without a date"):
+        split_holdout(_dataset(_spec(time_column="date"), frame), TrainingConfig())
+
+
+# --- Calibration across repeated CV ------------------------------------------------------------
+
+_SCRIPT = {"fits": 0.0, "slope": 1.0, "intercept": 0.0}
+
+
+class _ScriptedModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+    """Scores column "z" overconfidently (logit x3) in the first repeat's 5 folds and by the sample's
+    own Platt map (nothing left to calibrate) in later repeats'. Fits run in order (n_jobs=1)."""
+
+    def fit(self, x: pd.DataFrame, y: NDArray[np.int_]) -> _ScriptedModel:
+        self.classes_ = np.array([0, 1])
+        first_repeat = _SCRIPT["fits"] < 5
+        self.slope_ = 3.0 if first_repeat else _SCRIPT["slope"]
+        self.intercept_ = 0.0 if first_repeat else _SCRIPT["intercept"]
+        _SCRIPT["fits"] += 1
+        return self
+
+    def predict_proba(self, x: pd.DataFrame) -> NDArray[np.float64]:
+        p = 1 / (1 + np.exp(-(self.slope_ * x["z"].to_numpy() + self.intercept_)))
+        return np.column_stack([1 - p, p])
+
+
+def test_given_sigmoid_chosen_on_the_first_repeat_then_every_repeat_is_calibrated() -> None:
+    # Given a model that needs calibration in the first repeat only (later repeats are already calibrated)
+    rng = np.random.default_rng(3)
+    z = rng.normal(0, 1.5, 1500)
+    y = (rng.uniform(size=z.size) < 1 / (1 + np.exp(-z))).astype(np.int64)
+    x = pd.DataFrame({"z": z})
+    platt = fit_sigmoid(1 / (1 + np.exp(-z)), y)
+    settled = platt.apply(1 / (1 + np.exp(-z)))
+    config = TrainingConfig(seed=7, repeats=3, n_jobs=1)
+    # (on their own, the later repeats would not be calibrated)
+    assert not decide_calibration(settled, y, config.seed)[0].use_sigmoid
+    _SCRIPT.update(fits=0.0, slope=platt.slope, intercept=platt.intercept)
+    candidate = Candidate(
+        "scripted", "test", lambda spec, rows, seed: Pipeline([("model", _ScriptedModel())])
+    )
+    result = cross_validate(candidate, _spec(), x, y, config)
+    # Then sigmoid is chosen, and the calibrated CV figures are those of every repeat calibrated
+    assert result.calibrated
+    oof = [cross_fitted_sigmoid(1 / (1 + np.exp(-3 * z)), y, config.seed)] + [
+        cross_fitted_sigmoid(settled, y, config.seed)
+    ] * 2
+    splits = RepeatedStratifiedKFold(n_splits=5, n_repeats=3, random_state=config.seed).split(x, y)
+    briers = [brier_score_loss(y[rows], oof[index // 5][rows]) for index, (_, rows) in enumerate(splits)]
+    assert result.cv.mean.brier == pytest.approx(np.mean(briers), abs=1e-12)
+
+
+# --- Cost threshold ----------------------------------------------------------------------------
+
+
+def test_given_the_best_cut_between_adjacent_floats_then_the_threshold_makes_that_cut() -> None:
+    # Given a defaulter at 0.3 and a good applicant one float below it: declining only the first is free
+    y = np.array([1, 0])
+    p = np.array([0.3, np.nextafter(0.3, 0.0)])
+    choice = choose_threshold(y, p, cost_fn=5, cost_fp=1)
+    assert choice.expected_cost == 0.0
+    # Then the threshold declines exactly that row, so the stated cost is what the threshold gives
+    assert list(p >= choice.threshold) == [True, False]
+    assert expected_cost(y, p, choice.threshold, 5, 1) == choice.expected_cost
+
+
+# --- Fairness ----------------------------------------------------------------------------------
+
+
+def test_given_age_bands_then_edges_go_up_a_band_and_missing_ages_stay_missing() -> None:
+    ages = [18.0, 24.9, 25.0, 34.0, 35.0, 49.9, 50.0, 80.0, np.nan]
+    holdout = pd.DataFrame({"person_age": ages, "y": [0, 1] * 4 + [0]})
+    (report,) = fairness_report(_spec(protected=AGE_BANDS), holdout, np.zeros(len(ages)), 0.5)
+    counts = {g.group: g.count for g in report.groups}
+    assert counts == {"<25": 2, "25-34": 2, "35-49": 2, "50+": 2, "missing": 1}
+
+
+def test_given_missing_ages_as_nullable_integers_when_reported_then_they_are_missing() -> None:
+    holdout = pd.DataFrame({"person_age": pd.array([30, None], dtype="Int64"), "y": [0, 1]})
+    (report,) = fairness_report(_spec(protected=AGE_BANDS), holdout, np.zeros(2), 0.5)
+    assert {g.group for g in report.groups} == {"25-34", "missing"}
+
+
+@pytest.mark.parametrize(
+    ("bands", "labels"),
+    [((35.0, 25.0), ("a", "b", "c")), ((25.0, 35.0), ("<25", "25+")), ((25.0,), ("a", "b", "c"))],
+)
+def test_given_unusable_bands_when_reported_then_refused(
+    bands: tuple[float, ...], labels: tuple[str, ...]
+) -> None:
+    attribute = ProtectedAttribute("person_age", bands=bands, band_labels=labels)
+    holdout = pd.DataFrame({"person_age": [20.0, 30.0, 40.0], "y": [0, 1, 0]})
+    with pytest.raises(ValueError, match="person_age"):
+        fairness_report(_spec(protected=(attribute,)), holdout, np.zeros(3), 0.5)
+
+
+def test_given_fewer_than_two_large_groups_then_the_card_says_differences_not_computed() -> None:
+    # Given 40 rows in one group and 5 in the other: no difference can be measured
+    groups = pd.Series(["a"] * 40 + ["b"] * 5)
+    y = np.array([0, 1] * 20 + [1] * 5)
+    declined = np.array([False] * 40 + [True] * 5)
+    report = fairness_for_attribute("g", groups, y, declined, "holdout rows")
+    assert report.demographic_parity_difference == 0.0
+    assert "not computed" in report.evaluated_on
+    # And with two large groups the text says nothing of the kind
+    both = fairness_for_attribute(
+        "g", pd.Series(["a", "b"] * 30), np.array([0, 1] * 30), np.zeros(60, bool), "x"
+    )
+    assert "not computed" not in both.evaluated_on
+
+
+# --- Drift reference bins ----------------------------------------------------------------------
+
+
+def _bin_shares(reference_edges: list[float], values: NDArray[np.float64]) -> NDArray[np.float64]:
+    counts = np.bincount(
+        np.searchsorted(reference_edges, values, side="right"), minlength=len(reference_edges) + 1
+    )
+    return np.asarray(counts / counts.sum(), dtype=np.float64)
+
+
+def test_given_a_boolean_feature_when_referenced_then_its_two_values_get_their_own_bins() -> None:
+    # Given 95% false, 5% true (every decile is 0: quantile edges alone give no cut point)
+    values = np.array([0.0] * 95 + [1.0] * 5)
+    reference = numeric_reference(values)
+    # Then a shift to 70% true moves the binned shares (one bin for both values would hide it)
+    assert reference.proportions == pytest.approx([0.95, 0.05])
+    shifted = np.array([0.0] * 30 + [1.0] * 70)
+    assert _bin_shares(reference.bin_edges, shifted) == pytest.approx([0.3, 0.7])
+
+
+def test_given_a_mass_at_the_minimum_of_many_values_when_referenced_then_it_keeps_its_bin() -> None:
+    # Given 92% zeros and 80 different positive amounts
+    values = np.concatenate([np.zeros(920), np.arange(1.0, 81.0).repeat(1)])
+    reference = numeric_reference(values)
+    # Then the zeros fill the first bin alone
+    assert reference.proportions[0] == pytest.approx(920 / 1000)
+    assert len(reference.proportions) >= 2
+
+
+def test_given_a_mass_at_the_maximum_when_referenced_then_it_keeps_its_bin() -> None:
+    # Given counts 0..3 with a quarter of the rows at the maximum, 3
+    values = np.array([0.0] * 25 + [1.0] * 25 + [2.0] * 25 + [3.0] * 25)
+    reference = numeric_reference(values)
+    assert reference.proportions == pytest.approx([0.25, 0.25, 0.25, 0.25])
+
+
+def test_given_continuous_values_when_referenced_then_bins_are_deciles() -> None:
+    values = np.random.default_rng(0).normal(size=1000)
+    reference = numeric_reference(values)
+    assert len(reference.bin_edges) == 9
+    assert reference.proportions == pytest.approx([0.1] * 10)

@@ -25,8 +25,12 @@ MISSING_CATEGORY = ""  # how a null category travels (the encoders treat it as u
 class DerivedFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     """Appends ratios and products of numeric columns (by position in the input block).
 
-    ``operations`` holds (operation, left index, right index) triples. A zero denominator gives
-    inf or NaN exactly as IEEE division does in ONNX Div, so training and serving agree.
+    ``operations`` holds (operation, left index, right index) triples. A ratio whose denominator
+    is zero (0 or -0) is undefined, so it is NaN (missing), never IEEE division's inf: the models
+    then treat it as missing (median-imputed for the linear model and the forest, routed by the
+    boosting trees), and an inf cannot fail sklearn's input checks or pin a linear model's
+    probability to 0 or 1. Every other value is plain IEEE division (NaN in gives NaN out); the
+    ONNX converter (``training.onnx_export``) emits the same, so training and serving agree.
     """
 
     def __init__(self, operations: tuple[tuple[str, int, int], ...] = ()) -> None:
@@ -42,7 +46,9 @@ class DerivedFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         with np.errstate(divide="ignore", invalid="ignore"):
             for operation, left, right in self.operations:
                 if operation == "ratio":
-                    columns.append(values[:, [left]] / values[:, [right]])
+                    denominator = values[:, [right]]
+                    ratio = values[:, [left]] / denominator
+                    columns.append(np.where(denominator == 0, np.nan, ratio))
                 else:
                     columns.append(values[:, [left]] * values[:, [right]])
         return np.hstack(columns)
@@ -107,8 +113,10 @@ Encoding = Literal["onehot_scaled", "onehot", "ordinal"]
 def preprocessor(spec: DatasetSpec, encoding: Encoding) -> ColumnTransformer:
     """Column handling per model family.
 
-    - ``onehot_scaled`` (linear models): median-impute, derive, standardise; one-hot categories.
-    - ``onehot`` (bagged trees): median-impute (sklearn forests convert wrongly with NaN), derive.
+    - ``onehot_scaled`` (linear models): median-impute, derive, median-impute the derived columns,
+      standardise; one-hot categories.
+    - ``onehot`` (bagged trees): median-impute (sklearn forests convert wrongly with NaN), derive,
+      median-impute the derived columns (a zero-denominator ratio is NaN).
     - ``ordinal`` (boosting): NaN passes through (the trees learn where missing goes); categories
       become ordinal codes, unseen ones -1.
     """
@@ -119,9 +127,13 @@ def preprocessor(spec: DatasetSpec, encoding: Encoding) -> ColumnTransformer:
         numeric_steps: Pipeline | DerivedFeatures = derive
         category_step: Any = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1)
     else:
-        steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median")), ("derive", derive)]
+        steps: list[tuple[str, Any]] = [
+            ("impute", SimpleImputer(strategy="median")),
+            ("derive", derive),
+            ("impute_derived", SimpleImputer(strategy="median")),
+        ]
         if encoding == "onehot_scaled":
-            steps += [("impute_derived", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+            steps.append(("scale", StandardScaler()))
         numeric_steps = Pipeline(steps)
         category_step = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
     transformers: list[tuple[str, Any, list[str]]] = [("numeric", numeric_steps, numeric)]

@@ -237,11 +237,26 @@ def _derived_converter(scope: Any, operator: Any, container: Any) -> None:
             container.add_node("Gather", [source, index_name], column, axis=1, name=node_name("Gather"))
             columns.append(column)
         result = name(operation)
-        container.add_node(
-            "Div" if operation == "ratio" else "Mul", columns, result, name=node_name(operation)
-        )
+        if operation == "ratio":
+            _emit_ratio(scope, container, columns[0], columns[1], result)
+        else:
+            container.add_node("Mul", columns, result, name=node_name(operation))
         pieces.append(result)
     container.add_node("Concat", pieces, operator.outputs[0].full_name, axis=1, name=node_name("Concat"))
+
+
+def _emit_ratio(scope: Any, container: Any, numerator: str, denominator: str, result: str) -> None:
+    """Where(Equal(denominator, 0), NaN, Div(numerator, denominator)), as ``DerivedFeatures``: a
+    zero denominator (0 or -0) gives NaN (missing), not Div's inf; every other value is Div's."""
+    name = scope.get_unique_variable_name
+    node_name = scope.get_unique_operator_name
+    zero, nan = name("zero"), name("nan")
+    container.add_initializer(zero, TensorProto.DOUBLE, [], [0.0])
+    container.add_initializer(nan, TensorProto.DOUBLE, [], [float("nan")])
+    quotient, zero_denominator = name("quotient"), name("zero_denominator")
+    container.add_node("Div", [numerator, denominator], quotient, name=node_name("Div"))
+    container.add_node("Equal", [denominator, zero], zero_denominator, name=node_name("Equal"))
+    container.add_node("Where", [zero_denominator, nan, quotient], result, name=node_name("Where"))
 
 
 def _classifier_shape(operator: Any) -> None:

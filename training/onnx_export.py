@@ -369,6 +369,9 @@ def convert_with_text_inputs(
     # skl2onnx names the graph with a random UUID; a fixed name keeps the bytes (and the
     # content-addressed model version) identical for identical training.
     model.graph.name = f"{spec.name}_default_risk"
+    # skl2onnx lists the opset domains in set order, which follows the process's string hash seed:
+    # sorted, identical training gives identical bytes in every process, not one of two versions.
+    _replace(model.opset_import, sorted(model.opset_import, key=lambda opset: opset.domain))
     onnx.checker.check_model(model)
     return model
 

@@ -74,6 +74,23 @@ def card_summary(card: ModelCard) -> str:
         f"decision: decline when P(default) >= {policy.threshold:.4f} (expected cost; approving a defaulter "
         f"costs {policy.cost_of_approving_defaulter:g}x declining a good applicant; theory "
         f"{policy.theoretical_threshold:.4f})",
+    ]
+    decisions = card.holdout_decisions
+    if decisions is not None:
+        lines.append(
+            f"on the holdout: approves {decisions.approval_rate:.1%}, declines "
+            f"{_percent(decisions.defaulters_declined_rate)} of defaulters and "
+            f"{_percent(decisions.good_applicants_declined_rate)} of repayers; "
+            f"{_percent(decisions.approved_who_defaulted_rate)} of the approved default; "
+            f"expected cost {decisions.expected_cost_per_application:.4f} per application"
+        )
+    calibration = card.holdout_calibration
+    if calibration is not None:
+        lines.append(
+            f"calibration on the holdout: expected error {calibration.expected_calibration_error:.4f}, "
+            f"largest bin gap {calibration.max_calibration_error:.4f}"
+        )
+    lines += [
         f"ONNX parity: max |diff| {card.parity.max_abs_difference:.2e} "
         f"over {card.parity.rows_checked} holdout rows "
         f"(tolerance {card.parity.tolerance:g})",
@@ -81,12 +98,21 @@ def card_summary(card: ModelCard) -> str:
     for attribute in card.fairness:
         lines.append(
             f"fairness {attribute.attribute}: "
-            f"demographic parity diff {attribute.demographic_parity_difference:.3f}, "
-            f"equal opportunity diff {attribute.equal_opportunity_difference:.3f} over "
+            f"demographic parity diff {_figure(attribute.demographic_parity_difference)}, "
+            f"equal opportunity diff {_figure(attribute.equal_opportunity_difference)}, "
+            f"adverse impact ratio {_figure(attribute.adverse_impact_ratio)} over "
             + ", ".join(f"{g.group} (n={g.count})" for g in attribute.groups)
         )
     lines.append(f"training took {card.lineage.training_seconds:.1f} s")
     return "\n".join(lines)
+
+
+def _percent(share: float | None) -> str:
+    return "n/a" if share is None else f"{share:.1%}"
+
+
+def _figure(value: float | None) -> str:
+    return "n/a (too few large groups)" if value is None else f"{value:.3f}"
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

@@ -47,7 +47,7 @@ from training.datasets.catalog import LoadedDataset
 from training.datasets.spec import DatasetSpec, ProtectedAttribute
 from training.fairness import fairness_for_attribute
 from training.features import MISSING_CATEGORY, model_input_frame
-from training.metrics import evaluate, summarise
+from training.metrics import calibration_report, decision_outcomes, evaluate, summarise
 from training.onnx_export import (
     LABEL_OUTPUT,
     OPSET,
@@ -528,6 +528,16 @@ def train(dataset: LoadedDataset, config: TrainingConfig | None = None) -> Train
             for r in results
         ],
         holdout_metrics=evaluate(y_holdout, holdout_probability),
+        holdout_decisions=decision_outcomes(
+            y_holdout,
+            holdout_probability,
+            threshold.threshold,
+            config.cost_of_approving_defaulter,
+            config.cost_of_declining_good_applicant,
+        ),
+        holdout_calibration=calibration_report(
+            y_holdout, holdout_probability, f"{len(y_holdout)} holdout rows scored by the champion"
+        ),
         holdout_metrics_by_candidate={r.candidate.name: r.holdout for r in results if r.holdout is not None},
         parity=Parity(
             max_abs_difference=parity_difference,

@@ -171,6 +171,50 @@ class Parity(_Strict):
     input_precision: str
 
 
+class DecisionOutcomes(_Strict):
+    """The decision policy applied to the holdout rows: what the decisions do, beyond how scores rank.
+
+    Defaults are the positive class; "declined" means P(default) at or above the threshold."""
+
+    rows: int
+    threshold: float
+    approval_rate: float
+    defaulters_declined_rate: float | None = Field(
+        description="Share of actual defaulters declined (recall of defaults); None without defaulters"
+    )
+    good_applicants_declined_rate: float | None = Field(
+        description="Share of applicants who repaid that were declined; None without repayers"
+    )
+    declined_who_defaulted_rate: float | None = Field(
+        description="Share of declined applicants who defaulted (precision of declines); None if none were"
+    )
+    approved_who_defaulted_rate: float | None = Field(
+        description="Default rate of the approved applicants (what the book carries); None if none approved"
+    )
+    expected_cost_per_application: float = Field(
+        description="With the policy's costs: approved defaulters and declined repayers, per holdout row"
+    )
+
+
+class CalibrationBin(_Strict):
+    lower: float
+    upper: float
+    count: int
+    mean_probability: float | None
+    observed_default_rate: float | None
+
+
+class CalibrationReport(_Strict):
+    """Predicted against observed default rates on held-out rows, in equal-width probability bins."""
+
+    expected_calibration_error: float = Field(
+        description="Row-weighted mean over bins of |observed default rate - mean predicted probability|"
+    )
+    max_calibration_error: float = Field(description="Largest such gap over the non-empty bins")
+    bins: list[CalibrationBin]
+    evaluated_on: str
+
+
 class GroupFairness(_Strict):
     group: str
     count: int
@@ -185,8 +229,14 @@ class GroupFairness(_Strict):
 class AttributeFairness(_Strict):
     attribute: str
     groups: list[GroupFairness]
-    demographic_parity_difference: float
-    equal_opportunity_difference: float
+    # None when fewer than two groups are large enough to compare (older cards show 0.0 there).
+    demographic_parity_difference: float | None
+    equal_opportunity_difference: float | None
+    adverse_impact_ratio: float | None = Field(
+        default=None,
+        description="Lowest over highest approval rate of the compared groups; below 0.8 fails the "
+        "four-fifths rule of thumb for adverse impact",
+    )
     evaluated_on: str
 
 
@@ -276,6 +326,9 @@ class ModelCard(_Strict):
     decision_policy: DecisionPolicy
     candidates: list[CandidateReport]
     holdout_metrics: MetricSet
+    # Optional so that cards written before these figures existed still load.
+    holdout_decisions: DecisionOutcomes | None = None
+    holdout_calibration: CalibrationReport | None = None
     holdout_metrics_by_candidate: dict[str, MetricSet]
     parity: Parity
     fairness: list[AttributeFairness]
@@ -334,6 +387,8 @@ class ModelCard(_Strict):
                 "features",
                 "decision_policy",
                 "holdout_metrics",
+                "holdout_decisions",
+                "holdout_calibration",
                 "parity",
                 "fairness",
             },

@@ -250,3 +250,36 @@ def _recording(run: Any, calls: list[dict[str, np.ndarray]]) -> Any:
         return run(outputs, run_feed)
 
     return recording_run
+
+
+def test_given_the_committed_card_then_its_holdout_decision_and_calibration_figures_are_reproduced() -> None:
+    # Given the holdout the card was evaluated on, rebuilt from the same data and seed
+    from training.datasets.catalog import load_dataset
+    from training.features import model_input_frame
+    from training.metrics import calibration_report, decision_outcomes
+    from training.onnx_export import card_feed, onnx_probabilities
+    from training.pipeline import TrainingConfig, data_fingerprint, split_holdout
+
+    card = ScoringModel.load_directory(CHAMPION).card
+    dataset = load_dataset(card.dataset)
+    split = split_holdout(dataset, TrainingConfig(seed=card.lineage.seed))
+    assert data_fingerprint(dataset, split).sha256 == card.data.sha256  # the same rows
+    # When the committed ONNX model scores it
+    feed = card_feed(card.features, model_input_frame(dataset.spec, split.holdout))
+    probability = onnx_probabilities((CHAMPION / card.onnx.file).read_bytes(), feed)
+    y = split.holdout[card.target].to_numpy(dtype=np.int64)
+    policy = card.decision_policy
+    # Then the card's decision outcomes and calibration bins are what these scores give
+    assert card.holdout_decisions == decision_outcomes(
+        y,
+        probability,
+        policy.threshold,
+        policy.cost_of_approving_defaulter,
+        policy.cost_of_declining_good_applicant,
+    )
+    assert card.holdout_calibration is not None
+    recomputed = calibration_report(y, probability, card.holdout_calibration.evaluated_on)
+    assert [b.count for b in card.holdout_calibration.bins] == [b.count for b in recomputed.bins]
+    assert card.holdout_calibration.expected_calibration_error == pytest.approx(
+        recomputed.expected_calibration_error, abs=1e-7
+    )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from moto.server import ThreadedMotoServer
 
 from localapi.background import bypass_proxies_for_loopback
 
@@ -28,3 +30,16 @@ def shared_data() -> Path:
             pytest.fail(f"CI needs the shared datasets at {folder}")
         pytest.skip(f"shared datasets not found at {folder} (set LOAN_SHARED_DATA)")
     return folder
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """An S3 emulator (moto, in this process) on a free loopback port, for one test module. It shares
+    its buckets with every other moto use in the process: name buckets so that no other test makes them."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()

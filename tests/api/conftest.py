@@ -4,6 +4,10 @@ import copy
 import io
 import json
 import logging
+import re
+import subprocess
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,7 @@ from lambdas.scoring.runtime import ScoringModel
 from tests.scoring.bundles import write_logistic_bundle
 
 EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def api_context() -> LocalLambdaContext:
@@ -83,3 +88,26 @@ def log_stream() -> Iterator[io.StringIO]:
         yield buffer
     finally:
         handler.setStream(previous)
+
+
+@pytest.fixture(scope="module")
+def server_url(api_bundle: Path) -> Iterator[str]:
+    """`python -m localapi` on a free loopback port, serving the test bundle, for one test module."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "localapi", "--port", "0", "--bundle", str(api_bundle)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first_line = process.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)", first_line)
+        assert match, f"server did not start: {first_line!r}"
+        # The handler logs to stdout: keep reading it so the pipe never fills and blocks the server.
+        threading.Thread(target=process.stdout.read, daemon=True).start()
+        yield f"http://127.0.0.1:{match.group(1)}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -9,10 +9,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import subprocess
-import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,28 +32,6 @@ from tests.scoring.bundles import MODEL_VERSION, good_application
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_EXAMPLES = 25  # per operation; keeps the whole run well under a minute on 2 shared cores
-
-
-@pytest.fixture(scope="module")
-def server_url(api_bundle: Path) -> Iterator[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "localapi", "--port", "0", "--bundle", str(api_bundle)],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        first_line = process.stdout.readline()
-        match = re.search(r"http://127\.0\.0\.1:(\d+)", first_line)
-        assert match, f"server did not start: {first_line!r}"
-        # The handler logs to stdout: keep reading it so the pipe never fills and blocks the server.
-        threading.Thread(target=process.stdout.read, daemon=True).start()
-        yield f"http://127.0.0.1:{match.group(1)}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ API's error format where API Gateway would never invoke the function).
 from __future__ import annotations
 
 import json
-import re
 import socket
 import subprocess
 import sys
@@ -25,27 +24,6 @@ from localapi.server import _make_request_handler, main, proxy_event
 from tests.scoring.bundles import MODEL_VERSION, good_application
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def server_url(api_bundle: Path) -> Iterator[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "localapi", "--port", "0", "--bundle", str(api_bundle)],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        match = re.search(r"http://127\.0\.0\.1:(\d+)", process.stdout.readline())
-        assert match, "server did not start"
-        # The handler logs to stdout: keep reading it so the pipe never fills and blocks the server.
-        threading.Thread(target=process.stdout.read, daemon=True).start()
-        yield f"http://127.0.0.1:{match.group(1)}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def _address(url: str) -> tuple[str, int]:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from lambdas.api.bundle import load_model
 from lambdas.api.observability import tracing_disabled
@@ -71,17 +69,6 @@ def test_given_an_environment_when_deciding_tracing_then_powertools_rules_apply(
     env: dict[str, str], disabled: bool
 ) -> None:
     assert tracing_disabled(env) is disabled
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 def test_given_a_bundle_in_s3_when_loading_then_it_is_fetched_and_verified(

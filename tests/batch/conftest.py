@@ -6,7 +6,9 @@ tests; AWS_ENDPOINT_URL points boto3 at it for the whole session).
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -88,3 +90,16 @@ def notified_bucket(batch_environment: None, moto_endpoint: str) -> NotifiedBuck
     name = f"batch-{uuid.uuid4().hex[:12]}"
     queue_url = create_notified_bucket(s3, sqs, name, queue_name=name)
     return NotifiedBucket(s3=s3, sqs=sqs, bucket=name, queue_url=queue_url)
+
+
+@pytest.fixture
+def batch_log() -> Iterator[io.StringIO]:
+    """The batch logger's JSON lines (its handler holds the stdout of import time, not capsys's)."""
+    buffer = io.StringIO()
+    handler = batch_wiring.logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
+    previous = handler.setStream(buffer)
+    try:
+        yield buffer
+    finally:
+        handler.setStream(previous)

@@ -6,7 +6,6 @@ import csv
 import gzip
 import io
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -76,23 +75,16 @@ def test_given_real_credit_risk_rows_when_scored_with_the_champion_then_every_ro
 
 
 def test_given_a_scored_file_when_logged_then_its_audit_line_names_the_object_version_and_outputs(
-    notified_bucket: NotifiedBucket, champion: ModelCard
+    notified_bucket: NotifiedBucket, champion: ModelCard, batch_log: io.StringIO
 ) -> None:
     with gzip.open(SHIPPED_CSV, "rt") as handle:
         lines = [line for _, line in zip(range(201), handle, strict=False)]
     notified_bucket.put("incoming/audit/sample.csv", "".join(lines).encode())
-    log_lines = io.StringIO()
-    stream_handler = batch_wiring.logger.registered_handler
-    assert isinstance(stream_handler, logging.StreamHandler)
-    previous = stream_handler.setStream(log_lines)
-    try:
-        # When the file is scored
-        (manifest,) = notified_bucket.drain().manifests
-    finally:
-        stream_handler.setStream(previous)
+    # When the file is scored
+    (manifest,) = notified_bucket.drain().manifests
 
     # Then its audit line (lambdas/audit.py) carries what the manifest says about the object and outputs
-    entries = [json.loads(line) for line in log_lines.getvalue().splitlines() if line.startswith("{")]
+    entries = [json.loads(line) for line in batch_log.getvalue().splitlines() if line.startswith("{")]
     (line,) = [entry for entry in entries if entry.get("message") == BATCH_FILE]
     assert line["input"] == manifest["input"]
     assert line["input"]["etag"]

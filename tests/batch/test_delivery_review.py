@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from typing import IO, Any
 
 import pytest
 
 from lambdas.audit import BATCH_FILE
-from lambdas.batch import wiring as batch_wiring
 from lambdas.batch.events import ObjectCreated
 from lambdas.batch.layout import S3_MAX_KEY_BYTES, KeyTooLongError
 from lambdas.batch.s3_store import S3ObjectStore
@@ -201,27 +199,20 @@ def test_given_a_newer_version_scored_while_an_older_one_was_scoring_then_the_ol
 
 
 def test_given_an_unreadable_file_whose_error_quotes_its_data_then_the_audit_log_holds_only_the_code(
-    notified_bucket: NotifiedBucket,
+    notified_bucket: NotifiedBucket, batch_log: io.StringIO
 ) -> None:
     # Given a JSON Lines file whose first line is an array holding an applicant's data
     secret = "Jane Roe, SSN 078-05-1120"
     notified_bucket.put("incoming/audit/array.jsonl", json.dumps([secret, 52000]).encode() + b"\n")
-    log_lines = io.StringIO()
-    stream_handler = batch_wiring.logger.registered_handler
-    assert isinstance(stream_handler, logging.StreamHandler)
-    previous = stream_handler.setStream(log_lines)
-    try:
-        # When the file is processed
-        (manifest,) = notified_bucket.drain().manifests
-    finally:
-        stream_handler.setStream(previous)
+    # When the file is processed
+    (manifest,) = notified_bucket.drain().manifests
 
     # Then the manifest (next to the data, for the data team) quotes the line, and the audit line
     # (shipped to the Object Lock audit bucket for years) names the error code only
     assert manifest["error"]["code"] == "not_a_table"
     assert secret in manifest["error"]["message"]
-    entries = [json.loads(line) for line in log_lines.getvalue().splitlines() if line.startswith("{")]
+    entries = [json.loads(line) for line in batch_log.getvalue().splitlines() if line.startswith("{")]
     (line,) = [entry for entry in entries if entry.get("message") == BATCH_FILE]
     assert line["status"] == "failed"
     assert line["error"] == {"code": "not_a_table"}
-    assert "078-05-1120" not in log_lines.getvalue()
+    assert "078-05-1120" not in batch_log.getvalue()

@@ -25,6 +25,7 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pymysql
@@ -139,3 +140,12 @@ def mariadb_env(mariadb_settings: DbSettings, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("DB_USER", mariadb_settings.user)
     monkeypatch.setenv("DB_PASSWORD", mariadb_settings.password)
     return mariadb_settings
+
+
+@pytest.fixture(params=["folder", "s3"])
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A model registry location, once as a local folder and once as a prefix of a new bucket."""
+    if request.param == "folder":
+        return str(tmp_path / "registry")
+    bucket = request.getfixturevalue("s3_bucket")
+    return f"s3://{bucket}/models"

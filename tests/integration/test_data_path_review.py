@@ -43,14 +43,6 @@ def _bundle(folder: Path, version: str, model: bytes) -> Path:
     return folder
 
 
-@pytest.fixture(params=["folder", "s3"])
-def registry(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "folder":
-        return str(tmp_path / "registry")
-    bucket = request.getfixturevalue("s3_bucket")
-    return f"s3://{bucket}/models"
-
-
 def test_given_a_model_stored_without_its_card_when_registered_again_then_the_version_is_completed(
     registry: str, tmp_path: Path
 ) -> None:

@@ -90,14 +90,6 @@ def test_a_card_without_metrics_is_an_error_naming_the_key() -> None:
 # --- registration ---------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["folder", "s3"])
-def registry(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "folder":
-        return str(tmp_path / "registry")
-    bucket = request.getfixturevalue("s3_bucket")
-    return f"s3://{bucket}/models"
-
-
 def test_registering_stores_the_bundle_and_moves_latest(registry: str, tmp_path: Path) -> None:
     # Given two bundles registered one after the other
     first = _bundle(tmp_path / "b1", _card("v1", 0.9, 0.1), b"onnx-one")

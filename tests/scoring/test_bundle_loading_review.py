@@ -8,14 +8,13 @@ import json
 import math
 import socket
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import boto3
 import onnx
 import pytest
 from botocore.config import Config
-from moto.server import ThreadedMotoServer
 
 from lambdas.model_source import BundleUriError, S3Location, load_model_from_s3, parse_s3_uri
 from lambdas.scoring.runtime import ModelBundleError, ScoringModel
@@ -326,17 +325,6 @@ def test_given_an_unreachable_s3_endpoint_when_loading_then_the_error_names_the_
         load_model_from_s3(_client(f"http://127.0.0.1:{port}"), parse_s3_uri(SOURCE), threads=1)
 
     assert "testing" not in str(refused.value)  # no credentials in the message
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 def test_given_a_bucket_that_does_not_exist_when_loading_then_the_bucket_is_named(s3_endpoint: str) -> None:

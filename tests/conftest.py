@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from aws_lambda_powertools import Logger
 from moto.server import ThreadedMotoServer
 
 from localapi.background import bypass_proxies_for_loopback
@@ -43,3 +47,17 @@ def s3_endpoint() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+@contextmanager
+def captured_log(logger: Logger) -> Iterator[io.StringIO]:
+    """A Powertools logger's JSON lines while the block runs (its handler holds the stdout of import
+    time, so capsys does not see them)."""
+    buffer = io.StringIO()
+    handler = logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
+    previous = handler.setStream(buffer)
+    try:
+        yield buffer
+    finally:
+        handler.setStream(previous)

@@ -3,8 +3,8 @@ from __future__ import annotations
 import copy
 import io
 import json
-import logging
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +20,7 @@ from lambdas.api.settings import Settings
 from lambdas.api.wiring import LambdaHandler, make_handler
 from lambdas.local_context import LocalLambdaContext
 from lambdas.scoring.runtime import ScoringModel
+from tests.conftest import captured_log
 from tests.scoring.bundles import write_logistic_bundle
 
 EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
@@ -80,14 +81,8 @@ def invoke(handler: LambdaHandler) -> Invoke:
 @pytest.fixture
 def log_stream() -> Iterator[io.StringIO]:
     """The Powertools logger's JSON lines (its handler holds the stdout of import time, not capsys's)."""
-    buffer = io.StringIO()
-    handler = logger.registered_handler
-    assert isinstance(handler, logging.StreamHandler)
-    previous = handler.setStream(buffer)
-    try:
+    with captured_log(logger) as buffer:
         yield buffer
-    finally:
-        handler.setStream(previous)
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +106,20 @@ def server_url(api_bundle: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def raw_request(server_url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """One request written byte for byte (what requests would refuse to send), the write side then
+    closed; the answer's status, headers and body."""
+    host, port = server_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(request)
+        connection.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head, "the server closed the connection without an answer"
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), headers, body

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from schemathesis.specs.openapi.checks import (
 
 from lambdas.scoring.runtime import ScoringModel
 from localapi.server import sample_application
+from tests.api.conftest import raw_request
 from tests.scoring.bundles import MODEL_VERSION, good_application
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -53,21 +53,6 @@ def test_given_a_form_post_when_sent_then_415(server_url: str) -> None:
     assert response.json()["error"]["code"] == "unsupported_media_type"
 
 
-def _raw_request(server_url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    """One request written byte for byte (what requests would refuse to send); the parsed answer."""
-    host, port = server_url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as connection:
-        connection.sendall(request)
-        connection.shutdown(socket.SHUT_WR)
-        answer = b""
-        while chunk := connection.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.split(": ", 1) for line in header_lines)
-    return int(status_line.split()[1]), headers, body
-
-
 @pytest.mark.parametrize(
     ("framing", "status", "code"),
     [
@@ -81,7 +66,7 @@ def test_given_a_body_the_server_cannot_read_when_sent_then_a_json_error_and_the
     server_url: str, framing: str, status: int, code: str
 ) -> None:
     request = f"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{framing}\r\n\r\n{{}}"
-    answered_status, headers, body = _raw_request(server_url, request.encode())
+    answered_status, headers, body = raw_request(server_url, request.encode())
     assert answered_status == status
     error = json.loads(body)["error"]
     assert error["code"] == code

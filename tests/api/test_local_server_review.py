@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from localapi.server import _make_request_handler, main, proxy_event
+from tests.api.conftest import raw_request
 from tests.scoring.bundles import MODEL_VERSION, good_application
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -29,19 +30,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def _address(url: str) -> tuple[str, int]:
     host, port = url.removeprefix("http://").split(":")
     return host, int(port)
-
-
-def _raw_request(url: str, request: bytes) -> tuple[int, bytes]:
-    """One request written byte for byte, the write side then closed; status and body of the answer."""
-    with socket.create_connection(_address(url), timeout=10) as connection:
-        connection.sendall(request)
-        connection.shutdown(socket.SHUT_WR)
-        answer = b""
-        while chunk := connection.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head, "the server closed the connection without an answer"
-    return int(head.split()[1]), body
 
 
 POST_HEAD = b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -77,7 +65,7 @@ def test_given_a_body_shorter_than_its_content_length_when_the_client_stops_then
     # function with part of a body (before, the truncated body was scored: 200).
     body = _score_body()
     request = POST_HEAD + f"Content-Length: {len(body) + 50}\r\n\r\n".encode() + body
-    status, answer = _raw_request(server_url, request)
+    status, _, answer = raw_request(server_url, request)
     assert status == 400
     assert json.loads(answer)["error"]["code"] == "bad_request"
 
@@ -94,7 +82,7 @@ def test_given_an_unusable_content_length_when_sent_then_400_in_the_error_format
     server_url: str, framing: bytes
 ) -> None:
     request = POST_HEAD + framing + b"\r\n\r\n{}abc"
-    status, answer = _raw_request(server_url, request)
+    status, _, answer = raw_request(server_url, request)
     assert status == 400
     assert json.loads(answer)["error"]["code"] == "bad_request"
     assert requests.get(f"{server_url}/v1/health", timeout=10).status_code == 200

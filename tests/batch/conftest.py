@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import pytest
 from lambdas.batch import wiring as batch_wiring
 from lambdas.batch.local import DrainResult, create_notified_bucket, drain_queue
 from lambdas.scoring.runtime import ScoringModel
+from tests.conftest import captured_log
 from tests.integration.conftest import moto_endpoint, s3_client  # noqa: F401  (fixtures)
 from tests.scoring.bundles import write_logistic_bundle
 
@@ -95,11 +95,5 @@ def notified_bucket(batch_environment: None, moto_endpoint: str) -> NotifiedBuck
 @pytest.fixture
 def batch_log() -> Iterator[io.StringIO]:
     """The batch logger's JSON lines (its handler holds the stdout of import time, not capsys's)."""
-    buffer = io.StringIO()
-    handler = batch_wiring.logger.registered_handler
-    assert isinstance(handler, logging.StreamHandler)
-    previous = handler.setStream(buffer)
-    try:
+    with captured_log(batch_wiring.logger) as buffer:
         yield buffer
-    finally:
-        handler.setStream(previous)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -16,6 +17,7 @@ from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import DoubleTensorType
 from sklearn.pipeline import Pipeline
 
+from tests.training.helpers import small_fit
 from training.candidates import CANDIDATES, Candidate
 from training.datasets.catalog import CREDIT_RISK, JPMC_LOANS, load_dataset
 from training.features import DerivedFeatures, derived_operations, model_input_frame
@@ -102,14 +104,8 @@ def jpmc_with_zero_incomes(shared_data: Path) -> pd.DataFrame:
     return x
 
 
-def _fitted(candidate: Candidate, x: pd.DataFrame, y: NDArray[np.int64]) -> Pipeline:
-    """A small fit (few trees), as tests/training/test_onnx_export.py does."""
-    pipeline = candidate.build(JPMC_LOANS, len(y), 0)
-    if candidate.name == "hist_gradient_boosting":
-        pipeline.set_params(model__max_iter=40)
-    if candidate.name == "random_forest":
-        pipeline.set_params(model__n_estimators=10)
-    return pipeline.fit(x, y)
+def _fitted(candidate: Candidate, x: pd.DataFrame, y: Any) -> Pipeline:
+    return small_fit(candidate, JPMC_LOANS, x, y)
 
 
 def _scored_rows(x: pd.DataFrame) -> pd.DataFrame:

@@ -4,6 +4,7 @@ its categories entering as int64 codes (exact: the graph maps each code back to 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -12,6 +13,7 @@ import pytest
 from sklearn.pipeline import Pipeline
 
 from lambdas.scoring.card import NULL_CATEGORY_CODE
+from tests.training.helpers import small_fit
 from training.calibration import SigmoidCalibrator
 from training.candidates import CANDIDATES, Candidate
 from training.datasets.catalog import CREDIT_RISK, load_dataset
@@ -149,14 +151,8 @@ def test_given_derived_ratios_when_converted_then_a_zero_denominator_is_missing_
 CATEGORY_FEATURES = [f.name for f in CREDIT_RISK.features if f.kind == "category"]
 
 
-def _fitted(candidate: Candidate, x: pd.DataFrame, y: np.ndarray) -> Pipeline:
-    """A small fit of the candidate (few trees): these tests are about the inputs, not the model."""
-    pipeline = candidate.build(CREDIT_RISK, len(y), 0)
-    if candidate.name == "hist_gradient_boosting":
-        pipeline.set_params(model__max_iter=40)
-    if candidate.name == "random_forest":
-        pipeline.set_params(model__n_estimators=10)
-    return pipeline.fit(x, y)
+def _fitted(candidate: Candidate, x: pd.DataFrame, y: Any) -> Pipeline:
+    return small_fit(candidate, CREDIT_RISK, x, y)
 
 
 @pytest.fixture(scope="module")

@@ -56,8 +56,11 @@ class Observability(Construct):
             period=PERIOD,
         )
         latency_p99 = api.metric_latency(period=PERIOD, statistic="p99")
+        # Each term FILLed with 0: metric math drops a period in which any term has no datapoint, and a
+        # Lambda publishes no Throttles while it is not invoked (an idle batch function would hide the
+        # API's throttles); the Step Functions counts below are just as sparse.
         throttles = cloudwatch.MathExpression(
-            expression="api + batch",
+            expression="FILL(api, 0) + FILL(batch, 0)",
             using_metrics={
                 "api": api_function.metric_throttles(period=PERIOD, statistic="Sum"),
                 "batch": batch.function.metric_throttles(period=PERIOD, statistic="Sum"),
@@ -97,7 +100,7 @@ class Observability(Construct):
                 self,
                 "TrainingFailures",
                 cloudwatch.MathExpression(
-                    expression="failed + timedOut + aborted",
+                    expression="FILL(failed, 0) + FILL(timedOut, 0) + FILL(aborted, 0)",
                     using_metrics={
                         "failed": state_machine.metric_failed(period=PERIOD, statistic="Sum"),
                         "timedOut": state_machine.metric_timed_out(period=PERIOD, statistic="Sum"),

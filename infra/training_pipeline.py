@@ -53,6 +53,21 @@ from infra.queues import dead_letter_queue
 CANDIDATES_PREFIX = "candidates/"
 REGISTRY_PREFIX = "models/"
 SNAPSHOT_PREFIX = "train-"
+# Polling bounds: the snapshot is checked every 2 min for up to 1 h, the export every 5 min for up to 4 h.
+# With the three container steps (2 h each) and waiting out a busy instance before the snapshot (~40 min)
+# that stays inside the state machine's 12 h, so a snapshot or export that never finishes ends the run
+# through the snapshot cleanup instead of an execution timeout.
+SNAPSHOT_CHECK_INTERVAL = Duration.minutes(2)
+SNAPSHOT_MAX_CHECKS = 30
+EXPORT_CHECK_INTERVAL = Duration.minutes(5)
+EXPORT_MAX_CHECKS = 48
+STEP_TIMEOUT = Duration.hours(2)
+STATE_MACHINE_TIMEOUT = Duration.hours(12)
+# Step Functions names SDK errors <Service>.<Exception>; an error code the SDK does not model (RDS's
+# "Throttling" among them) arrives as the service's base exception, hence Rds.RdsException / S3.S3Exception.
+RDS_TRANSIENT_ERRORS = ["Rds.RdsException", "Rds.SdkClientException"]
+S3_TRANSIENT_ERRORS = ["S3.S3Exception", "S3.SdkClientException"]
+ECS_TRANSIENT_ERRORS = ["ECS.AmazonECSException"]  # the RunTask call itself refused (throttled)
 # Written by `python -m training gate --verdict` in candidates/<execution name>/, read by the state machine.
 VERDICT_FILE = "gate_verdict.json"
 LATEST_POINTER = "latest.json"  # training/registry.py: the one registry object that is replaced in place
@@ -281,7 +296,7 @@ class TrainingPipeline(Construct):
     def _run_step(
         self, state_id: str, task_definition: ecs.FargateTaskDefinition, command_path: str
     ) -> tasks.EcsRunTask:
-        return tasks.EcsRunTask(
+        step = tasks.EcsRunTask(
             self,
             state_id,
             cluster=self.cluster,
@@ -297,8 +312,25 @@ class TrainingPipeline(Construct):
                 )
             ],
             result_path=sfn.JsonPath.DISCARD,
-            task_timeout=sfn.Timeout.duration(Duration.hours(2)),
+            task_timeout=sfn.Timeout.duration(STEP_TIMEOUT),
         )
+        # Only the RunTask call is retried; a task that ran and failed (exit code, OOM) is not.
+        _retry(step, ECS_TRANSIENT_ERRORS)
+        return step
+
+    def _delete_snapshot(self, state_id: str, snapshot_arn: str) -> tasks.CallAwsService:
+        """Delete the run's manual snapshot: RDS keeps manual snapshots until someone deletes them."""
+        delete = tasks.CallAwsService(
+            self,
+            state_id,
+            service="rds",
+            action="deleteDBSnapshot",
+            parameters={"DbSnapshotIdentifier": sfn.JsonPath.string_at("$.run.snapshotId")},
+            iam_resources=[snapshot_arn],
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        _retry(delete, RDS_TRANSIENT_ERRORS)
+        return delete
 
     def _build_state_machine(self, network: Network, data: Data) -> sfn.StateMachine:
         stack = Stack.of(self)
@@ -317,6 +349,7 @@ class TrainingPipeline(Construct):
             parameters={
                 "snapshotId": sfn.JsonPath.format(SNAPSHOT_PREFIX + "{}", sfn.JsonPath.uuid()),
                 "executionId": sfn.JsonPath.execution_name,
+                "checks": {"snapshot": 0, "export": 0},
             },
             result_path="$.run",
         )
@@ -337,8 +370,17 @@ class TrainingPipeline(Construct):
             result_selector={"arn": sfn.JsonPath.string_at("$.DbSnapshot.DbSnapshotArn")},
             result_path="$.snapshot",
         )
+        _retry(create_snapshot, RDS_TRANSIENT_ERRORS)
+        # RDS refuses a snapshot while the instance is backing up or being modified: wait that out
+        # (5 + 7.5 + 11 + 17 min, ~40 min, which the 12 h timeout budget above leaves room for).
+        create_snapshot.add_retry(
+            errors=["Rds.InvalidDbInstanceStateException"],
+            interval=Duration.minutes(5),
+            max_attempts=4,
+            backoff_rate=1.5,
+        )
         wait_snapshot = sfn.Wait(
-            self, "Wait for the snapshot", time=sfn.WaitTime.duration(Duration.minutes(2))
+            self, "Wait for the snapshot", time=sfn.WaitTime.duration(SNAPSHOT_CHECK_INTERVAL)
         )
         describe_snapshot = tasks.CallAwsService(
             self,
@@ -351,6 +393,7 @@ class TrainingPipeline(Construct):
             result_selector={"status": sfn.JsonPath.string_at("$.DbSnapshots[0].Status")},
             result_path="$.snapshotStatus",
         )
+        _retry(describe_snapshot, RDS_TRANSIENT_ERRORS)
         start_export = tasks.CallAwsService(
             self,
             "Export the snapshot to S3",
@@ -373,7 +416,8 @@ class TrainingPipeline(Construct):
             ],
             result_path=sfn.JsonPath.DISCARD,
         )
-        wait_export = sfn.Wait(self, "Wait for the export", time=sfn.WaitTime.duration(Duration.minutes(5)))
+        _retry(start_export, RDS_TRANSIENT_ERRORS)
+        wait_export = sfn.Wait(self, "Wait for the export", time=sfn.WaitTime.duration(EXPORT_CHECK_INTERVAL))
         describe_export = tasks.CallAwsService(
             self,
             "Check the export",
@@ -383,11 +427,18 @@ class TrainingPipeline(Construct):
             # DescribeExportTasks has no resource-level permissions (IAM requires "*").
             iam_resources=["*"],
             iam_action="rds:DescribeExportTasks",
-            result_selector={"status": sfn.JsonPath.string_at("$.ExportTasks[0].Status")},
+            # The whole task too: on FAILED or CANCELED its FailureCause goes into the run's failure.
+            result_selector={
+                "status": sfn.JsonPath.string_at("$.ExportTasks[0].Status"),
+                "task": sfn.JsonPath.object_at("$.ExportTasks[0]"),
+            },
             result_path="$.exportStatus",
         )
-        export_uri = sfn.JsonPath.format(
-            "s3://{}/{}", data.export_bucket.bucket_name, sfn.JsonPath.string_at("$.run.snapshotId")
+        _retry(describe_export, RDS_TRANSIENT_ERRORS)
+        # RDS writes an export to s3://<bucket>/<S3Prefix>/<ExportTaskIdentifier>/ (no S3Prefix here):
+        # the bucket is the export location and the identifier names the export in it.
+        export_source = sfn.JsonPath.format(
+            "export:s3://{}#{}", data.export_bucket.bucket_name, sfn.JsonPath.string_at("$.run.snapshotId")
         )
         candidate_uri = sfn.JsonPath.format(
             "s3://{}/" + CANDIDATES_PREFIX + "{}/",
@@ -414,7 +465,7 @@ class TrainingPipeline(Construct):
                     "--dataset",
                     "credit_risk",
                     "--source",
-                    sfn.JsonPath.format("export:{}", export_uri),
+                    export_source,
                     "--out",
                     candidate_uri,
                     "--champion-registry",
@@ -446,20 +497,11 @@ class TrainingPipeline(Construct):
             result_selector={"verdict": sfn.JsonPath.string_to_json(sfn.JsonPath.string_at("$.Body"))},
             result_path="$.gate",
         )
-        delete_snapshot = tasks.CallAwsService(
-            self,
-            "Delete the snapshot",
-            service="rds",
-            action="deleteDBSnapshot",
-            parameters={"DbSnapshotIdentifier": sfn.JsonPath.string_at("$.run.snapshotId")},
-            iam_resources=[snapshot_arn],
-            result_path=sfn.JsonPath.DISCARD,
-        )
+        # Transient S3 errors only: a missing verdict (S3.NoSuchKeyException) fails the run at once.
+        _retry(read_verdict, S3_TRANSIENT_ERRORS)
+        delete_snapshot = self._delete_snapshot("Delete the snapshot", snapshot_arn)
         kept = sfn.Succeed(self, "Champion kept", comment="The gate decided the challenger is not better")
         registered = sfn.Succeed(self, "Candidate registered")
-        export_failed = sfn.Fail(
-            self, "Export failed", error="ExportFailed", cause="RDS snapshot export failed"
-        )
         verdict_invalid = sfn.Fail(
             self,
             "Gate verdict invalid",
@@ -475,17 +517,71 @@ class TrainingPipeline(Construct):
             .otherwise(verdict_invalid)
         )
 
-        definition = (
-            ids.next(create_snapshot)
-            .next(wait_snapshot)
-            .next(describe_snapshot)
-            .next(
-                sfn.Choice(self, "Snapshot ready?")
-                .when(sfn.Condition.string_equals("$.snapshotStatus.status", "available"), start_export)
-                .otherwise(wait_snapshot)
-            )
+        # Once the snapshot exists, every way the snapshot or export can go wrong (an RDS call failing
+        # after its retries, a failed snapshot, a FAILED or CANCELED export, polls exhausted) records
+        # $.failure, deletes the manual snapshot (RDS keeps manual snapshots forever) and fails the run
+        # with that error and cause, which raises the TrainingFailures alarm.
+        snapshot_export_failed = sfn.Fail(
+            self, "Snapshot or export failed", error_path="$.failure.Error", cause_path="$.failure.Cause"
         )
-        start_export.next(wait_export).next(describe_export).next(
+        cleanup = self._delete_snapshot("Delete the snapshot after the failure", snapshot_arn)
+        # A cleanup that fails too (say, the snapshot was never created) must not hide the first error.
+        cleanup.add_catch(snapshot_export_failed, errors=["States.ALL"], result_path="$.cleanupFailure")
+        cleanup.next(snapshot_export_failed)
+        for state in (describe_snapshot, start_export, describe_export):
+            state.add_catch(cleanup, errors=["States.ALL"], result_path="$.failure")
+
+        def failure(state_id: str, error: str, cause: str, *paths: str) -> sfn.Pass:
+            """A Pass state that records why the run fails in $.failure, then cleans up."""
+            recorded = sfn.Pass(
+                self,
+                state_id,
+                parameters={"Error": error, "Cause": sfn.JsonPath.format(cause, *paths)},
+                result_path="$.failure",
+            )
+            recorded.next(cleanup)
+            return recorded
+
+        snapshot_id = sfn.JsonPath.string_at("$.run.snapshotId")
+        snapshot_status = sfn.JsonPath.string_at("$.snapshotStatus.status")
+        count_snapshot_check = sfn.Pass(
+            self,
+            "Count the snapshot check",
+            parameters={
+                "snapshot": sfn.JsonPath.math_add(sfn.JsonPath.number_at("$.run.checks.snapshot"), 1),
+                "export": sfn.JsonPath.number_at("$.run.checks.export"),
+            },
+            result_path="$.run.checks",
+        )
+        count_export_check = sfn.Pass(
+            self,
+            "Count the export check",
+            parameters={
+                "snapshot": sfn.JsonPath.number_at("$.run.checks.snapshot"),
+                "export": sfn.JsonPath.math_add(sfn.JsonPath.number_at("$.run.checks.export"), 1),
+            },
+            result_path="$.run.checks",
+        )
+        snapshot_ready = (
+            sfn.Choice(self, "Snapshot ready?")
+            .when(sfn.Condition.string_equals("$.snapshotStatus.status", "available"), start_export)
+            .when(
+                sfn.Condition.string_equals("$.snapshotStatus.status", "failed"),
+                failure("Snapshot failed", "SnapshotFailed", "RDS snapshot {} failed", snapshot_id),
+            )
+            .when(
+                sfn.Condition.number_greater_than_equals("$.run.checks.snapshot", SNAPSHOT_MAX_CHECKS),
+                failure(
+                    "Snapshot took too long",
+                    "SnapshotTimeout",
+                    f"RDS snapshot {{}} still {{}} after {SNAPSHOT_MAX_CHECKS} checks",
+                    snapshot_id,
+                    snapshot_status,
+                ),
+            )
+            .otherwise(wait_snapshot)
+        )
+        export_finished = (
             sfn.Choice(self, "Export finished?")
             .when(
                 sfn.Condition.string_equals("$.exportStatus.status", "COMPLETE"),
@@ -496,10 +592,34 @@ class TrainingPipeline(Construct):
                     sfn.Condition.string_equals("$.exportStatus.status", "FAILED"),
                     sfn.Condition.string_equals("$.exportStatus.status", "CANCELED"),
                 ),
-                export_failed,
+                failure(
+                    "Export failed",
+                    "ExportFailed",
+                    "RDS export task: {}",
+                    sfn.JsonPath.json_to_string(sfn.JsonPath.object_at("$.exportStatus.task")),
+                ),
+            )
+            .when(
+                sfn.Condition.number_greater_than_equals("$.run.checks.export", EXPORT_MAX_CHECKS),
+                failure(
+                    "Export took too long",
+                    "ExportTimeout",
+                    f"RDS export {{}} still {{}} after {EXPORT_MAX_CHECKS} checks; if it is still running, "
+                    "cancel it (aws rds cancel-export-task) and delete the snapshot of the same name",
+                    snapshot_id,
+                    sfn.JsonPath.string_at("$.exportStatus.status"),
+                ),
             )
             .otherwise(wait_export)
         )
+        definition = (
+            ids.next(create_snapshot)
+            .next(wait_snapshot)
+            .next(describe_snapshot)
+            .next(count_snapshot_check)
+            .next(snapshot_ready)
+        )
+        start_export.next(wait_export).next(describe_export).next(count_export_check).next(export_finished)
         # Execution data is logged (include_execution_data): run inputs, commands and the gate verdict.
         state_machine_logs = encrypted_log_group(
             self, "StateMachineLogs", key=self.logs_key, retention=logs.RetentionDays.THREE_MONTHS
@@ -508,7 +628,7 @@ class TrainingPipeline(Construct):
             self,
             "StateMachine",
             definition_body=sfn.DefinitionBody.from_chainable(definition),
-            timeout=Duration.hours(12),
+            timeout=STATE_MACHINE_TIMEOUT,
             tracing_enabled=True,
             logs=sfn.LogOptions(
                 destination=state_machine_logs, level=sfn.LogLevel.ALL, include_execution_data=True
@@ -544,6 +664,17 @@ class TrainingPipeline(Construct):
             ],
         )
         return state_machine
+
+
+def _retry(state: sfn.TaskStateBase, errors: list[str]) -> None:
+    """Retry throttling and other transient service errors with exponential backoff (5 s to ~80 s)."""
+    state.add_retry(
+        errors=errors,
+        interval=Duration.seconds(5),
+        max_attempts=5,
+        backoff_rate=2,
+        jitter_strategy=sfn.JitterType.FULL,
+    )
 
 
 def _command(*arguments: str) -> str:

@@ -26,6 +26,9 @@ from infra.network import Network
 
 DATABASE_NAME = "loans"
 DATASET_PREFIX = "datasets/"  # where files for the loader are dropped in the export bucket
+# Where RDS writes snapshot exports in the export bucket (StartExportTask's S3Prefix, without the "/"):
+# training reads, and the lifecycle rule expires, this prefix only, never the loader's datasets/.
+EXPORT_PREFIX = "exports/"
 EXPORT_LIFECYCLE_DAYS = 90
 # Database logs sent to CloudWatch Logs; audit is the MariaDB audit plugin's (AUDIT_EVENTS).
 LOG_EXPORTS = ("audit", "error", "slowquery")
@@ -66,7 +69,9 @@ class Data(Construct):
             access_logs=access_logs,
             removal_policy=kept_with_database,
             lifecycle_rules=[
-                s3.LifecycleRule(id="expire-exports", expiration=Duration.days(EXPORT_LIFECYCLE_DAYS))
+                s3.LifecycleRule(
+                    id="expire-exports", prefix=EXPORT_PREFIX, expiration=Duration.days(EXPORT_LIFECYCLE_DAYS)
+                )
             ],
         )
         self.export_role = self._build_export_role()

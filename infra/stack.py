@@ -9,7 +9,7 @@ from infra.audit_trail import AuditTrail
 from infra.batch_scoring import INCOMING_PREFIX, BatchScoring
 from infra.buckets import access_log_bucket
 from infra.config import AppConfig
-from infra.data import DATASET_PREFIX, Data
+from infra.data import DATASET_PREFIX, EXPORT_PREFIX, Data
 from infra.firewall import ApiFirewall
 from infra.log_groups import logs_key
 from infra.nag import ANY_RESOURCE, BASIC_EXECUTION_POLICY, suppress
@@ -160,7 +160,8 @@ class LoanScoringStack(Stack):
             ),
             "ExportBucketName": (
                 self.data.export_bucket.bucket_name,
-                f"RDS snapshot exports; put loader input files under {DATASET_PREFIX}<dataset>/",
+                f"RDS snapshot exports (under {EXPORT_PREFIX}); "
+                f"put loader input files under {DATASET_PREFIX}<dataset>/",
             ),
             "ArtifactBucketName": (
                 self.training.artifact_bucket.bucket_name,

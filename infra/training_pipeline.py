@@ -36,7 +36,7 @@ from constructs import Construct
 from infra.alarms import alarm_on_any
 from infra.buckets import grant_read_under, rotating_key, secure_bucket
 from infra.config import AppConfig
-from infra.data import Data
+from infra.data import EXPORT_PREFIX, Data
 from infra.lambda_package import REPO_ROOT
 from infra.log_groups import encrypted_log_group
 from infra.nag import (
@@ -214,7 +214,8 @@ class TrainingPipeline(Construct):
 
     def _build_train_task(self, data: Data) -> ecs.FargateTaskDefinition:
         task = self._step_task("TrainingTask", "train", cpu=2048, memory_mib=8192)
-        data.export_bucket.grant_read(task.task_role)
+        # The snapshot exports only: not the loader's datasets/ files, nor other key names in the bucket.
+        grant_read_under(data.export_bucket, task.task_role, EXPORT_PREFIX + "*", probes_missing_keys=False)
         # The champion to compare against (a first run has no latest.json: S3 must answer 404)
         grant_read_under(
             self.artifact_bucket, task.task_role, REGISTRY_PREFIX + "*", probes_missing_keys=True
@@ -223,11 +224,11 @@ class TrainingPipeline(Construct):
         suppress(
             task.task_role,
             "AwsSolutions-IAM5",
-            "Train reads the export bucket and the models/ registry, and may only put objects under "
-            "candidates/ (one folder per run, named at run time).",
+            "Train reads the exports/ prefix of the export bucket and the models/ registry, and may only "
+            "put objects under candidates/ (one folder per run, named at run time).",
             findings=[
                 *S3_READ_ACTIONS,
-                bucket_objects(data.export_bucket, "*"),
+                bucket_objects(data.export_bucket, EXPORT_PREFIX + "*"),
                 bucket_objects(self.artifact_bucket, REGISTRY_PREFIX + "*"),
                 bucket_objects(self.artifact_bucket, CANDIDATES_PREFIX + "*"),
             ],
@@ -403,6 +404,7 @@ class TrainingPipeline(Construct):
                 "ExportTaskIdentifier": sfn.JsonPath.string_at("$.run.snapshotId"),
                 "SourceArn": sfn.JsonPath.string_at("$.snapshot.arn"),
                 "S3BucketName": data.export_bucket.bucket_name,
+                "S3Prefix": EXPORT_PREFIX.rstrip("/"),
                 "IamRoleArn": data.export_role.role_arn,
                 "KmsKeyId": data.key.key_arn,
             },
@@ -435,10 +437,12 @@ class TrainingPipeline(Construct):
             result_path="$.exportStatus",
         )
         _retry(describe_export, RDS_TRANSIENT_ERRORS)
-        # RDS writes an export to s3://<bucket>/<S3Prefix>/<ExportTaskIdentifier>/ (no S3Prefix here):
-        # the bucket is the export location and the identifier names the export in it.
+        # RDS writes an export to s3://<bucket>/<S3Prefix>/<ExportTaskIdentifier>/: the prefix is the export
+        # location and the identifier names the export in it.
         export_source = sfn.JsonPath.format(
-            "export:s3://{}#{}", data.export_bucket.bucket_name, sfn.JsonPath.string_at("$.run.snapshotId")
+            "export:s3://{}/" + EXPORT_PREFIX.rstrip("/") + "#{}",
+            data.export_bucket.bucket_name,
+            sfn.JsonPath.string_at("$.run.snapshotId"),
         )
         candidate_uri = sfn.JsonPath.format(
             "s3://{}/" + CANDIDATES_PREFIX + "{}/",

@@ -284,7 +284,7 @@ def test_given_a_completed_export_when_the_run_trains_then_train_reads_the_expor
     assert run.status == "SUCCEEDED", run.states
     assert run.states[-1] == "Candidate registered"
 
-    # And the export RDS wrote where StartExportTask told it to (no S3Prefix: <bucket>/<identifier>/)
+    # And the export RDS wrote where StartExportTask told it to (<bucket>/<S3Prefix>/<identifier>/)
     (export,) = run.called("rds:startExportTask")
     bucket = export["S3BucketName"]
     root = tmp_path / bucket / export.get("S3Prefix", "")

@@ -199,3 +199,27 @@ def test_given_the_state_machine_reads_the_verdict_then_it_reads_nothing_else_in
         for pattern in _object_patterns(s, artifacts)
     ]
     assert reads == [("s3:GetObject", "candidates/*/gate_verdict.json")]
+
+
+def test_given_train_then_it_reads_the_snapshot_exports_only_and_they_alone_expire(
+    resources: Resources, step_roles: dict[str, str]
+) -> None:
+    exports = _logical_id(resources, "AWS::S3::Bucket", "DataExportBucket")
+    statements = role_statements(resources, step_roles["train"])
+    # Then train reads objects under exports/ (where StartExportTask writes), not the loader's datasets/
+    reads = [
+        p
+        for s in statements
+        if "s3:GetObject*" in _as_list(s["Action"])
+        for p in _object_patterns(s, exports)
+    ]
+    assert reads == ["exports/*"]
+    # And lists key names under that prefix only
+    (listing,) = [s for s in statements if "" in _object_patterns(s, exports)]
+    assert listing["Action"] == "s3:ListBucket"
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["exports/*"]}}
+    # And the 90-day expiry applies to exports, not to files waiting for the loader
+    rules = resources[exports]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert [(r["Id"], r.get("Prefix")) for r in rules if "ExpirationInDays" in r] == [
+        ("expire-exports", "exports/")
+    ]

@@ -19,9 +19,11 @@ def numeric_reference(values: NDArray[np.float64], bins: int = 10) -> NumericRef
     # range still land in a bin.
     distinct = np.unique(finite)
     if len(distinct) <= bins:
-        # Few values (booleans, small counts): one bin per value. Quantile edges would merge a value
-        # repeated at the maximum into the bin below (a boolean got one bin, blind to any shift).
-        inner = distinct[1:]
+        # Few values (booleans, small counts): one bin per value, and one each below the smallest and
+        # above the largest, which training never saw: quantile edges would merge a value repeated at
+        # the maximum into the bin below (a boolean got one bin), and a feature with a single value
+        # would have one bin, blind to any shift.
+        inner = np.append(distinct, np.nextafter(distinct[-1], np.inf))
     else:
         inner = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1]))
         # An edge at the minimum bounds an empty bin; one at the next value keeps a mass at the

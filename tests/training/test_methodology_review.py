@@ -202,10 +202,11 @@ def test_given_a_boolean_feature_when_referenced_then_its_two_values_get_their_o
     # Given 95% false, 5% true (every decile is 0: quantile edges alone give no cut point)
     values = np.array([0.0] * 95 + [1.0] * 5)
     reference = numeric_reference(values)
-    # Then a shift to 70% true moves the binned shares (one bin for both values would hide it)
-    assert reference.proportions == pytest.approx([0.95, 0.05])
+    # Then a shift to 70% true moves the binned shares (one bin for both values would hide it); the
+    # outer bins, below false and above true, are empty
+    assert reference.proportions == pytest.approx([0.0, 0.95, 0.05, 0.0])
     shifted = np.array([0.0] * 30 + [1.0] * 70)
-    assert _bin_shares(reference.bin_edges, shifted) == pytest.approx([0.3, 0.7])
+    assert _bin_shares(reference.bin_edges, shifted) == pytest.approx([0.0, 0.3, 0.7, 0.0])
 
 
 def test_given_a_mass_at_the_minimum_of_many_values_when_referenced_then_it_keeps_its_bin() -> None:
@@ -221,7 +222,21 @@ def test_given_a_mass_at_the_maximum_when_referenced_then_it_keeps_its_bin() -> 
     # Given counts 0..3 with a quarter of the rows at the maximum, 3
     values = np.array([0.0] * 25 + [1.0] * 25 + [2.0] * 25 + [3.0] * 25)
     reference = numeric_reference(values)
-    assert reference.proportions == pytest.approx([0.25, 0.25, 0.25, 0.25])
+    assert reference.proportions == pytest.approx([0.0, 0.25, 0.25, 0.25, 0.25, 0.0])
+
+
+@pytest.mark.parametrize("values", [[5.0] * 100, [0.0] * 50 + [1.0] * 30 + [2.0] * 20])
+def test_given_few_values_when_serving_moves_beyond_them_then_the_shift_shows_in_the_bins(
+    values: list[float],
+) -> None:
+    # Given a feature with a single value, or small counts 0..2, in training
+    reference = numeric_reference(np.array(values))
+    # When every served value is above the largest, or below the smallest, training saw
+    for served in (max(values) + 495.0, min(values) - 3.0):
+        shares = _bin_shares(reference.bin_edges, np.full(100, served))
+        # Then they fill a bin that training left empty, which the PSI of the feature sees
+        (filled,) = np.flatnonzero(shares)
+        assert reference.proportions[filled] == 0.0
 
 
 def test_given_continuous_values_when_referenced_then_bins_are_deciles() -> None:

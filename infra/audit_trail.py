@@ -80,8 +80,13 @@ class AuditTrail(Construct):
             # Deleted (as far as the lock allows) once the retention has passed: kept as long as required.
             lifecycle_rules=[s3.LifecycleRule(id="expire-after-retention", expiration=retention)],
         )
+        # The one principal that writes records (a role of our own, so the bucket policy can name it).
+        self.delivery_role = iam.Role(
+            self, "DeliveryRole", assumed_by=iam.ServicePrincipal("firehose.amazonaws.com")
+        )
         destination = firehose.S3Bucket(
             self.bucket,
+            role=self.delivery_role,
             encryption_key=self.key,
             compression=firehose.Compression.GZIP,
             data_output_prefix=RECORDS_PREFIX + _DATE_PATH,
@@ -165,6 +170,18 @@ class AuditTrail(Construct):
                 resources=[self.bucket.arn_for_objects("*")],
             )
         )
+        # Object Lock keeps every version, but a later PutObject on the same key becomes the version
+        # readers see: only the stream writes here, so nobody else can add or overwrite a record.
+        self.bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AuditRecordsAreWrittenByTheStreamOnly",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=["s3:PutObject"],
+                resources=[self.bucket.arn_for_objects("*")],
+                conditions={"ArnNotEquals": {"aws:PrincipalArn": self.delivery_role.role_arn}},
+            )
+        )
         self.bucket.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="AuditRetentionIsNeverBypassed",
@@ -182,7 +199,7 @@ class AuditTrail(Construct):
             "data-key use of this trail's own key only."
         )
         for construct in self.node.find_all():
-            if construct.node.id == "S3 Destination Role":
+            if construct is self.delivery_role:
                 suppress(
                     construct,
                     "AwsSolutions-IAM5",

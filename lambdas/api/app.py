@@ -40,7 +40,7 @@ from lambdas.api.observability import logger, metrics
 from lambdas.api.schemas import APPLICATION_ID_MAX_LENGTH, ErrorResponse, Health, build_schemas
 from lambdas.api.settings import Settings
 from lambdas.audit import API_DECISION, API_DECISIONS
-from lambdas.scoring.card import ModelCard
+from lambdas.scoring.card import FeatureSchema, ModelCard
 from lambdas.scoring.drift import DriftSummary, DriftWindow
 from lambdas.scoring.runtime import BatchScores, ScoringModel
 
@@ -534,11 +534,24 @@ def results_per_audit_line(card: ModelCard, log_applicant_values: bool) -> int:
         "reasons": ["x" * max(len(f.name) for f in features) * escaped] * TOP_REASONS,
     }
     if log_applicant_values:
-        result["features"] = {
-            f.name * escaped: "x" * max(map(len, f.categories)) * escaped if f.categories else longest_float
-            for f in features
-        }
+        result["features"] = {f.name * escaped: _longest_value(f, longest_float, escaped) for f in features}
     return max(1, AUDIT_RESULTS_BUDGET_BYTES // len(json.dumps(result)))
+
+
+# An integer feature without bounds takes any integer a double can hold: up to 309 digits and a sign.
+_LONGEST_INTEGER = -(10**308)
+
+
+def _longest_value(feature: FeatureSchema, longest_float: float, escaped: int) -> Any:
+    """The longest value a feature's field accepts, as the audit line logs it."""
+    if feature.categories:
+        return "x" * max(map(len, feature.categories)) * escaped
+    if feature.type == "integer":
+        # Integers are logged with all their digits, not as a float's 24 characters at most.
+        if feature.minimum is None or feature.maximum is None:
+            return _LONGEST_INTEGER
+        return max(int(feature.minimum), int(feature.maximum), key=lambda bound: len(str(bound)))
+    return longest_float
 
 
 def _bucket(probability: float) -> str:

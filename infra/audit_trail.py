@@ -119,6 +119,35 @@ class AuditTrail(Construct):
                 destination=log_destinations.FirehoseDestination(self.stream),
                 filter_pattern=audit_filter_pattern(),
             )
+        # Records CloudWatch Logs could not hand to the stream (access denied, stream gone): it drops them
+        # rather than retrying, so the stream never sees them and the freshness alarm below stays quiet.
+        # Each term FILLed: a log group publishes DeliveryErrors only when there are some.
+        forwarding_errors = {
+            f"g{index}": cloudwatch.Metric(
+                namespace="AWS/Logs",
+                metric_name="DeliveryErrors",
+                dimensions_map={"LogGroupName": log_group.log_group_name},
+                statistic="Sum",
+                period=Duration.minutes(5),
+            )
+            for index, log_group in enumerate(log_groups.values())
+        }
+        self.forwarding_alarm = cloudwatch.Alarm(
+            self,
+            "AuditForwarding",
+            metric=cloudwatch.MathExpression(
+                expression=" + ".join(f"FILL({name}, 0)" for name in forwarding_errors),
+                using_metrics=forwarding_errors,
+                label="Audit lines not forwarded to the stream",
+                period=Duration.minutes(5),
+            ),
+            threshold=0,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            alarm_description="CloudWatch Logs failed to forward audit lines to the audit stream (they are "
+            "dropped, not retried): check the subscription filters and the stream",
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
         self.delivery_alarm = cloudwatch.Alarm(
             self,
             "AuditDelivery",

@@ -43,6 +43,7 @@ class Observability(Construct):
         schedule_alarm: cloudwatch.Alarm | None,
         rollout_alarms: dict[str, cloudwatch.Alarm],
         audit_delivery_alarm: cloudwatch.Alarm,
+        audit_forwarding_alarm: cloudwatch.Alarm,
     ) -> None:
         """``rollout_alarms`` (the API canary's, owned by CodeDeploy) and ``schedule_alarm`` (the retraining
         schedule's undelivered starts, when there is a schedule) are e-mailed and shown with the rest."""
@@ -114,6 +115,7 @@ class Observability(Construct):
             "DeadLetterQueue": batch.dlq_alarm,
             **({"TrainingScheduleUndelivered": schedule_alarm} if schedule_alarm else {}),
             "AuditDelivery": audit_delivery_alarm,
+            "AuditForwarding": audit_forwarding_alarm,
             **{f"Rollout{name}": alarm for name, alarm in rollout_alarms.items()},
             "ScoringDrift": alarm_on_any(
                 self,

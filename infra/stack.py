@@ -107,6 +107,7 @@ class LoanScoringStack(Stack):
             schedule_alarm=self.training.schedule_alarm,
             rollout_alarms=self.serving.rollout.alarms,
             audit_delivery_alarm=self.audit.delivery_alarm,
+            audit_forwarding_alarm=self.audit.forwarding_alarm,
         )
         self._outputs()
         self._acknowledge_cdk_singletons()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from tests.infra.conftest import Resources
+from tests.infra.conftest import Resources, Synthesised
 
 
 def test_given_the_audit_bucket_then_only_the_delivery_stream_may_write_a_record(
@@ -43,3 +44,34 @@ def test_given_the_audit_bucket_then_only_the_delivery_stream_may_write_a_record
     assert role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
         "Service": "firehose.amazonaws.com"
     }
+
+
+def test_given_audit_lines_that_logs_cannot_forward_then_an_alarm_fires_and_is_e_mailed(
+    resources: Resources, synthesised_with_options: Synthesised
+) -> None:
+    # Given the two function log groups whose audit lines the subscription filters forward
+    filters = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Logs::SubscriptionFilter"]
+    filtered_groups = sorted(json.dumps(f["LogGroupName"]) for f in filters)
+    (alarm,) = [
+        r["Properties"]
+        for name, r in resources.items()
+        if r["Type"] == "AWS::CloudWatch::Alarm" and name.startswith("AuditAuditForwarding")
+    ]
+    # Then one alarm sums CloudWatch Logs' DeliveryErrors of exactly those groups, each term filled with 0
+    metrics = {m["Id"]: m for m in alarm["Metrics"]}
+    (expression,) = [m["Expression"] for m in metrics.values() if "Expression" in m]
+    inputs = [m for m in metrics.values() if "MetricStat" in m]
+    assert expression == " + ".join(f"FILL({m['Id']}, 0)" for m in inputs)
+    assert {m["MetricStat"]["Metric"]["MetricName"] for m in inputs} == {"DeliveryErrors"}
+    assert {m["MetricStat"]["Metric"]["Namespace"] for m in inputs} == {"AWS/Logs"}
+    grouped = sorted(json.dumps(d["Value"]) for m in inputs for d in m["MetricStat"]["Metric"]["Dimensions"])
+    assert grouped == filtered_groups
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    assert alarm["TreatMissingData"] == "notBreaching"
+    # And with alarm e-mails it notifies the topic like every other alarm
+    (with_topic,) = [
+        r["Properties"]
+        for name, r in synthesised_with_options.template_json["Resources"].items()
+        if r["Type"] == "AWS::CloudWatch::Alarm" and name.startswith("AuditAuditForwarding")
+    ]
+    assert with_topic["AlarmActions"]

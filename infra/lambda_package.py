@@ -17,8 +17,11 @@ How a package is built:
    into a folder; nothing is compiled and no Docker is needed.
 3. ``lambdas/`` (without tests and caches) and the model bundle folder are copied in at the paths the
    handlers expect, and what Lambda never needs is pruned (see ``_PRUNE_*``).
-4. Everything is compiled to CPython 3.12 bytecode (unchecked-hash ``.pyc``): Lambda's code folder is
-   read-only, so without them every cold start would compile every imported module again.
+4. Everything is compiled to CPython 3.12 bytecode (unchecked-hash ``.pyc``, source paths recorded as
+   under ``/var/task``): Lambda's code folder is read-only, so without them every cold start would
+   compile every imported module again.
+The same inputs give the same bytes on any machine (no timestamps or build paths inside), so CDK's
+output hash, and with it the deployed function, changes only when an input does.
 The result is cached under ``build/lambda-packages/`` by a hash of every input, so repeated
 ``cdk synth`` runs copy a finished folder instead of reinstalling.
 """
@@ -31,6 +34,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -58,7 +62,6 @@ _DEPENDENCY_GROUPS: dict[str, tuple[str, ...]] = {
 # Lambda's python3.12 runs on Amazon Linux 2023 (glibc 2.34). manylinux2014 is not enough: numpy 2.5
 # publishes only manylinux_2_28 wheels, so we target 2_28 (which AL2023 satisfies).
 _UV_PLATFORMS: dict[str, str] = {"x86_64": "x86_64-manylinux_2_28", "arm64": "aarch64-manylinux_2_28"}
-_PIP_PLATFORMS: dict[str, str] = {"x86_64": "manylinux_2_28_x86_64", "arm64": "manylinux_2_28_aarch64"}
 # The Lambda runtime already ships boto3/botocore; bundling them again costs ~30 MB.
 _PROVIDED_BY_RUNTIME = frozenset({"boto3", "botocore", "s3transfer"})
 # Folder names never needed at run time (test suites, the wheels' own byte-code caches, C headers);
@@ -78,8 +81,15 @@ _PRUNE_GLOBS = (
     "pyarrow/libarrow_s3*",
     "pyarrow/_s3fs*",
     "pyarrow/_pyarrow_cpp_tests*",
+    # The installer's own files: console scripts (their '#!' names the build machine's interpreter)
+    # and uv's lock file for the target folder.
+    "bin",
+    ".lock",
 )
 _CODE_DIR = "lambdas"
+# Where Lambda unpacks the code: the path the bytecode records for its sources (tracebacks, and no
+# path of the build machine in the package).
+_LAMBDA_TASK_ROOT = "/var/task"
 
 
 @dataclass(frozen=True)
@@ -222,7 +232,10 @@ def _exclusive_lock(lock_file: Path) -> Iterator[None]:
 
 def _is_pruned(relative_parts: tuple[str, ...]) -> bool:
     in_pruned_dir = any(part in _PRUNE_DIR_NAMES for part in relative_parts[:-1])
-    return in_pruned_dir or relative_parts[-1].endswith(_PRUNE_SUFFIXES)
+    # Dotfiles (.env, .DS_Store, editor swap files, tool caches) are never code: they must neither
+    # ship nor change the hash.
+    hidden = any(part.startswith(".") for part in relative_parts)
+    return hidden or in_pruned_dir or relative_parts[-1].endswith(_PRUNE_SUFFIXES)
 
 
 def _build_into_cache(
@@ -246,6 +259,7 @@ def _build_into_cache(
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(file, target)
         _compile_bytecode(staging)
+        _make_readable_by_all(staging)
         _replace_dir(cached)
         cached.rmdir()
         staging.rename(cached)  # atomic: a half-built folder is never mistaken for a cached one
@@ -258,15 +272,10 @@ def _install_wheels(requirements: list[str], arch: str, target: Path) -> None:
         handle.write("\n".join(requirements) + "\n")
         requirements_file = handle.name
     try:
-        uv = shutil.which("uv")
-        # --no-deps: the exported list is already the complete locked resolution.
-        if uv:
-            command = [uv, "pip", "install", "--no-deps", "--only-binary", ":all:"]
-            command += ["--python-platform", _UV_PLATFORMS[arch], "--python-version", PYTHON_VERSION]
-        else:
-            command = [sys.executable, "-m", "pip", "install", "--no-deps", "--only-binary=:all:"]
-            command += ["--platform", _PIP_PLATFORMS[arch], "--implementation", "cp"]
-            command += ["--python-version", PYTHON_VERSION]
+        # uv is on PATH: _export_requirements needs it first. --no-deps: the exported list is already
+        # the complete locked resolution.
+        command = ["uv", "pip", "install", "--no-deps", "--only-binary", ":all:"]
+        command += ["--python-platform", _UV_PLATFORMS[arch], "--python-version", PYTHON_VERSION]
         _run([*command, "--target", str(target), "-r", requirements_file], cwd=target)
     finally:
         os.unlink(requirements_file)
@@ -275,7 +284,9 @@ def _install_wheels(requirements: list[str], arch: str, target: Path) -> None:
 def _compile_bytecode(root: Path) -> None:
     """Byte-compile the package with CPython 3.12, the runtime's version (the .pyc magic number is
     per minor version). Unchecked-hash .pyc files are used without comparing source timestamps, so
-    the mtimes a zip gives the files do not matter; a build without CPython 3.12 fails by name."""
+    the mtimes a zip gives the files do not matter; a build without CPython 3.12 fails by name.
+    ``-d`` records the sources under Lambda's /var/task instead of the (random) staging folder, which
+    would make every build's bytes differ and leak the build machine's paths."""
     if sys.version_info[:2] == (3, 12):
         python = sys.executable
     else:
@@ -287,7 +298,20 @@ def _compile_bytecode(root: Path) -> None:
             )
         python = found
     command = [python, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash"]
-    _run([*command, str(root)], cwd=root)
+    _run([*command, "-d", _LAMBDA_TASK_ROOT, str(root)], cwd=root)
+
+
+def _make_readable_by_all(root: Path) -> None:
+    """Lambda runs the code as a user that does not own the unzipped files and keeps the zip's modes:
+    a file left 0600 (or a folder 0700) by a strict umask or checkout fails the import with
+    'Permission denied'. Only missing bits are added (wheel files may be hard links into uv's cache)."""
+    for path in (root, *root.rglob("*")):
+        if path.is_symlink():
+            continue
+        mode = stat.S_IMODE(path.stat().st_mode)
+        wanted = mode | (0o555 if path.is_dir() else 0o444)
+        if wanted != mode:
+            path.chmod(wanted)
 
 
 def _prune(root: Path) -> None:

@@ -18,7 +18,9 @@ from infra.lambda_package import LAMBDA_UNZIPPED_LIMIT_BYTES, build_lambda_packa
 from tests.batch.helpers import GOOD_ROWS, csv_bytes
 from tests.scoring.bundles import write_logistic_bundle
 
-# What Lambda's python3.12 runtime puts on sys.path itself (so the package leaves them out).
+# What Lambda's python3.12 runtime puts on sys.path itself. The package leaves out boto3, botocore and
+# s3transfer; the others also come with the package's own dependencies (jmespath for Powertools), and
+# the package's copies come first on the path.
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
 
 PROBE = """

@@ -38,7 +38,10 @@ import pyarrow.parquet as pq
 
 from training.dataload.storage import Storage, open_storage
 
-PART_FILE = re.compile(r"^part-(\d+)-.*\.parquet$")
+# DESIGN's ``part-*.parquet``: RDS names parts ``part-<partition>-<uuid>.gz.parquet``, but a part named
+# otherwise (``part-00000.parquet``) is still table data and must not be skipped silently. Parts sort
+# by their leading number (0 without one), then by name.
+PART_FILE = re.compile(r"^part-(\d*).*\.parquet$")
 DATE_TYPES = frozenset({"date"})
 DECIMAL_TYPES = frozenset({"decimal", "numeric"})
 
@@ -141,7 +144,9 @@ def _part_files(keys: Sequence[str], table_prefix: str) -> list[_PartFile]:
             continue
         match = PART_FILE.match(rest[1])
         if match:
-            parts.append(_PartFile(key=key, batch=_sort_number(rest[0]), partition=int(match.group(1))))
+            parts.append(
+                _PartFile(key=key, batch=_sort_number(rest[0]), partition=_sort_number(match.group(1)))
+            )
     return sorted(parts, key=lambda part: (part.batch, part.partition, part.key))
 
 

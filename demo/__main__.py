@@ -123,7 +123,6 @@ def demo_batch(bundle: Path, env: dict[str, str]) -> None:
                 "AWS_SECRET_ACCESS_KEY": "demo",
                 "AWS_DEFAULT_REGION": "us-east-1",
                 "MODEL_BUNDLE_DIR": str(bundle.resolve()),
-                "SCORING_BUCKET": "loan-scoring-demo",
                 "POWERTOOLS_METRICS_NAMESPACE": "LoanScoringDemo",
                 "POWERTOOLS_TRACE_DISABLED": "true",
                 "POWERTOOLS_LOG_LEVEL": "WARNING",

@@ -102,10 +102,8 @@ class BatchScoring(Construct):
             logs_key=logs_key,
             memory_mb=config.batch_memory_mb,
             timeout=BATCH_TIMEOUT,
-            extra_environment={
-                "SCORING_BUCKET": self.bucket.bucket_name,
-                **(self.model_bundle.environment() if self.model_bundle else {}),
-            },
+            # The bucket comes with each S3 event: the function reads no bucket name from its settings.
+            extra_environment=self.model_bundle.environment() if self.model_bundle else None,
             ephemeral_storage=BATCH_EPHEMERAL_STORAGE,
         )
         self.function.add_event_source(

@@ -16,7 +16,7 @@ from infra.nag import ANY_RESOURCE, BASIC_EXECUTION_POLICY, suppress
 from infra.network import Network
 from infra.observability import Observability
 from infra.serving import Serving
-from infra.training_pipeline import REGISTRY_PREFIX, TrainingPipeline
+from infra.training_pipeline import CANDIDATES_PREFIX, REGISTRY_PREFIX, TrainingPipeline
 
 _REMOVAL_POLICIES = {
     "retain": RemovalPolicy.RETAIN,
@@ -166,7 +166,8 @@ class LoanScoringStack(Stack):
             ),
             "ArtifactBucketName": (
                 self.training.artifact_bucket.bucket_name,
-                f"Model candidates, champion/ and the {REGISTRY_PREFIX} registry",
+                f"Model candidates ({CANDIDATES_PREFIX}) and the {REGISTRY_PREFIX} registry "
+                f"(the champion: {REGISTRY_PREFIX}<model>/latest.json)",
             ),
             "TrainingStateMachineArn": (
                 self.training.state_machine.state_machine_arn,

@@ -178,9 +178,13 @@ class _QueueForThisAccountsBucket:
         self._queue = queue
 
     def bind(self, scope: Construct, bucket: IBucketRef) -> s3.BucketNotificationDestinationConfig:
-        self._queue.grant_send_messages(
-            iam.ServicePrincipal(
-                "s3.amazonaws.com",
+        # sqs:SendMessage only: all S3 needs to deliver (and test) notifications; grant_send_messages
+        # would add sqs:GetQueueAttributes and sqs:GetQueueUrl.
+        self._queue.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal("s3.amazonaws.com")],
+                actions=["sqs:SendMessage"],
+                resources=[self._queue.queue_arn],
                 conditions={
                     "ArnLike": {"aws:SourceArn": bucket.bucket_ref.bucket_arn},
                     "StringEquals": {"aws:SourceAccount": Stack.of(scope).account},

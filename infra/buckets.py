@@ -1,4 +1,5 @@
-"""The one way this app makes S3 buckets: private, KMS-encrypted, TLS-only, versioned, access-logged."""
+"""The one way this app makes S3 buckets: private, KMS-encrypted, TLS-only, versioned, access-logged,
+abandoned multipart uploads aborted."""
 
 from __future__ import annotations
 
@@ -88,6 +89,11 @@ def secure_bucket(
 ) -> s3.Bucket:
     """``object_lock_retention``: write-once bucket (S3 Object Lock, needs versioning) with that default."""
     noncurrent = s3.LifecycleRule(id="expire-old-versions", noncurrent_version_expiration=Duration.days(30))
+    # A writer stopped mid-upload (a batch function at its timeout) leaves parts that no listing shows
+    # and nothing else deletes: data kept, and billed, indefinitely.
+    abandoned_uploads = s3.LifecycleRule(
+        id="abort-incomplete-uploads", abort_incomplete_multipart_upload_after=Duration.days(7)
+    )
     bucket = s3.Bucket(
         scope,
         construct_id,
@@ -99,7 +105,7 @@ def secure_bucket(
         versioned=True,
         server_access_logs_bucket=access_logs,
         server_access_logs_prefix=f"{construct_id}/",
-        lifecycle_rules=[noncurrent, *lifecycle_rules],
+        lifecycle_rules=[noncurrent, abandoned_uploads, *lifecycle_rules],
         # None, not False, for the other buckets: the property changes force a bucket replacement.
         object_lock_enabled=True if object_lock_retention is not None else None,
         object_lock_default_retention=object_lock_retention,

@@ -7,8 +7,8 @@ the stage's shared throttle. The web ACL stops, before API Gateway's authoriser:
 - request patterns of known exploits (AWS's "known bad inputs" and common rule groups);
 - any one address above ``apiRateLimitPerAddress`` requests per 5 minutes (429, JSON body).
 
-Its log (blocked and counted requests; the Authorization header redacted) goes to a CloudWatch log
-group encrypted with the stack's logs key.
+Its log (blocked and counted requests only; the Authorization and X-Amz-Security-Token headers
+redacted) goes to a CloudWatch log group encrypted with the stack's logs key.
 """
 
 from __future__ import annotations
@@ -37,6 +37,11 @@ MANAGED_RULE_GROUPS = (
 COUNT_ONLY_RULES = {"AWSManagedRulesCommonRuleSet": ("SizeRestrictions_BODY",)}
 RATE_WINDOW_SECONDS = 300
 RATE_LIMITED_BODY_KEY = "rate_limited"
+# Credentials a signed or token-bearing request carries in its headers (WAF matches names lowercase).
+REDACTED_HEADERS = ("authorization", "x-amz-security-token")
+# What the log keeps: blocks, and matches of counting rules (EXCLUDED_AS_COUNT: a rule of a managed group
+# overridden to count, such as SizeRestrictions_BODY).
+LOGGED_ACTIONS = ("BLOCK", "COUNT", "EXCLUDED_AS_COUNT")
 # WAF delivers only to log groups whose name starts with this.
 WAF_LOG_GROUP_PREFIX = "aws-waf-logs-"
 
@@ -109,10 +114,23 @@ class ApiFirewall(Construct):
                     arn_format=ArnFormat.COLON_RESOURCE_NAME,
                 )
             ],
-            # Signatures and tokens stay out of the log.
+            # Signatures and tokens stay out of the log: the Authorization header (SigV4 signature or
+            # Cognito ID token) and the session token that temporary credentials send beside it.
             redacted_fields=[
-                wafv2.CfnLoggingConfiguration.FieldToMatchProperty(single_header={"Name": "authorization"})
+                wafv2.CfnLoggingConfiguration.FieldToMatchProperty(single_header={"Name": header})
+                for header in REDACTED_HEADERS
             ],
+            # Blocked and counted requests only: without a filter WAF logs every request it allows too.
+            logging_filter={
+                "DefaultBehavior": "DROP",
+                "Filters": [
+                    {
+                        "Behavior": "KEEP",
+                        "Requirement": "MEETS_ANY",
+                        "Conditions": [{"ActionCondition": {"Action": action}} for action in LOGGED_ACTIONS],
+                    }
+                ],
+            },
         )
 
     @staticmethod

@@ -26,6 +26,8 @@ from infra.scoring_functions import scoring_function
 AUTHORISED_ROUTES = (("score", "POST"), ("score/batch", "POST"), ("model", "GET"), ("openapi.json", "GET"))
 THROTTLE_RATE_PER_SECOND = 50
 THROTTLE_BURST = 100
+# The legacy TLS 1.2 policy: TLS 1.2 and 1.3, no endpoint access mode to set (enhanced policies need one).
+MINIMUM_TLS_POLICY = "TLS_1_2"
 
 
 class Serving(Construct):
@@ -110,12 +112,18 @@ class Serving(Construct):
                 metrics_enabled=True,
             ),
         )
+        # A Regional API's default endpoint otherwise accepts TLS 1.0 and 1.1: 1.2 and 1.3 only.
+        rest_api = self.api.node.default_child
+        assert isinstance(rest_api, apigw.CfnRestApi)
+        rest_api.security_policy = MINIMUM_TLS_POLICY
         # API Gateway's own errors (auth, throttling, size, WAF, timeouts) in the function's error format.
         add_error_responses(self.api)
         self.user_pool: cognito.UserPool | None = None
         self.user_pool_client: cognito.UserPoolClient | None = None
         authorization_type, authorizer = self._authorisation(config)
-        integration = apigw.LambdaIntegration(self.alias)
+        # Only the deployed stage may invoke the alias: no permission for the console's test invocations,
+        # which call the function without the method's authorisation and outside the web ACL.
+        integration = apigw.LambdaIntegration(self.alias, allow_test_invoke=False)
         validator = self.api.add_request_validator(
             "Validator", validate_request_body=True, validate_request_parameters=True
         )

@@ -26,9 +26,10 @@ from pydantic import BaseModel
 
 from lambdas.api.errors import (
     JSON_CONTENT_TYPE,
-    MAX_ERROR_DETAILS,
+    MAX_FIELDS_IN_MESSAGE,
     MODEL_VERSION_HEADER,
     REQUEST_ID_HEADER,
+    SECURITY_HEADERS,
     error_response,
     field_error_details,
     fields_text,
@@ -36,7 +37,7 @@ from lambdas.api.errors import (
     is_malformed_json,
     pydantic_error_details,
 )
-from lambdas.api.observability import logger, metrics
+from lambdas.api.observability import logger, metrics, tracer
 from lambdas.api.schemas import APPLICATION_ID_MAX_LENGTH, ErrorResponse, Health, build_schemas
 from lambdas.api.settings import Settings
 from lambdas.audit import API_DECISION, API_DECISIONS
@@ -53,6 +54,9 @@ _POST_ERRORS: dict[int, Any] = {
     415: {"description": "Content-Type is not application/json", "content": _ERROR_CONTENT},
     500: {"description": "Internal fault (no details leak)", "content": _ERROR_CONTENT},
 }
+# Custom responses replace Powertools' default 200, so the GET routes name theirs (with no content given,
+# its schema is still the route's return type).
+_GET_ERRORS: dict[int, Any] = {500: _POST_ERRORS[500]}
 
 
 class ScoringApi:
@@ -176,11 +180,23 @@ class ScoringApi:
             results = self._score(request.applications)  # type: ignore[attr-defined]
             return _json_response({"model_version": self.model.model_version, "results": results})
 
-        @route("GET", "/v1/model", summary="The model card's public part", tags=["model"])
+        @route(
+            "GET",
+            "/v1/model",
+            summary="The model card's public part",
+            responses={200: {"description": "The model card's public part"}} | _GET_ERRORS,
+            tags=["model"],
+        )
         def model_card() -> dict[str, Any]:
             return {**self.model.card.public_view(), "max_batch_applications": max_batch}
 
-        @route("GET", "/v1/health", summary="Liveness and the loaded model version", tags=["model"])
+        @route(
+            "GET",
+            "/v1/health",
+            summary="Liveness and the loaded model version",
+            responses={200: {"description": "Alive, with the loaded model version"}} | _GET_ERRORS,
+            tags=["model"],
+        )
         def health() -> Health:
             return Health(status="ok", model_version=self.model.model_version)
 
@@ -194,6 +210,7 @@ class ScoringApi:
             response = next_middleware(current)
             response.headers[MODEL_VERSION_HEADER] = self.model.model_version
             response.headers[REQUEST_ID_HEADER] = _request_id(current.current_event.raw_event)
+            response.headers.update(SECURITY_HEADERS)
             return response
 
         app.use(middlewares=[stamp_headers])
@@ -308,9 +325,14 @@ class ScoringApi:
             details=details or [],
         )
 
-    def _fault(self, request_id: str) -> Response[str]:
+    def _fault(self, request_id: str, error: BaseException) -> Response[str]:
         """Real faults only: logged with the stack trace, answered without it."""
         logger.exception("unhandled fault")
+        # The resolver answers the fault instead of raising it, so the handler's trace would look
+        # healthy: record it in a subsegment, as X-Ray records a raised exception (fault flag, cause).
+        # (X-Ray takes one StackSummary, what Powertools' annotation calls a list of them.)
+        with tracer.provider.in_subsegment(name="## fault") as subsegment:
+            subsegment.add_exception(error, traceback.extract_tb(error.__traceback__))  # type: ignore[arg-type]
         metrics.add_metric(name="Faults", unit=MetricUnit.Count, value=1)
         return self._error(
             HTTPStatus.INTERNAL_SERVER_ERROR,
@@ -344,7 +366,10 @@ class ScoringApi:
                     request_id=current_request_id(),
                 )
             details = pydantic_error_details(errors)
-            logger.info("rejected", extra={"error_fields": [d["field"] for d in details[:MAX_ERROR_DETAILS]]})
+            # The first fields and the count only: a thousand long unknown keys would make a line beyond
+            # CloudWatch's 256 KB, cut and so no longer JSON.
+            logged_fields = [d["field"] for d in details[:MAX_FIELDS_IN_MESSAGE]]
+            logger.info("rejected", extra={"error_fields": logged_fields, "error_count": len(details)})
             return self._error(
                 HTTPStatus.BAD_REQUEST,
                 "validation_error",
@@ -356,7 +381,7 @@ class ScoringApi:
         @app.exception_handler(RecursionError)  # type: ignore[untyped-decorator]
         def too_deep(error: RecursionError) -> Response[str]:
             if not _raised_by_json_parser(error):
-                return self._fault(current_request_id())
+                return self._fault(current_request_id(), error)
             metrics.add_metric(name="ValidationErrors", unit=MetricUnit.Count, value=1)
             return self._error(
                 HTTPStatus.BAD_REQUEST,
@@ -412,7 +437,7 @@ class ScoringApi:
 
         @app.exception_handler(Exception)  # type: ignore[untyped-decorator]
         def fault(error: Exception) -> Response[str]:
-            return self._fault(current_request_id())
+            return self._fault(current_request_id(), error)
 
 
 class _RuntimeValidationError(Exception):
@@ -564,11 +589,13 @@ def _ms_since(started: float) -> float:
 
 
 def _without_unused_422(document: dict[str, Any]) -> dict[str, Any]:
-    """Powertools documents a 422 it never sends here (validation errors are 400 in our format)."""
+    """Powertools documents a 422 it never sends here (validation errors are 400 in our format), and
+    its response validation schemas, unused and referring to a removed one, would make the document
+    invalid."""
     for operations in document.get("paths", {}).values():
         for operation in operations.values():
             operation.get("responses", {}).pop("422", None)
     schemas = document.get("components", {}).get("schemas", {})
-    for name in ("HTTPValidationError", "ValidationError"):
+    for name in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
         schemas.pop(name, None)
     return document

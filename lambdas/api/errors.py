@@ -14,6 +14,9 @@ from lambdas.scoring.runtime import FieldError
 JSON_CONTENT_TYPE = "application/json"
 MODEL_VERSION_HEADER = "X-Model-Version"
 REQUEST_ID_HEADER = "X-Request-Id"
+# On every answer: decisions about applicants are never kept by a browser or proxy cache, and no
+# client guesses another type than the declared JSON.
+SECURITY_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 _RANGE_TYPES = frozenset(
     {"greater_than_equal", "less_than_equal", "greater_than", "less_than", "number_too_large"}
@@ -46,7 +49,7 @@ def error_response(
         status_code=status.value,
         content_type=JSON_CONTENT_TYPE,
         body=json.dumps(body),
-        headers={MODEL_VERSION_HEADER: model_version, REQUEST_ID_HEADER: request_id},
+        headers={MODEL_VERSION_HEADER: model_version, REQUEST_ID_HEADER: request_id, **SECURITY_HEADERS},
     )
 
 

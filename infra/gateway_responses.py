@@ -14,6 +14,8 @@ from aws_cdk import aws_apigateway as apigw
 
 JSON_CONTENT_TYPE = "application/json"
 REQUEST_ID_HEADER = "X-Request-Id"  # as lambdas/api/errors.py
+# As the function's SECURITY_HEADERS (lambdas/api/errors.py): never cached, never sniffed.
+SECURITY_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 # A context variable, not 'quoted' (a literal) nor method.request.header.* (what the client sent).
 # $context.requestId is the id the function reports too (requestContext.requestId).
 REQUEST_ID_SOURCE = "context.requestId"
@@ -88,6 +90,7 @@ def add_error_responses(api: apigw.RestApi) -> None:
                 REQUEST_ID_HEADER: REQUEST_ID_SOURCE,
                 # Static values are quoted. Explicit, so the body is declared JSON whatever the Accept.
                 "Content-Type": f"'{JSON_CONTENT_TYPE}'",
+                **{name: f"'{value}'" for name, value in SECURITY_HEADERS.items()},
             },
             templates={JSON_CONTENT_TYPE: template},
         )

@@ -107,12 +107,19 @@ def test_given_each_response_then_it_sends_the_request_id_header_and_json_and_no
     errors_source = (REPO_ROOT / "lambdas" / "api" / "errors.py").read_text()
     header = re.search(r'REQUEST_ID_HEADER = "([^"]+)"', errors_source)
     assert header is not None
+    # And the security headers the function sets on every answer
+    security = re.search(r"SECURITY_HEADERS = (\{[^}]+\})", errors_source)
+    assert security is not None
+    security_headers = json.loads(security.group(1))
+    assert security_headers == {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
     for response_type, props in _by_type(variant).items():
         # Then the header carries API Gateway's request id (a context variable, not a quoted literal
-        # nor a request header) and the content type is JSON; nothing else, CORS headers included
+        # nor a request header), the content type is JSON and the function's security headers are
+        # set; nothing else, CORS headers included
         assert props["ResponseParameters"] == {
             f"gatewayresponse.header.{header.group(1)}": "context.requestId",
             "gatewayresponse.header.Content-Type": "'application/json'",
+            **{f"gatewayresponse.header.{name}": f"'{value}'" for name, value in security_headers.items()},
         }, response_type
 
 

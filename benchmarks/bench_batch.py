@@ -7,7 +7,8 @@
 stream the CSV, validate every row against the card, score with onnxruntime, compute reasons for
 declined rows, write the scored CSV and the rejected CSV. The baseline is what a seed app would do
 with the same model: ``pandas.read_csv``, the same scikit-learn pipeline's ``predict_proba``
-(refitted here from the champion's recipe on the same data), a decision column, ``to_csv``.
+(refitted here from the champion's recipe, seed and training rows, and checked against the
+bundle's ONNX model), a decision column, ``to_csv``.
 
 Each side runs in its own subprocess pinned to one CPU with single-threaded math libraries, so
 rows/s are one-core figures and the peak RSS (``VmHWM``) belongs to that side alone. The sides run
@@ -47,14 +48,15 @@ SINGLE_THREAD_ENV = {
 
 
 def _peak_rss_mb() -> float:
-    """This process's own peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a
-    child would report its parent's peak (the parent may just have trained a model)."""
+    """This process's own peak RSS in MB (10^6 bytes, the goal's unit). VmHWM, not ru_maxrss: Linux
+    carries ru_maxrss across exec, so a child would report its parent's peak (the parent may just
+    have trained a model). Both are in KiB (VmHWM's "kB" is 1024 bytes)."""
     status = Path("/proc/self/status")
     if status.is_file():
         for line in status.read_text().splitlines():
             if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+                return int(line.split()[1]) * 1024 / 1e6
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6  # Linux reports KiB
 
 
 def _pin_to_one_cpu() -> None:
@@ -166,23 +168,43 @@ def ensure_bundle(bundle: Path | None, work: Path, candidate: str) -> Path:
 
 
 def ensure_baseline_pipeline(bundle: Path, work: Path) -> Path:
-    """The champion's scikit-learn pipeline, fitted with its recipe and seed on the same cleaned data."""
+    """The champion's scikit-learn pipeline, refitted as training fitted it (recipe, seed, training
+    rows of the same split), and checked against the bundle's ONNX model on the holdout rows."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
     from lambdas.scoring.card import ModelCard
     from training.candidates import candidates_by_name
     from training.datasets.catalog import load_dataset
     from training.features import model_input_frame
+    from training.onnx_export import check_parity, onnx_feed
+    from training.pipeline import TrainingConfig, coded_categories, split_holdout
 
     card = ModelCard.model_validate_json((bundle / "model_card.json").read_bytes())
-    target = work / f"baseline-{card.model_version}.pkl"
+    target = work / f"baseline-{card.model_version}-training-rows.pkl"
     if target.is_file():
         return target
     dataset = load_dataset("credit_risk")
     spec = dataset.spec
-    x = model_input_frame(spec, dataset.frame)
-    y = dataset.frame[spec.target].to_numpy()
+    split = split_holdout(dataset, TrainingConfig(seed=card.lineage.seed))
+    x = model_input_frame(spec, split.train)
+    y = split.train[spec.target].to_numpy(dtype=np.int64)
     (candidate,) = candidates_by_name([card.champion])
     print(f"fitting the baseline scikit-learn pipeline ({card.champion}) ...", flush=True)
-    pipeline = candidate.build(spec, len(y), card.lineage.seed).fit(x, y)
+    with threadpool_limits(limits=1):  # as training fits the final model
+        pipeline = candidate.build(spec, len(y), card.lineage.seed).fit(x, y)
+    x_holdout = model_input_frame(spec, split.holdout)
+    parity = check_parity(
+        (bundle / card.onnx.file).read_bytes(),
+        onnx_feed(spec, x_holdout, coded_categories(card.features)),
+        pipeline.predict_proba(x_holdout)[:, 1],
+    )
+    if not parity.passed:
+        raise SystemExit(
+            f"the refitted baseline is not the bundle's model: max |difference| "
+            f"{parity.max_abs_difference:.1e} on {len(x_holdout)} holdout rows"
+        )
+    print(f"baseline vs bundle ONNX on the holdout: max |difference| {parity.max_abs_difference:.1e}")
     with target.open("wb") as handle:
         pickle.dump({"pipeline": pipeline, "threshold": card.decision_policy.threshold}, handle)
     return target

@@ -269,6 +269,7 @@ class ScoringModel:
 
         The original rows and the ``selected rows x features`` perturbed rows run in one ONNX call.
         """
+        _check_top_k(top_k)
         rows = _rows_in(feed)
         selected = _selected_rows(reasons_for, rows)
         if not selected.size:
@@ -354,6 +355,7 @@ class ScoringModel:
         Only the perturbed rows go through the model, in one ONNX call: for a file whose decisions
         are known first, the declined rows are explained without being scored a second time.
         """
+        _check_top_k(top_k)
         if not rows.size:
             return []
         return self._top_reasons(self._explained(feed, probability, rows), top_k)
@@ -454,6 +456,7 @@ class ScoringModel:
     ) -> list[str]:
         """Like :meth:`explain`, but each row's reason texts joined by ``separator`` (what a scored
         file carries): rows with the same reasons share one string, and no Reason objects are built."""
+        _check_top_k(top_k)
         if not rows.size:
             return []
         order, values, sides = self._ranking(self._explained(feed, probability, rows), top_k)
@@ -743,6 +746,17 @@ def _category_column(
     try:
         distinct = set(cells)
     except TypeError:  # an unhashable cell (a list or object from JSON): judge cell by cell
+        distinct = None
+    # Values of different types can be equal (1 == 1.0 == True) and a set keeps only one of them,
+    # so a column mixing non-text types (JSON Lines) is judged cell by cell. Only when the few
+    # distinct values include a non-text one is the type of every cell looked at.
+    if (
+        distinct is not None
+        and not all(isinstance(value, str) or value is None for value in distinct)
+        and len({type(value) for value in cells} - {str, type(None)}) > 1
+    ):
+        distinct = None
+    if distinct is None:
         verdicts = [_judge_category(feature, value, allowed) for value in cells]
         column = np.array([_feed_value(text, codes) for text, _ in verdicts], dtype=dtype)
         return column, [(row, error) for row, (_, error) in enumerate(verdicts) if error is not None]
@@ -1041,6 +1055,13 @@ def _rows_in(feed: Mapping[str, np.ndarray]) -> int:
     if len(lengths) != 1:
         raise ValueError(f"feed columns have different lengths: {sorted(lengths)}")
     return int(lengths.pop())
+
+
+def _check_top_k(top_k: int) -> None:
+    # A negative count would slice a different tail off each path's ranking (positive reasons in the
+    # small path, features in the block path): refuse it rather than return either.
+    if top_k < 0:
+        raise ValueError(f"top_k must be 0 or more, got {top_k}")
 
 
 def _selected_rows(reasons_for: np.ndarray | bool, rows: int) -> NDArray[np.intp]:

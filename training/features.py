@@ -88,13 +88,13 @@ def model_input_frame(spec: DatasetSpec, frame: pd.DataFrame) -> pd.DataFrame:
         if feature.kind == "category":
             columns[feature.name] = values.astype("string").fillna(MISSING_CATEGORY).astype(object)
         elif feature.kind == "boolean":
-            columns[feature.name] = values.map(_to_bool_number).astype(np.float64)
+            columns[feature.name] = values.map(to_bool_number).astype(np.float64)
         else:
             columns[feature.name] = pd.to_numeric(values, errors="raise").astype(np.float64)
     return pd.DataFrame(columns, index=frame.index)
 
 
-def _to_bool_number(value: object) -> float:
+def to_bool_number(value: object) -> float:
     if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
         return float("nan")
     if isinstance(value, str):

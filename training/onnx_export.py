@@ -44,7 +44,7 @@ from sklearn.pipeline import Pipeline
 
 from lambdas.scoring.card import NULL_CATEGORY_CODE, FeatureSchema, OnnxElementType, category_code_map
 from training.datasets.spec import DatasetSpec
-from training.features import MISSING_CATEGORY, DerivedFeatures, category_columns
+from training.features import MISSING_CATEGORY, DerivedFeatures, category_columns, to_bool_number
 
 OPSET = {"": 17, "ai.onnx.ml": 3}
 PROBABILITY_OUTPUT = "probabilities"
@@ -267,9 +267,18 @@ def _classifier_shape(operator: Any) -> None:
     operator.outputs[1].type = DoubleTensorType([rows, 2])
 
 
+def _imputer_kept_columns(imputer: SimpleImputer) -> NDArray[np.int64]:
+    """The input columns the imputer outputs: sklearn drops a column with no value in training
+    (its statistic is NaN) unless ``keep_empty_features``."""
+    statistics = np.asarray(imputer.statistics_, dtype=np.float64)
+    if imputer.keep_empty_features:
+        return np.arange(len(statistics), dtype=np.int64)
+    return np.flatnonzero(~np.isnan(statistics)).astype(np.int64)
+
+
 def _imputer_shape(operator: Any) -> None:
     operator.outputs[0].type = DoubleTensorType(
-        [operator.inputs[0].get_first_dimension(), operator.inputs[0].get_second_dimension()]
+        [operator.inputs[0].get_first_dimension(), len(_imputer_kept_columns(operator.raw_operator))]
     )
 
 
@@ -282,14 +291,23 @@ def _imputer_converter(scope: Any, operator: Any, container: Any) -> None:
         raise ValueError("SimpleImputer(add_indicator=True) is not supported")
     name = scope.get_unique_variable_name
     node_name = scope.get_unique_operator_name
-    fill = name("fill_values")
+    source = operator.inputs[0].full_name
     statistics = np.asarray(imputer.statistics_, dtype=np.float64)
+    kept = _imputer_kept_columns(imputer)
+    if len(kept) < len(statistics):
+        # As sklearn: a column all-missing in training is dropped, not passed on as NaN.
+        kept_name = name("kept_columns")
+        container.add_initializer(kept_name, TensorProto.INT64, [len(kept)], kept.tolist())
+        source_kept = name("kept_input")
+        container.add_node("Gather", [source, kept_name], source_kept, axis=1, name=node_name("Gather"))
+        source, statistics = source_kept, statistics[kept]
+    fill = name("fill_values")
     container.add_initializer(fill, TensorProto.DOUBLE, [1, len(statistics)], statistics.tolist())
     missing = name("is_missing")
-    container.add_node("IsNaN", operator.inputs[0].full_name, missing, name=node_name("IsNaN"))
+    container.add_node("IsNaN", source, missing, name=node_name("IsNaN"))
     container.add_node(
         "Where",
-        [missing, fill, operator.inputs[0].full_name],
+        [missing, fill, source],
         operator.outputs[0].full_name,
         name=node_name("Where"),
     )
@@ -554,7 +572,15 @@ def onnx_feed(
 def card_feed(features: Sequence[FeatureSchema], frame: pd.DataFrame) -> dict[str, NDArray[Any]]:
     """The inputs of a bundle's graph as its card describes them (input name, type, categories),
     so a bundle of either category encoding can be scored."""
-    return {f.onnx_input: feed_column(frame[f.name], f.onnx_type, f.categories) for f in features}
+    return {
+        f.onnx_input: feed_column(
+            # Booleans as training read them ("yes"/"no", "true", ...), not only numbers.
+            frame[f.name].map(to_bool_number) if f.type == "boolean" else frame[f.name],
+            f.onnx_type,
+            f.categories,
+        )
+        for f in features
+    }
 
 
 def onnx_probabilities(model_bytes: bytes, feed: dict[str, NDArray[Any]]) -> NDArray[np.float64]:
@@ -573,8 +599,18 @@ class ParityResult:
 def check_parity(
     model_bytes: bytes, feed: dict[str, NDArray[Any]], expected: NDArray[np.float64]
 ) -> ParityResult:
+    """Passes when every row's probability is within PARITY_TOLERANCE of ``expected`` (a NaN on
+    either side fails). Refuses anything but one expected value per scored row: numpy would
+    broadcast a single value against every row, and no rows would pass having compared nothing."""
+    if len(expected) == 0:
+        raise ValueError("parity needs one expected probability per scored row, and no rows were given")
     actual = onnx_probabilities(model_bytes, feed)
-    difference = float(np.max(np.abs(actual - expected))) if len(expected) else 0.0
+    if actual.shape != np.shape(expected):
+        raise ValueError(
+            f"parity needs one expected probability per scored row: the graph scored {actual.shape}, "
+            f"expected has shape {np.shape(expected)}"
+        )
+    difference = float(np.max(np.abs(actual - expected)))
     return ParityResult(
         max_abs_difference=difference,
         rows_checked=len(expected),

@@ -34,6 +34,9 @@ EXPORT_LIFECYCLE_DAYS = 90
 LOG_EXPORTS = ("audit", "error", "slowquery")
 AUDIT_EVENTS = ("CONNECT", "QUERY_DDL", "QUERY_DCL")
 SLOW_QUERY_SECONDS = 2
+# The RDS CA bundle inside the training image: RDS server certificates chain to RDS's own CAs, which no
+# system trust store holds, so the loader verifies the server against this file (DB_TLS_CA).
+RDS_CA_BUNDLE = "/etc/ssl/rds/global-bundle.pem"
 
 
 class Data(Construct):
@@ -146,6 +149,14 @@ class Data(Construct):
                 )
             ],
         )
+        # RDS makes no outbound connections: the group admits its clients and lets nothing out.
+        security_group = ec2.SecurityGroup(
+            self,
+            "DatabaseSecurityGroup",
+            vpc=network.vpc,
+            description="Loan database: MariaDB from the loader and the secret-rotation function only",
+            allow_all_outbound=False,
+        )
         database = rds.DatabaseInstance(
             self,
             "Database",
@@ -154,6 +165,7 @@ class Data(Construct):
             vpc=network.vpc,
             vpc_subnets=network.isolated_subnets,
             publicly_accessible=False,
+            security_groups=[security_group],
             database_name=DATABASE_NAME,
             credentials=rds.Credentials.from_generated_secret("loanadmin", encryption_key=self.key),
             storage_encrypted=True,
@@ -287,7 +299,11 @@ class Data(Construct):
                 "--files",
                 self.export_bucket.s3_url_for_object(DATASET_PREFIX + "credit_risk/"),
             ],
-            environment={"DB_SECRET_ARN": self.secret.secret_arn, "DB_TLS": "true"},
+            environment={
+                "DB_SECRET_ARN": self.secret.secret_arn,
+                "DB_TLS": "true",
+                "DB_TLS_CA": RDS_CA_BUNDLE,
+            },
             logging=ecs.LogDrivers.aws_logs(stream_prefix="loader", log_group=log_group),
         )
         self.secret.grant_read(task.task_role)
@@ -307,6 +323,7 @@ class Data(Construct):
         suppress(
             task,
             "AwsSolutions-ECS2",
-            "Only non-secret settings (secret ARN, TLS flag) are environment variables.",
+            "Only non-secret settings (the secret's ARN, the TLS flag, the CA bundle's path) are environment "
+            "variables; the loader reads the credentials from Secrets Manager at run time.",
         )
         return task

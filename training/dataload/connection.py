@@ -5,7 +5,9 @@ Environment variables (each one wins over the secret when set):
 - ``DB_HOST`` (default ``127.0.0.1``), ``DB_PORT`` (default ``3306``), ``DB_USER`` (default ``root``),
   ``DB_PASSWORD`` (default empty), ``DB_NAME`` (default database of the connection, optional)
 - ``DB_TLS``: ``true``/``false`` (default false); ``DB_TLS_CA``: CA bundle to verify the server
-  with (setting it turns TLS on). With TLS the server certificate and host name are verified.
+  with (setting it turns TLS on; RDS needs its own bundle, which no system store holds). With TLS
+  the server certificate and host name are verified; without it the connection is plain, never
+  TLS without verification.
 - ``DB_SECRET_ARN``: a Secrets Manager secret in the standard RDS shape
   ``{"engine", "host", "port", "username", "password", "dbname"}``; its values fill whatever
   the variables above leave unset.
@@ -19,6 +21,7 @@ import json
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pymysql
@@ -128,6 +131,8 @@ def tls_context(settings: DbSettings) -> ssl.SSLContext | None:
     """A verifying TLS context (CA bundle if given, else the system store), or None without TLS."""
     if not settings.tls:
         return None
+    if settings.tls_ca is not None and not Path(settings.tls_ca).is_file():
+        raise SettingsError(f"DB_TLS_CA {settings.tls_ca!r} is not a file: the server cannot be verified")
     context = ssl.create_default_context(cafile=settings.tls_ca)
     context.check_hostname = True
     context.verify_mode = ssl.CERT_REQUIRED
@@ -143,6 +148,8 @@ def connect(settings: DbSettings, *, autocommit: bool = False) -> pymysql.connec
         password=settings.password,
         database=settings.database,
         ssl=tls_context(settings),
+        # Without this PyMySQL would negotiate TLS that verifies nothing whenever the server offers it.
+        ssl_disabled=not settings.tls,
         charset="utf8mb4",
         autocommit=autocommit,
         local_infile=False,

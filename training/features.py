@@ -127,10 +127,13 @@ def preprocessor(spec: DatasetSpec, encoding: Encoding) -> ColumnTransformer:
         numeric_steps: Pipeline | DerivedFeatures = derive
         category_step: Any = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1)
     else:
+        # keep_empty_features: a column with no value in training would otherwise be dropped (as 0 it
+        # is a constant the model ignores), which shifts every later column and makes the derived
+        # ratios, chosen by position, divide the wrong columns.
         steps: list[tuple[str, Any]] = [
-            ("impute", SimpleImputer(strategy="median")),
+            ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
             ("derive", derive),
-            ("impute_derived", SimpleImputer(strategy="median")),
+            ("impute_derived", SimpleImputer(strategy="median", keep_empty_features=True)),
         ]
         if encoding == "onehot_scaled":
             steps.append(("scale", StandardScaler()))

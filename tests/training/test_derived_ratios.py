@@ -154,6 +154,33 @@ def test_given_zero_incomes_when_every_candidate_trains_then_it_converts_with_pa
         assert ((probabilities > 0) & (probabilities < 1)).all()
 
 
+@pytest.mark.parametrize(
+    "candidate", [c for c in CANDIDATES if c.name != "hist_gradient_boosting"], ids=lambda c: c.name
+)
+def test_given_a_feature_missing_in_every_training_row_then_ratios_still_divide_their_own_columns(
+    candidate: Candidate, jpmc_with_zero_incomes: pd.DataFrame
+) -> None:
+    # Given training rows where the first numeric feature (before the ratios' columns) is never known
+    x = jpmc_with_zero_incomes.drop(columns="default")
+    x["credit_lines_outstanding"] = np.nan
+    y = jpmc_with_zero_incomes["default"].to_numpy()
+    # When a candidate that imputes before deriving trains
+    pipeline = _fitted(candidate, x, y)
+    # Then the derived columns are debt/income and loan/income of each row, not of shifted columns
+    numeric = pipeline[0].named_transformers_["numeric"]
+    derived = numeric[:2].transform(x[list(numeric.feature_names_in_)])[:, -2:]
+    known = (x["income"] != 0).to_numpy()
+    expected = np.column_stack(
+        [x["total_debt_outstanding"] / x["income"], x["loan_amt_outstanding"] / x["income"]]
+    )[known]
+    assert np.allclose(derived[known], expected)
+    # And the graph still agrees with sklearn
+    categories = coded_categories(feature_schema(JPMC_LOANS, x))
+    model_bytes = convert_pipeline(pipeline, JPMC_LOANS, None, categories).SerializeToString()
+    parity = check_parity(model_bytes, onnx_feed(JPMC_LOANS, x, categories), pipeline.predict_proba(x)[:, 1])
+    assert parity.passed, parity.max_abs_difference
+
+
 def test_committed_champion_has_no_derived_features_so_zero_denominators_cannot_touch_it() -> None:
     # The credit_risk spec declares no ratios or products...
     assert CREDIT_RISK.derived == ()

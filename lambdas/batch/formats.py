@@ -23,10 +23,11 @@ import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, cast
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
@@ -58,6 +59,13 @@ COLLISION_PREFIX = "input_"
 # First bytes of files that are not CSV text, for a helpful error when one is named .csv.
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
+# CSV outputs only: spreadsheets run a cell starting with one of these as a formula (OWASP's "CSV
+# injection"), so such a text cell is written with a leading "'" unless it is a plain number (-3.5).
+FORMULA_TRIGGERS = "=+-@\t\r"
+_PLAIN_NUMBER = r"[ \t]*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?[ \t]*"
+_PLAIN_NUMBER_RE = re.compile(_PLAIN_NUMBER)
+_TRIGGER_BYTES = np.zeros(256, dtype=np.bool_)
+_TRIGGER_BYTES[list(FORMULA_TRIGGERS.encode())] = True
 
 
 class UnreadableFileError(Exception):
@@ -637,11 +645,16 @@ class ArrowTableWriter:
         self._gzip = gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=6, mtime=0) if compress else None
         target: IO[bytes] | gzip.GzipFile = self._gzip if self._gzip is not None else sink
         self._schema = scored_schema(input_schema)
-        self._writer: pa_csv.CSVWriter | pq.ParquetWriter = (
-            pq.ParquetWriter(target, self._schema, compression="snappy")
-            if kind == "parquet"
-            else pa_csv.CSVWriter(target, self._schema)
-        )
+        self._csv_schema: pa.Schema | None = None
+        self._writer: pa_csv.CSVWriter | pq.ParquetWriter
+        if kind == "parquet":
+            self._writer = pq.ParquetWriter(target, self._schema, compression="snappy")
+        else:
+            # The header is a row a spreadsheet reads too: input names are made safe like the cells.
+            self._csv_schema = pa.schema(
+                [column.with_name(spreadsheet_safe(column.name)) for column in self._schema]
+            )
+            self._writer = pa_csv.CSVWriter(target, self._csv_schema)
 
     def write(self, chunk: Chunk, keep: NDArray[np.bool_], scored: ScoredColumns) -> None:
         assert chunk.table is not None
@@ -655,6 +668,14 @@ class ArrowTableWriter:
         )
         if not table.schema.equals(self._schema):
             table = table.cast(self._schema)
+        if self._csv_schema is not None:
+            # Only the input's columns: the model's are the card's texts and numbers.
+            carried = len(table.column_names) - len(OUTPUT_COLUMNS)
+            columns = [
+                _spreadsheet_safe_column(values) if index < carried else values
+                for index, values in enumerate(table.columns)
+            ]
+            table = pa.Table.from_arrays(columns, schema=self._csv_schema)
         self._writer.write_table(table)
 
     def close(self) -> None:
@@ -684,7 +705,14 @@ class JsonLinesWriter:
             # Strict JSON: rows holding NaN/Infinity were rejected when read, so this never raises.
             lines.append(json.dumps(row, ensure_ascii=False, separators=(",", ":"), allow_nan=False))
         if lines:
-            self._sink.write(("\n".join(lines) + "\n").encode("utf-8"))
+            text = "\n".join(lines) + "\n"
+            try:
+                encoded = text.encode("utf-8")
+            except UnicodeEncodeError:
+                # A lone surrogate ("\ud800" in the input's JSON) has no UTF-8 form: those lines keep
+                # it as the \u escape the input had (ensure_ascii), the others stay as they are.
+                encoded = "".join(_utf8_line(line) for line in text.splitlines(keepends=True)).encode()
+            self._sink.write(encoded)
 
     def close(self) -> None:
         return None
@@ -703,14 +731,15 @@ class RejectedWriter:
         if raw_line:
             self.header.append(RAW_LINE_COLUMN)
         self._writer = csv.writer(self._text)
-        self._writer.writerow(self.header)
+        self._writer.writerow([spreadsheet_safe(name) for name in self.header])
         self.rows = 0
 
     def write(self, rows: Sequence[RejectedRow]) -> None:
         for row in rows:
             values = [row.values.get(name, "") for name in self._value_columns]
             extra = [row.raw_line] if self._raw_line else []
-            self._writer.writerow([row.row_number, row.error_code, row.error, *values, *extra])
+            cells = [row.error_code, row.error, *values, *extra]
+            self._writer.writerow([row.row_number, *(spreadsheet_safe(cell) for cell in cells)])
         self.rows += len(rows)
 
     def close(self) -> None:
@@ -731,3 +760,48 @@ def _value_headers(own: Sequence[str], value_columns: Sequence[str]) -> list[str
             name = renamed
         headers.append(name)
     return headers
+
+
+def _utf8_line(line: str) -> str:
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(json.loads(line), ensure_ascii=True, separators=(",", ":"), allow_nan=False) + "\n"
+    return line
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """``cell`` for a CSV output: with a leading "'" when a spreadsheet would run it as a formula."""
+    if cell and cell[0] in FORMULA_TRIGGERS and not _PLAIN_NUMBER_RE.fullmatch(cell):
+        return "'" + cell
+    return cell
+
+
+def _spreadsheet_safe_column(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    """:func:`spreadsheet_safe` for a text column, in C; other types cannot hold a formula."""
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        return values
+    if not _may_start_formula(values):  # the usual chunk: one numpy gather per column, no regex
+        return values
+    starts = pc.match_substring_regex(values, "^[=+\\-@\t\r]")  # FORMULA_TRIGGERS
+    number = pc.match_substring_regex(values, "^" + _PLAIN_NUMBER + "$")
+    formula = pc.fill_null(pc.and_(starts, pc.invert(number)), False)  # null cells stay null
+    return pc.if_else(formula, pc.binary_join_element_wise("'", values, ""), values)
+
+
+def _may_start_formula(values: pa.ChunkedArray) -> bool:
+    """Whether any cell may start with a trigger: looks at the byte where each cell starts (for an
+    empty cell that is the next cell's first byte: a false alarm only costs the exact check)."""
+    offset_type = np.int64 if pa.types.is_large_string(values.type) else np.int32
+    for array in values.chunks:
+        _, offsets, data = array.buffers()
+        if offsets is None or data is None or data.size == 0 or len(array) == 0:
+            continue
+        starts = cast(
+            "NDArray[np.signedinteger[Any]]",
+            np.frombuffer(offsets, dtype=offset_type)[array.offset : array.offset + len(array)],
+        )
+        first_bytes = np.take(np.frombuffer(data, dtype=np.uint8), starts, mode="clip")
+        if np.take(_TRIGGER_BYTES, first_bytes).any():  # np.take: ~3x quicker than indexing
+            return True
+    return False

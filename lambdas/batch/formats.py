@@ -711,7 +711,8 @@ class JsonLinesWriter:
             except UnicodeEncodeError:
                 # A lone surrogate ("\ud800" in the input's JSON) has no UTF-8 form: those lines keep
                 # it as the \u escape the input had (ensure_ascii), the others stay as they are.
-                encoded = "".join(_utf8_line(line) for line in text.splitlines(keepends=True)).encode()
+                # (Per dumped line, not text.splitlines(), which also splits at U+2028 inside a string.)
+                encoded = "".join(_utf8_line(line) + "\n" for line in lines).encode()
             self._sink.write(encoded)
 
     def close(self) -> None:
@@ -766,7 +767,7 @@ def _utf8_line(line: str) -> str:
     try:
         line.encode("utf-8")
     except UnicodeEncodeError:
-        return json.dumps(json.loads(line), ensure_ascii=True, separators=(",", ":"), allow_nan=False) + "\n"
+        return json.dumps(json.loads(line), ensure_ascii=True, separators=(",", ":"), allow_nan=False)
     return line
 
 

@@ -67,17 +67,18 @@ def test_given_a_json_string_with_a_lone_surrogate_then_the_row_is_scored_and_th
     model: ScoringModel,
 ) -> None:
     # Valid JSON text (RFC 8259 allows any \\u escape), but "\ud800" has no UTF-8 form.
+    # The second line holds U+2028, which str.splitlines() would take for a line break.
     lines = (
-        json.dumps({**GOOD_ROWS[0], "note": "\ud800 é"})
+        json.dumps({**GOOD_ROWS[0], "note": "\ud800 é\u2028x"})
         + "\n"
-        + json.dumps({**GOOD_ROWS[1], "note": "é"})
+        + json.dumps({**GOOD_ROWS[1], "note": "é\u2028y"})
         + "\n"
     ).encode()
 
     outcome = score(model, "jsonl", lines)
 
     assert outcome.counts.rows_scored == 2
-    written = outcome.scored.decode("utf-8").splitlines()
+    written = outcome.scored.decode("utf-8").split("\n")[:-1]
     assert "\\ud800" in written[0]
-    assert '"note":"é"' in written[1]  # lines without one stay unescaped
-    assert [json.loads(line)["note"] for line in written] == ["\ud800 é", "é"]
+    assert '"note":"é\u2028y"' in written[1]  # lines without one stay unescaped
+    assert [json.loads(line)["note"] for line in written] == ["\ud800 é\u2028x", "é\u2028y"]

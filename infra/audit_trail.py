@@ -20,6 +20,7 @@ from aws_cdk import aws_logs_destinations as log_destinations
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from infra.alarms import alarm_on_any
 from infra.buckets import rotating_key, secure_bucket
 from infra.config import AppConfig
 from infra.log_groups import encrypted_log_group
@@ -132,21 +133,17 @@ class AuditTrail(Construct):
             )
             for index, log_group in enumerate(log_groups.values())
         }
-        self.forwarding_alarm = cloudwatch.Alarm(
+        self.forwarding_alarm = alarm_on_any(
             self,
             "AuditForwarding",
-            metric=cloudwatch.MathExpression(
+            cloudwatch.MathExpression(
                 expression=" + ".join(f"FILL({name}, 0)" for name in forwarding_errors),
                 using_metrics=forwarding_errors,
                 label="Audit lines not forwarded to the stream",
                 period=Duration.minutes(5),
             ),
-            threshold=0,
-            evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            alarm_description="CloudWatch Logs failed to forward audit lines to the audit stream (they are "
-            "dropped, not retried): check the subscription filters and the stream",
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            "CloudWatch Logs failed to forward audit lines to the audit stream (they are dropped, not "
+            "retried): check the subscription filters and the stream",
         )
         self.delivery_alarm = cloudwatch.Alarm(
             self,

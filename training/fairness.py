@@ -16,11 +16,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from lambdas.scoring.card import AttributeFairness, GroupFairness
-
-
-def _rate(numerator: int, denominator: int) -> float | None:
-    """None where the group has no rows of that kind (the rate is undefined, not zero)."""
-    return float(numerator / denominator) if denominator else None
+from training.metrics import share
 
 
 def fairness_for_attribute(
@@ -41,10 +37,10 @@ def fairness_for_attribute(
             GroupFairness(
                 group=str(group),
                 count=int(rows.sum()),
-                approval_rate=_rate(int((rows & ~declined).sum()), int(rows.sum())),
-                default_rate=_rate(int(defaulters.sum()), int(rows.sum())),
-                true_positive_rate=_rate(int((defaulters & declined).sum()), int(defaulters.sum())),
-                good_applicant_approval_rate=_rate(int((repayers & ~declined).sum()), int(repayers.sum())),
+                approval_rate=share(int((rows & ~declined).sum()), int(rows.sum())),
+                default_rate=share(int(defaulters.sum()), int(rows.sum())),
+                true_positive_rate=share(int((defaulters & declined).sum()), int(defaulters.sum())),
+                good_applicant_approval_rate=share(int((repayers & ~declined).sum()), int(repayers.sum())),
             )
         )
     large = [g for g in reports if g.count >= min_group_size]

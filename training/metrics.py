@@ -36,7 +36,7 @@ def summarise(fold_metrics: list[MetricSet]) -> tuple[MetricSet, MetricSet]:
     return mean, std
 
 
-def _share(numerator: int, denominator: int) -> float | None:
+def share(numerator: int, denominator: int) -> float | None:
     """None where there is nothing to take a share of (undefined, not zero)."""
     return float(numerator / denominator) if denominator else None
 
@@ -58,10 +58,10 @@ def decision_outcomes(
         rows=rows,
         threshold=threshold,
         approval_rate=float((~declined).mean()),
-        defaulters_declined_rate=_share(int((declined & defaulted).sum()), int(defaulted.sum())),
-        good_applicants_declined_rate=_share(declined_repayers, int((~defaulted).sum())),
-        declined_who_defaulted_rate=_share(int((declined & defaulted).sum()), int(declined.sum())),
-        approved_who_defaulted_rate=_share(approved_defaulters, int((~declined).sum())),
+        defaulters_declined_rate=share(int((declined & defaulted).sum()), int(defaulted.sum())),
+        good_applicants_declined_rate=share(declined_repayers, int((~defaulted).sum())),
+        declined_who_defaulted_rate=share(int((declined & defaulted).sum()), int(declined.sum())),
+        approved_who_defaulted_rate=share(approved_defaulters, int((~declined).sum())),
         expected_cost_per_application=(
             cost_of_approving_defaulter * approved_defaulters
             + cost_of_declining_good_applicant * declined_repayers

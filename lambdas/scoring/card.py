@@ -68,14 +68,12 @@ class FeatureSchema(_Strict):
                 f"{self.name}: an int64 (coded) input must be a category with its categories listed"
             )
         # A code is a position in the list: each category once, and no empty text (the null one).
-        coded = self.categories if self.onnx_type == "int64" else None
-        if coded is not None and (len(set(coded)) != len(coded) or "" in coded):
-            raise ValueError(f"{self.name}: coded categories must be distinct and non-empty")
-        # Text categories too: the empty text is how a missing value reaches the model, so listing it
-        # would let a non-nullable feature take it; a duplicate means the card was built wrongly.
+        # A code is a position in the list; as text, the empty string is how a missing value reaches the
+        # model, so listing it would let a non-nullable feature take it. A duplicate is a wrong card.
         listed = self.categories or []
         if len(set(listed)) != len(listed) or "" in listed:
-            raise ValueError(f"{self.name}: categories must be distinct and non-empty, got {listed}")
+            kind = "coded categories" if self.onnx_type == "int64" else "categories"
+            raise ValueError(f"{self.name}: {kind} must be distinct and non-empty, got {listed}")
         if self.onnx_type == "string" and self.type != "category":
             raise ValueError(f"{self.name}: a string input must be a category")
         # An empty range would refuse every value of the feature.

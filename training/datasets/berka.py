@@ -778,6 +778,10 @@ def build_berka_frame(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     :func:`read_berka_files`, or from MariaDB/Parquet; they are coerced first). Features use only
     records dated strictly before each loan's date; see the module docstring for the tables
     without dates. Rows are sorted by ``loan_id``, index reset.
+
+    Refused with a ``ValueError``: codes outside PKDD'99's (``loan.status``, ``account.frequency``,
+    ``card.type``, ``trans.type``), negative ``trans.amount`` (the type gives the sign), and a loan
+    whose account, account district, OWNER disposition or owner's client row is missing.
     """
     missing_tables = [name for name in BERKA_TABLES if name not in tables]
     if missing_tables:
@@ -808,6 +812,7 @@ def build_berka_frame(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 
     frame = frame.join(_account_features(loans, t["account"], t["district"]))
     frame = frame.join(_disp_card_features(loans, t["disp"], t["card"]))
+    _check_transaction_codes(t["trans"])
     pre = _pre_loan_transactions(loans, t["trans"])
     frame = frame.join(_transaction_features(loans, pre))
     frame = frame.join(_order_features(loans, t["order"], pre))
@@ -845,6 +850,9 @@ def _account_features(loans: pd.DataFrame, account: pd.DataFrame, district: pd.D
         raise ValueError(f"account.frequency: unexpected codes {unknown}")
     out["account_frequency"] = _text_series(acc["frequency"].map(_FREQUENCY_LABELS))
 
+    unknown_districts = sorted(set(acc["district_id"]) - set(district["district_id"]))
+    if unknown_districts:  # else every district feature would silently be NaN
+        raise ValueError(f"account.district_id without a district row: {unknown_districts[:10]}")
     dist = acc[["district_id", BERKA_TIME_COLUMN]].merge(
         district, on="district_id", how="left", validate="m:1"
     )
@@ -877,6 +885,26 @@ def _disp_card_features(loans: pd.DataFrame, disp: pd.DataFrame, card: pd.DataFr
     out["has_card"] = (best_rank > 0).astype("bool")
     out["card_type"] = _text_series(best_rank.map(dict(enumerate(_CARD_TYPES))))
     return out
+
+
+def _check_transaction_codes(trans: pd.DataFrame) -> None:
+    """PKDD'99 amounts are positive and ``type`` gives the sign: refuse anything else.
+
+    Any other type (e.g. an English re-coding's "credit") would count as neither credit nor debit,
+    and a negative amount would turn a debit into a credit in the balances, both silently.
+    """
+    unknown = sorted(set(trans["type"].dropna()) - _CREDIT_TYPES - _DEBIT_TYPES)
+    if unknown or bool(trans["type"].isna().any()):
+        known = sorted(_CREDIT_TYPES | _DEBIT_TYPES)
+        raise ValueError(
+            f"trans.type: unexpected values {unknown or ['<missing>']}; PKDD'99 codes are {known}"
+        )
+    negative = trans.loc[trans["amount"] < 0, "trans_id"]
+    if len(negative):
+        raise ValueError(
+            f"trans.amount: {len(negative)} negative amounts (e.g. trans_id {negative.head(3).tolist()}); "
+            "PKDD'99 amounts are positive and trans.type gives the sign"
+        )
 
 
 def _pre_loan_transactions(loans: pd.DataFrame, trans: pd.DataFrame) -> pd.DataFrame:
@@ -1042,8 +1070,10 @@ def _daily_balance_features(pre: pd.DataFrame) -> pd.DataFrame:
 
 def _order_features(loans: pd.DataFrame, order: pd.DataFrame, pre: pd.DataFrame) -> pd.DataFrame:
     # Counterparties the account paid before the loan date: the evidence that dates an order.
+    # Only debits: money received from the same counterparty says nothing about the order.
+    is_payment = pre["type"].isin(_DEBIT_TYPES) & pre["bank"].notna() & pre["account"].notna()
     paid = (
-        pre.loc[pre["bank"].notna() & pre["account"].notna(), ["loan_id", "bank", "account"]]
+        pre.loc[is_payment, ["loan_id", "bank", "account"]]
         .drop_duplicates()
         .rename(columns={"bank": "bank_to", "account": "account_to"})
     )
@@ -1083,9 +1113,16 @@ def _owner_attributes(loans: pd.DataFrame, disp: pd.DataFrame, client: pd.DataFr
     owner = loans[["account_id", BERKA_TIME_COLUMN]].merge(
         owners, on="account_id", how="left", validate="m:1"
     )
+    # Only the owner may ask for a loan; without one the protected attributes would be missing.
+    no_owner = sorted(set(owner.loc[owner["client_id"].isna(), "account_id"]))
+    if no_owner:
+        raise ValueError(f"loan accounts without an OWNER disposition (disp): account {no_owner[:10]}")
     owner = owner.merge(
         client[["client_id", "gender", "birth_date"]], on="client_id", how="left", validate="m:1"
     )
+    no_client = sorted(set(owner.loc[owner["birth_date"].isna(), "client_id"]))
+    if no_client:
+        raise ValueError(f"loan account owners (disp.client_id) without a client row: {no_client[:10]}")
     loan_date = owner[BERKA_TIME_COLUMN]
     birth = owner["birth_date"]
     before_birthday = (loan_date.dt.month < birth.dt.month) | (
@@ -1094,7 +1131,7 @@ def _owner_attributes(loans: pd.DataFrame, disp: pd.DataFrame, client: pd.DataFr
     age = loan_date.dt.year - birth.dt.year - before_birthday.astype("int64")
     out = pd.DataFrame(index=loans.index)
     out["owner_gender"] = _text_series(owner["gender"])
-    out["owner_age_years"] = age.astype("Int64") if bool(age.isna().any()) else age.astype("int64")
+    out["owner_age_years"] = age.astype("int64")  # every loan has an owner with a birth date (checked above)
     labels = [label for _, label in _AGE_BANDS]
     bins = [-np.inf, *(upper for upper, _ in _AGE_BANDS[:-1]), np.inf]
     out["owner_age_band"] = pd.cut(age.astype("float64"), bins=bins, labels=labels, right=False, ordered=True)

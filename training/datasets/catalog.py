@@ -314,9 +314,15 @@ def _berka_frame(kind: str, location: str | None) -> pd.DataFrame:
         if not trans_file.exists():
             trans_file = trans_folder / "trans.asc"
             complete_list = trans_folder / "complete_history_loans.csv"
+            # The assembled file holds only part of some loans' histories: never train on it unfiltered.
+            if not complete_list.is_file():
+                raise FileNotFoundError(
+                    f"{complete_list} not found: {trans_file} holds the complete pre-loan history of "
+                    "only the loans listed there, so berka cannot be trained on it without that list"
+                )
         tables = berka.read_berka_files(folder, trans_file)
     frame = berka.build_berka_frame(tables)
-    if complete_list is not None and complete_list.exists():
+    if complete_list is not None:
         keep = berka.read_complete_history_loan_ids(complete_list)
         frame = frame.loc[frame["loan_id"].isin(keep)].reset_index(drop=True)
     return frame

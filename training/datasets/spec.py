@@ -187,6 +187,8 @@ def spec_from_file(path: Path, frame: pd.DataFrame) -> DatasetSpec:
             raise ValueError(f"spec file {path}: feature {name!r} is not in the table")
         if name in roles:
             raise ValueError(f"spec file {path}: feature {name!r} is {roles[name]} and cannot be a feature")
+        if name in drop:  # contradictory: say so rather than pick one
+            raise ValueError(f"spec file {path}: feature {name!r} is also listed in 'drop'")
         options = _feature_options(declared.get(name, {}), name, path)
         kind = str(options.get("type") or infer_kind(frame[name]))
         if kind not in _KINDS:

@@ -12,6 +12,7 @@ was sent.
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import csv
 import gzip
@@ -19,6 +20,8 @@ import io
 import json
 import math
 import re
+import struct
+import tempfile
 import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -218,7 +221,11 @@ class CsvSource:
             )
         if start == PARQUET_MAGIC:
             raise UnreadableFileError("not_utf8", "the file is Parquet, not CSV text: name it .parquet")
-        header_line = _read_header_record(self._buffered, block_bytes).removeprefix(codecs.BOM_UTF8)
+        # The BOM is skipped before the header is scanned: read as part of the first name, it would
+        # hide that name's opening quote (and a line break quoted in it would end the header).
+        if self._buffered.peek(len(codecs.BOM_UTF8)).startswith(codecs.BOM_UTF8):
+            self._buffered.read(len(codecs.BOM_UTF8))
+        header_line = _read_header_record(self._buffered, block_bytes)
         while header_line and not header_line.strip():
             header_line = _read_header_record(self._buffered, block_bytes)
         if not header_line:
@@ -234,7 +241,7 @@ class CsvSource:
         self._columns = header
         _check_unique(self._columns)
         self._block_bytes = block_bytes
-        self._malformed: list[RejectedRow] = []
+        self._malformed = _MalformedRows(piece_bytes=block_bytes)
 
     @property
     def columns(self) -> list[str]:
@@ -247,51 +254,38 @@ class CsvSource:
     def _on_invalid_row(self, row: Any) -> str:
         # pyarrow numbers the records it sees (blank lines skipped, quoted newlines inside one
         # record); it sees the file after the header, so its number is our data-row number.
-        self._malformed.append(
-            RejectedRow(
-                row_number=int(row.number) if row.number is not None else -1,
-                error_code="wrong_field_count",
-                error=(
-                    f"expected {row.expected_columns} fields, got {row.actual_columns}"
-                    f" (the line is in {RAW_LINE_COLUMN})"
-                ),
-                values={},
-                raw_line=str(row.text),
-            )
-        )
+        number = int(row.number) if row.number is not None else -1
+        self._malformed.push(number, int(row.expected_columns), int(row.actual_columns), str(row.text))
         return "skip"
 
     def chunks(self) -> Iterator[ChunkRead]:
-        reader = self._open_reader()
-        if reader is None:  # nothing after the header: no data rows
-            return
-        good_rows = 0
-        malformed_numbers: list[int] = []
-        # Malformed rows reported but not passed on yet: pyarrow may report those of the next
-        # block while returning this one, and the rejected file is written in row order.
-        pending: list[RejectedRow] = []
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                break
-            except UnicodeDecodeError as error:
-                raise UnreadableFileError("not_utf8", f"the file is not UTF-8 text: {error}") from error
-            except pa.ArrowInvalid as error:
-                raise _csv_error(error, self._block_bytes) from error
-            malformed_numbers.extend(row.row_number for row in self._malformed if row.row_number > 0)
-            pending.extend(self._malformed)
-            self._malformed = []
-            row_numbers = _good_row_numbers(good_rows, batch.num_rows, malformed_numbers)
-            good_rows += batch.num_rows
-            last_row = int(row_numbers[-1]) if batch.num_rows else 0
-            ready = [row for row in pending if row.row_number <= last_row]
-            pending = [row for row in pending if row.row_number > last_row]
-            if batch.num_rows or ready:
-                yield ChunkRead(Chunk(row_numbers=row_numbers, table=pa.Table.from_batches([batch])), ready)
-        pending.extend(self._malformed)
-        if pending:
-            yield ChunkRead(Chunk(row_numbers=np.empty(0, dtype=np.int64), table=None, records=[]), pending)
+        malformed = self._malformed
+        try:
+            reader = self._open_reader()
+            while reader is not None:  # None: nothing after the header, no data rows
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    break
+                except UnicodeDecodeError as error:
+                    raise UnreadableFileError("not_utf8", f"the file is not UTF-8 text: {error}") from error
+                except pa.ArrowInvalid as error:
+                    raise _csv_error(error, self._block_bytes) from error
+                # The rejected file is written in row order: malformed rows before this batch's first
+                # row go first, those among its rows with it, those after it (pyarrow may report the
+                # next block's while returning this one) once no later good row can precede them.
+                row_numbers = malformed.good_row_numbers(batch.num_rows)
+                if batch.num_rows:
+                    yield from malformed.pieces(through=int(row_numbers[0]))
+                    among: list[RejectedRow] = []
+                    while piece := malformed.pop(int(row_numbers[-1])):  # at most a block's rows
+                        among += piece
+                    table = pa.Table.from_batches([batch])
+                    yield ChunkRead(Chunk(row_numbers=row_numbers, table=table), among)
+                yield from malformed.pieces(through=malformed.settled)
+            yield from malformed.pieces(through=None)
+        finally:
+            malformed.close()
 
     def _open_reader(self) -> pa_csv.CSVStreamingReader | None:
         if not self._buffered.peek(1):
@@ -372,15 +366,100 @@ def _csv_error(error: pa.ArrowInvalid, block_bytes: int) -> UnreadableFileError:
     return UnreadableFileError("not_a_table", f"the CSV cannot be parsed: {error}")
 
 
-def _good_row_numbers(rows_before: int, count: int, malformed_sorted: list[int]) -> NDArray[np.int64]:
-    """Data-row numbers of the next ``count`` well-formed rows, skipping the malformed rows' numbers."""
-    ordinal = np.arange(rows_before + 1, rows_before + count + 1, dtype=np.int64)
-    if not malformed_sorted:
-        return ordinal
-    skipped = np.sort(np.asarray(malformed_sorted, dtype=np.int64))
-    # The k-th good row sits after every malformed row whose number minus its rank is <= k.
-    adjusted = skipped - np.arange(len(skipped), dtype=np.int64)
-    return ordinal + np.searchsorted(adjusted, ordinal, side="right").astype(np.int64)
+class _MalformedRows:
+    """CSV rows with the wrong field count, in row order, until their place in the rejected file is
+    known, and the numbers they take from the well-formed rows.
+
+    pyarrow's reader returns no batch until a block holds a well-formed row, so in a file whose rows
+    all have a field too many (a header one name short) every row is reported before the reader
+    returns. Their text is therefore kept in a temporary file past ``piece_bytes`` (held as Python
+    objects, each had cost ~10 times its text), their numbers as runs of consecutive numbers, and
+    they are handed on in pieces of about ``piece_bytes``.
+    """
+
+    # Per row: number, expected and actual field counts, byte length of the line's UTF-8 text.
+    _RECORD = struct.Struct("<qiiI")
+
+    def __init__(self, *, piece_bytes: int) -> None:
+        self._spool = tempfile.SpooledTemporaryFile(max_size=piece_bytes)  # noqa: SIM115 (see close())
+        self._piece_bytes = piece_bytes
+        self._read_at = 0
+        self._write_at = 0
+        # Every data row numbered up to ``settled`` is placed: a good row already returned, or a
+        # malformed one. ``_runs`` holds the malformed numbers after it as ascending [first, last].
+        self.settled = 0
+        self._runs: list[list[int]] = []
+
+    def push(self, number: int, expected: int, actual: int, text: str) -> None:
+        encoded = text.encode("utf-8", "surrogatepass")
+        if self._spool.tell() != self._write_at:  # after a pop (a seek per row would cost ~5 us)
+            self._spool.seek(self._write_at)
+        self._spool.write(self._RECORD.pack(number, expected, actual, len(encoded)) + encoded)
+        self._write_at += self._RECORD.size + len(encoded)
+        if number <= self.settled:  # unknown (-1): placed where it was reported
+            return
+        if self._runs and number == self._runs[-1][1] + 1:
+            self._runs[-1][1] = number
+        else:
+            bisect.insort(self._runs, [number, number])
+
+    def good_row_numbers(self, count: int) -> NDArray[np.int64]:
+        """Data-row numbers of the next ``count`` well-formed rows: those not taken by malformed rows."""
+        parts: list[NDArray[np.int64]] = []
+        next_number, remaining = self.settled + 1, count
+        for first, last in self._runs:
+            if not remaining:
+                break
+            take = min(first - next_number, remaining)
+            parts.append(np.arange(next_number, next_number + take, dtype=np.int64))
+            next_number, remaining = next_number + take, remaining - take
+            if remaining:
+                next_number = last + 1
+        parts.append(np.arange(next_number, next_number + remaining, dtype=np.int64))
+        numbers = np.concatenate(parts)
+        if count:
+            self.settled = int(numbers[-1])
+        self._runs = [run for run in self._runs if run[1] > self.settled]
+        # Malformed rows right after the last good row come before any later good row.
+        while self._runs and self._runs[0][0] <= self.settled + 1:
+            self.settled = max(self.settled, self._runs.pop(0)[1])
+        return numbers
+
+    def pop(self, through: int | None) -> list[RejectedRow]:
+        """The first rows numbered at most ``through`` (None: any), about ``piece_bytes`` of them."""
+        self._spool.seek(self._read_at)
+        data = self._spool.read(
+            min(max(self._piece_bytes, self._RECORD.size), self._write_at - self._read_at)
+        )
+        rows: list[RejectedRow] = []
+        used = 0
+        while used + self._RECORD.size <= len(data):
+            number, expected, actual, size = self._RECORD.unpack_from(data, used)
+            if through is not None and number > through:
+                break
+            end = used + self._RECORD.size + size
+            if end > len(data):
+                if rows:  # the rest of this one comes with the next piece
+                    break
+                data += self._spool.read(end - len(data))  # one line longer than a piece
+            text = data[used + self._RECORD.size : end].decode("utf-8", "surrogatepass")
+            message = f"expected {expected} fields, got {actual} (the line is in {RAW_LINE_COLUMN})"
+            rows.append(RejectedRow(number, "wrong_field_count", message, {}, raw_line=text))
+            used = end
+        self._read_at += used
+        if self._read_at == self._write_at:  # all handed on: start the file again
+            self._spool.seek(0)
+            self._spool.truncate()
+            self._read_at = self._write_at = 0
+        return rows
+
+    def pieces(self, *, through: int | None) -> Iterator[ChunkRead]:
+        """The rows numbered at most ``through`` (None: all), as reads with no table rows."""
+        while rows := self.pop(through):
+            yield ChunkRead(Chunk(row_numbers=np.empty(0, dtype=np.int64), records=[]), rows)
+
+    def close(self) -> None:
+        self._spool.close()
 
 
 class ParquetSource:
@@ -574,9 +653,13 @@ def _has_non_finite(value: object) -> bool:
 
 
 def _check_unique(columns: list[str]) -> None:
-    duplicates = sorted(name for name, count in Counter(columns).items() if count > 1)
-    if duplicates:
-        raise UnreadableFileError("duplicate_columns", f"column names appear more than once: {duplicates}")
+    counts = Counter(columns)
+    duplicates = sorted(name for name, count in counts.items() if count > 1 and name)
+    problems = [f"column names appear more than once: {duplicates}"] if duplicates else []
+    if counts[""] > 1:  # a header ending in ",,": "['']" alone would not tell anyone what is wrong
+        problems.append(f"{counts['']} columns have no name (empty header cells; remove them or name them)")
+    if problems:
+        raise UnreadableFileError("duplicate_columns", "; ".join(problems))
 
 
 def _text(value: object) -> str:

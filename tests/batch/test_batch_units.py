@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lambdas.batch.events import MalformedEventError, parse_s3_notification
-from lambdas.batch.formats import UnreadableFileError, _good_row_numbers, open_source
+from lambdas.batch.formats import UnreadableFileError, _MalformedRows, open_source
 from lambdas.batch.layout import UnsupportedKeyError, detect_format, manifest_key_for, output_keys
 from lambdas.batch.service import remove_scratch_left_behind
 from lambdas.batch.wiring import clear_scratch_left_behind
@@ -74,9 +74,12 @@ def test_given_an_unsupported_name_then_the_error_lists_the_supported_suffixes()
 
 def test_given_malformed_rows_then_good_rows_keep_their_own_row_numbers() -> None:
     # Rows 2 and 5 were malformed: the 1st..5th good rows are rows 1, 3, 4, 6, 7.
-    assert _good_row_numbers(0, 5, [2, 5]).tolist() == [1, 3, 4, 6, 7]
-    assert _good_row_numbers(3, 2, [2, 5]).tolist() == [6, 7]
-    assert _good_row_numbers(0, 3, []).tolist() == [1, 2, 3]
+    rows = _MalformedRows(piece_bytes=1024)
+    rows.push(2, 2, 3, "a,b,c")
+    rows.push(5, 2, 1, "a")
+    assert rows.good_row_numbers(3).tolist() == [1, 3, 4]
+    assert rows.good_row_numbers(2).tolist() == [6, 7]
+    assert _MalformedRows(piece_bytes=1024).good_row_numbers(3).tolist() == [1, 2, 3]
 
 
 def test_given_a_csv_with_a_bom_and_a_short_line_then_header_and_row_numbers_are_right() -> None:

@@ -13,8 +13,8 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from infra.alarms import alarm_on_any
-from infra.batch_scoring import BatchScoring
+from infra.alarms import alarm_on_any, periods_covering
+from infra.batch_scoring import BATCH_TIMEOUT, BatchScoring
 from infra.buckets import rotating_key
 from infra.config import AppConfig
 from infra.nag import suppress
@@ -27,6 +27,11 @@ PERIOD = Duration.minutes(5)
 # Drift metrics (Powertools EMF, dimension "service"): the batch Lambda's per file, the API's per
 # window of applications in one execution environment.
 DRIFT_PERIOD = Duration.hours(1)
+# The incoming queue deletes a message when its 4-day retention ends, without the dead-letter queue: a
+# file still waiting after this long is not being taken (event source disabled, concurrency starved).
+# Well above the ~4.5 h a failing message spends there (3 tries, each hidden for the 90-min visibility
+# timeout) and days before the retention ends.
+BACKLOG_AGE = Duration.hours(12)
 
 
 class Observability(Construct):
@@ -96,6 +101,20 @@ class Observability(Construct):
                 "BatchFailures",
                 batch.function.metric_errors(period=PERIOD, statistic="Sum"),
                 "The batch scoring Lambda failed on a message",
+                # Errors is stamped with the invocation's start, up to the 15-min timeout before it arrives.
+                evaluation_periods=periods_covering(BATCH_TIMEOUT, PERIOD),
+            ),
+            "BatchBacklog": batch.queue.metric_approximate_age_of_oldest_message(
+                period=PERIOD, statistic="Maximum"
+            ).create_alarm(
+                self,
+                "BatchBacklog",
+                threshold=BACKLOG_AGE.to_seconds(),
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                alarm_description=f"A batch file has waited over {BACKLOG_AGE.to_hours()} h in the incoming "
+                "queue: the function is not taking messages, and the queue drops them after 4 days",
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             ),
             "TrainingFailures": alarm_on_any(
                 self,
@@ -152,6 +171,8 @@ class Observability(Construct):
                     "SNS topic (then this acknowledgement is not made), the alerting CA-7/SI-4(12) expect.",
                 )
 
+        # Every metric an alarm watches is graphed below: the alarm panel says what fired, a graph when
+        # and how much.
         self.dashboard = cloudwatch.Dashboard(
             self, "Dashboard", dashboard_name=f"loan-scoring-{config.environment}"
         )
@@ -162,6 +183,11 @@ class Observability(Construct):
                 left=[api.metric_latency(period=PERIOD, statistic="p50"), latency_p99],
             ),
             cloudwatch.GraphWidget(title="Lambda throttles", left=[throttles]),
+            cloudwatch.GraphWidget(
+                title="API: Lambda errors, faults (500) and rejected requests (400, 415)",
+                left=[alarm.metric for alarm in rollout_alarms.values()],
+                right=[_service_metric("api", "ValidationErrors", "Sum", PERIOD)],
+            ),
         )
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(
@@ -172,10 +198,13 @@ class Observability(Construct):
                 ],
             ),
             cloudwatch.GraphWidget(
-                title="Batch: queue and dead-letter depth",
+                title="Batch: queue and dead-letter depth, oldest message (s)",
                 left=[
                     batch.queue.metric_approximate_number_of_messages_visible(period=PERIOD),
                     batch.dead_letter_queue.metric_approximate_number_of_messages_visible(period=PERIOD),
+                ],
+                right=[
+                    batch.queue.metric_approximate_age_of_oldest_message(period=PERIOD, statistic="Maximum")
                 ],
             ),
             cloudwatch.GraphWidget(
@@ -183,7 +212,17 @@ class Observability(Construct):
                 left=[
                     state_machine.metric_succeeded(period=PERIOD),
                     state_machine.metric_failed(period=PERIOD),
+                    state_machine.metric_timed_out(period=PERIOD),
+                    state_machine.metric_aborted(period=PERIOD),
                 ],
+            ),
+            cloudwatch.GraphWidget(
+                title="Batch: files scored and unreadable, rows rejected",
+                left=[
+                    _service_metric("batch", name, "Sum", PERIOD)
+                    for name in ("FilesScored", "FilesUnreadable")
+                ],
+                right=[_service_metric("batch", "RowsRejected", "Sum", PERIOD)],
             ),
         )
         self.dashboard.add_widgets(
@@ -198,8 +237,23 @@ class Observability(Construct):
                     cloudwatch.HorizontalAnnotation(value=0.1, label="moderate"),
                     cloudwatch.HorizontalAnnotation(value=0.25, label="significant"),
                 ],
+                right=[
+                    _drift_metric("batch", "FilesDrifted", "Sum"),
+                    _drift_metric("api", "WindowsDrifted", "Sum"),
+                ],
             ),
-            cloudwatch.AlarmStatusWidget(title="Alarms", alarms=list(self.alarms.values())),
+            cloudwatch.GraphWidget(
+                title="Deliveries: audit trail and scheduled retraining starts",
+                left=[
+                    audit_forwarding_alarm.metric,
+                    *([schedule_alarm.metric] if schedule_alarm else []),
+                ],
+                right=[audit_delivery_alarm.metric],
+            ),
+        )
+        # Full width: one tile per alarm.
+        self.dashboard.add_widgets(
+            cloudwatch.AlarmStatusWidget(title="Alarms", alarms=list(self.alarms.values()), width=24)
         )
 
     def _build_alarm_topic(self, email: str) -> sns.Topic:
@@ -251,11 +305,17 @@ class Observability(Construct):
 
 
 def _drift_metric(function: str, name: str, statistic: str) -> cloudwatch.Metric:
+    return _service_metric(function, name, statistic, DRIFT_PERIOD)
+
+
+def _service_metric(function: str, name: str, statistic: str, period: Duration) -> cloudwatch.Metric:
+    """A metric a scoring function emits (Powertools EMF: namespace and "service" dimension as set in
+    infra/scoring_functions.py)."""
     return cloudwatch.Metric(
         namespace=METRICS_NAMESPACE,
         metric_name=name,
         label=f"{function} {name}",
         dimensions_map={"service": service_name(function)},
         statistic=statistic,
-        period=DRIFT_PERIOD,
+        period=period,
     )

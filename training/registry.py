@@ -4,13 +4,16 @@ Layout under the registry location (a folder or ``s3://bucket/prefix``)::
 
     <model_name>/<model_version>/model.onnx
     <model_name>/<model_version>/model_card.json
-    <model_name>/latest.json        {"model_name", "model_version", "onnx_sha256", "registered_at", ...}
+    <model_name>/latest.json        {"model_name", "model_version", "onnx_sha256", "registered_at",
+                                     "previous_model_version" (the champion it replaced), ...}
 
 A version is immutable: its files are written with create-only writes (S3 ``If-None-Match: *``,
 ``os.link`` locally), and a version whose stored model differs is refused. ``latest.json``
-is written last, so it only ever points at a complete version; the API and the next gate read
-the champion through it. Registering a stored version again completes an interrupted registration
-(the missing card, or the latest.json move) and otherwise changes nothing.
+is written last, so it only ever points at a complete version (a card already stored for the
+version must describe its model); the API and the next gate read the champion through it.
+Registering a stored version again completes an interrupted registration (the missing card, or
+the latest.json move); when latest.json points at another version, it moves back to this one (how
+the champion is rolled back: the old version's files are still there); otherwise nothing changes.
 
 Gate rule (``gate``): a candidate may replace the champion only if
 
@@ -22,8 +25,9 @@ Gate rule (``gate``): a candidate may replace the champion only if
 3. holdout ROC AUC >= champion's ROC AUC - ``roc_auc_tolerance`` (default 0.005);
 4. holdout Brier score <= champion's Brier + ``brier_tolerance`` (default 0.005).
 
-With no champion registered, rule 1 alone applies. Cards are read as plain JSON: only
-``model_name``, ``model_version``, ``onnx.sha256``, ``holdout_metrics.roc_auc``,
+With no champion registered, rule 1 alone applies; metrics must be finite numbers (NaN would pass
+every comparison). Cards are read as plain JSON: only ``model_name``, ``model_version``,
+``onnx.sha256``, ``onnx.file`` (``model.onnx`` if absent, nothing else), ``holdout_metrics.roc_auc``,
 ``holdout_metrics.brier``, ``parity.passed`` (and for rule 2 ``dataset`` and ``data``) are used.
 """
 
@@ -32,6 +36,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -87,18 +93,25 @@ def _path(card: Mapping[str, Any], dotted: str) -> Any:
     return value
 
 
-def _number(card: Mapping[str, Any], dotted: str) -> float:
-    value = _path(card, dotted)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RegistryError(f"model card {dotted} must be a number, got {value!r}")
+def _finite(value: Any, what: str) -> float:
+    # NaN compares False with everything, so a NaN metric would never look worse than the champion's.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise RegistryError(f"{what} must be a finite number, got {value!r}")
     return float(value)
 
 
-def _name(card: Mapping[str, Any], key: str) -> str:
-    value = _path(card, key)
+def _number(card: Mapping[str, Any], dotted: str) -> float:
+    return _finite(_path(card, dotted), f"model card {dotted}")
+
+
+def _safe_name(value: Any, what: str) -> str:
     if not isinstance(value, str) or not SAFE_NAME.match(value):
-        raise RegistryError(f"model card {key} {value!r} must be 1-128 of letters, digits, '.', '_', '-'")
+        raise RegistryError(f"{what} {value!r} must be 1-128 of letters, digits, '.', '_', '-'")
     return value
+
+
+def _name(card: Mapping[str, Any], key: str) -> str:
+    return _safe_name(_path(card, key), f"model card {key}")
 
 
 def _same_holdout(candidate: Mapping[str, Any], champion: Mapping[str, Any]) -> bool:
@@ -142,8 +155,13 @@ def gate(
         # Training scored this very champion on the candidate's holdout (card.champion_comparison).
         champion_metrics_on_candidate_holdout = comparison["champion_metrics"]
     if champion_metrics_on_candidate_holdout is not None:
-        champion_roc_auc = float(champion_metrics_on_candidate_holdout["roc_auc"])
-        champion_brier = float(champion_metrics_on_candidate_holdout["brier"])
+        champion_roc_auc = _finite(
+            champion_metrics_on_candidate_holdout.get("roc_auc"),
+            "champion roc_auc on the candidate's holdout",
+        )
+        champion_brier = _finite(
+            champion_metrics_on_candidate_holdout.get("brier"), "champion brier on the candidate's holdout"
+        )
         notes.append("champion metrics computed on the candidate's holdout")
     elif _same_holdout(candidate, champion):
         champion_roc_auc = _number(champion, "holdout_metrics.roc_auc")
@@ -182,19 +200,33 @@ def read_bundle_card(bundle_dir: Path) -> dict[str, Any]:
     for path in (model_path, card_path):
         if not path.is_file():
             raise RegistryError(f"bundle {bundle} lacks {path.name}")
+    return _checked_card(card_path.read_bytes(), model_path.read_bytes(), str(card_path), str(model_path))
+
+
+def _json_object(data: bytes, where: str) -> dict[str, Any]:
     try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise RegistryError(f"{card_path} is not valid JSON: {error}") from error
-    if not isinstance(card, dict):
-        raise RegistryError(f"{card_path} must hold a JSON object")
+        value = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RegistryError(f"{where} is not valid JSON: {error}") from error
+    if not isinstance(value, dict):
+        raise RegistryError(f"{where} must hold a JSON object")
+    return value
+
+
+def _checked_card(card_json: bytes, model: bytes, card_where: str, model_where: str) -> dict[str, Any]:
+    """The card, if it names a safe model and version and describes ``model`` (sha256, file name)."""
+    card = _json_object(card_json, card_where)
     _name(card, "model_name")
     _name(card, "model_version")
-    actual = hashlib.sha256(model_path.read_bytes()).hexdigest()
-    if _path(card, "onnx.sha256") != actual:
-        raise RegistryError(
-            f"{model_path} has sha256 {actual}, but the card says {_path(card, 'onnx.sha256')}"
-        )
+    expected = _path(card, "onnx.sha256")
+    # The registry stores the model as model.onnx, and the Lambdas load the file the card names: a card
+    # naming another file would register a version no Lambda can load.
+    onnx_file = card["onnx"].get("file", MODEL_FILE)
+    if onnx_file != MODEL_FILE:
+        raise RegistryError(f"{card_where} names onnx.file {onnx_file!r}; a bundle's model is {MODEL_FILE}")
+    actual = hashlib.sha256(model).hexdigest()
+    if expected != actual:
+        raise RegistryError(f"{model_where} has sha256 {actual}, but the card says {expected}")
     return card
 
 
@@ -204,9 +236,9 @@ def latest_pointer(registry_location: str | Path, model_name: str) -> dict[str, 
     key = f"{model_name}/{LATEST_FILE}"
     if not storage.exists(key):
         return None
-    pointer = json.loads(storage.read_bytes(key))
-    if not isinstance(pointer, dict):
-        raise RegistryError(f"{storage.describe(key)} must hold a JSON object")
+    pointer = _json_object(storage.read_bytes(key), storage.describe(key))
+    # The version becomes part of a key: a corrupt pointer must not send readers elsewhere.
+    _safe_name(pointer.get("model_version"), f"{storage.describe(key)} model_version")
     return pointer
 
 
@@ -241,20 +273,43 @@ def register_bundle(bundle_dir: str | Path, registry_location: str | Path) -> st
         try:
             storage.write_bytes(prefix + file_name, data, overwrite=False)
         except ObjectExistsError as error:  # an earlier or concurrent registration stored it
+            stored = storage.read_bytes(prefix + file_name)
             # The stored card may differ (timestamps) but describes the same model: the model must match.
-            if file_name == MODEL_FILE and storage.read_bytes(prefix + file_name) != data:
+            if file_name == MODEL_FILE and stored != data:
                 raise VersionExistsError(
                     f"{storage.describe(prefix)} already exists with another model; versions are immutable"
                 ) from error
+            if file_name == CARD_FILE:
+                # latest.json must only point at a version whose stored card describes its stored model.
+                _check_stored_card(stored, card, storage.describe(prefix + CARD_FILE))
             already_stored += 1
     pointer = latest_pointer(registry_location, str(model_name))
     if already_stored == 2 and pointer is not None and pointer.get("model_version") == version:
         raise VersionExistsError(f"{storage.describe(prefix)} already exists; versions are immutable")
-    _write_latest(storage, card, prefix)
+    _write_latest(storage, card, prefix, pointer)
     return str(version)
 
 
-def _write_latest(storage: Storage, card: Mapping[str, Any], prefix: str) -> None:
+def _check_stored_card(stored: bytes, card: Mapping[str, Any], where: str) -> None:
+    stored_card = _json_object(stored, where)
+    onnx = stored_card.get("onnx")
+    described = (stored_card.get("model_version"), onnx.get("sha256") if isinstance(onnx, dict) else None)
+    expected = (card["model_version"], _path(card, "onnx.sha256"))
+    if described != expected:
+        raise RegistryError(
+            f"{where} does not describe this version's model (it says version and sha256 {described}, "
+            f"the model is {expected}); latest.json was not moved"
+        )
+
+
+def _write_latest(
+    storage: Storage, card: Mapping[str, Any], prefix: str, replaced: Mapping[str, Any] | None
+) -> None:
+    previous = None
+    if replaced is not None:
+        # Rewriting this version's own pointer keeps the champion it had replaced.
+        same = replaced.get("model_version") == card["model_version"]
+        previous = replaced.get("previous_model_version" if same else "model_version")
     pointer = {
         "model_name": card["model_name"],
         "model_version": card["model_version"],
@@ -262,6 +317,9 @@ def _write_latest(storage: Storage, card: Mapping[str, Any], prefix: str) -> Non
         "model_key": prefix + MODEL_FILE,
         "card_key": prefix + CARD_FILE,
         "registered_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        # The champion this one replaced, for a rollback: latest.json is replaced in place and the
+        # bucket keeps its older versions for 30 days only.
+        "previous_model_version": previous,
     }
     try:
         storage.write_bytes(f"{card['model_name']}/{LATEST_FILE}", json.dumps(pointer, indent=2).encode())
@@ -280,11 +338,24 @@ def download_bundle(
         if pointer is None:
             raise RegistryError(f"no version of {model_name} is registered at {registry_location}")
         version = str(pointer["model_version"])
+    _safe_name(version, "version")
     storage = open_storage(registry_location)
+    model_key, card_key = (f"{model_name}/{version}/{name}" for name in (MODEL_FILE, CARD_FILE))
+    files = {MODEL_FILE: storage.read_bytes(model_key), CARD_FILE: storage.read_bytes(card_key)}
+    # Checked before anything is written: a missing or mismatched pair leaves the destination as it was.
+    _checked_card(
+        files[CARD_FILE], files[MODEL_FILE], storage.describe(card_key), storage.describe(model_key)
+    )
     destination.mkdir(parents=True, exist_ok=True)
-    for file_name in (MODEL_FILE, CARD_FILE):
-        (destination / file_name).write_bytes(storage.read_bytes(f"{model_name}/{version}/{file_name}"))
-    read_bundle_card(destination)  # the downloaded pair must still match its hash
+    staged = {name: destination / f".{name}.{os.getpid()}.tmp" for name in files}
+    try:
+        for name, data in files.items():
+            staged[name].write_bytes(data)
+        for name, temporary in staged.items():
+            temporary.replace(destination / name)
+    finally:
+        for temporary in staged.values():
+            temporary.unlink(missing_ok=True)
     return version
 
 

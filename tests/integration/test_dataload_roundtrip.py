@@ -90,6 +90,7 @@ def test_berka_round_trip_with_the_seven_tables_and_the_assembled_transactions(
         "loan": 682,
         "order": 6_471,
         "trans": 79_302,
+        "complete_history_loans": 392,
     }
     assert set(exported) == set(frames)
     for table, frame in frames.items():

@@ -38,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="berka only: the transactions file may be cut off mid-line (a byte prefix of the "
         "original); load its complete rows and drop the incomplete last line with a warning",
     )
+    load.add_argument(
+        "--complete-history-file",
+        type=Path,
+        help="berka only: the list of loans whose whole pre-loan history the transactions file holds "
+        "(default: complete_history_loans.csv beside the transactions file, when there is one); "
+        "loaded as the table complete_history_loans, to which training then keeps",
+    )
     load.add_argument("--database", help="target database (default: the dataset's own name)")
     load.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS)
 
@@ -62,11 +69,14 @@ def run(arguments: argparse.Namespace) -> dict[str, object]:
                 raise LoadError("--trans-file applies to the berka dataset only")
             if arguments.truncated_trans and arguments.dataset != "berka":
                 raise LoadError("--truncated-trans applies to the berka dataset only")
+            if arguments.complete_history_file is not None and arguments.dataset != "berka":
+                raise LoadError("--complete-history-file applies to the berka dataset only")
             frames = read_dataset_files(
                 arguments.dataset,
                 arguments.files,
                 arguments.trans_file,
                 truncated_trans=arguments.truncated_trans,
+                complete_history_file=arguments.complete_history_file,
             )
             result = load_tables(
                 connection,

@@ -6,7 +6,8 @@ InnoDB transaction deletes the old rows (children first), inserts the new ones i
 input, and commits. Any error - a bad value, a broken key, a count that does not match, a lost
 connection - rolls the whole transaction back, so readers see either the old data or the new,
 never a mix. Loading the same files twice gives the same tables (the surrogate keys come from
-the files, not from AUTO_INCREMENT).
+the files, not from AUTO_INCREMENT). An optional table the input leaves out is not created; if an
+earlier load left one, its rows are deleted in the same transaction (they described that load).
 
 Values are converted chunk by chunk (memory stays bounded and a bad row midway fails after
 earlier rows were written, which the rollback then undoes); the error names the table, the
@@ -19,7 +20,7 @@ import datetime as dt
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -165,6 +166,21 @@ def _existing_columns(cursor: Any, database: str, table: str) -> list[tuple[str,
     return [(str(name), str(data_type).lower()) for name, data_type in cursor.fetchall()]
 
 
+def _existing_tables(
+    connection: pymysql.connections.Connection[Any], database: str, names: Sequence[str]
+) -> list[str]:
+    """Which of ``names`` exist as tables of ``database``."""
+    if not names:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
+            (database,),
+        )
+        present = {str(name) for (name,) in cursor.fetchall()}
+    return [name for name in names if name in present]
+
+
 def ensure_schema(
     connection: pymysql.connections.Connection[Any], schema: DatabaseSchema, database: str
 ) -> None:
@@ -192,30 +208,38 @@ def load_tables(
     database: str | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> LoadResult:
-    """Replace the contents of the schema's tables with ``frames`` in one transaction."""
+    """Replace the contents of the schema's tables with ``frames`` in one transaction.
+
+    Optional tables may be left out of ``frames``: such a table is not created, and emptied if it
+    exists. ``row_counts`` of the result names the tables loaded.
+    """
     target = database or schema.default_database
     started = time.perf_counter()
     unknown = sorted(set(frames) - {table.name for table in schema.tables})
-    missing = [table.name for table in schema.tables if table.name not in frames]
+    missing = [table.name for table in schema.tables if table.name not in frames and not table.optional]
     if unknown or missing:
         raise LoadError(
             f"dataset {schema.dataset}: tables missing from the input: {missing or 'none'}; "
             f"unknown tables: {unknown or 'none'}"
         )
-    for table in schema.tables:
+    loaded = tuple(table for table in schema.tables if table.name in frames)
+    for table in loaded:
         _check_frame(table, frames[table.name])
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be at least 1")
 
     try:
-        ensure_schema(connection, schema, target)
+        ensure_schema(connection, replace(schema, tables=loaded), target)
+        left_out = [table.name for table in schema.tables if table.name not in frames]
+        stale = set(_existing_tables(connection, target, left_out))
         connection.begin()
         with connection.cursor() as cursor:
             for table in reversed(schema.tables):
-                cursor.execute(f"DELETE FROM {quote(target)}.{quote(table.name)}")  # noqa: S608 - quoted names
-            for table in schema.tables:
+                if table.name in frames or table.name in stale:
+                    cursor.execute(f"DELETE FROM {quote(target)}.{quote(table.name)}")  # noqa: S608 - quoted names
+            for table in loaded:
                 _insert_table(cursor, target, table, frames[table.name], chunk_rows)
-            counts = _verify_counts(cursor, target, schema.tables, frames)
+            counts = _verify_counts(cursor, target, loaded, frames)
         connection.commit()
     except BaseException:
         connection.rollback()

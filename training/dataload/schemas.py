@@ -5,9 +5,15 @@
 - ``jpmc_loans``: one table ``loans`` keyed by the file's ``customer_id``.
 - ``berka``: the eight PKDD'99 tables under the CTU "financial" database's names, with its
   primary and foreign keys. Column types come from the Berka reader's ``BERKA_COLUMN_TYPES``
-  (money as DECIMAL, dates as DATE, gender and birth_date decoded from birth_number).
+  (money as DECIMAL, dates as DATE, gender and birth_date decoded from birth_number). One
+  optional ninth table, ``complete_history_loans`` (``loan_id`` -> ``loan``, ``history_source``):
+  the loans whose whole pre-loan history a partial ``trans`` holds, loaded when the transactions
+  file comes with that list (``complete_history_loans.csv`` beside it). Training keeps only the
+  listed loans when the table is there and not empty; an empty or absent table restricts nothing.
 
-Tables are listed parents first, which is the insert order (deletes go in reverse).
+Tables are listed parents first, which is the insert order (deletes go in reverse). An optional
+table is created and filled only when the load gives rows for it; a load without it empties the
+table if an earlier load left one, so its rows never describe other data than the load's.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ class TableSchema:
     columns: tuple[Column, ...]
     primary_key: tuple[str, ...]
     foreign_keys: tuple[ForeignKey, ...] = ()
+    optional: bool = False  # a load may leave it out (then it is emptied if it exists)
 
     @property
     def column_names(self) -> list[str]:
@@ -171,6 +178,15 @@ BERKA_KEYS: dict[str, tuple[str, tuple[ForeignKey, ...]]] = {
     "trans": ("trans_id", (ForeignKey("account_id", "account", "account_id"),)),
 }
 
+# Optional: loaded only with a partial trans table that comes with its list (see the module docstring).
+BERKA_COMPLETE_HISTORY = TableSchema(
+    name="complete_history_loans",
+    columns=(Column("loan_id", "BIGINT", nullable=False), Column("history_source", "VARCHAR(255)")),
+    primary_key=("loan_id",),
+    foreign_keys=(ForeignKey("loan_id", "loan", "loan_id"),),
+    optional=True,
+)
+
 
 def berka_schema(
     column_types: Mapping[str, Mapping[str, str]],
@@ -204,4 +220,5 @@ def berka_schema(
         if missing_keys:
             raise ValueError(f"berka table {table_name} lacks key columns {missing_keys}")
         tables.append(TableSchema(table_name, tuple(columns), (key_column,), foreign_keys))
+    tables.append(BERKA_COMPLETE_HISTORY)  # a child of loan: after it
     return DatabaseSchema(dataset="berka", default_database="berka", tables=tuple(tables))

@@ -31,8 +31,17 @@ the loan's date (``loan.date``). Tables without dates are handled as follows:
   region, not the customer). A missing 1995 value falls back to 1996.
 * ``account.date`` (opening) and ``client`` birth dates precede the loan by construction.
 
-Training on the loans whose transaction history is complete (see
-:func:`read_complete_history_loan_ids`) is a filter the caller applies on ``loan_id``.
+Loans with a complete transaction history: a ``trans`` table that is only part of the original
+(such as the assembled ``trans.asc`` of 79,302 rows) holds the whole pre-loan history of some
+loans only; features of the others would be computed from part of their history. Such a table
+comes with the list of the loans it covers, ``complete_history_loans.csv`` beside the transactions
+file (:func:`read_complete_history_loans`), which travels as the table
+:data:`COMPLETE_HISTORY_TABLE` (``loan_id``, ``history_source``) through MariaDB and the export.
+:func:`build_berka_frame` keeps only the listed loans when that table is given and not empty.
+:func:`trans_coverage_gaps` is the check that a ``trans`` table without such a list is not a
+partial one: it names the calendar months, between the first opening of a loan account and the
+last loan, in which the table holds no transaction at all (the original has thousands in every
+month); training refuses a table with gaps and no list (``training.datasets.catalog``).
 
 Cut-off transaction files: a copy of ``trans.asc`` that is only a byte prefix of the original
 (e.g. the first 3 MiB) ends in the middle of a row. Reading such a file is opt-in
@@ -48,7 +57,7 @@ import csv
 import io
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -63,11 +72,17 @@ __all__ = [
     "BERKA_TABLES",
     "BERKA_TARGET",
     "BERKA_TIME_COLUMN",
+    "COMPLETE_HISTORY_FILE",
+    "COMPLETE_HISTORY_TABLE",
     "build_berka_frame",
     "coerce_berka_tables",
+    "complete_history_file_beside",
+    "month_ranges",
     "read_berka_files",
     "read_complete_history_loan_ids",
+    "read_complete_history_loans",
     "read_trans_prefix",
+    "trans_coverage_gaps",
 ]
 
 log = logging.getLogger(__name__)
@@ -163,6 +178,12 @@ BERKA_NULLABLE_COLUMNS: Final[dict[str, frozenset[str]]] = {
     "loan": frozenset(),
     "trans": frozenset({"operation", "k_symbol", "bank", "account"}),
 }
+
+# The list of loans whose whole pre-loan history a partial trans table holds: its file name (beside
+# the transactions file) and its table (loan_id, history_source) in MariaDB and in the export.
+COMPLETE_HISTORY_FILE: Final = "complete_history_loans.csv"
+COMPLETE_HISTORY_TABLE: Final = "complete_history_loans"
+COMPLETE_HISTORY_COLUMNS: Final[tuple[str, ...]] = ("loan_id", "history_source")
 
 # Header of each original .asc file, and the decoded name where it differs.
 _RAW_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
@@ -501,11 +522,125 @@ def read_trans_prefix(path: Path) -> tuple[pd.DataFrame, int]:
 
 def read_complete_history_loan_ids(path: Path) -> set[int]:
     """Loan ids listed in ``complete_history_loans.csv`` (column ``loan_id``)."""
-    with Path(path).open(newline="", encoding="utf-8") as handle:
+    return set(read_complete_history_loans(path)["loan_id"].tolist())
+
+
+def complete_history_file_beside(trans_file: Path) -> Path | None:
+    """The ``complete_history_loans.csv`` in the transactions file's folder, if there is one."""
+    candidate = Path(trans_file).parent / COMPLETE_HISTORY_FILE
+    return candidate if candidate.is_file() else None
+
+
+def read_complete_history_loans(path: Path, loan: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The list of loans whose whole pre-loan history the transactions hold: ``loan_id``, ``history_source``.
+
+    The file is a CSV with a ``loan_id`` column (``history_source``, ``account_id`` and ``loan_date``
+    as YYMMDD are optional). Refused with a ``ValueError`` naming the file (and the line): a
+    missing or non-integer loan id, a loan listed twice, a list without loans. With ``loan`` (the
+    decoded loan table) every listed loan must be in it, with the same ``account_id`` and date
+    where the list gives them, so a list of another version of the data is not taken for this one.
+    Rows are sorted by ``loan_id``.
+    """
+    path = Path(path)
+    loan_ids: list[int] = []
+    sources: list[str | None] = []
+    accounts: dict[int, str] = {}
+    dates: dict[int, str] = {}
+    with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or "loan_id" not in reader.fieldnames:
-            raise ValueError(f"{path}: no 'loan_id' column")
-        return {int(row["loan_id"]) for row in reader}
+            raise ValueError(f"{path}: no 'loan_id' column (header {reader.fieldnames})")
+        for row in reader:
+            line = reader.line_num
+            text = (row.get("loan_id") or "").strip()
+            if not (text.isascii() and text.isdigit()):
+                raise ValueError(f"{path}, line {line}: loan_id {text!r} is not a loan id (a whole number)")
+            loan_id = int(text)
+            loan_ids.append(loan_id)
+            source = (row.get("history_source") or "").strip()
+            sources.append(source or None)
+            if (row.get("account_id") or "").strip():
+                accounts[loan_id] = str(row["account_id"]).strip()
+            if (row.get("loan_date") or "").strip():
+                dates[loan_id] = str(row["loan_date"]).strip()
+    if not loan_ids:
+        raise ValueError(f"{path}: lists no loans")
+    listed = pd.Series(loan_ids, dtype="int64")
+    repeated = sorted(set(listed[listed.duplicated()].tolist()))
+    if repeated:
+        raise ValueError(f"{path}: loans listed more than once: {repeated[:10]}")
+    if loan is not None:
+        _check_list_against_loans(path, listed, accounts, dates, loan)
+    frame = pd.DataFrame(
+        {"loan_id": listed, "history_source": _text_series(pd.Series(sources, dtype=object))}
+    )
+    return frame.sort_values("loan_id", kind="stable").reset_index(drop=True)
+
+
+def _check_list_against_loans(
+    path: Path, listed: pd.Series, accounts: Mapping[int, str], dates: Mapping[int, str], loan: pd.DataFrame
+) -> None:
+    known = coerce_berka_tables({"loan": loan})["loan"]
+    account_of = dict(zip(known["loan_id"].tolist(), known["account_id"].tolist(), strict=True))
+    date_of = dict(zip(known["loan_id"].tolist(), known["date"].dt.strftime("%y%m%d").tolist(), strict=True))
+    unknown = sorted(set(listed.tolist()) - set(account_of))
+    if unknown:
+        raise ValueError(
+            f"{path}: lists loans the loan table does not hold: {unknown[:10]} "
+            f"({len(unknown)} of {len(listed)}); is it the list of another version of the data?"
+        )
+    for loan_id, account in accounts.items():
+        if account != str(account_of[loan_id]):
+            raise ValueError(
+                f"{path}: loan {loan_id} is listed with account {account}, the loan table has "
+                f"account {account_of[loan_id]}"
+            )
+    for loan_id, yymmdd in dates.items():
+        if yymmdd != date_of[loan_id]:
+            raise ValueError(
+                f"{path}: loan {loan_id} is listed with date {yymmdd} (YYMMDD), the loan table has "
+                f"{date_of[loan_id]}"
+            )
+
+
+def trans_coverage_gaps(tables: Mapping[str, pd.DataFrame]) -> list[str]:
+    """Months (``YYYY-MM``) of loan history in which the ``trans`` table holds no transaction at all.
+
+    The history needed runs from the first opening of an account that has a loan to the day
+    before the last loan date. The original table has thousands of transactions in every month
+    of it; a month without any marks a partial table (a prefix, or pieces put together), in which
+    some loans' pre-loan histories are incomplete. An empty list proves nothing more than that.
+    Uses ``loan`` (``account_id``, ``date``), ``account`` (``account_id``, ``date``) and ``trans``
+    (``date``).
+    """
+    loan, account, trans = tables["loan"], tables["account"], tables["trans"]
+    if len(loan) == 0:
+        return []
+    opened = pd.to_datetime(account.loc[account["account_id"].isin(loan["account_id"]), "date"])
+    last_day = pd.to_datetime(loan["date"]).max() - pd.Timedelta(days=1)
+    first_day = opened.min() if len(opened) else pd.to_datetime(loan["date"]).min()
+    if pd.isna(first_day) or first_day > last_day:
+        return []
+    needed = pd.period_range(first_day, last_day, freq="M")
+    held = set(pd.to_datetime(trans["date"]).dt.to_period("M").dropna())
+    return [str(month) for month in needed if month not in held]
+
+
+def month_ranges(months: Sequence[str]) -> str:
+    """``["1994-04", "1994-05", "1995-01"]`` -> ``"1994-04..1994-05, 1995-01"``."""
+    periods = [pd.Period(month, freq="M") for month in months]
+    ranges: list[str] = []
+    start = previous = None
+    for period in periods:
+        if previous is not None and period == previous + 1:
+            previous = period
+            continue
+        if start is not None and previous is not None:
+            ranges.append(str(start) if start == previous else f"{start}..{previous}")
+        start = previous = period
+    if start is not None and previous is not None:
+        ranges.append(str(start) if start == previous else f"{start}..{previous}")
+    return ", ".join(ranges)
 
 
 def _read_asc(
@@ -652,8 +787,13 @@ def coerce_berka_tables(tables: Mapping[str, pd.DataFrame]) -> dict[str, pd.Data
     """
     out: dict[str, pd.DataFrame] = {}
     for name, frame in tables.items():
+        if name == COMPLETE_HISTORY_TABLE:
+            out[name] = _coerce_complete_history(frame)
+            continue
         if name not in BERKA_COLUMN_TYPES:
-            raise ValueError(f"unknown Berka table {name!r}; expected one of {BERKA_TABLES}")
+            raise ValueError(
+                f"unknown Berka table {name!r}; expected one of {(*BERKA_TABLES, COMPLETE_HISTORY_TABLE)}"
+            )
         frame = frame.copy()
         if name == "district" and "A1" in frame.columns and "district_id" not in frame.columns:
             frame = frame.rename(columns={"A1": "district_id"})
@@ -662,6 +802,18 @@ def coerce_berka_tables(tables: Mapping[str, pd.DataFrame]) -> dict[str, pd.Data
             frame = frame.assign(gender=gender, birth_date=birth_date)
         out[name] = _coerce_table(name, frame, yymmdd=False)
     return out
+
+
+def _coerce_complete_history(frame: pd.DataFrame) -> pd.DataFrame:
+    where = COMPLETE_HISTORY_TABLE
+    if "loan_id" not in frame.columns:
+        raise ValueError(f"{where}: column 'loan_id' missing")
+    columns = {"loan_id": _coerce_column(frame["loan_id"], "int", False, f"{where}.loan_id", yymmdd=False)}
+    source = (
+        frame["history_source"] if "history_source" in frame.columns else pd.Series(None, index=frame.index)
+    )
+    columns["history_source"] = _clean_text(source)
+    return pd.DataFrame(columns, index=frame.index).reset_index(drop=True)
 
 
 def _coerce_table(name: str, frame: pd.DataFrame, *, yymmdd: bool) -> pd.DataFrame:
@@ -777,7 +929,9 @@ def build_berka_frame(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     ``tables`` maps the names of :data:`BERKA_TABLES` to decoded frames (from
     :func:`read_berka_files`, or from MariaDB/Parquet; they are coerced first). Features use only
     records dated strictly before each loan's date; see the module docstring for the tables
-    without dates. Rows are sorted by ``loan_id``, index reset.
+    without dates. Rows are sorted by ``loan_id``, index reset. When ``tables`` also holds a
+    non-empty :data:`COMPLETE_HISTORY_TABLE`, only the loans it lists are kept (a listed loan the
+    loan table lacks is an error); an empty one restricts nothing.
 
     Refused with a ``ValueError``: codes outside PKDD'99's (``loan.status``, ``account.frequency``,
     ``card.type``, ``trans.type``), negative ``trans.amount`` (the type gives the sign), and a loan
@@ -787,6 +941,19 @@ def build_berka_frame(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     if missing_tables:
         raise ValueError(f"missing Berka tables: {missing_tables}")
     t = coerce_berka_tables({name: tables[name] for name in BERKA_TABLES})
+    listed: set[int] | None = None
+    if COMPLETE_HISTORY_TABLE in tables and len(tables[COMPLETE_HISTORY_TABLE]):
+        listed = set(
+            coerce_berka_tables({COMPLETE_HISTORY_TABLE: tables[COMPLETE_HISTORY_TABLE]})[
+                COMPLETE_HISTORY_TABLE
+            ]["loan_id"].tolist()
+        )
+        unknown_listed = sorted(listed - set(t["loan"]["loan_id"].tolist()))
+        if unknown_listed:
+            raise ValueError(
+                f"{COMPLETE_HISTORY_TABLE} lists loans the loan table does not hold: {unknown_listed[:10]}"
+            )
+
     for name, columns in _REQUIRED.items():
         absent = [c for c in columns if c not in t[name].columns]
         if absent:
@@ -826,6 +993,8 @@ def build_berka_frame(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 
     frame[BERKA_TARGET] = loans["status"].map(_DEFAULT_BY_STATUS).astype("int64")
     frame = frame.join(_owner_attributes(loans, t["disp"], t["client"]))
+    if listed is not None:  # the same loans' rows as without the list: the features are per loan
+        frame = frame.loc[frame["loan_id"].isin(listed)]
     return frame.loc[:, list(_OUTPUT_COLUMNS)].reset_index(drop=True)
 
 

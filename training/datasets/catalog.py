@@ -3,10 +3,19 @@
 A source string says where the data comes from:
 - ``files`` (default): the original files. credit_risk defaults to the compressed copy the
   repository ships; jpmc_loans and berka to the shared data folder ($LOAN_SHARED_DATA, else
-  ``../shared/data`` beside the checkout).
-- ``files:<path>``: a file or folder with the original files.
+  ``../shared/data`` beside the checkout). berka's default is the seven tables of
+  ``pkdd99_financial`` with the transactions of ``pkdd99_financial_trans_assembled`` (the shared
+  data has no complete trans.asc), unless ``pkdd99_financial`` holds its own ``trans.asc``.
+- ``files:<path>``: a file or folder with the original files. For berka the folder holds all eight
+  tables, ``trans.asc`` included: the transactions are never taken from another place.
 - ``export:<location>`` or ``export:<location>#<export-id>``: an RDS snapshot export (Parquet
   layout, DESIGN.md) in a local folder or ``s3://bucket/prefix``.
+
+berka keeps only the loans whose whole pre-loan history the transactions hold, when the
+transactions come with that list (``complete_history_loans.csv`` beside ``trans.asc``, or the
+table ``complete_history_loans`` of the export, which the loader loads from that file). Without a
+list, transactions that leave whole months of the loans' history empty are refused: they are a
+partial table, and some loans' features would be computed from part of their history.
 """
 
 from __future__ import annotations
@@ -302,30 +311,82 @@ def _raw_frame(spec: DatasetSpec, source: str | None) -> pd.DataFrame:
 
 
 def _berka_frame(kind: str, location: str | None) -> pd.DataFrame:
-    """One row per loan; only loans whose full pre-loan history is held when that list exists."""
-    complete_list: Path | None = None
+    """One row per loan; only the listed loans when the transactions come with a complete-history list."""
     if kind == "export":
         assert location is not None
-        tables = _read_export(location, "berka", list(berka.BERKA_TABLES))
+        tables = _read_berka_export(location)
+        origin = f"export {location}"
     else:
-        folder = Path(location) if location else shared_data_dir() / "pkdd99_financial"
-        trans_folder = shared_data_dir() / "pkdd99_financial_trans_assembled"
-        trans_file = folder / "trans.asc"
-        if not trans_file.exists():
-            trans_file = trans_folder / "trans.asc"
-            complete_list = trans_folder / "complete_history_loans.csv"
-            # The assembled file holds only part of some loans' histories: never train on it unfiltered.
-            if not complete_list.is_file():
-                raise FileNotFoundError(
-                    f"{complete_list} not found: {trans_file} holds the complete pre-loan history of "
-                    "only the loans listed there, so berka cannot be trained on it without that list"
-                )
+        folder, trans_file = _berka_files(location)
         tables = berka.read_berka_files(folder, trans_file)
-    frame = berka.build_berka_frame(tables)
-    if complete_list is not None:
-        keep = berka.read_complete_history_loan_ids(complete_list)
-        frame = frame.loc[frame["loan_id"].isin(keep)].reset_index(drop=True)
-    return frame
+        list_file = berka.complete_history_file_beside(trans_file)
+        if list_file is not None:
+            tables[berka.COMPLETE_HISTORY_TABLE] = berka.read_complete_history_loans(
+                list_file, tables["loan"]
+            )
+        origin = str(trans_file)
+    listed = tables.get(berka.COMPLETE_HISTORY_TABLE)
+    if listed is None or len(listed) == 0:
+        _refuse_partial_transactions(tables, kind, origin)
+    return berka.build_berka_frame(tables)
+
+
+def _berka_files(location: str | None) -> tuple[Path, Path]:
+    """The folder of the seven tables and the transactions file, for ``files`` and ``files:<folder>``."""
+    if location is not None:
+        folder = Path(location)
+        trans_file = folder / "trans.asc"
+        if not trans_file.is_file():
+            raise FileNotFoundError(
+                f"{trans_file} not found: files:{location} reads all eight PKDD'99 tables from that folder, "
+                "trans.asc included (with complete_history_loans.csv beside it when it holds only some "
+                "loans' whole history); the default source 'files' reads the shared data instead"
+            )
+        return folder, trans_file
+    folder = shared_data_dir() / "pkdd99_financial"
+    trans_file = folder / "trans.asc"
+    if not trans_file.exists():
+        # The shared PKDD'99 copy lacks trans.asc: its documented substitute is the assembled file.
+        trans_file = shared_data_dir() / "pkdd99_financial_trans_assembled" / "trans.asc"
+    return folder, trans_file
+
+
+def _read_berka_export(location: str) -> dict[str, pd.DataFrame]:
+    """The eight tables of the export's ``berka`` database, and its complete-history list if it has one."""
+    root, _, export_id = location.partition("#")
+    from training.sources.export import read_export_tables
+
+    tables = read_export_tables(root, "berka", None, export_id=export_id or None)
+    missing = [name for name in berka.BERKA_TABLES if name not in tables]
+    if missing:
+        raise ValueError(
+            f"export {location}: database berka lacks the tables {missing}; it has {sorted(tables)}"
+        )
+    wanted = (*berka.BERKA_TABLES, berka.COMPLETE_HISTORY_TABLE)
+    return {name: frame for name, frame in tables.items() if name in wanted}
+
+
+def _refuse_partial_transactions(tables: dict[str, pd.DataFrame], kind: str, origin: str) -> None:
+    """Transactions with months of the loans' history empty and no list of covered loans: refused."""
+    gaps = berka.trans_coverage_gaps(tables)
+    if not gaps:
+        return
+    problem = (
+        f"the berka transactions ({origin}) hold no transaction in {len(gaps)} months of the loans' "
+        f"history ({berka.month_ranges(gaps)}): a partial table, in which some loans' pre-loan history "
+        "is incomplete and their features would be wrong"
+    )
+    if kind == "export":
+        raise ValueError(
+            f"{problem}; the export has no (or an empty) table {berka.COMPLETE_HISTORY_TABLE} listing the "
+            f"loans whose whole history it holds. Load the transactions with their "
+            f"{berka.COMPLETE_HISTORY_FILE} (python -m training.dataload load --dataset berka ... "
+            "--complete-history-file, or the file beside the transactions file), then export again"
+        )
+    raise FileNotFoundError(
+        f"{problem}; {Path(origin).parent / berka.COMPLETE_HISTORY_FILE} not found: berka cannot be "
+        "trained on these transactions without the list of the loans whose whole history they hold"
+    )
 
 
 # Keys a loader adds (credit_risk.applications.application_id): not part of the applicant's record.

@@ -102,4 +102,8 @@ def candidates_by_name(names: list[str] | None) -> tuple[Candidate, ...]:
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ValueError(f"unknown candidates {unknown}; known: {sorted(known)}")
+    # A name given twice would be trained twice and reported as two candidates in the card.
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"candidates {repeated} named more than once")
     return tuple(known[n] for n in names)

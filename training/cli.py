@@ -6,9 +6,13 @@
   snapshot-export Parquet layout (see ``python -m training.dataload``).
 - ``gate``: may the candidate bundle replace the registered champion? Exit 0 yes, 1 no; with
   ``--verdict <file or s3://…/key.json>`` it writes the decision there as JSON and exits 0 for
-  either decision, so a non-zero exit always means the gate itself failed (2 for a clear error).
+  either decision, so a non-zero exit always means the gate itself failed.
 - ``register``: gate, then store the bundle under an immutable version in the registry.
 - ``loop``: load → export → train (champion scored on the same holdout) → gate → register.
+
+Exit codes: 0 done; 1 the gate refused the candidate (``gate`` without ``--verdict``, ``register``,
+``loop``); 2 a clear error, named in one line (bad arguments or input); 3 an unexpected fault (the
+traceback is logged). A fault never exits 1, which would read as "the candidate lost the gate".
 
 The Step Functions pipeline in AWS runs ``train``, ``gate --verdict`` and ``register`` in the training
 container and branches on the verdict; ``loop`` runs the same steps locally against MariaDB and a
@@ -20,19 +24,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import tempfile
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from lambdas.scoring.card import ModelCard
 from training.dataload.storage import StorageError, open_storage
-from training.datasets.catalog import BUILT_IN, load_dataset
+from training.datasets.catalog import BUILT_IN, LoadedDataset, load_dataset
 from training.pipeline import TrainingConfig, default_model_name, train_bundle
 from training.registry import (
     GateDecision,
     RegistryError,
+    VersionConflictError,
     VersionExistsError,
     champion_card,
     download_bundle,
@@ -41,8 +48,11 @@ from training.registry import (
     read_bundle_card,
     register_bundle,
 )
+from training.sources.export import ExportReadError
 
 BUNDLE_FILES = ("model.onnx", "model_card.json")
+DEFAULT_DATASET = "credit_risk"
+log = logging.getLogger(__name__)
 
 
 def card_summary(card: ModelCard) -> str:
@@ -119,7 +129,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m training", description=(__doc__ or "").splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a dataset into a model bundle")
-    _training_arguments(train)
+    _training_arguments(train, sources=True)
     train.add_argument("--out", required=True, help="bundle folder or s3://bucket/prefix/ to write")
     train.add_argument(
         "--champion-registry", default=None, help="score the registered champion on the holdout"
@@ -144,7 +154,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         help="write the decision as JSON to this file or s3://bucket/key and exit 0 for either decision",
     )
     loop = commands.add_parser("loop", help="load → export → train → gate → register, locally")
-    _training_arguments(loop)
+    # No --source/--spec-file: the loop always trains on the export it has just written.
+    _training_arguments(loop, sources=False)
     loop.add_argument("--files", default=None, help="dataset files to load first (default: skip loading)")
     loop.add_argument("--database", default=None, help="MariaDB database (default: the dataset's name)")
     loop.add_argument("--exports", required=True, help="export location: folder or s3://bucket/prefix")
@@ -152,29 +163,58 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _training_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="credit_risk", help=f"built in: {', '.join(sorted(BUILT_IN))}")
-    parser.add_argument(
-        "--source", default=None, help="files | files:<path> | export:<folder or s3://…>[#<id>]"
-    )
-    parser.add_argument(
-        "--spec-file", type=Path, default=None, help="JSON spec for any flat table (files:<path>)"
-    )
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--jobs", type=int, default=2, help="parallel fits (processes)")
+def _training_arguments(parser: argparse.ArgumentParser, *, sources: bool) -> None:
+    built_in = ", ".join(sorted(BUILT_IN))
+    if sources:
+        parser.add_argument(
+            "--dataset",
+            default=None,
+            help=f"built in: {built_in} (default {DEFAULT_DATASET}); with --spec-file the spec's name",
+        )
+        parser.add_argument(
+            "--source", default=None, help="files | files:<path> | export:<folder or s3://…>[#<id>]"
+        )
+        parser.add_argument(
+            "--spec-file", type=Path, default=None, help="JSON spec for any flat table (files:<path>)"
+        )
+    else:
+        parser.add_argument("--dataset", default=DEFAULT_DATASET, help=f"built in: {built_in}")
+    parser.add_argument("--seed", type=_seed, default=42)
+    parser.add_argument("--jobs", type=_jobs, default=2, help="parallel fits (processes; -1: all cores)")
     parser.add_argument("--candidates", nargs="*", default=None, help="subset of candidate names")
-    parser.add_argument("--cost-approve-defaulter", type=float, default=5.0)
-    parser.add_argument("--cost-decline-good", type=float, default=1.0)
+    parser.add_argument("--cost-approve-defaulter", type=_positive_cost, default=5.0)
+    parser.add_argument("--cost-decline-good", type=_positive_cost, default=1.0)
 
 
-def _config(args: argparse.Namespace, champion_bundle: Path | None) -> TrainingConfig:
+# Option types: a bad number is refused by argparse, naming the option, before any data is read.
+def _positive_cost(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text!r}")
+    return value
+
+
+def _jobs(text: str) -> int:
+    value = int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must not be 0 (a positive count, or -1 for all cores)")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**32), got {text!r}")
+    return value
+
+
+def _config(args: argparse.Namespace) -> TrainingConfig:
     return TrainingConfig(
         seed=args.seed,
         n_jobs=args.jobs,
         candidates=args.candidates,
         cost_of_approving_defaulter=args.cost_approve_defaulter,
         cost_of_declining_good_applicant=args.cost_decline_good,
-        champion_bundle=champion_bundle,
     )
 
 
@@ -197,6 +237,18 @@ def _materialise(location: str, workspace: Path) -> Path:
     return workspace
 
 
+def _check_output(option: str, location: str, *, folder: bool = True) -> None:
+    """Refuse a location that cannot take the output now, not after training: another scheme
+    (``gs://``, ``S3://``) would otherwise become a local folder named ``gs:``."""
+    try:
+        open_storage(location)  # an s3:// location without a bucket, or another scheme: ValueError
+    except ValueError as error:
+        raise ValueError(f"{option} {location!r}: {error}") from error
+    parent = Path(location) if folder else Path(location).parent
+    if not _is_remote(location) and parent.is_file():
+        raise ValueError(f"{option} {location!r}: {parent} is a file, not a folder")
+
+
 def _publish(bundle: Path, location: str) -> None:
     if not _is_remote(location):
         return
@@ -205,8 +257,7 @@ def _publish(bundle: Path, location: str) -> None:
         storage.write_bytes(name, (bundle / name).read_bytes())
 
 
-def _champion_bundle(registry: str, dataset: str, workspace: Path) -> Path | None:
-    model_name = default_model_name(dataset)
+def _champion_bundle(registry: str, model_name: str, workspace: Path) -> Path | None:
     if latest_pointer(registry, model_name) is None:
         return None
     destination = workspace / "champion"
@@ -214,13 +265,29 @@ def _champion_bundle(registry: str, dataset: str, workspace: Path) -> Path | Non
     return destination
 
 
+def _dataset(args: argparse.Namespace) -> LoadedDataset:
+    dataset = load_dataset(args.dataset or DEFAULT_DATASET, args.source, args.spec_file)
+    # With a spec file the spec names the model (and its champion in the registry): a --dataset
+    # that says otherwise would be silently ignored.
+    if args.spec_file is not None and args.dataset not in (None, dataset.spec.name):
+        raise ValueError(
+            f"--dataset {args.dataset!r} does not match the name {dataset.spec.name!r} in the spec file "
+            f"{args.spec_file}; leave --dataset out or make them the same"
+        )
+    return dataset
+
+
 def _train(args: argparse.Namespace, out: str, registry: str | None) -> ModelCard:
+    _check_output("--out", out)
+    config = _config(args)  # invalid settings fail here, before data is read
+    dataset = _dataset(args)
     with tempfile.TemporaryDirectory(prefix="training-") as scratch:
         workspace = Path(scratch)
-        champion = _champion_bundle(registry, args.dataset, workspace) if registry else None
-        dataset = load_dataset(args.dataset, args.source, args.spec_file)
+        # The champion of the model being trained: named from the dataset's spec, not --dataset.
+        model_name = default_model_name(dataset.spec.name)
+        champion = _champion_bundle(registry, model_name, workspace) if registry else None
         bundle = workspace / "bundle" if _is_remote(out) else Path(out)
-        card = train_bundle(dataset, bundle, _config(args, champion))
+        card = train_bundle(dataset, bundle, replace(config, champion_bundle=champion))
         _publish(bundle, out)
     print(card_summary(card))
     if card.champion_comparison:
@@ -230,6 +297,9 @@ def _train(args: argparse.Namespace, out: str, registry: str | None) -> ModelCar
 
 
 def _gate_or_register(args: argparse.Namespace) -> int:
+    verdict = getattr(args, "verdict", None)
+    if verdict:
+        _check_output("--verdict", verdict, folder=False)
     with tempfile.TemporaryDirectory(prefix="candidate-") as scratch:
         bundle = _materialise(args.candidate, Path(scratch))
         card = read_bundle_card(bundle)
@@ -238,13 +308,15 @@ def _gate_or_register(args: argparse.Namespace) -> int:
         if decision.passed and args.command == "register":
             try:
                 version = register_bundle(bundle, args.registry)
+            except VersionConflictError:
+                raise  # another model under this version: a failed registration, not "nothing to do"
             except VersionExistsError:
                 # Versions are content-addressed (ONNX hash): the same model is already registered.
                 version = str(card["model_version"])
                 print(f"version {version} is already registered; nothing to do")
     print(json.dumps({**decision.as_dict(), "registered_version": version}, indent=2))
-    if args.command == "gate" and args.verdict:
-        _write_verdict(args.verdict, str(card["model_name"]), decision)
+    if args.command == "gate" and verdict:
+        _write_verdict(verdict, str(card["model_name"]), decision)
         return 0  # decided either way; the caller branches on the verdict's "passed"
     return 0 if decision.passed else 1
 
@@ -293,12 +365,13 @@ def _loop(args: argparse.Namespace) -> int:
     """The retraining loop: the same steps the Step Functions pipeline runs in AWS."""
     if args.dataset not in BUILT_IN:
         raise ValueError(f"loop runs the built-in datasets {sorted(BUILT_IN)}, not {args.dataset!r}")
+    _config(args)  # invalid training settings fail before anything is loaded or exported
     database = args.database or args.dataset
     if args.files:
         _load(args.dataset, args.files, database)
     export_id = f"{args.dataset}-{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
     _export(database, args.exports, export_id, layout_database=args.dataset)
-    args.source = f"export:{args.exports}#{export_id}"
+    args.source, args.spec_file = f"export:{args.exports}#{export_id}", None
     with tempfile.TemporaryDirectory(prefix="loop-") as scratch:
         bundle = Path(scratch) / "bundle"
         _train(args, str(bundle), args.registry)
@@ -329,6 +402,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("gate", "register"):
             return _gate_or_register(args)
         return _loop(args)
-    except (ValueError, FileNotFoundError, RegistryError, StorageError) as error:
+    except (ValueError, OSError, RegistryError, StorageError, ExportReadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        # Not 1: for gate, register and loop that means "the candidate lost the gate".
+        log.exception("unexpected fault")
+        print(f"error: unexpected {type(error).__name__}: {error}", file=sys.stderr)
+        return 3

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import platform
 import subprocess
 import time
@@ -99,6 +100,17 @@ class TrainingConfig:
             raise ValueError(f"holdout_fraction must be in (0, 0.5), got {self.holdout_fraction}")
         if self.folds < 2:
             raise ValueError(f"folds must be at least 2, got {self.folds}")
+        # Checked here, before any fitting: a NaN cost passes the threshold's "> 0" check and only
+        # fails minutes later, when the card cannot be written as JSON.
+        for name in ("cost_of_approving_defaulter", "cost_of_declining_good_applicant"):
+            cost = getattr(self, name)
+            if not (math.isfinite(cost) and cost > 0):
+                raise ValueError(f"{name} must be a finite number above 0, got {cost}")
+        if self.n_jobs == 0:
+            raise ValueError("n_jobs must not be 0 (a count of processes, or -1 for all cores)")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
+        candidates_by_name(self.candidates)  # unknown or repeated names, before any data is read
 
 
 @dataclass(frozen=True)
@@ -361,18 +373,27 @@ def data_fingerprint(dataset: LoadedDataset, split: Split) -> DataFingerprint:
 
 
 def _git_commit() -> str:
-    try:
-        completed = subprocess.run(
-            ["git", "rev-parse", "HEAD"],  # noqa: S607 - git from PATH is the point
+    """HEAD of the checkout holding this code, with ``-dirty`` when tracked files differ from it
+    (the card must not claim a commit whose code did not train the model)."""
+    folder = Path(__file__).resolve().parent
+
+    def git(*arguments: str) -> str:
+        completed = subprocess.run(  # noqa: S603 - fixed arguments from this module
+            ["git", *arguments],  # noqa: S607 - git from PATH is the point
             capture_output=True,
             text=True,
             check=True,
-            cwd=Path(__file__).resolve().parent,
+            cwd=folder,
             timeout=10,
         )
         return completed.stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    return f"{commit}-dirty" if changed else commit
 
 
 def lineage(config: TrainingConfig, seconds: float) -> Lineage:
@@ -569,18 +590,28 @@ def train(dataset: LoadedDataset, config: TrainingConfig | None = None) -> Train
 
 
 def write_bundle(outcome: TrainingOutcome, out_dir: Path) -> Path:
-    """model.onnx + model_card.json, written to temporary names first so a bundle is never half-written."""
+    """model.onnx + model_card.json, written to temporary names first so a bundle is never half-written.
+
+    Over an existing bundle the old card goes first: a failure or interruption between the two
+    renames then leaves a model without a card (which nothing loads), never a card describing
+    another model. Temporaries are removed when writing fails.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = out_dir / outcome.card.onnx.file
     card_path = out_dir / "model_card.json"
     temporary_onnx = onnx_path.with_suffix(".onnx.tmp")
     temporary_card = card_path.with_suffix(".json.tmp")
-    temporary_onnx.write_bytes(outcome.onnx_bytes)
-    temporary_card.write_text(
-        json.dumps(outcome.card.model_dump(mode="json"), indent=2, allow_nan=False) + "\n"
-    )
-    temporary_onnx.replace(onnx_path)
-    temporary_card.replace(card_path)
+    try:
+        temporary_onnx.write_bytes(outcome.onnx_bytes)
+        temporary_card.write_text(
+            json.dumps(outcome.card.model_dump(mode="json"), indent=2, allow_nan=False) + "\n"
+        )
+        card_path.unlink(missing_ok=True)
+        temporary_onnx.replace(onnx_path)
+        temporary_card.replace(card_path)
+    finally:
+        temporary_onnx.unlink(missing_ok=True)
+        temporary_card.unlink(missing_ok=True)
     return out_dir
 
 

@@ -62,6 +62,10 @@ class VersionExistsError(RegistryError):
     """The model version is already registered (versions are immutable)."""
 
 
+class VersionConflictError(VersionExistsError):
+    """The version is stored with another model: not "already done", a conflict to report."""
+
+
 @dataclass(frozen=True)
 class GateRule:
     roc_auc_tolerance: float = DEFAULT_ROC_AUC_TOLERANCE
@@ -276,7 +280,7 @@ def register_bundle(bundle_dir: str | Path, registry_location: str | Path) -> st
             stored = storage.read_bytes(prefix + file_name)
             # The stored card may differ (timestamps) but describes the same model: the model must match.
             if file_name == MODEL_FILE and stored != data:
-                raise VersionExistsError(
+                raise VersionConflictError(
                     f"{storage.describe(prefix)} already exists with another model; versions are immutable"
                 ) from error
             if file_name == CARD_FILE:

@@ -304,11 +304,6 @@ def test_given_a_registered_version_when_a_lambda_loads_it_from_its_folder_then_
     assert model.model_version == version
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="training/cli.py (outside this review's files) catches VersionExistsError as 'already "
-    "registered; nothing to do', which register_bundle also raises when the stored model differs",
-)
 def test_given_another_model_under_a_registered_version_when_the_cli_registers_it_then_it_fails(
     tmp_path: Path,
 ) -> None:

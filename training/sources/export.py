@@ -18,7 +18,8 @@ Types come back the way training wants them, undoing the RDS mapping:
 - integers -> int64 (float64 with NaN where a column has missing values, like ``read_csv``);
 - strings -> the pandas string dtype; doubles stay float64.
 
-Rows are concatenated in batch then partition order.
+Rows are concatenated in batch then partition order. The part files of one table must hold the same
+columns (in any order); a part that lacks or adds one is refused, not filled with nulls.
 """
 
 from __future__ import annotations
@@ -176,20 +177,37 @@ def _training_column(column: pa.ChunkedArray, original_type: str) -> pa.ChunkedA
     return column
 
 
-def _read_table(storage: Storage, parts: Sequence[_PartFile], original: dict[str, str]) -> pd.DataFrame:
+def _read_table(
+    storage: Storage, table_name: str, parts: Sequence[_PartFile], original: dict[str, str]
+) -> pd.DataFrame:
     pieces: list[pa.Table] = []
     for part in parts:
         try:
-            pieces.append(pq.read_table(io.BytesIO(storage.read_bytes(part.key))))
+            piece = pq.read_table(io.BytesIO(storage.read_bytes(part.key)))
         except pa.ArrowInvalid as error:
             raise ExportReadError(f"{storage.describe(part.key)} is not readable Parquet: {error}") from error
+        # Columns must agree (in any order): concatenating would fill a column a part lacks with
+        # nulls, so its rows would silently read as missing values.
+        if pieces and set(piece.column_names) != set(pieces[0].column_names):
+            first, this = set(pieces[0].column_names), set(piece.column_names)
+            raise ExportReadError(
+                f"the part files of {table_name} disagree on their columns: {storage.describe(part.key)} "
+                f"lacks {sorted(first - this)} and adds {sorted(this - first)} "
+                f"against {storage.describe(parts[0].key)}"
+            )
+        pieces.append(piece.select(pieces[0].column_names) if pieces else piece)
     try:
         table = pa.concat_tables(pieces, promote_options="permissive")
-    except pa.ArrowInvalid as error:
-        raise ExportReadError(f"the part files of one table disagree on their schema: {error}") from error
-    converted = {
-        name: _training_column(table.column(name), original.get(name, "")) for name in table.column_names
-    }
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:  # int vs string is an ArrowTypeError
+        raise ExportReadError(f"the part files of {table_name} disagree on their schema: {error}") from error
+    converted = {}
+    for name in table.column_names:
+        try:
+            converted[name] = _training_column(table.column(name), original.get(name, ""))
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+            raise ExportReadError(
+                f"{table_name} column {name!r} ({original.get(name) or table.column(name).type}): {error}"
+            ) from error
     frame: pd.DataFrame = pa.table(converted).to_pandas()
     return frame
 
@@ -237,5 +255,5 @@ def read_export_tables(
         parts = _part_files(keys, f"{database_prefix}{table}/")
         if not parts:
             raise ExportReadError(f"export {chosen}: table {database}.{table} has no part files")
-        frames[table] = _read_table(storage, parts, _original_types(status))
+        frames[table] = _read_table(storage, f"{database}.{table}", parts, _original_types(status))
     return frames

@@ -49,6 +49,7 @@ from infra.nag import (
 )
 from infra.network import Network
 from infra.queues import dead_letter_queue
+from training.provenance import checkout_commit
 
 CANDIDATES_PREFIX = "candidates/"
 REGISTRY_PREFIX = "models/"
@@ -123,6 +124,8 @@ class TrainingPipeline(Construct):
                 exclude=_IMAGE_CONTEXT_EXCLUDES,
                 ignore_mode=IgnoreMode.DOCKER,
                 platform=ecr_assets.Platform.LINUX_AMD64,
+                # Cards record the code that trained them; the image has no .git to ask.
+                build_args={"SOURCE_COMMIT": checkout_commit(REPO_ROOT)},
             )
         )
         self.log_group = encrypted_log_group(

@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import platform
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -61,6 +60,7 @@ from training.onnx_export import (
     onnx_probabilities,
     sha256_hex,
 )
+from training.provenance import source_commit
 from training.reference import feature_references, numeric_reference
 from training.threshold import choose_threshold
 
@@ -373,27 +373,7 @@ def data_fingerprint(dataset: LoadedDataset, split: Split) -> DataFingerprint:
 
 
 def _git_commit() -> str:
-    """HEAD of the checkout holding this code, with ``-dirty`` when tracked files differ from it
-    (the card must not claim a commit whose code did not train the model)."""
-    folder = Path(__file__).resolve().parent
-
-    def git(*arguments: str) -> str:
-        completed = subprocess.run(  # noqa: S603 - fixed arguments from this module
-            ["git", *arguments],  # noqa: S607 - git from PATH is the point
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=folder,
-            timeout=10,
-        )
-        return completed.stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        changed = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{commit}-dirty" if changed else commit
+    return source_commit(Path(__file__).resolve().parent)
 
 
 def lineage(config: TrainingConfig, seconds: float) -> Lineage:

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lambdas.scoring.card import ModelCard
-from training import cli, pipeline
+from training import cli, provenance
 from training.candidates import candidates_by_name
 from training.cli import main as training_main
 from training.datasets.catalog import load_dataset
@@ -344,23 +344,35 @@ def _git(folder: Path, *arguments: str) -> None:
     )
 
 
-def test_given_uncommitted_changes_then_the_card_commit_says_dirty(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_given_uncommitted_changes_then_the_card_commit_says_dirty(tmp_path: Path) -> None:
     # Given a checkout (the training code's own folder) whose tracked code differs from HEAD
-    monkeypatch.setattr(pipeline, "__file__", str(tmp_path / "pipeline.py"))
     _git(tmp_path, "init", "-q")
     (tmp_path / "pipeline.py").write_text("x = 1\n")
     (tmp_path / "notes.txt").write_text("untracked files change no code\n")
     _git(tmp_path, "add", "pipeline.py")
     _git(tmp_path, "commit", "-q", "-m", "one")
-    clean = pipeline._git_commit()
+    clean = provenance.source_commit(tmp_path)
     assert len(clean) == 40
 
     (tmp_path / "pipeline.py").write_text("x = 2\n")
 
     # Then the recorded commit does not claim the model came from HEAD's code
-    assert pipeline._git_commit() == f"{clean}-dirty"
+    assert provenance.source_commit(tmp_path) == f"{clean}-dirty"
+
+
+def test_given_no_checkout_then_the_commit_is_the_one_stamped_in_the_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a folder outside any git checkout (the training image holds no .git)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    monkeypatch.delenv(provenance.SOURCE_COMMIT_VARIABLE, raising=False)
+    assert provenance.source_commit(tmp_path) == "unknown"
+
+    # When the image was built with the commit stamped in (training/Dockerfile)
+    monkeypatch.setenv(provenance.SOURCE_COMMIT_VARIABLE, "abc123")
+
+    # Then the card records that commit
+    assert provenance.source_commit(tmp_path) == "abc123"
 
 
 # --- the RDS export reader --------------------------------------------------------------------------

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 LOOPBACK = "127.0.0.1"
 
@@ -48,31 +50,56 @@ def background_server(
     cwd: Path | None = None,
     start_seconds: float = 60.0,
 ) -> Iterator[None]:
-    """Run ``command`` until the block ends, once ``ready_url`` answers HTTP (any status)."""
-    process = subprocess.Popen(  # noqa: S603 - callers pass our own interpreter and modules
-        command,
-        cwd=cwd,
-        env=dict(env) if env is not None else None,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for_http(ready_url, process, start_seconds)
-        yield
-    finally:
-        process.terminate()
+    """Run ``command`` until the block ends, once ``ready_url`` answers HTTP (any status).
+
+    The server's stderr goes to an anonymous temporary file, so that a server which exits before it
+    answers (a port in use, a missing module, a bad bundle) is reported with its own last line.
+    """
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(  # noqa: S603 - callers pass our own interpreter and modules
+            command,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
+            _wait_for_http(ready_url, process, start_seconds, stderr)
+            yield
+        finally:
+            _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate, then kill if it is still running (after 10 s, or when a second Ctrl-C cuts the wait)."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        if process.poll() is None:
             process.kill()
             process.wait()
 
 
-def _wait_for_http(url: str, process: subprocess.Popen[bytes], seconds: float) -> None:
+def _last_line(stream: IO[bytes]) -> str:
+    """The last non-empty line written to ``stream`` (the reason a server gave when it exited)."""
+    stream.seek(0)
+    lines = [line.strip() for line in stream.read().decode(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else "(nothing on stderr)"
+
+
+def _wait_for_http(url: str, process: subprocess.Popen[bytes], seconds: float, stderr: IO[bytes]) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the server for {url} exited with code {process.returncode} before answering")
+            raise RuntimeError(
+                f"the server for {url} exited with code {process.returncode} before answering: "
+                f"{_last_line(stderr)}"
+            )
         try:
             with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback URL built by the caller
                 return

@@ -30,10 +30,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from pydantic import ValidationError
+
 from lambdas.api.errors import JSON_CONTENT_TYPE, error_response
+from lambdas.api.settings import SettingsError
 from lambdas.api.wiring import LambdaHandler, create_handler
 from lambdas.local_context import LocalLambdaContext
 from lambdas.scoring.card import ModelCard
+from lambdas.scoring.runtime import ModelBundleError
 
 LOCAL_HOST = "127.0.0.1"
 STAGE = "local"
@@ -249,10 +253,15 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.bundle / "model_card.json").is_file():
         print(f"error: {args.bundle} is not a model bundle (no model_card.json)", file=sys.stderr)
         return 2
-    if args.print_sample:
-        print(json.dumps(sample_application(args.bundle / "model_card.json"), indent=2))
-        return 0
-    return serve(args.bundle, args.port)
+    try:
+        if args.print_sample:
+            print(json.dumps(sample_application(args.bundle / "model_card.json"), indent=2))
+            return 0
+        return serve(args.bundle, args.port)
+    except (ModelBundleError, SettingsError, ValidationError) as error:
+        # A bundle or setting that cannot be used: one line naming it (the demo shows it), no traceback.
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
 
 
 def _port(text: str) -> int:

@@ -32,11 +32,14 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lambdas.scoring.card import ModelCard
+from lambdas.scoring.card import Interval, ModelCard
 from training.dataload.storage import StorageError, open_storage
 from training.datasets.catalog import BUILT_IN, LoadedDataset, load_dataset
+from training.fairness import SMALL_SAMPLE_CASES
 from training.pipeline import TrainingConfig, default_model_name, train_bundle
 from training.registry import (
+    DEFAULT_MIN_HOLDOUT_NEGATIVES,
+    DEFAULT_MIN_HOLDOUT_POSITIVES,
     GateDecision,
     RegistryError,
     VersionConflictError,
@@ -77,14 +80,43 @@ def card_summary(card: ModelCard) -> str:
         )
     metrics = card.holdout_metrics
     policy = card.decision_policy
+    uncertainty = card.holdout_uncertainty
+    auc_ci = brier_ci = ""
+    if uncertainty is not None:
+        ci = f"{uncertainty.confidence:.0%} CI"
+        auc_ci = f" ({ci} {uncertainty.roc_auc.lower:.3f}-{uncertainty.roc_auc.upper:.3f})"
+        brier_ci = f" ({ci} {uncertainty.brier.lower:.4f}-{uncertainty.brier.upper:.4f})"
     lines += [
         "",
-        f"champion {card.champion}: holdout ROC AUC {metrics.roc_auc:.4f}, PR AUC {metrics.pr_auc:.4f}, "
-        f"KS {metrics.ks:.4f}, Brier {metrics.brier:.4f}, log loss {metrics.log_loss:.4f}",
+        f"champion {card.champion}: holdout ROC AUC {metrics.roc_auc:.4f}{auc_ci}, "
+        f"PR AUC {metrics.pr_auc:.4f}, KS {metrics.ks:.4f}, Brier {metrics.brier:.4f}{brier_ci}, "
+        f"log loss {metrics.log_loss:.4f}",
         f"decision: decline when P(default) >= {policy.threshold:.4f} (expected cost; approving a defaulter "
         f"costs {policy.cost_of_approving_defaulter:g}x declining a good applicant; theory "
         f"{policy.theoretical_threshold:.4f})",
     ]
+    positives, negatives = card.data.holdout_positives, card.data.holdout_negatives
+    warnings: list[str] = []
+    if positives is not None and negatives is not None:
+        holdout_rate = positives / (positives + negatives) if positives + negatives else None
+        lines.append(
+            f"holdout classes: {positives} positives, {negatives} negatives (positive rate "
+            f"{_percent(holdout_rate)}; all rows used {card.data.positive_rate:.1%})"
+            + (
+                f"; intervals: stratified bootstrap, {uncertainty.resamples} resamples, "
+                f"seed {uncertainty.seed}"
+                if uncertainty
+                else ""
+            )
+        )
+        if positives < DEFAULT_MIN_HOLDOUT_POSITIVES or negatives < DEFAULT_MIN_HOLDOUT_NEGATIVES:
+            warnings.append(
+                f"WARNING: the holdout has {positives} positives and {negatives} negatives, fewer than the "
+                f"gate's minimum of {DEFAULT_MIN_HOLDOUT_POSITIVES} and {DEFAULT_MIN_HOLDOUT_NEGATIVES}: "
+                "its metrics rest on too few cases, and the gate will not let this model replace a champion"
+            )
+    if uncertainty is None and positives is None:
+        lines.append("uncertainty: not recorded in this card (written before holdout counts and intervals)")
     decisions = card.holdout_decisions
     if decisions is not None:
         lines.append(
@@ -113,8 +145,35 @@ def card_summary(card: ModelCard) -> str:
             f"adverse impact ratio {_figure(attribute.adverse_impact_ratio)} over "
             + ", ".join(f"{g.group} (n={g.count})" for g in attribute.groups)
         )
+        for group in attribute.groups:
+            if group.defaulters is None and group.small_sample is None:
+                continue  # an older card: no counts or intervals to show
+            lines.append(
+                f"  {group.group}: n={group.count} "
+                f"({group.defaulters} defaulters, {group.repayers} repayers); "
+                f"approval {_rate(group.approval_rate, group.approval_rate_interval)}, "
+                f"default {_rate(group.default_rate, group.default_rate_interval)}, "
+                f"TPR {_rate(group.true_positive_rate, group.true_positive_rate_interval)}, "
+                f"good-applicant approval "
+                f"{_rate(group.good_applicant_approval_rate, group.good_applicant_approval_rate_interval)}"
+                + (" [small sample]" if group.small_sample else "")
+            )
+        small = [g.group for g in attribute.groups if g.small_sample]
+        if small:
+            warnings.append(
+                f"WARNING: fairness {attribute.attribute}: small sample in {', '.join(small)} (fewer than "
+                f"{SMALL_SAMPLE_CASES} rows, defaulters or repayers under a rate): read their rates by "
+                "their intervals"
+            )
     lines.append(f"training took {card.lineage.training_seconds:.1f} s")
-    return "\n".join(lines)
+    return "\n".join(lines + warnings)
+
+
+def _rate(value: float | None, interval: Interval | None) -> str:
+    """A rate with its 95% interval where the card has one: ``0.875 (0.640-0.965)``."""
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" + (f" ({interval.lower:.3f}-{interval.upper:.3f})" if interval else "")
 
 
 def _percent(share: float | None) -> str:

@@ -7,6 +7,14 @@ declined) and the good-applicant approval rate (share of repaying applicants app
 adverse impact ratio is the lowest approval rate over the highest among those groups (the
 "four-fifths rule" flags a ratio below 0.8). With fewer than two such groups nothing is compared:
 the differences and the ratio are None.
+
+How sure each rate is: every group lists the denominators of its rates (``count`` for the approval
+and default rates, ``defaulters`` for the true-positive rate, ``repayers`` for the good-applicant
+approval rate) and a 95% Wilson score interval per rate (``training.metrics.wilson_interval``; None
+where the rate is undefined). ``small_sample`` is True when any of those denominators is below
+``SMALL_SAMPLE_CASES`` (30): a rate on fewer cases moves by several points with a handful of rows, so
+its interval, not its digits, is what to read. The differences above are computed as before; a group
+flagged small_sample can still take part in them when it has ``min_group_size`` rows.
 """
 
 from __future__ import annotations
@@ -16,7 +24,9 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from lambdas.scoring.card import AttributeFairness, GroupFairness
-from training.metrics import share
+from training.metrics import share, wilson_interval
+
+SMALL_SAMPLE_CASES = 30
 
 
 def fairness_for_attribute(
@@ -31,16 +41,27 @@ def fairness_for_attribute(
     reports = []
     for group in sorted(set(labels)):
         rows = labels == group
-        defaulters = rows & (y == 1)
-        repayers = rows & (y == 0)
+        count = int(rows.sum())
+        defaulters = int((rows & (y == 1)).sum())
+        repayers = int((rows & (y == 0)).sum())
+        approved = int((rows & ~declined).sum())
+        declined_defaulters = int((rows & (y == 1) & declined).sum())
+        approved_repayers = int((rows & (y == 0) & ~declined).sum())
         reports.append(
             GroupFairness(
                 group=str(group),
-                count=int(rows.sum()),
-                approval_rate=share(int((rows & ~declined).sum()), int(rows.sum())),
-                default_rate=share(int(defaulters.sum()), int(rows.sum())),
-                true_positive_rate=share(int((defaulters & declined).sum()), int(defaulters.sum())),
-                good_applicant_approval_rate=share(int((repayers & ~declined).sum()), int(repayers.sum())),
+                count=count,
+                approval_rate=share(approved, count),
+                default_rate=share(defaulters, count),
+                true_positive_rate=share(declined_defaulters, defaulters),
+                good_applicant_approval_rate=share(approved_repayers, repayers),
+                defaulters=defaulters,
+                repayers=repayers,
+                approval_rate_interval=wilson_interval(approved, count),
+                default_rate_interval=wilson_interval(defaulters, count),
+                true_positive_rate_interval=wilson_interval(declined_defaulters, defaulters),
+                good_applicant_approval_rate_interval=wilson_interval(approved_repayers, repayers),
+                small_sample=min(count, defaulters, repayers) < SMALL_SAMPLE_CASES,
             )
         )
     large = [g for g in reports if g.count >= min_group_size]
@@ -66,4 +87,8 @@ def fairness_for_attribute(
         equal_opportunity_difference=spread([g.good_applicant_approval_rate for g in large]),
         adverse_impact_ratio=impact_ratio,
         evaluated_on=f"{evaluated_on}; {scope}",
+        uncertainty=(
+            "95% Wilson score interval per rate; small_sample: fewer than "
+            f"{SMALL_SAMPLE_CASES} cases in any rate's denominator (rows, defaulters or repayers)"
+        ),
     )

@@ -1,17 +1,29 @@
 """Imbalance-aware evaluation: ranking (ROC AUC, PR AUC, KS), probability quality (Brier, log loss,
-calibration by bins) and what the chosen threshold's decisions do on held-out rows."""
+calibration by bins), what the chosen threshold's decisions do on held-out rows, and how uncertain
+those figures are (Wilson score intervals for rates, stratified bootstrap for ROC AUC and Brier)."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numpy.typing import NDArray
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score, roc_curve
 
-from lambdas.scoring.card import CalibrationBin, CalibrationReport, DecisionOutcomes, MetricSet
+from lambdas.scoring.card import (
+    CalibrationBin,
+    CalibrationReport,
+    DecisionOutcomes,
+    HoldoutUncertainty,
+    Interval,
+    MetricSet,
+)
 
 METRIC_NAMES = ("roc_auc", "pr_auc", "ks", "brier", "log_loss")
 HIGHER_IS_BETTER = {"roc_auc": True, "pr_auc": True, "ks": True, "brier": False, "log_loss": False}
 CALIBRATION_BINS = 10
+CONFIDENCE = 0.95
+Z_95 = 1.959963984540054  # the standard normal's 97.5% quantile: a two-sided 95% interval
 
 
 def evaluate(y_true: NDArray[np.int_], probability: NDArray[np.float64]) -> MetricSet:
@@ -39,6 +51,90 @@ def summarise(fold_metrics: list[MetricSet]) -> tuple[MetricSet, MetricSet]:
 def share(numerator: int, denominator: int) -> float | None:
     """None where there is nothing to take a share of (undefined, not zero)."""
     return float(numerator / denominator) if denominator else None
+
+
+def wilson_interval(successes: int, trials: int, z: float = Z_95) -> Interval | None:
+    """The Wilson score interval of the proportion ``successes / trials`` (95% with the default ``z``).
+
+    With p = successes / trials and n = trials::
+
+        centre = (p + z²/2n) / (1 + z²/n)
+        half   = z / (1 + z²/n) · sqrt(p(1 - p)/n + z²/4n²)
+
+    Unlike the normal (Wald) interval it stays inside [0, 1] and is not zero-width at 0/n or n/n:
+    0 of n gives [0, z²/(n + z²)]. None when there are no trials (undefined, not [0, 0]).
+    """
+    if trials < 0 or not 0 <= successes <= trials:
+        raise ValueError(f"successes must be within 0..trials, got {successes} successes of {trials} trials")
+    if trials == 0:
+        return None
+    p = successes / trials
+    z2 = z * z
+    scale = 1 + z2 / trials
+    centre = (p + z2 / (2 * trials)) / scale
+    half = z / scale * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials))
+    # At 0/n and n/n the bound is exactly 0 or 1 (the formula gives it up to rounding).
+    lower = 0.0 if successes == 0 else max(0.0, centre - half)
+    upper = 1.0 if successes == trials else min(1.0, centre + half)
+    return Interval(lower=lower, upper=upper)
+
+
+def rank_auc(positive_scores: NDArray[np.float64], negative_scores: NDArray[np.float64]) -> float:
+    """ROC AUC as the share of (positive, negative) pairs ranked right, ties counting half
+    (the Mann-Whitney statistic): equal to ``roc_auc_score``, without its input checks."""
+    negatives = np.sort(negative_scores)
+    below = np.searchsorted(negatives, positive_scores, side="left")
+    tied = np.searchsorted(negatives, positive_scores, side="right") - below
+    return float((below.sum() + 0.5 * tied.sum()) / (len(positive_scores) * len(negatives)))
+
+
+def bootstrap_intervals(
+    y_true: NDArray[np.int_],
+    probability: NDArray[np.float64],
+    resamples: int,
+    seed: int,
+    confidence: float = CONFIDENCE,
+) -> HoldoutUncertainty:
+    """Percentile intervals of ROC AUC and Brier score from a stratified bootstrap of the rows.
+
+    Each resample draws the positives with replacement to their own count and the negatives to
+    theirs, so every resample has both classes (ROC AUC is defined) and the holdout's positive
+    rate. The interval is the (1 - confidence)/2 and (1 + confidence)/2 quantiles of the resampled
+    metrics. It measures sampling noise of the holdout rows only: not drift, nor the model's own
+    variance from refitting.
+    """
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples}")
+    positives = np.asarray(probability[y_true == 1], dtype=np.float64)
+    negatives = np.asarray(probability[y_true == 0], dtype=np.float64)
+    if len(positives) == 0 or len(negatives) == 0:
+        raise ValueError("bootstrap intervals need both classes in the evaluated rows")
+    positive_errors, negative_errors = (1 - positives) ** 2, negatives**2
+    rng = np.random.default_rng(seed)
+    auc = np.empty(resamples)
+    brier = np.empty(resamples)
+    for r in range(resamples):
+        p = rng.integers(0, len(positives), len(positives))
+        n = rng.integers(0, len(negatives), len(negatives))
+        auc[r] = rank_auc(positives[p], negatives[n])
+        brier[r] = (positive_errors[p].sum() + negative_errors[n].sum()) / (len(p) + len(n))
+    tails = [(1 - confidence) / 2, (1 + confidence) / 2]
+
+    def interval(values: NDArray[np.float64]) -> Interval:
+        lower, upper = np.quantile(values, tails)
+        return Interval(lower=float(lower), upper=float(upper))
+
+    return HoldoutUncertainty(
+        method=(
+            f"stratified bootstrap of the holdout rows: {len(positives)} positives and {len(negatives)} "
+            f"negatives each drawn with replacement to their own count; percentile interval"
+        ),
+        resamples=resamples,
+        seed=seed,
+        confidence=confidence,
+        roc_auc=interval(auc),
+        brier=interval(brier),
+    )
 
 
 def decision_outcomes(

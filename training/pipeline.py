@@ -47,7 +47,13 @@ from training.datasets.catalog import LoadedDataset
 from training.datasets.spec import DatasetSpec, ProtectedAttribute
 from training.fairness import fairness_for_attribute
 from training.features import MISSING_CATEGORY, model_input_frame
-from training.metrics import calibration_report, decision_outcomes, evaluate, summarise
+from training.metrics import (
+    bootstrap_intervals,
+    calibration_report,
+    decision_outcomes,
+    evaluate,
+    summarise,
+)
 from training.onnx_export import (
     LABEL_OUTPUT,
     OPSET,
@@ -71,6 +77,7 @@ SELECTION_RULE = (
     "ties within 0.0005 go to the lower cross-validated Brier score. The holdout is never used for "
     "selection. A champion whose ONNX export fails parity is dropped and the next candidate is taken."
 )
+MIN_BOOTSTRAP_RESAMPLES = 100
 PACKAGES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas", "pydantic")
 
 
@@ -94,6 +101,9 @@ class TrainingConfig:
     n_jobs: int = 2
     # A registered champion bundle (folder) to score on this run's holdout, for the gate.
     champion_bundle: Path | None = None
+    # Stratified bootstrap resamples of the holdout for the champion's ROC AUC and Brier intervals
+    # (seeded by ``seed``); a 95% percentile interval needs a few hundred.
+    bootstrap_resamples: int = 500
 
     def __post_init__(self) -> None:
         if not 0 < self.holdout_fraction < 0.5:
@@ -108,6 +118,11 @@ class TrainingConfig:
                 raise ValueError(f"{name} must be a finite number above 0, got {cost}")
         if self.n_jobs == 0:
             raise ValueError("n_jobs must not be 0 (a count of processes, or -1 for all cores)")
+        if self.bootstrap_resamples < MIN_BOOTSTRAP_RESAMPLES:
+            raise ValueError(
+                f"bootstrap_resamples must be at least {MIN_BOOTSTRAP_RESAMPLES} for a 95% interval, "
+                f"got {self.bootstrap_resamples}"
+            )
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
         candidates_by_name(self.candidates)  # unknown or repeated names, before any data is read
@@ -357,6 +372,7 @@ def coded_categories(schemas: Sequence[FeatureSchema]) -> dict[str, list[str]]:
 
 def data_fingerprint(dataset: LoadedDataset, split: Split) -> DataFingerprint:
     frame = dataset.frame
+    holdout_positives = int((split.holdout[dataset.spec.target] == 1).sum())
     row_hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
     digest = hashlib.sha256(row_hashes.tobytes() + ",".join(frame.columns).encode()).hexdigest()
     return DataFingerprint(
@@ -369,6 +385,8 @@ def data_fingerprint(dataset: LoadedDataset, split: Split) -> DataFingerprint:
         sha256=digest,
         cleaning=dataset.cleaning,
         holdout=split.description,
+        holdout_positives=holdout_positives,
+        holdout_negatives=len(split.holdout) - holdout_positives,
     )
 
 
@@ -484,6 +502,17 @@ def train(dataset: LoadedDataset, config: TrainingConfig | None = None) -> Train
     )
     final = fitted[champion.candidate.name]
     holdout_probability = final.predict(x_holdout)
+    bootstrap_started = time.perf_counter()
+    uncertainty = bootstrap_intervals(y_holdout, holdout_probability, config.bootstrap_resamples, config.seed)
+    log.info(
+        "holdout intervals: ROC AUC %.4f-%.4f, Brier %.4f-%.4f (%d resamples, %.2f s)",
+        uncertainty.roc_auc.lower,
+        uncertainty.roc_auc.upper,
+        uncertainty.brier.lower,
+        uncertainty.brier.upper,
+        config.bootstrap_resamples,
+        time.perf_counter() - bootstrap_started,
+    )
     references, baseline = feature_references(spec, x_train)
     sha = sha256_hex(onnx_bytes)
     card = ModelCard(
@@ -539,6 +568,7 @@ def train(dataset: LoadedDataset, config: TrainingConfig | None = None) -> Train
         holdout_calibration=calibration_report(
             y_holdout, holdout_probability, f"{len(y_holdout)} holdout rows scored by the champion"
         ),
+        holdout_uncertainty=uncertainty,
         holdout_metrics_by_candidate={r.candidate.name: r.holdout for r in results if r.holdout is not None},
         parity=Parity(
             max_abs_difference=parity_difference,

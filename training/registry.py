@@ -23,12 +23,24 @@ Gate rule (``gate``): a candidate may replace the champion only if
    (equal ``dataset`` and ``data.sha256`` and ``data.holdout``); otherwise the gate refuses, since
    metrics on different holdouts are not comparable;
 3. holdout ROC AUC >= champion's ROC AUC - ``roc_auc_tolerance`` (default 0.005);
-4. holdout Brier score <= champion's Brier + ``brier_tolerance`` (default 0.005).
+4. holdout Brier score <= champion's Brier + ``brier_tolerance`` (default 0.005);
+5. the candidate's holdout (the rows both models are compared on) holds at least
+   ``min_holdout_positives`` positives and ``min_holdout_negatives`` negatives (default 30 each,
+   read from the card's ``data.holdout_positives`` and ``data.holdout_negatives``). ROC AUC and
+   Brier on a handful of defaults (the PKDD'99 out-of-time holdout: 2 defaults in 78 loans) have
+   bootstrap intervals wider than any difference the tolerances judge, so they cannot justify
+   replacing a champion; the refusal names the counts. Cards written before the counts existed (all
+   versions registered so far) lack them: the gate then decides by rules 1-4 as it always did and
+   says the counts were unavailable, so registered cards and older candidates keep working (refusing
+   them would strand every existing registry on its current champion until a retrain). A candidate
+   that is the registered champion itself (same ``model_version``) replaces nothing and is not refused.
 
-With no champion registered, rule 1 alone applies; metrics must be finite numbers (NaN would pass
-every comparison). Cards are read as plain JSON: only ``model_name``, ``model_version``,
-``onnx.sha256``, ``onnx.file`` (``model.onnx`` if absent, nothing else), ``holdout_metrics.roc_auc``,
-``holdout_metrics.brier``, ``parity.passed`` (and for rule 2 ``dataset`` and ``data``) are used.
+With no champion registered, rule 1 alone applies (a holdout below the minimum counts is noted, not
+refused: there is nothing to replace, and the first version would otherwise never be registered);
+metrics must be finite numbers (NaN would pass every comparison). Cards are read as plain JSON: only
+``model_name``, ``model_version``, ``onnx.sha256``, ``onnx.file`` (``model.onnx`` if absent, nothing
+else), ``holdout_metrics.roc_auc``, ``holdout_metrics.brier``, ``parity.passed`` (and for rule 2
+``dataset`` and ``data``, for rule 5 ``data.holdout_positives`` and ``data.holdout_negatives``) are used.
 """
 
 from __future__ import annotations
@@ -51,6 +63,8 @@ CARD_FILE = "model_card.json"
 LATEST_FILE = "latest.json"
 DEFAULT_ROC_AUC_TOLERANCE = 0.005
 DEFAULT_BRIER_TOLERANCE = 0.005
+DEFAULT_MIN_HOLDOUT_POSITIVES = 30
+DEFAULT_MIN_HOLDOUT_NEGATIVES = 30
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -70,6 +84,14 @@ class VersionConflictError(VersionExistsError):
 class GateRule:
     roc_auc_tolerance: float = DEFAULT_ROC_AUC_TOLERANCE
     brier_tolerance: float = DEFAULT_BRIER_TOLERANCE
+    min_holdout_positives: int = DEFAULT_MIN_HOLDOUT_POSITIVES
+    min_holdout_negatives: int = DEFAULT_MIN_HOLDOUT_NEGATIVES
+
+    def __post_init__(self) -> None:
+        for name in ("min_holdout_positives", "min_holdout_negatives"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -118,6 +140,24 @@ def _name(card: Mapping[str, Any], key: str) -> str:
     return _safe_name(_path(card, key), f"model card {key}")
 
 
+def _count(value: Any, dotted: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise RegistryError(f"model card {dotted} must be a whole number >= 0, got {value!r}")
+    return value
+
+
+def _holdout_counts(card: Mapping[str, Any]) -> tuple[int, int] | None:
+    """The holdout's (positives, negatives), or None for a card written before it recorded them
+    (both absent or null); one without the other, or a count that is not a count, is an error."""
+    data = card.get("data")
+    if not isinstance(data, Mapping):
+        return None
+    positives, negatives = data.get("holdout_positives"), data.get("holdout_negatives")
+    if positives is None and negatives is None:
+        return None
+    return _count(positives, "data.holdout_positives"), _count(negatives, "data.holdout_negatives")
+
+
 def _same_holdout(candidate: Mapping[str, Any], champion: Mapping[str, Any]) -> bool:
     def identity(card: Mapping[str, Any]) -> tuple[object, object, object] | None:
         data = card.get("data")
@@ -143,12 +183,40 @@ def gate(
         failures.append("candidate failed the sklearn-vs-ONNX parity check")
     roc_auc = _number(candidate, "holdout_metrics.roc_auc")
     brier = _number(candidate, "holdout_metrics.brier")
+    counts = _holdout_counts(candidate)
+    too_few = counts is not None and (
+        counts[0] < rule.min_holdout_positives or counts[1] < rule.min_holdout_negatives
+    )
+    minimum = f"at least {rule.min_holdout_positives} positives and {rule.min_holdout_negatives} negatives"
 
     if champion is None:
         notes.append("no champion registered: only the parity check applies")
+        if counts is not None and too_few:
+            notes.append(
+                f"holdout has only {counts[0]} positives and {counts[1]} negatives (a replacement needs "
+                f"{minimum}): allowed because there is no champion to replace; its metrics are uncertain"
+            )
         return GateDecision(not failures, version, None, failures + notes)
 
     champion_version = _name(champion, "model_version")
+    if counts is None:
+        notes.append(
+            "holdout class counts unavailable (card written before data.holdout_positives and "
+            "data.holdout_negatives): the minimum-count rule was not applied"
+        )
+    elif too_few and champion_version == version:
+        # Gating the registered champion again (a loop rerun, a register completing itself) replaces nothing.
+        notes.append(
+            f"holdout has only {counts[0]} positives and {counts[1]} negatives (a replacement needs "
+            f"{minimum}): allowed because the candidate is the registered champion itself"
+        )
+    elif too_few:
+        failures.append(
+            f"the holdout has {counts[0]} positives and {counts[1]} negatives; replacing a champion needs "
+            f"{minimum}: metrics on so few cases cannot show the candidate is better"
+        )
+    else:
+        notes.append(f"holdout has {counts[0]} positives and {counts[1]} negatives (needs {minimum})")
     comparison = candidate.get("champion_comparison")
     if (
         champion_metrics_on_candidate_holdout is None

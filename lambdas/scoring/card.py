@@ -109,6 +109,19 @@ class OnnxInfo(_Strict):
         return digest
 
 
+class Interval(_Strict):
+    """A confidence interval: 95% unless the figure that holds it says otherwise."""
+
+    lower: float
+    upper: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Interval:
+        if self.lower > self.upper:
+            raise ValueError(f"interval lower bound {self.lower} is above its upper bound {self.upper}")
+        return self
+
+
 class MetricSet(_Strict):
     roc_auc: float
     pr_auc: float
@@ -222,6 +235,25 @@ class GroupFairness(_Strict):
     good_applicant_approval_rate: float | None = Field(
         description="Share of applicants who repaid that the model approves (equal opportunity)"
     )
+    # Optional (None in cards written before they existed). Denominators: approval and default rate
+    # ``count``, true-positive rate ``defaulters``, good-applicant approval rate ``repayers``.
+    defaulters: int | None = Field(default=None, ge=0, description="Actual defaulters in the group")
+    repayers: int | None = Field(default=None, ge=0, description="Applicants in the group who repaid")
+    approval_rate_interval: Interval | None = Field(
+        default=None, description="95% Wilson score interval; None where the rate is undefined"
+    )
+    default_rate_interval: Interval | None = Field(default=None, description="95% Wilson score interval")
+    true_positive_rate_interval: Interval | None = Field(
+        default=None, description="95% Wilson score interval; None without defaulters"
+    )
+    good_applicant_approval_rate_interval: Interval | None = Field(
+        default=None, description="95% Wilson score interval; None without repayers"
+    )
+    small_sample: bool | None = Field(
+        default=None,
+        description="True when any rate's denominator (count, defaulters, repayers) is below the "
+        "attribute's stated minimum (see AttributeFairness.uncertainty): read its rates with care",
+    )
 
 
 class AttributeFairness(_Strict):
@@ -236,6 +268,9 @@ class AttributeFairness(_Strict):
         "four-fifths rule of thumb for adverse impact",
     )
     evaluated_on: str
+    uncertainty: str | None = Field(
+        default=None, description="How the groups' intervals and small_sample flags were made"
+    )
 
 
 class NumericReference(_Strict):
@@ -289,6 +324,11 @@ class DataFingerprint(_Strict):
     sha256: str
     cleaning: dict[str, int]
     holdout: str
+    # Optional: None in cards written before they existed.
+    holdout_positives: int | None = Field(
+        default=None, ge=0, description="Holdout rows of the positive class"
+    )
+    holdout_negatives: int | None = Field(default=None, ge=0, description="Holdout rows of the other class")
 
 
 class Lineage(_Strict):
@@ -298,6 +338,17 @@ class Lineage(_Strict):
     seed: int
     created_at: str
     training_seconds: float
+
+
+class HoldoutUncertainty(_Strict):
+    """Bootstrap intervals of the champion's holdout ROC AUC and Brier score."""
+
+    method: str
+    resamples: int = Field(ge=1)
+    seed: int
+    confidence: float = Field(gt=0.0, lt=1.0)
+    roc_auc: Interval
+    brier: Interval
 
 
 class ChampionComparison(_Strict):
@@ -327,6 +378,7 @@ class ModelCard(_Strict):
     # Optional so that cards written before these figures existed still load.
     holdout_decisions: DecisionOutcomes | None = None
     holdout_calibration: CalibrationReport | None = None
+    holdout_uncertainty: HoldoutUncertainty | None = None
     holdout_metrics_by_candidate: dict[str, MetricSet]
     parity: Parity
     fairness: list[AttributeFairness]

@@ -439,6 +439,7 @@ class ModelCard(_Strict):
                 "holdout_metrics",
                 "holdout_decisions",
                 "holdout_calibration",
+                "holdout_uncertainty",
                 "parity",
                 "fairness",
             },

@@ -259,12 +259,52 @@ def test_given_a_training_run_then_the_card_holds_the_holdout_counts_and_metric_
 # --- Card schema: the new fields are optional -----------------------------------------------------------
 
 
-def test_given_the_committed_card_then_it_loads_with_the_new_figures_absent() -> None:
-    card = ModelCard.model_validate_json(COMMITTED_CARD.read_text())
+_UNCERTAINTY_GROUP_FIELDS = (
+    "defaulters",
+    "repayers",
+    "approval_rate_interval",
+    "default_rate_interval",
+    "true_positive_rate_interval",
+    "good_applicant_approval_rate_interval",
+    "small_sample",
+)
+
+
+def _card_written_before_uncertainty() -> ModelCard:
+    """The committed card as cards were written before the uncertainty figures existed."""
+    raw = json.loads(COMMITTED_CARD.read_text())
+    raw.pop("holdout_uncertainty")
+    raw["data"].pop("holdout_positives")
+    raw["data"].pop("holdout_negatives")
+    for attribute in raw["fairness"]:
+        attribute.pop("uncertainty")
+        for group in attribute["groups"]:
+            for name in _UNCERTAINTY_GROUP_FIELDS:
+                group.pop(name)
+    return ModelCard.model_validate(raw)
+
+
+def test_given_a_card_written_before_the_uncertainty_figures_then_it_loads_with_them_absent() -> None:
+    card = _card_written_before_uncertainty()
     assert card.holdout_uncertainty is None
     assert (card.data.holdout_positives, card.data.holdout_negatives) == (None, None)
     group = card.fairness[0].groups[0]
     assert (group.defaulters, group.small_sample, group.true_positive_rate_interval) == (None, None, None)
+
+
+def test_given_the_committed_card_then_it_carries_the_uncertainty_the_readme_quotes() -> None:
+    card = ModelCard.model_validate_json(COMMITTED_CARD.read_text())
+    assert (card.data.holdout_positives, card.data.holdout_negatives) == (1418, 5064)
+    assert 1418 + 5064 == card.data.rows_holdout
+    uncertainty = card.holdout_uncertainty
+    assert uncertainty is not None
+    assert uncertainty.roc_auc.lower < card.holdout_metrics.roc_auc < uncertainty.roc_auc.upper
+    assert uncertainty.brier.lower < card.holdout_metrics.brier < uncertainty.brier.upper
+    (oldest,) = [group for group in card.fairness[0].groups if group.group == "50+"]
+    assert (oldest.count, oldest.defaulters, oldest.repayers, oldest.small_sample) == (78, 16, 62, True)
+    interval = oldest.true_positive_rate_interval
+    assert interval is not None
+    assert (round(interval.lower, 3), round(interval.upper, 3)) == (0.640, 0.965)
 
 
 def test_given_an_interval_whose_bounds_are_reversed_then_the_card_refuses_it() -> None:
@@ -368,14 +408,20 @@ def _committed() -> ModelCard:
     return ModelCard.model_validate_json(COMMITTED_CARD.read_text())
 
 
-def test_given_the_committed_card_then_show_says_its_figures_carry_no_uncertainty_and_warns_of_nothing() -> (
-    None
-):
-    summary = cli.card_summary(_committed())
+def test_given_a_card_without_uncertainty_then_show_says_so_and_warns_of_nothing() -> None:
+    summary = cli.card_summary(_card_written_before_uncertainty())
     assert "WARNING" not in summary
     assert "95% CI" not in summary
     # The absence is said, so an older card's bare figures are not read as certain
     assert "uncertainty: not recorded in this card" in summary
+
+
+def test_given_the_committed_card_then_show_prints_its_intervals_and_warns_of_the_small_group() -> None:
+    summary = cli.card_summary(_committed())
+    assert "95% CI" in summary
+    assert "uncertainty: not recorded in this card" not in summary
+    (warning,) = [line for line in summary.splitlines() if line.startswith("WARNING")]
+    assert "50+" in warning
 
 
 def test_given_intervals_and_small_groups_then_show_prints_them_compactly_with_warnings() -> None:

@@ -1,8 +1,10 @@
 """A registered model version (``modelBundleVersion``) served from the artifact bucket's registry.
 
 The API and the batch Lambda take the same one, so both decide with the same model: each gets
-``MODEL_BUNDLE_URI`` pointing at the version's folder. The batch function reads exactly that folder's
-objects; the API reads the registry's model bundles (see :func:`grant_registry_read` for why).
+``MODEL_BUNDLE_URI`` pointing at the version's folder and ``MODEL_BUNDLE_VERSION``, the version the
+card found there must name (the Lambdas do not trust the bucket: an out-of-band overwrite of the folder
+fails their cold start instead of serving another model). The batch function reads exactly that
+folder's objects; the API reads the registry's model bundles (see :func:`grant_registry_read` for why).
 """
 
 from __future__ import annotations
@@ -30,8 +32,18 @@ class RegisteredBundle:
             return None
         return cls(registry=registry, key_prefix=f"{REGISTRY_PREFIX}{config.model_bundle_version}/")
 
+    @property
+    def model_version(self) -> str:
+        """``<model_version>``, the last segment of ``modelBundleVersion``."""
+        return self.key_prefix.rstrip("/").rpartition("/")[2]
+
     def environment(self) -> dict[str, str]:
-        return {"MODEL_BUNDLE_URI": f"s3://{self.registry.bucket_name}/{self.key_prefix}"}
+        # Training names a version after its ONNX file's sha256 (<dataset>-<12 hex>), so the version
+        # pins the model too (lambdas/model_source.py checks both at cold start): nothing else is needed.
+        return {
+            "MODEL_BUNDLE_URI": f"s3://{self.registry.bucket_name}/{self.key_prefix}",
+            "MODEL_BUNDLE_VERSION": self.model_version,
+        }
 
     def grant_read(self, function: lambda_.Function, *, reader: str) -> None:
         """Read on exactly this version's objects (plus kms:Decrypt on the bucket's key), acknowledged."""

@@ -13,4 +13,10 @@ def load_model(settings: Settings) -> ScoringModel:
         return ScoringModel.load_directory(settings.model_bundle_dir)
     import boto3  # only when configured: boto3 costs ~0.2 s of cold start
 
-    return load_model_from_s3(boto3.client("s3"), settings.model_bundle_uri, threads=1)
+    return load_model_from_s3(
+        boto3.client("s3"),
+        settings.model_bundle_uri,
+        threads=1,
+        # The deployed version: the card in the bucket must name it (None in local runs: no check).
+        expected_version=settings.model_bundle_version,
+    )

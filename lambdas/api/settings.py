@@ -6,7 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from lambdas.model_source import BundleUriError, S3Location, parse_s3_uri
+from lambdas.model_source import (
+    BundleUriError,
+    BundleVersionError,
+    S3Location,
+    parse_expected_version,
+    parse_s3_uri,
+)
 from lambdas.scoring.drift import MIN_ROWS_FOR_VERDICT
 
 # The folder that holds ``lambdas/`` (``/var/task`` in Lambda, the repository root locally).
@@ -31,6 +37,9 @@ class Settings:
     max_batch_applications: int
     # Applications per drift measurement in one execution environment; 0 turns it off.
     drift_window_applications: int = DEFAULT_DRIFT_WINDOW_APPLICATIONS
+    # The version the card at model_bundle_uri must name (MODEL_BUNDLE_VERSION, set with the URI by
+    # modelBundleVersion); None: no check (a local run pointing at a folder, or the packaged bundle).
+    model_bundle_version: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -44,6 +53,7 @@ class Settings:
             ),
             max_batch_applications=_parse_batch_limit(env.get("MAX_BATCH_APPLICATIONS")),
             drift_window_applications=_parse_drift_window(env.get("DRIFT_WINDOW_APPLICATIONS")),
+            model_bundle_version=_parse_bundle_version(env.get("MODEL_BUNDLE_VERSION", ""), bool(uri)),
         )
 
 
@@ -51,6 +61,13 @@ def _parse_bundle_uri(uri: str) -> S3Location:
     try:
         return parse_s3_uri(uri)
     except BundleUriError as error:  # the message names MODEL_BUNDLE_URI
+        raise SettingsError(str(error)) from None
+
+
+def _parse_bundle_version(raw: str, uri_set: bool) -> str | None:
+    try:
+        return parse_expected_version(raw, uri_set=uri_set)
+    except BundleVersionError as error:  # the message names MODEL_BUNDLE_VERSION
         raise SettingsError(str(error)) from None
 
 

@@ -29,9 +29,12 @@ from lambdas.batch.s3_store import S3ObjectStore
 from lambdas.batch.service import BatchSettings, process_object, remove_scratch_left_behind
 from lambdas.model_source import (
     MODEL_BUNDLE_URI,
+    MODEL_BUNDLE_VERSION,
     BundleUriError,
+    BundleVersionError,
     S3Location,
     load_model_from_s3,
+    parse_expected_version,
     parse_s3_uri,
 )
 from lambdas.scoring.runtime import ScoringModel
@@ -54,6 +57,18 @@ def model_bundle_uri() -> S3Location | None:
     try:
         return parse_s3_uri(raw)
     except BundleUriError as error:  # the message names MODEL_BUNDLE_URI
+        raise SettingsError(str(error)) from None
+
+
+def model_bundle_version() -> str | None:
+    """The version the registered bundle's card must name (set with the URI by ``modelBundleVersion``);
+    None: no check (a local run pointing MODEL_BUNDLE_URI at a folder, or the packaged bundle)."""
+    try:
+        return parse_expected_version(
+            os.environ.get(MODEL_BUNDLE_VERSION, ""),
+            uri_set=bool(os.environ.get(MODEL_BUNDLE_URI, "").strip()),
+        )
+    except BundleVersionError as error:  # the message names MODEL_BUNDLE_VERSION
         raise SettingsError(str(error)) from None
 
 
@@ -88,8 +103,11 @@ def loaded_model() -> ScoringModel:
     threads = _positive_int("BATCH_ONNX_THREADS", 1)
     # The same registered version as the API when modelBundleVersion is deployed, else the packaged one.
     location = model_bundle_uri()
+    expected_version = model_bundle_version()
     if location is not None:
-        return load_model_from_s3(object_store().client, location, threads=threads)
+        return load_model_from_s3(
+            object_store().client, location, threads=threads, expected_version=expected_version
+        )
     return ScoringModel.load_directory(model_bundle_path(), threads=threads)
 
 

@@ -91,9 +91,14 @@ class BatchParts:
 
 
 def upload_bundle(s3: Any, bucket: str, prefix: str, bundle: Path) -> None:
-    """The test bundle registered under the stack's configured registry prefix."""
+    """The test bundle registered under the stack's configured registry prefix, its card naming the
+    version of that prefix (the Lambdas refuse a card that is not the deployed MODEL_BUNDLE_VERSION)."""
+    version = prefix.rstrip("/").rpartition("/")[2]
     for path in sorted(bundle.iterdir()):
-        s3.put_object(Bucket=bucket, Key=f"{prefix}{path.name}", Body=path.read_bytes())
+        body = path.read_bytes()
+        if path.name == "model_card.json":
+            body = json.dumps({**json.loads(body), "model_version": version}).encode()
+        s3.put_object(Bucket=bucket, Key=f"{prefix}{path.name}", Body=body)
 
 
 def new_bucket(s3: Any, kind: str) -> str:

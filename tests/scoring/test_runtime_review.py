@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lambdas.scoring import runtime
-from lambdas.scoring.runtime import BatchScores, ScoringModel
+from lambdas.scoring.runtime import BatchScores, Reason, ScoringModel
 from tests.scoring import bundles
 from tests.scoring.bundles import BASELINE, INTERCEPT, coefficient, good_application
 
@@ -106,6 +106,27 @@ def _cases(draw: st.DrawFn) -> tuple[ScoringModel, list[dict[str, object]], int]
 # ---- properties: every path, the exact contributions ------------------------------------------------
 
 
+ROUNDING = 1e-12
+
+
+def _assert_same_reasons(reasons: list[Reason], expected: list[Reason]) -> None:
+    """Same contributions (within ROUNDING) and texts, in the same order except where two contributions
+    are within ROUNDING of each other (then rounding may order, or cut at top_k, either way)."""
+    assert len(reasons) == len(expected)
+    for got, want in zip(reasons, expected, strict=True):
+        assert got.contribution == pytest.approx(want.contribution, abs=ROUNDING)
+    by_feature = {reason.feature: reason for reason in expected}
+    for position, got in enumerate(reasons):
+        if got.feature == expected[position].feature:
+            continue
+        # Swapped with a tie, or (at the top_k cut) in place of a tie with the last one
+        tied = by_feature.get(got.feature, expected[-1])
+        assert abs(tied.contribution - got.contribution) <= ROUNDING
+    for got in reasons:
+        if got.feature in by_feature:
+            assert got.text == by_feature[got.feature].text
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_cases())
 def test_given_any_valid_applications_when_scored_by_every_path_then_all_agree_with_the_exact_contributions(
@@ -117,11 +138,13 @@ def test_given_any_valid_applications_when_scored_by_every_path_then_all_agree_w
     # When the same rows go through the small-request path, the block path and the locality order
     results = _all_paths(model, prepared.feed, top_k)
     small = results["small"]
-    # Then probabilities, decisions and reasons are identical
+    # Then probabilities and decisions are identical, and so are the reasons up to float rounding:
+    # onnxruntime may round the last bit differently for another number of rows in one call
     for scores in results.values():
         np.testing.assert_array_equal(scores.probability, small.probability)
         np.testing.assert_array_equal(scores.decline, small.decline)
-        assert scores.reasons == small.reasons
+        for row_reasons, small_reasons in zip(scores.reasons, small.reasons, strict=True):
+            _assert_same_reasons(row_reasons, small_reasons)
     # And the reasons are the top_k features whose exact logit contribution is positive, largest first
     # (up to 1e-9 on the logit scale: closer than that, float rounding may hide or reorder a reason)
     for row, application in enumerate(applications):

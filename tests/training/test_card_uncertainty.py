@@ -295,7 +295,7 @@ def test_given_a_card_written_before_the_uncertainty_figures_then_it_loads_with_
 def test_given_the_committed_card_then_it_carries_the_uncertainty_the_readme_quotes() -> None:
     card = ModelCard.model_validate_json(COMMITTED_CARD.read_text())
     assert (card.data.holdout_positives, card.data.holdout_negatives) == (1418, 5064)
-    assert 1418 + 5064 == card.data.rows_holdout
+    assert card.data.rows_holdout == 1418 + 5064
     uncertainty = card.holdout_uncertainty
     assert uncertainty is not None
     assert uncertainty.roc_auc.lower < card.holdout_metrics.roc_auc < uncertainty.roc_auc.upper

@@ -3,12 +3,12 @@
 Public API (used by the CDK assets and by other engineers' isolated-import tests)::
 
     from infra.lambda_package import build_lambda_package
-    report = build_lambda_package("api", Path("build/api-pkg"))   # or "batch"; arch="arm64"
+    report = build_lambda_package("api", Path("build/api-pkg"))   # or "batch", "rollout_check"; arch="arm64"
     print(report.unzipped_bytes, report.zipped_bytes)
 
 CLI::
 
-    python -m infra.lambda_package --function api|batch --out DIR [--arch x86_64|arm64]
+    python -m infra.lambda_package --function api|batch|rollout_check --out DIR [--arch x86_64|arm64]
 
 How a package is built:
 1. ``uv export --frozen`` turns uv.lock's ``lambda`` group (plus ``lambda-batch`` for the batch function)
@@ -16,7 +16,8 @@ How a package is built:
 2. The wheels are installed for Lambda's platform (manylinux_2_28, CPython 3.12, binary wheels only)
    into a folder; nothing is compiled and no Docker is needed.
 3. ``lambdas/`` (without tests and caches) and the model bundle folder are copied in at the paths the
-   handlers expect, and what Lambda never needs is pruned (see ``_PRUNE_*``).
+   handlers expect, and what Lambda never needs is pruned (see ``_PRUNE_*``). A function that serves
+   no model (``rollout_check``) gets ``lambdas/__init__.py`` and its own package only, and no wheels.
 4. Everything is compiled to CPython 3.12 bytecode (unchecked-hash ``.pyc``, source paths recorded as
    under ``/var/task``): Lambda's code folder is read-only, so without them every cold start would
    compile every imported module again.
@@ -45,7 +46,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-LambdaFunction = Literal["api", "batch"]
+LambdaFunction = Literal["api", "batch", "rollout_check"]
 Architecture = Literal["x86_64", "arm64"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +59,12 @@ PYTHON_VERSION = "3.12"
 _DEPENDENCY_GROUPS: dict[str, tuple[str, ...]] = {
     "api": ("lambda",),
     "batch": ("lambda", "lambda-batch"),
+    # CodeDeploy's pre-traffic check: the standard library and the runtime's boto3 only.
+    "rollout_check": (),
 }
+# Functions that serve a model: they get all of lambdas/ and the model bundle. Any other function gets
+# lambdas/__init__.py and its own package only (no model, no scoring code it would never import).
+_SERVES_MODEL = frozenset({"api", "batch"})
 # Lambda's python3.12 runs on Amazon Linux 2023 (glibc 2.34). manylinux2014 is not enough: numpy 2.5
 # publishes only manylinux_2_28 wheels, so we target 2_28 (which AL2023 satisfies).
 _UV_PLATFORMS: dict[str, str] = {"x86_64": "x86_64-manylinux_2_28", "arm64": "aarch64-manylinux_2_28"}
@@ -146,8 +152,8 @@ def build_lambda_package(
         )
 
     requirements = _export_requirements(function, repo_root)
-    bundle_path = repo_root / model_bundle_dir
-    input_hash = _hash_inputs(function, arch, requirements, repo_root, model_bundle_dir)
+    sources = _sources(function, repo_root, model_bundle_dir)
+    input_hash = _hash_inputs(function, arch, requirements, repo_root, model_bundle_dir, sources)
     cached = repo_root / CACHE_ROOT_RELATIVE / f"{function}-{arch}-{input_hash[:16]}"
     report_file = cached / ".package-report.json"
 
@@ -156,7 +162,7 @@ def build_lambda_package(
     with _exclusive_lock(cached.parent / f"{cached.name}.lock"):
         from_cache = report_file.is_file()
         if not from_cache:
-            _build_into_cache(cached, requirements, arch, repo_root, bundle_path, model_bundle_dir)
+            _build_into_cache(cached, requirements, arch, sources)
             sizes = {"unzipped_bytes": _unzipped_size(cached), "zipped_bytes": _zipped_size(cached)}
             report_file.write_text(json.dumps(sizes))
         sizes = json.loads(report_file.read_text())
@@ -178,6 +184,8 @@ def build_lambda_package(
 
 def _export_requirements(function: str, repo_root: Path) -> list[str]:
     """Pinned requirement lines for the function's dependency groups, minus what the runtime provides."""
+    if not _DEPENDENCY_GROUPS[function]:
+        return []
     uv = shutil.which("uv")
     if uv is None:
         raise PackageBuildError("uv is required to export the locked requirements (pip install uv)")
@@ -195,15 +203,32 @@ def _requirement_name(line: str) -> str:
     return name.strip().lower().replace("_", "-")
 
 
+def _sources(function: str, repo_root: Path, model_bundle_dir: str) -> list[tuple[Path, Path]]:
+    """What the package holds besides wheels: (source file or folder, its path inside the package)."""
+    if function in _SERVES_MODEL:
+        return [
+            (repo_root / _CODE_DIR, Path(_CODE_DIR)),
+            (repo_root / model_bundle_dir, Path(model_bundle_dir)),
+        ]
+    package_init = Path(_CODE_DIR) / "__init__.py"
+    own_code = Path(_CODE_DIR) / function
+    return [(repo_root / package_init, package_init), (repo_root / own_code, own_code)]
+
+
 def _hash_inputs(
-    function: str, arch: str, requirements: list[str], repo_root: Path, model_bundle_dir: str
+    function: str,
+    arch: str,
+    requirements: list[str],
+    repo_root: Path,
+    model_bundle_dir: str,
+    sources: list[tuple[Path, Path]],
 ) -> str:
     digest = hashlib.sha256()
     # The builder itself is an input: changing the prune rules must invalidate the cache.
     for part in (function, arch, PYTHON_VERSION, _UV_PLATFORMS[arch], model_bundle_dir, *requirements):
         digest.update(part.encode() + b"\0")
     digest.update(Path(__file__).read_bytes())
-    for root in (repo_root / _CODE_DIR, repo_root / model_bundle_dir):
+    for root, _ in sources:
         for file in _files_to_copy(root):
             digest.update(str(file.relative_to(repo_root)).encode() + b"\0")
             digest.update(file.read_bytes())
@@ -211,6 +236,9 @@ def _hash_inputs(
 
 
 def _files_to_copy(root: Path) -> Iterator[Path]:
+    if root.is_file():
+        yield root
+        return
     if not root.is_dir():
         return
     for file in sorted(root.rglob("*")):
@@ -239,23 +267,16 @@ def _is_pruned(relative_parts: tuple[str, ...]) -> bool:
 
 
 def _build_into_cache(
-    cached: Path,
-    requirements: list[str],
-    arch: str,
-    repo_root: Path,
-    bundle_path: Path,
-    model_bundle_dir: str,
+    cached: Path, requirements: list[str], arch: str, sources: list[tuple[Path, Path]]
 ) -> None:
     staging = Path(tempfile.mkdtemp(prefix=cached.name + "-", dir=_ensure_dir(cached.parent)))
     try:
-        _install_wheels(requirements, arch, staging)
+        if requirements:
+            _install_wheels(requirements, arch, staging)
         _prune(staging)
-        for root, relative in (
-            (repo_root / _CODE_DIR, Path(_CODE_DIR)),
-            (bundle_path, Path(model_bundle_dir)),
-        ):
+        for root, relative in sources:
             for file in _files_to_copy(root):
-                target = staging / relative / file.relative_to(root)
+                target = staging / relative if file == root else staging / relative / file.relative_to(root)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(file, target)
         _compile_bytecode(staging)

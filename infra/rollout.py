@@ -1,26 +1,41 @@
 """Rollout: CodeDeploy shifts the API's ``live`` alias to a new version gradually, rolling back on alarm.
 
 Any deploy that publishes a new API function version (new code, new packaged bundle or a new
-``modelBundleVersion``) moves the alias through CodeDeploy instead of all at once. Two alarms judge the
-shift; either one going off stops it, moves all traffic back to the previous version and fails the
-CloudFormation update, which then rolls the stack back too.
+``modelBundleVersion``) moves the alias through CodeDeploy instead of all at once. Before any traffic
+moves, a pre-traffic check (``PreTrafficCheck``, CodeDeploy's BeforeAllowTraffic hook) invokes the new
+version directly and must see it load its model and score an application; then two alarms judge the
+shift. A failed check or either alarm going off stops the deployment, moves all traffic back to the
+previous version and fails the CloudFormation update, which then rolls the stack back too.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
-from aws_cdk import Duration
+from aws_cdk import CfnElement, Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_codedeploy as codedeploy
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.alarms import alarm_on_any
+from infra.assets import lambda_code
 from infra.config import ApiRollout as ApiRolloutName
 from infra.config import AppConfig
-from infra.nag import suppress
+from infra.lambda_package import REPO_ROOT
+from infra.log_groups import encrypted_log_group
+from infra.nag import ANY_RESOURCE, BASIC_EXECUTION_POLICY, suppress
 from infra.scoring_functions import METRICS_NAMESPACE, service_name
+from lambdas.rollout_check.hook import (
+    EXPECTED_MODEL_VERSION_ENV,
+    TARGET_ENV,
+    TARGET_TIMEOUT_ENV,
+    required_timeout_seconds,
+)
 
 DEPLOYMENT_CONFIGS: Mapping[ApiRolloutName, codedeploy.ILambdaDeploymentConfig] = {
     "canary": codedeploy.LambdaDeploymentConfig.CANARY_10_PERCENT_5_MINUTES,
@@ -32,16 +47,155 @@ ALARM_PERIOD = Duration.minutes(1)
 CODEDEPLOY_LAMBDA_POLICY = (
     "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSCodeDeployRoleForLambdaLimited"
 )
+ROLLOUT_CHECK_HANDLER = "lambdas.rollout_check.handler.handler"
+# Two small requests and their JSON, no model and no numpy: a small function is enough.
+ROLLOUT_CHECK_MEMORY_MB = 256
 
 
 def deployment_config(rollout: ApiRolloutName) -> codedeploy.ILambdaDeploymentConfig:
     return DEPLOYMENT_CONFIGS[rollout]
 
 
+def expected_model_version(config: AppConfig) -> str | None:
+    """The model version the API must serve after this deploy, where synthesis can know it: the
+    registered version named by ``modelBundleVersion`` (``<model_name>/<model_version>``), else the
+    packaged card's ``model_version``; None when the packaged card is missing or unreadable."""
+    if config.model_bundle_version:
+        return config.model_bundle_version.split("/", 1)[1]
+    card = REPO_ROOT / config.model_bundle_dir / "model_card.json"
+    try:
+        version = json.loads(card.read_text()).get("model_version")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return version if isinstance(version, str) and version else None
+
+
+class PreTrafficCheck(Construct):
+    """CodeDeploy's BeforeAllowTraffic hook: a small function that invokes the version being deployed
+    with a synthetic ``GET /v1/model`` and ``POST /v1/score`` and reports the verdict
+    (``lambdas/rollout_check``), so a version that cannot load its model never gets a request.
+
+    ``version`` is the published version the alias is about to move to: its ARN is the hook's
+    ``TARGET_FUNCTION_VERSION_ARN``, so each deploy that publishes one updates the hook before
+    CloudFormation hands the alias to CodeDeploy (the alias's update policy names the hook).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: AppConfig,
+        target: lambda_.IFunction,
+        version: lambda_.IVersion,
+        target_timeout: Duration,
+        logs_key: kms.IKey,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        timeout_seconds = int(target_timeout.to_seconds())
+        expected = expected_model_version(config)
+        # Deployment ids, verdicts and why a check failed: encrypted like every log group of the stack.
+        self.log_group = encrypted_log_group(
+            self, "FunctionLogs", key=logs_key, retention=logs.RetentionDays.THREE_MONTHS
+        )
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            description="CodeDeploy pre-traffic check of the scoring API's new version",
+            runtime=lambda_.Runtime.PYTHON_3_12,
+            architecture=lambda_.Architecture.ARM_64
+            if config.lambda_architecture == "arm64"
+            else lambda_.Architecture.X86_64,
+            handler=ROLLOUT_CHECK_HANDLER,
+            code=lambda_code(
+                "rollout_check",
+                config.lambda_architecture,
+                config.model_bundle_dir,
+                lightweight=config.lightweight_assets,
+            ),
+            memory_size=ROLLOUT_CHECK_MEMORY_MB,
+            # Both requests at the target's timeout with one retry each, then the report: a slow version
+            # fails the check instead of timing the hook out (which would leave CodeDeploy waiting an hour).
+            timeout=Duration.seconds(required_timeout_seconds(timeout_seconds)),
+            tracing=lambda_.Tracing.ACTIVE,
+            log_group=self.log_group,
+            # The runtime's JSON log lines: each record's extra keys (deployment_id, reason) become fields.
+            logging_format=lambda_.LoggingFormat.JSON,
+            application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
+            environment={
+                TARGET_ENV: version.function_arn,
+                EXPECTED_MODEL_VERSION_ENV: expected or "",
+                TARGET_TIMEOUT_ENV: str(timeout_seconds),
+            },
+        )
+        # Invoke the scoring function's published versions and aliases only (qualified ARNs), never
+        # another function. Not pinned to one version's ARN: that grant would change with every deploy,
+        # and IAM's propagation delay could then refuse the very invocation the deploy is waiting for.
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[f"{target.function_arn}:*"])
+        )
+        self._acknowledge(target)
+
+    def _acknowledge(self, target: lambda_.IFunction) -> None:
+        fn = self.function
+        for rule in ("AwsSolutions-L1", "Serverless-LambdaLatestVersion"):
+            suppress(
+                fn,
+                rule,
+                "python3.12 is pinned on purpose: the package builder compiles CPython 3.12 bytecode and the "
+                "check runs on the same runtime as the API it checks.",
+            )
+        suppress(
+            fn,
+            "AwsSolutions-IAM4",
+            "AWSLambdaBasicExecutionRole only allows writing the function's own CloudWatch logs.",
+            findings=[BASIC_EXECUTION_POLICY],
+        )
+        suppress(
+            fn,
+            "AwsSolutions-IAM5",
+            "lambda:InvokeFunction on '<scoring function ARN>:*' covers that one function's published "
+            "versions and aliases (the version under deployment changes with every deploy; a per-version "
+            "grant would race IAM propagation). X-Ray PutTraceSegments/PutTelemetryRecords do not support "
+            "resource-level permissions.",
+            findings=[f"Resource::<{_logical_id(target)}.Arn>:*", ANY_RESOURCE],
+        )
+        suppress(
+            fn,
+            "NIST.800.53.R5-LambdaInsideVPC",
+            "SC-7/AC-4 ask for boundary protection of system resources. The check reaches nothing in the "
+            "VPC: it calls the Lambda and CodeDeploy APIs over TLS with its own least-privilege role (invoke "
+            "the scoring function's versions, report to this deployment group), and holds no data.",
+        )
+        for rule in ("Serverless-LambdaDLQ", "NIST.800.53.R5-LambdaDLQ"):
+            suppress(
+                fn,
+                rule,
+                "CodeDeploy invokes the check once per deployment and waits for its verdict: every failure "
+                "inside the check is reported as Failed, and an invocation that fails outright (Lambda "
+                "retries it) fails the deployment at CodeDeploy's hook timeout, which rolls it back. A "
+                "dead-letter queue would hold an event nobody could act on after that.",
+            )
+        suppress(
+            fn,
+            "NIST.800.53.R5-LambdaConcurrency",
+            "SC-6 asks for resource availability. The check runs once per API deployment, invoked only by "
+            "CodeDeploy; reserved concurrency would take executions from the account's unreserved pool "
+            "(and fails to deploy where the pool is at its minimum) to guard a function that never scales.",
+        )
+
+
 class ApiRollout(Construct):
     def __init__(
-        self, scope: Construct, construct_id: str, *, config: AppConfig, alias: lambda_.Alias
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: AppConfig,
+        alias: lambda_.Alias,
+        pre_traffic_check: PreTrafficCheck | None = None,
     ) -> None:
+        """``pre_traffic_check`` becomes the deployment group's BeforeAllowTraffic hook."""
         super().__init__(scope, construct_id)
         # Threshold 0: expected failures (bad input) are 4xx answers, so any Lambda error or fault is a
         # defect. Both metrics cover the old and the new version; the old one was healthy before the shift.
@@ -81,6 +235,9 @@ class ApiRollout(Construct):
             alias=alias,
             deployment_config=deployment_config(config.api_rollout),
             alarms=list(self.alarms.values()),
+            # CDK grants the hook codedeploy:PutLifecycleEventHookExecutionStatus on this deployment
+            # group only, and CodeDeploy's role lambda:InvokeFunction on the hook only.
+            pre_hook=pre_traffic_check.function if pre_traffic_check else None,
             # Stopping a deployment by hand also moves traffic back: it is the operator's brake.
             auto_rollback=codedeploy.AutoRollbackConfig(
                 failed_deployment=True, deployment_in_alarm=True, stopped_deployment=True
@@ -95,3 +252,22 @@ class ApiRollout(Construct):
             "invoke CodeDeployHook_* functions (none exist here). AWS keeps it in step with the service.",
             findings=[CODEDEPLOY_LAMBDA_POLICY],
         )
+        if pre_traffic_check:
+            # A version change of the alias starts a deployment that invokes the hook at once: the hook
+            # (its role's grants included) and CodeDeploy's grant to invoke it must exist by then, also on
+            # the deploy that adds the hook to a running stack.
+            alias.node.add_dependency(pre_traffic_check.function, self.deployment_group.role)
+            suppress(
+                self.deployment_group,
+                "AwsSolutions-IAM5",
+                "CDK's pre-hook grant lets CodeDeploy's service role invoke the pre-traffic check function "
+                "and its qualified ARNs ('<hook ARN>:*'): that one function, which CodeDeploy must call.",
+                findings=[f"Resource::<{_logical_id(pre_traffic_check.function)}.Arn>:*"],
+            )
+
+
+def _logical_id(function: lambda_.IFunction) -> str:
+    """The logical id cdk-nag names a function by in its findings."""
+    element = function.node.default_child
+    assert isinstance(element, CfnElement)
+    return Stack.of(function).get_logical_id(element)

@@ -19,13 +19,14 @@ from infra.gateway_responses import add_error_responses
 from infra.log_groups import encrypted_log_group
 from infra.nag import ANY_RESOURCE, suppress
 from infra.registered_bundle import RegisteredBundle, grant_registry_read
-from infra.rollout import ApiRollout
+from infra.rollout import ApiRollout, PreTrafficCheck
 from infra.scoring_functions import scoring_function
 
 # (path under /v1, HTTP method) of every authorised route; health is added separately without auth.
 AUTHORISED_ROUTES = (("score", "POST"), ("score/batch", "POST"), ("model", "GET"), ("openapi.json", "GET"))
 THROTTLE_RATE_PER_SECOND = 50
 THROTTLE_BURST = 100
+API_TIMEOUT = Duration.seconds(15)
 # The legacy TLS 1.2 policy: TLS 1.2 and 1.3, no endpoint access mode to set (enhanced policies need one).
 MINIMUM_TLS_POLICY = "TLS_1_2"
 
@@ -54,7 +55,7 @@ class Serving(Construct):
             function="api",
             logs_key=logs_key,
             memory_mb=config.lambda_memory_mb,
-            timeout=Duration.seconds(15),
+            timeout=API_TIMEOUT,
             extra_environment=self.model_bundle.environment() if self.model_bundle else None,
             snap_start=config.api_snap_start,
         )
@@ -73,8 +74,21 @@ class Serving(Construct):
             version=self.function.current_version,
             provisioned_concurrent_executions=config.api_provisioned_concurrency or None,
         )
+        # Before CodeDeploy shifts any traffic, the new version must load its model and score an
+        # application when invoked directly (a quiet stack's canary might otherwise see no request).
+        self.rollout_check = PreTrafficCheck(
+            self,
+            "RolloutCheck",
+            config=config,
+            target=self.function,
+            version=self.alias.version,
+            target_timeout=API_TIMEOUT,
+            logs_key=logs_key,
+        )
         # CodeDeploy, not CloudFormation, moves the alias to a new version: canary by default.
-        self.rollout = ApiRollout(self, "Rollout", config=config, alias=self.alias)
+        self.rollout = ApiRollout(
+            self, "Rollout", config=config, alias=self.alias, pre_traffic_check=self.rollout_check
+        )
         # Caller, source IP and request metadata of every call: encrypted like the function's logs.
         access_logs = encrypted_log_group(
             self, "AccessLogs", key=logs_key, retention=logs.RetentionDays.THREE_MONTHS

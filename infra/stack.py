@@ -200,6 +200,10 @@ class LoanScoringStack(Stack):
                 "Audit records of every decision and batch file (Object Lock, gzipped JSON lines)",
             ),
             "DashboardName": (self.observability.dashboard.dashboard_name, "CloudWatch dashboard"),
+            "RolloutCheckLogGroupName": (
+                self.serving.rollout_check.log_group.log_group_name,
+                "Why an API rollout's pre-traffic check passed or failed (CodeDeploy BeforeAllowTraffic)",
+            ),
         }
         # authMode=cognito: what a client needs to sign in and get the ID token the API accepts.
         if self.serving.user_pool and self.serving.user_pool_client:

@@ -30,6 +30,8 @@ from lambdas.api.errors import (
     MODEL_VERSION_HEADER,
     REQUEST_ID_HEADER,
     SECURITY_HEADERS,
+    DuplicateKeysError,
+    duplicate_key_details,
     error_response,
     field_error_details,
     fields_text,
@@ -41,9 +43,16 @@ from lambdas.api.observability import logger, metrics, tracer
 from lambdas.api.schemas import APPLICATION_ID_MAX_LENGTH, ErrorResponse, Health, build_schemas
 from lambdas.api.settings import Settings
 from lambdas.audit import API_DECISION, API_DECISIONS
+from lambdas.rollout_check.marker import rollout_check_of
 from lambdas.scoring.card import FeatureSchema, ModelCard
 from lambdas.scoring.drift import DriftSummary, DriftWindow
-from lambdas.scoring.runtime import BatchScores, ScoringModel
+from lambdas.scoring.runtime import (
+    BatchScores,
+    RepeatedKeyError,
+    ScoringModel,
+    repeated_key_paths,
+    unique_keys_object,
+)
 
 API_TITLE = "Loan default scoring API"
 API_VERSION = "1.0.0"
@@ -84,7 +93,13 @@ class ScoringApi:
     def handle(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
         started = time.perf_counter()
         metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
-        logger.append_keys(model_version=self.model.model_version, caller=_caller(event))
+        # A CodeDeploy pre-traffic check (lambdas/rollout_check) names its deployment on every line of its
+        # requests, the audit record included; a real request has no such key (None is not logged).
+        logger.append_keys(
+            model_version=self.model.model_version,
+            caller=_caller(event),
+            rollout_check=rollout_check_of(event),
+        )
         checked = dict(event)
         rejected = self._check_json_body(checked)
         result = rejected if rejected is not None else self.app.resolve(checked, context)
@@ -221,7 +236,8 @@ class ScoringApi:
         if prepared.errors:  # the schema and the runtime agree, so this is a safety net
             raise _RuntimeValidationError(prepared.errors, single=len(requests) == 1)
         scores = self.model.score(prepared.feed, reasons_for=True, top_k=TOP_REASONS)
-        if self._drift is not None:
+        # A rollout check's synthetic application is not an applicant: kept out of the drift windows.
+        if self._drift is not None and rollout_check_of(self.app.current_event.raw_event) is None:
             _record_drift(self._drift.record(prepared.feed, scores.probability))
         return self._results(requests, records, scores)
 
@@ -378,6 +394,20 @@ class ScoringApi:
                 details=details,
             )
 
+        @app.exception_handler(DuplicateKeysError)  # type: ignore[untyped-decorator]
+        def duplicate_keys(error: DuplicateKeysError) -> Response[str]:
+            metrics.add_metric(name="ValidationErrors", unit=MetricUnit.Count, value=1)
+            details = duplicate_key_details(error.paths)
+            logged_fields = [d["field"] for d in details[:MAX_FIELDS_IN_MESSAGE]]
+            logger.info("rejected", extra={"error_fields": logged_fields, "error_count": len(details)})
+            return self._error(
+                HTTPStatus.BAD_REQUEST,
+                "duplicate_key",
+                f"Each key may appear once in a JSON object; repeated: {fields_text(details)}",
+                request_id=current_request_id(),
+                details=details,
+            )
+
         @app.exception_handler(RecursionError)  # type: ignore[untyped-decorator]
         def too_deep(error: RecursionError) -> Response[str]:
             if not _raised_by_json_parser(error):
@@ -502,14 +532,21 @@ _BEYOND_DOUBLE = 10**309
 
 
 def _parse_json_body(text: str) -> Any:
-    """The request body's JSON, an integer literal beyond the digit limit read as ±10**309. Parsed a
-    second time only when the first parse meets such a literal, so valid requests pay nothing."""
+    """The request body's JSON (Powertools' ``json_body``: the only parse of the body), an integer
+    literal beyond the digit limit read as ±10**309. Parsed a second time only when the first parse
+    meets such a literal, so valid requests pay nothing for it. A key repeated within one object raises
+    DuplicateKeysError naming every such key (json would keep the last value, other readers of the same
+    body may keep the first), answered as a 400 ``duplicate_key``; text that is also not JSON further on
+    is still ``malformed_json``."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        raise
-    except ValueError:
-        return json.loads(text, parse_int=_json_int)
+        try:
+            return _BODY_DECODER.decode(text)
+        except json.JSONDecodeError:
+            raise
+        except ValueError:
+            return _BODY_DECODER_LONG_INTS.decode(text)
+    except RepeatedKeyError:
+        raise DuplicateKeysError(repeated_key_paths(text, parse_int=_json_int)) from None
 
 
 def _json_int(digits: str) -> int:
@@ -517,6 +554,11 @@ def _json_int(digits: str) -> int:
         return int(digits)
     except ValueError:  # only beyond the digit limit: the JSON scanner hands over digits alone
         return -_BEYOND_DOUBLE if digits.startswith("-") else _BEYOND_DOUBLE
+
+
+# Built once (json.loads(text, object_pairs_hook=...) would build a decoder per request).
+_BODY_DECODER = json.JSONDecoder(object_pairs_hook=unique_keys_object)
+_BODY_DECODER_LONG_INTS = json.JSONDecoder(object_pairs_hook=unique_keys_object, parse_int=_json_int)
 
 
 def _raised_by_json_parser(error: BaseException) -> bool:

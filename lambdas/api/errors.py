@@ -9,7 +9,7 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
 
-from lambdas.scoring.runtime import FieldError
+from lambdas.scoring.runtime import REPEATED_KEY_CODE, REPEATED_KEY_MESSAGE, FieldError
 
 JSON_CONTENT_TYPE = "application/json"
 MODEL_VERSION_HEADER = "X-Model-Version"
@@ -68,6 +68,24 @@ def fields_text(details: Sequence[Mapping[str, str]]) -> str:
 def field_error_details(errors: Iterable[FieldError], prefix: str) -> list[dict[str, str]]:
     """Runtime errors (bare feature names) as API details (``features.<name>`` under ``prefix``)."""
     return [detail(f"{prefix}features.{e.field}", e.code, e.message) for e in errors]
+
+
+class DuplicateKeysError(Exception):
+    """The request body holds a key twice in one JSON object; ``paths`` says where, each once, in the
+    order the keys first appear (``features.age``, ``applications[1].features.age``)."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        super().__init__("a key appears more than once in one JSON object")
+        self.paths = list(paths)
+
+
+def duplicate_key_details(paths: Sequence[str]) -> list[dict[str, str]]:
+    """One ``duplicate_key`` detail per repeated key (a long key shortened, as for other fields)."""
+    details = []
+    for path in paths:
+        field = path if len(path) <= MAX_FIELD_CHARS else path[:MAX_FIELD_CHARS] + "…"
+        details.append(detail(field, REPEATED_KEY_CODE, f"{field} {REPEATED_KEY_MESSAGE}"))
+    return details
 
 
 def pydantic_error_details(errors: Sequence[Any]) -> list[dict[str, str]]:

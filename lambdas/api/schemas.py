@@ -39,6 +39,7 @@ class ErrorDetail(_Closed):
     code: str = Field(
         description="Stable code: missing, unknown_field, wrong_type, not_finite, out_of_range, "
         "unknown_category, null_not_allowed, batch_too_large, empty_batch, invalid_value, "
+        "duplicate_key (a key that appears more than once in one JSON object), "
         "too_many_errors (the last detail when more than 1,000 problems were found)"
     )
     message: str
@@ -46,8 +47,9 @@ class ErrorDetail(_Closed):
 
 class ErrorBody(_Closed):
     code: str = Field(
-        description="Stable code: malformed_json, empty_body, unsupported_media_type, validation_error, "
-        "not_found, method_not_allowed, internal_error"
+        description="Stable code: malformed_json, empty_body, duplicate_key (a key repeated within one JSON "
+        "object; every such key named in details), unsupported_media_type, validation_error, not_found, "
+        "method_not_allowed, internal_error"
     )
     message: str
     details: list[ErrorDetail]

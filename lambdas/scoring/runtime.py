@@ -38,9 +38,11 @@ Row order (large calls only; results are the same in any order)
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -627,6 +629,71 @@ def _baseline_value(card: ModelCard, feature: FeatureSchema) -> float | str:
             f"reason baseline of {feature.name} is {value:g}, but the feature must be {_range_text(feature)}"
         )
     return value
+
+
+# ---- JSON objects with a repeated key (API bodies and JSON Lines rows) --------------------------
+
+# Python's json keeps the last value of a key that appears twice in one object; other readers of the
+# same text (API Gateway's validator, a WAF, a client library, an auditor) may keep the first. Such
+# text is refused, so the value scored is the only value the text holds.
+REPEATED_KEY_CODE = "duplicate_key"
+REPEATED_KEY_MESSAGE = "appears more than once in the same object (JSON readers differ on which value counts)"
+
+
+class RepeatedKeyError(Exception):
+    """Raised by :func:`unique_keys_object` (deliberately not a ValueError, which means "not JSON")."""
+
+
+def unique_keys_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for a ``json.JSONDecoder`` built once: the object, or RepeatedKeyError.
+
+    Keys are compared as decoded, so ``"\\u0061ge"`` repeats ``"age"``. Costs one dict per object and a
+    length check; a decoder built per call (``json.loads(text, object_pairs_hook=...)``) would cost more.
+    """
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        raise RepeatedKeyError
+    return record
+
+
+def repeated_key_paths(text: str, *, parse_int: Any = None) -> list[str]:
+    """Where ``text`` repeats a key within one object: each path once, in the order the keys first
+    appear (``age``, ``features.age``, ``applications[1].features.age``, ``note[0].x``; an empty key is
+    ``""``). Objects that a repeated key's later value replaces are searched too. Raises as
+    ``json.loads`` does on text that is not JSON. For the error path only: it parses ``text`` again."""
+    value = json.JSONDecoder(object_pairs_hook=_RepeatedPairs, parse_int=parse_int).decode(text)
+    found: dict[str, None] = {}
+    # A stack, not recursion: json accepts nesting deeper than Python's recursion limit.
+    stack: list[tuple[Any, str, bool]] = [(value, "", False)]
+    while stack:
+        item, path, is_repeated_key = stack.pop()
+        if is_repeated_key:
+            found.setdefault(path)
+        elif isinstance(item, _RepeatedPairs):
+            counts = Counter(key for key, _ in item.pairs)
+            todo: list[tuple[Any, str, bool]] = []
+            for key, child in item.pairs:
+                at = _member_path(path, key)
+                if counts[key] > 1:
+                    todo.append((None, at, True))
+                todo.append((child, at, False))
+            stack.extend(reversed(todo))
+        elif isinstance(item, list):
+            stack.extend(reversed([(child, f"{path}[{index}]", False) for index, child in enumerate(item)]))
+    return list(found)
+
+
+class _RepeatedPairs(dict[str, Any]):
+    """A parsed object that also keeps its pairs as written, those json would drop included."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        self.pairs = pairs
+
+
+def _member_path(path: str, key: str) -> str:
+    name = key or '""'  # an empty key is named as one
+    return f"{path}.{name}" if path else name
 
 
 # ---- JSON (record) validation ------------------------------------------------------------------

@@ -218,6 +218,7 @@ def test_given_the_defaults_then_no_function_uses_snap_start(resources: Resource
     assert _snap_start_by_handler(resources) == {
         "lambdas.api.handler.handler": None,
         "lambdas.batch.handler.handler": None,
+        "lambdas.rollout_check.handler.handler": None,
     }
 
 
@@ -229,6 +230,7 @@ def test_given_snap_start_then_the_api_versions_resume_from_a_snapshot_and_batch
     assert _snap_start_by_handler(options) == {
         "lambdas.api.handler.handler": {"ApplyOn": "PublishedVersions"},
         "lambdas.batch.handler.handler": None,
+        "lambdas.rollout_check.handler.handler": None,
     }
     # And Lambda's precondition holds: nothing keeps provisioned environments behind the alias
     (alias,) = _of_type(options, "AWS::Lambda::Alias").values()

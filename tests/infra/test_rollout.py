@@ -68,9 +68,21 @@ def test_given_the_default_app_when_synthesised_then_a_canary_deployment_group_m
         "CodeDeployLambdaAliasUpdate": {
             "ApplicationName": {"Ref": application_name},
             "DeploymentGroupName": {"Ref": _one(resources, "AWS::CodeDeploy::DeploymentGroup")[0]},
+            # The pre-traffic check (lambdas/rollout_check) runs before any traffic moves.
+            "BeforeAllowTrafficHook": {"Ref": _rollout_check_function(resources)},
         }
     }
     assert alias_name.startswith("ServingLive")
+
+
+def _rollout_check_function(resources: Resources) -> str:
+    (name,) = [
+        name
+        for name, resource in resources.items()
+        if resource["Type"] == "AWS::Lambda::Function"
+        and resource["Properties"].get("Handler") == "lambdas.rollout_check.handler.handler"
+    ]
+    return name
 
 
 def test_given_the_default_app_when_synthesised_then_a_failed_or_alarmed_rollout_rolls_back(

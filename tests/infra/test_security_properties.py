@@ -408,9 +408,9 @@ def _logs_key_id(resources: Resources) -> str:
 def test_given_every_log_group_then_it_is_encrypted_with_one_rotating_customer_managed_key(
     synthesised: Synthesised, synthesised_with_options: Synthesised
 ) -> None:
-    # Flow logs, API access logs, both scoring functions, training tasks, state machine, Firehose, and
-    # the web ACL's log in the default app (the options variant switches the firewall off)
-    for variant, count in ((synthesised, 8), (synthesised_with_options, 7)):
+    # Flow logs, API access logs, both scoring functions, the rollout check, training tasks, state machine,
+    # Firehose, and the web ACL's log in the default app (the options variant switches the firewall off)
+    for variant, count in ((synthesised, 9), (synthesised_with_options, 8)):
         resources = variant.template_json["Resources"]
         assert len(_of_type(resources, "AWS::Logs::LogGroup")) == count
         key = resources[_logs_key_id(resources)]

@@ -8,6 +8,7 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_stepfunctions as sfn
@@ -32,6 +33,14 @@ DRIFT_PERIOD = Duration.hours(1)
 # Well above the ~4.5 h a failing message spends there (3 tries, each hidden for the 90-min visibility
 # timeout) and days before the retention ends.
 BACKLOG_AGE = Duration.hours(12)
+# Requests API Gateway answered 429: the stage throttle (infra/serving.py) or the web ACL's per-address
+# rate rule (infra/firewall.py). Counted from the stage's access log, whose JSON format writes the status as
+# a string ("status":"429"): API Gateway publishes no 429-only metric (4XXError mixes in every 400).
+TOO_MANY_REQUESTS_PATTERN = logs.FilterPattern.string_value("$.status", "=", "429")
+TOO_MANY_REQUESTS_METRIC = "ApiTooManyRequests"
+# A burst a little above the stage's token bucket draws a few 429s that the client's retries absorb; more
+# than this many in a 5-minute period, in 2 of 3 periods, is a caller being kept out for 10 minutes or more.
+TOO_MANY_REQUESTS_THRESHOLD = 50
 
 
 class Observability(Construct):
@@ -42,6 +51,7 @@ class Observability(Construct):
         *,
         config: AppConfig,
         api: apigw.RestApi,
+        api_access_logs: logs.ILogGroup,
         api_function: lambda_.IFunction,
         batch: BatchScoring,
         state_machine: sfn.StateMachine,
@@ -51,7 +61,8 @@ class Observability(Construct):
         audit_forwarding_alarm: cloudwatch.Alarm,
     ) -> None:
         """``rollout_alarms`` (the API canary's, owned by CodeDeploy) and ``schedule_alarm`` (the retraining
-        schedule's undelivered starts, when there is a schedule) are e-mailed and shown with the rest."""
+        schedule's undelivered starts, when there is a schedule) are e-mailed and shown with the rest.
+        ``api_access_logs`` is the stage's access log group (JSON lines with a "status" key)."""
         super().__init__(scope, construct_id)
         requests = api.metric_count(period=PERIOD, statistic="Sum")
         server_errors = api.metric_server_error(period=PERIOD, statistic="Sum")
@@ -74,6 +85,19 @@ class Observability(Construct):
             label="Lambda throttles",
             period=PERIOD,
         )
+        # One metric per environment: a metric filter cannot add a fixed dimension, so the namespace
+        # tells two stacks in one account apart (and stays out of the handlers' own namespace). Every other
+        # line of the log counts 0, so a busy API without 429s reads 0 rather than no data.
+        too_many_requests = logs.MetricFilter(
+            self,
+            "ApiTooManyRequestsFilter",
+            log_group=api_access_logs,
+            filter_pattern=TOO_MANY_REQUESTS_PATTERN,
+            metric_namespace=f"{METRICS_NAMESPACE}/{config.environment}",
+            metric_name=TOO_MANY_REQUESTS_METRIC,
+            metric_value="1",
+            default_value=0,
+        ).metric(period=PERIOD, statistic="Sum")
         self.alarms: dict[str, cloudwatch.Alarm] = {
             "Api5xxRate": five_xx_rate.create_alarm(
                 self,
@@ -81,7 +105,7 @@ class Observability(Construct):
                 threshold=FIVE_XX_RATE_PERCENT,
                 evaluation_periods=3,
                 datapoints_to_alarm=2,
-                alarm_description=f"More than {FIVE_XX_RATE_PERCENT}% of API requests end in 5xx",
+                alarm_description=f"{FIVE_XX_RATE_PERCENT}% or more of API requests end in 5xx",
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             ),
             "ApiLatencyP99": latency_p99.create_alarm(
@@ -90,7 +114,19 @@ class Observability(Construct):
                 threshold=P99_LATENCY_MS,
                 evaluation_periods=3,
                 datapoints_to_alarm=2,
-                alarm_description=f"API p99 latency above {P99_LATENCY_MS} ms",
+                alarm_description=f"API p99 latency of {P99_LATENCY_MS} ms or more",
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            ),
+            "ApiTooManyRequests": too_many_requests.create_alarm(
+                self,
+                "ApiTooManyRequests",
+                threshold=TOO_MANY_REQUESTS_THRESHOLD,
+                evaluation_periods=3,
+                datapoints_to_alarm=2,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                alarm_description=f"The API answered more than {TOO_MANY_REQUESTS_THRESHOLD} requests in 5 "
+                "minutes with 429 (stage throttle or the web ACL's per-address rate limit), in 2 of the "
+                "last 3 periods: callers are being turned away; the access log names who (ip, caller)",
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             ),
             "LambdaThrottles": alarm_on_any(
@@ -182,7 +218,11 @@ class Observability(Construct):
                 title="API latency p50 / p99",
                 left=[api.metric_latency(period=PERIOD, statistic="p50"), latency_p99],
             ),
-            cloudwatch.GraphWidget(title="Lambda throttles", left=[throttles]),
+            cloudwatch.GraphWidget(
+                title="Throttles: API answers 429 / Lambda throttles",
+                left=[too_many_requests.with_(label="API answers 429 (throttled or rate-limited)")],
+                right=[throttles],
+            ),
             cloudwatch.GraphWidget(
                 title="API: Lambda errors, faults (500) and rejected requests (400, 415)",
                 left=[alarm.metric for alarm in rollout_alarms.values()],

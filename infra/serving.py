@@ -90,7 +90,8 @@ class Serving(Construct):
             self, "Rollout", config=config, alias=self.alias, pre_traffic_check=self.rollout_check
         )
         # Caller, source IP and request metadata of every call: encrypted like the function's logs.
-        access_logs = encrypted_log_group(
+        # JSON lines (the format below): infra/observability.py counts the 429 answers from the "status" key.
+        self.access_logs = encrypted_log_group(
             self, "AccessLogs", key=logs_key, retention=logs.RetentionDays.THREE_MONTHS
         )
         self.api = apigw.RestApi(
@@ -108,7 +109,7 @@ class Serving(Construct):
                 stage_name=config.environment,
                 throttling_rate_limit=THROTTLE_RATE_PER_SECOND,
                 throttling_burst_limit=THROTTLE_BURST,
-                access_log_destination=apigw.LogGroupLogDestination(access_logs),
+                access_log_destination=apigw.LogGroupLogDestination(self.access_logs),
                 access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
                     caller=True,
                     http_method=True,

@@ -101,6 +101,7 @@ class LoanScoringStack(Stack):
             "Observability",
             config=config,
             api=self.serving.api,
+            api_access_logs=self.serving.access_logs,
             api_function=self.serving.function,
             batch=self.batch,
             state_machine=self.training.state_machine,

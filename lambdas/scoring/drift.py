@@ -8,11 +8,14 @@ the card's ``reference`` (training rows for features, holdout scores for the sco
     PSI = sum over bins of (actual share - expected share) * ln(actual share / expected share)
 
 Numeric features use the card's bins (quantile cut points of the training rows; the outer bins are
-open) plus one bin for missing values; categories use one bin per category plus one for missing.
-A share of 0 is floored at ``SHARE_FLOOR`` so an empty bin gives a large but finite PSI. The usual
-reading: below 0.1 stable, 0.1 to 0.25 a moderate shift worth watching, above 0.25 a significant
-shift (a retraining candidate). Fewer than ``MIN_ROWS_FOR_VERDICT`` rows give figures but no verdict:
-sampling noise alone moves a ten-bin PSI by about ``bins / rows``.
+open) plus one bin for missing values; categories use one bin per category the card lists or the
+reference has, one for a category neither has (possible only when the card lists no categories, so
+validation accepts any text: a category training never saw is a shift, not a missing value) and one for
+missing. A share of 0 is floored at ``SHARE_FLOOR`` on both sides (the data's and the reference's), so
+a bin the reference left empty gives a large but finite PSI. The usual reading: below 0.1 stable,
+from 0.1 a moderate shift worth watching, from 0.25 a significant shift (a retraining candidate).
+Fewer than ``MIN_ROWS_FOR_VERDICT`` rows give figures but no verdict: sampling noise alone moves a
+ten-bin PSI by about ``bins / rows``.
 
 The batch Lambda measures each file; the API measures windows of applications (:class:`DriftWindow`).
 """
@@ -35,6 +38,9 @@ PSI_MODERATE = 0.1
 PSI_SIGNIFICANT = 0.25
 MIN_ROWS_FOR_VERDICT = 500
 SHARE_FLOOR = 1e-4
+# How the runtime feeds a missing category given as text (lambdas.scoring.runtime.NULL_CATEGORY; not
+# imported, to keep this module free of onnxruntime).
+MISSING_CATEGORY_TEXT = ""
 DriftStatus = Literal["stable", "moderate", "significant", "too_few_rows"]
 
 
@@ -87,9 +93,13 @@ class _CategoryBins(_Histogram):
             c for c in feature.categories or [] if c not in reference.proportions
         ]
         present = 1.0 - reference.null_rate
-        super().__init__([reference.proportions.get(n, 0.0) * present for n in names] + [reference.null_rate])
+        # Then a bin for a category neither lists (expected share 0), and the missing bin, last.
+        super().__init__(
+            [reference.proportions.get(n, 0.0) * present for n in names] + [0.0, reference.null_rate]
+        )
         self._index = {name: position for position, name in enumerate(names)}
-        self._missing = len(names)
+        self._unseen = len(names)
+        self._missing = len(names) + 1
         # A coded input (onnx_type int64) feeds the position in the card's categories, or a negative
         # null code: the bin of each code, with the missing bin last so that code -1 lands in it.
         self._bin_of_code: NDArray[np.intp] | None = None
@@ -107,9 +117,12 @@ class _CategoryBins(_Histogram):
             self.counts += np.bincount(bins, minlength=self.counts.size)
             return
         for value, count in Counter(values.tolist()).items():
-            # Missing values arrive as the runtime's NULL_CATEGORY (not a category), and validation has
-            # rejected unknown ones: both land in the missing bin.
-            position = self._index.get(value, self._missing)
+            # Missing values arrive as the runtime's NULL_CATEGORY; any other text is a category, in the
+            # unseen bin when neither the card nor the reference has it (a card without categories).
+            if value == MISSING_CATEGORY_TEXT:
+                position = self._missing
+            else:
+                position = self._index.get(value, self._unseen)
             self.counts[position] += count
 
 
@@ -173,11 +186,13 @@ def _rounded(value: float) -> float:
 
 
 class DriftWindow:
-    """The applications one execution environment scores, judged every ``size`` applications.
+    """The applications one execution environment scores, judged once ``size`` of them are in.
 
     For the API: each request's feed and probabilities are kept as they are (a list append per
-    request); once ``size`` applications are in, the window is concatenated, measured with a
-    :class:`DriftMonitor` (a few milliseconds, once per window) and emptied.
+    request); once at least ``size`` applications are in, the window is concatenated, measured with a
+    :class:`DriftMonitor` (a few milliseconds, once per window) and emptied. A request is never split:
+    the one that fills the window counts whole, so a window holds ``size`` to ``size`` + one request's
+    applications - 1.
     """
 
     def __init__(self, card: ModelCard, size: int) -> None:

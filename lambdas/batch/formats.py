@@ -58,10 +58,6 @@ JSON_CHUNK_MAX_CHARS = 4 * 1024 * 1024
 OUTPUT_COLUMNS = ("probability_of_default", "decision", "reasons", "model_version")
 REJECTED_FIXED_COLUMNS = ("row_number", "error_code", "error")
 JSONL_RECORD_COLUMN = "record"
-# Text without any of these cannot hold a non-finite JSON float: NaN, Infinity, an exponent of
-# three digits or more, or a run of 210+ digits (a double ends near 1.8e308, so with an exponent of
-# at most 99 the integer part needs 210 digits to overflow: "9" * 250 + "e99" is infinite).
-_NON_FINITE_SPELLING = re.compile(r"NaN|Infinity|[eE]\+?[0-9]{3}|[0-9]{210}")
 # CSV only: the full text of a line that could not be split into the header's fields.
 RAW_LINE_COLUMN = "raw_line"
 # An input column whose name is one of the rejected file's own columns gets this prefix there.
@@ -516,6 +512,7 @@ class JsonLinesSource:
         raw: io.RawIOBase = stream if isinstance(stream, io.RawIOBase) else _RawStream(stream)
         self._lines = io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8-sig", newline=None)
         self._chunk_rows = chunk_rows
+        self._decode, self._non_finite_read = _row_decoder()
         self._line_number = 0
         self._first: tuple[int, str] | None = None
         for number, line in self._numbered_lines():
@@ -582,13 +579,13 @@ class JsonLinesSource:
         raw_lines: list[str] = []
         pre_rejected: dict[int, list[tuple[str, str, str]]] = {}
         malformed: list[RejectedRow] = []
-        # A non-finite float needs one of a few spellings in the text: one C search of the chunk
-        # spares the per-value check for the usual chunk that has none.
-        suspect = _NON_FINITE_SPELLING.search("\n".join(line for _, line in lines)) is not None
+        decode, non_finite_read = self._decode, self._non_finite_read
         for number, line in lines:
+            if non_finite_read:
+                non_finite_read.clear()
             repeats = False
             try:
-                record = _json_object(line, _UNIQUE_KEYS.decode)
+                record = _json_object(line, decode)
             except RepeatedKeyError:
                 # Rare: json's own reading (each repeated key's last value) for the row's other checks.
                 record, repeats = _json_object(line), True
@@ -607,7 +604,9 @@ class JsonLinesSource:
             ]
             if repeats:
                 errors = _repeated_key_errors(line) + errors
-            if suspect:
+            # Only a line whose parse read a NaN or an infinity holds one (json's own decoder, for a
+            # repeated key, notes none): the usual line's values are not searched.
+            if non_finite_read or repeats:
                 errors += [
                     (name, "not_finite", f"{name} holds NaN or Infinity, which JSON does not allow")
                     for name in _non_finite_fields(record)
@@ -651,10 +650,34 @@ def _json_object(line: str, decode: Callable[[str], Any] = json.loads) -> dict[s
     return f"a JSON {_JSON_KINDS.get(type(value), 'value')}, not an object"
 
 
-# Rows are read with this decoder: a key repeated within one object raises RepeatedKeyError. Built once:
-# json.loads(line, object_pairs_hook=...) would build a decoder per line (measured: +55 % on the parse,
-# against +11 % for this one; docs/batch.md).
-_UNIQUE_KEYS = json.JSONDecoder(object_pairs_hook=unique_keys_object)
+def _row_decoder() -> tuple[Callable[[str], Any], list[str]]:
+    """The decoder JSON Lines rows are read with, and the list it appends each NaN or infinity it reads to.
+
+    A key repeated within one object raises RepeatedKeyError. Python's json reads the tokens NaN,
+    Infinity and -Infinity (``parse_constant``) and numbers beyond a double (``parse_float``: 1e999,
+    400 digits and a fraction) as floats JSON has no text for: its hooks note each one, so only a line
+    that holds one has its values searched for the keys to name. Letters inside a string never reach
+    them. Built once per file: json.loads(line, object_pairs_hook=...) would build a decoder per line
+    (measured: +55 % on the parse, against +11 % for the repeated-key hook; docs/batch.md).
+    """
+    read: list[str] = []
+
+    def constant(token: str) -> float:
+        read.append(token)
+        return float(token)  # float("NaN"), float("Infinity"), float("-Infinity"): json's own values
+
+    def number(text: str) -> float:
+        value = float(text)  # what json makes of the text without the hook
+        if value - value != 0.0:  # inf - inf is NaN; a finite value gives 0.0
+            read.append(text)
+        return value
+
+    decoder = json.JSONDecoder(
+        object_pairs_hook=unique_keys_object, parse_constant=constant, parse_float=number
+    )
+    return decoder.decode, read
+
+
 _JSON_KINDS: dict[type, str] = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
 _JSON_KINDS[type(None)] = "null"
 

@@ -59,7 +59,7 @@ class Timings(_Strict):
 
 class Drift(_Strict):
     """Population stability index of the scored rows against the model card's reference distributions
-    (see lambdas/scoring/drift.py): under 0.1 stable, 0.1-0.25 moderate, above 0.25 significant."""
+    (see lambdas/scoring/drift.py): under 0.1 stable, from 0.1 moderate, from 0.25 significant."""
 
     rows: int
     status: Literal["stable", "moderate", "significant", "too_few_rows"]

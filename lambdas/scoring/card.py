@@ -415,6 +415,30 @@ class ModelCard(_Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _every_feature_has_its_drift_reference(self) -> ModelCard:
+        # Drift is measured feature by feature against these: a feature without one would silently be
+        # left out of every PSI, and one of the other kind binned wrongly (or not at all).
+        names = {f.name for f in self.features}
+        missing = sorted(names - set(self.reference.features))
+        extra = sorted(set(self.reference.features) - names)
+        if missing or extra:
+            raise ValueError(
+                f"reference.features must hold one reference per feature: missing {missing}, "
+                f"not features {extra}"
+            )
+        wrong_kind = sorted(
+            f.name
+            for f in self.features
+            if (f.type == "category") != (self.reference.features[f.name].kind == "categorical")
+        )
+        if wrong_kind:
+            raise ValueError(
+                f"reference.features of {wrong_kind} have the wrong kind: a category feature needs a "
+                "categorical reference, any other feature a numeric one"
+            )
+        return self
+
     def feature(self, name: str) -> FeatureSchema:
         for feature in self.features:
             if feature.name == name:

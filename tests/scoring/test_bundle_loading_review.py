@@ -53,6 +53,20 @@ def _with_extra_feature(card: Card, **change: object) -> None:
 # ---- the card ---------------------------------------------------------------------------------
 
 CARD_DEFECTS: dict[str, tuple[Callable[[Card], object], str]] = {
+    "feature without a drift reference": (
+        lambda c: c["reference"]["features"].pop("age"),
+        r"reference\.features must hold one reference per feature: missing \['age'\], not features \[\]",
+    ),
+    "drift reference for no feature": (
+        lambda c: c["reference"]["features"].update(gone=c["reference"]["features"]["age"]),
+        r"missing \[\], not features \['gone'\]",
+    ),
+    "drift reference of the wrong kind": (
+        lambda c: c["reference"]["features"].update(
+            age={"kind": "categorical", "proportions": {"30": 1.0}, "mode": "30", "null_rate": 0.0}
+        ),
+        r"reference\.features of \['age'\] have the wrong kind",
+    ),
     "unknown schema version": (
         lambda c: c.update(schema_version="2.0"),
         r"schema_version '2\.0' is not supported",
@@ -209,8 +223,16 @@ def test_given_inputs_the_card_does_not_list_or_of_another_type_when_loading_the
     card = _card()
     card["features"] = [f for f in card["features"] if f["name"] != "age"]
     card["onnx"]["input_names"].remove("age")
+    del card["reference"]["features"]["age"]
     _feature(card, "loan_ratio")["onnx_type"] = "string"
     _feature(card, "loan_ratio")["type"] = "category"
+    # A consistent card (a category feature has a categorical drift reference): only the graph disagrees
+    card["reference"]["features"]["loan_ratio"] = {
+        "kind": "categorical",
+        "proportions": {"0.15": 1.0},
+        "mode": "0.15",
+        "null_rate": 0.0,
+    }
 
     with pytest.raises(ModelBundleError) as refused:
         _load(card)

@@ -363,6 +363,12 @@ class ScoringApi:
         def current_request_id() -> str:
             return _request_id(app.current_event.raw_event)
 
+        def log_rejected(details: list[dict[str, str]]) -> None:
+            # The first fields and the count only: a thousand long unknown keys would make a line beyond
+            # CloudWatch's 256 KB, cut and so no longer JSON.
+            logged_fields = [d["field"] for d in details[:MAX_FIELDS_IN_MESSAGE]]
+            logger.info("rejected", extra={"error_fields": logged_fields, "error_count": len(details)})
+
         @app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
         def invalid_request(error: RequestValidationError) -> Response[str]:
             metrics.add_metric(name="ValidationErrors", unit=MetricUnit.Count, value=1)
@@ -382,10 +388,7 @@ class ScoringApi:
                     request_id=current_request_id(),
                 )
             details = pydantic_error_details(errors)
-            # The first fields and the count only: a thousand long unknown keys would make a line beyond
-            # CloudWatch's 256 KB, cut and so no longer JSON.
-            logged_fields = [d["field"] for d in details[:MAX_FIELDS_IN_MESSAGE]]
-            logger.info("rejected", extra={"error_fields": logged_fields, "error_count": len(details)})
+            log_rejected(details)
             return self._error(
                 HTTPStatus.BAD_REQUEST,
                 "validation_error",
@@ -398,8 +401,7 @@ class ScoringApi:
         def duplicate_keys(error: DuplicateKeysError) -> Response[str]:
             metrics.add_metric(name="ValidationErrors", unit=MetricUnit.Count, value=1)
             details = duplicate_key_details(error.paths)
-            logged_fields = [d["field"] for d in details[:MAX_FIELDS_IN_MESSAGE]]
-            logger.info("rejected", extra={"error_fields": logged_fields, "error_count": len(details)})
+            log_rejected(details)
             return self._error(
                 HTTPStatus.BAD_REQUEST,
                 "duplicate_key",

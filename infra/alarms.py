@@ -38,3 +38,30 @@ def periods_covering(late_by: Duration, period: Duration) -> int:
     arrives: Lambda stamps Errors with the invocation's start, so a long invocation's error lands in a
     period a one-period alarm has already left behind. One more for the period it is stamped in."""
     return math.ceil(late_by.to_seconds() / period.to_seconds()) + 1
+
+
+AT_OR_ABOVE = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+
+
+def alarm_on_sustained(
+    scope: Construct,
+    construct_id: str,
+    metric: cloudwatch.IMetric,
+    *,
+    threshold: float,
+    description: str,
+    comparison: cloudwatch.ComparisonOperator = AT_OR_ABOVE,
+) -> cloudwatch.Alarm:
+    """Alarm when ``metric`` breaches ``threshold`` in 2 of the last 3 periods (one bad period is noise);
+    no data (no traffic) is not breaching."""
+    return cloudwatch.Alarm(
+        scope,
+        construct_id,
+        metric=metric,
+        threshold=threshold,
+        evaluation_periods=3,
+        datapoints_to_alarm=2,
+        comparison_operator=comparison,
+        alarm_description=description,
+        treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+    )

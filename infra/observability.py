@@ -14,7 +14,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from infra.alarms import alarm_on_any, periods_covering
+from infra.alarms import alarm_on_any, alarm_on_sustained, periods_covering
 from infra.batch_scoring import BATCH_TIMEOUT, BatchScoring
 from infra.buckets import rotating_key
 from infra.config import AppConfig
@@ -99,35 +99,29 @@ class Observability(Construct):
             default_value=0,
         ).metric(period=PERIOD, statistic="Sum")
         self.alarms: dict[str, cloudwatch.Alarm] = {
-            "Api5xxRate": five_xx_rate.create_alarm(
+            "Api5xxRate": alarm_on_sustained(
                 self,
                 "Api5xxRate",
+                five_xx_rate,
                 threshold=FIVE_XX_RATE_PERCENT,
-                evaluation_periods=3,
-                datapoints_to_alarm=2,
-                alarm_description=f"{FIVE_XX_RATE_PERCENT}% or more of API requests end in 5xx",
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                description=f"{FIVE_XX_RATE_PERCENT}% or more of API requests end in 5xx",
             ),
-            "ApiLatencyP99": latency_p99.create_alarm(
+            "ApiLatencyP99": alarm_on_sustained(
                 self,
                 "ApiLatencyP99",
+                latency_p99,
                 threshold=P99_LATENCY_MS,
-                evaluation_periods=3,
-                datapoints_to_alarm=2,
-                alarm_description=f"API p99 latency of {P99_LATENCY_MS} ms or more",
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                description=f"API p99 latency of {P99_LATENCY_MS} ms or more",
             ),
-            "ApiTooManyRequests": too_many_requests.create_alarm(
+            "ApiTooManyRequests": alarm_on_sustained(
                 self,
                 "ApiTooManyRequests",
+                too_many_requests,
                 threshold=TOO_MANY_REQUESTS_THRESHOLD,
-                evaluation_periods=3,
-                datapoints_to_alarm=2,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                alarm_description=f"The API answered more than {TOO_MANY_REQUESTS_THRESHOLD} requests in 5 "
+                comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                description=f"The API answered more than {TOO_MANY_REQUESTS_THRESHOLD} requests in 5 "
                 "minutes with 429 (stage throttle or the web ACL's per-address rate limit), in 2 of the "
                 "last 3 periods: callers are being turned away; the access log names who (ip, caller)",
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             ),
             "LambdaThrottles": alarm_on_any(
                 self, "LambdaThrottles", throttles, "A scoring Lambda was throttled"

@@ -122,6 +122,13 @@ class AppConfig:
     def stack_prefix(self) -> str:
         return f"LoanScoring-{self.environment}"
 
+    @property
+    def registered_model_version(self) -> str | None:
+        """The ``<model_version>`` of ``model_bundle_version``, or None for the packaged bundle."""
+        if not self.model_bundle_version:
+            return None
+        return self.model_bundle_version.rpartition("/")[2]
+
 
 def config_from_context(context: Mapping[str, Any]) -> AppConfig:
     """Build and validate the config from a context mapping (``app.node.try_get_context`` values)."""

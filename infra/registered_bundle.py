@@ -24,18 +24,18 @@ from infra.training_pipeline import REGISTRY_PREFIX
 class RegisteredBundle:
     registry: s3.IBucket  # the training pipeline's artifact bucket
     key_prefix: str  # models/<model_name>/<model_version>/
+    model_version: str  # <model_version>: the card found under key_prefix must name it
 
     @classmethod
     def of(cls, config: AppConfig, registry: s3.IBucket) -> RegisteredBundle | None:
         """The configured version, or None when the Lambdas serve their packaged bundle."""
-        if not config.model_bundle_version:
+        if not config.model_bundle_version or not config.registered_model_version:
             return None
-        return cls(registry=registry, key_prefix=f"{REGISTRY_PREFIX}{config.model_bundle_version}/")
-
-    @property
-    def model_version(self) -> str:
-        """``<model_version>``, the last segment of ``modelBundleVersion``."""
-        return self.key_prefix.rstrip("/").rpartition("/")[2]
+        return cls(
+            registry=registry,
+            key_prefix=f"{REGISTRY_PREFIX}{config.model_bundle_version}/",
+            model_version=config.registered_model_version,
+        )
 
     def environment(self) -> dict[str, str]:
         # Training names a version after its ONNX file's sha256 (<dataset>-<12 hex>), so the version

@@ -60,8 +60,8 @@ def expected_model_version(config: AppConfig) -> str | None:
     """The model version the API must serve after this deploy, where synthesis can know it: the
     registered version named by ``modelBundleVersion`` (``<model_name>/<model_version>``), else the
     packaged card's ``model_version``; None when the packaged card is missing or unreadable."""
-    if config.model_bundle_version:
-        return config.model_bundle_version.split("/", 1)[1]
+    if config.registered_model_version:
+        return config.registered_model_version
     card = REPO_ROOT / config.model_bundle_dir / "model_card.json"
     try:
         version = json.loads(card.read_text()).get("model_version")

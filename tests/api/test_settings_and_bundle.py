@@ -60,9 +60,11 @@ def test_given_a_bad_variable_when_settings_load_then_the_error_names_it(
     ("env", "disabled"),
     [
         ({}, True),
-        ({"AWS_LAMBDA_FUNCTION_NAME": "f"}, False),
-        ({"AWS_LAMBDA_FUNCTION_NAME": "f", "POWERTOOLS_TRACE_DISABLED": "true"}, True),
-        ({"AWS_LAMBDA_FUNCTION_NAME": "f", "AWS_SAM_LOCAL": "true"}, True),
+        ({"LAMBDA_TASK_ROOT": "/var/task"}, False),
+        # Powertools looks at LAMBDA_TASK_ROOT, not the function name: the Tracer would disable itself.
+        ({"AWS_LAMBDA_FUNCTION_NAME": "f"}, True),
+        ({"LAMBDA_TASK_ROOT": "/var/task", "POWERTOOLS_TRACE_DISABLED": "true"}, True),
+        ({"LAMBDA_TASK_ROOT": "/var/task", "AWS_SAM_LOCAL": "true"}, True),
     ],
 )
 def test_given_an_environment_when_deciding_tracing_then_powertools_rules_apply(

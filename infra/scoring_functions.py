@@ -13,6 +13,7 @@ from infra.config import AppConfig
 from infra.lambda_package import LambdaFunction
 from infra.log_groups import encrypted_log_group
 from infra.nag import BASIC_EXECUTION_POLICY, suppress
+from lambdas.audit import audit_logging_problem
 
 METRICS_NAMESPACE = "LoanScoring"
 
@@ -40,6 +41,18 @@ def scoring_function(
     log_group = encrypted_log_group(
         scope, f"{construct_id}Logs", key=logs_key, retention=logs.RetentionDays.THREE_MONTHS
     )
+    environment = {
+        "MODEL_BUNDLE_DIR": config.model_bundle_dir,
+        "POWERTOOLS_SERVICE_NAME": service,
+        "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+        "LOG_APPLICANT_VALUES": "false",
+        **(extra_environment or {}),
+    }
+    # The cold start refuses a logging setting that would lose the audit trail: fail the synth instead.
+    # Nor is ApplicationLogLevel set below (Lambda would drop the INFO audit lines under WARN or above).
+    problem = audit_logging_problem(environment)
+    if problem is not None:
+        raise ValueError(f"{construct_id}: {problem}")
     fn = lambda_.Function(
         scope,
         construct_id,
@@ -64,13 +77,7 @@ def scoring_function(
         snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if snap_start else None,
         tracing=lambda_.Tracing.ACTIVE,
         log_group=log_group,
-        environment={
-            "MODEL_BUNDLE_DIR": config.model_bundle_dir,
-            "POWERTOOLS_SERVICE_NAME": service,
-            "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
-            "LOG_APPLICANT_VALUES": "false",
-            **(extra_environment or {}),
-        },
+        environment=environment,
     )
     for rule in ("AwsSolutions-L1", "Serverless-LambdaLatestVersion"):
         suppress(

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from lambdas.audit import audit_logging_problem
 from lambdas.model_source import (
     BundleUriError,
     BundleVersionError,
@@ -23,6 +24,10 @@ DEFAULT_DRIFT_WINDOW_APPLICATIONS = 1000
 MAX_BATCH_APPLICATIONS_LIMIT = 1000
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", ""})
+# Powertools' Logger logs each whole event when this is true (what its strtobool reads as false, after
+# lower-casing, is all that is accepted).
+LOG_EVENT_VARIABLE = "POWERTOOLS_LOGGER_LOG_EVENT"
+_POWERTOOLS_FALSE = frozenset({"0", "n", "no", "f", "false", "off"})
 
 
 class SettingsError(ValueError):
@@ -43,6 +48,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
+        _check_logging(env)
         bundle_dir = Path(env.get("MODEL_BUNDLE_DIR", DEFAULT_MODEL_BUNDLE_DIR))
         uri = env.get("MODEL_BUNDLE_URI", "").strip()
         return cls(
@@ -54,6 +60,21 @@ class Settings:
             max_batch_applications=_parse_batch_limit(env.get("MAX_BATCH_APPLICATIONS")),
             drift_window_applications=_parse_drift_window(env.get("DRIFT_WINDOW_APPLICATIONS")),
             model_bundle_version=_parse_bundle_version(env.get("MODEL_BUNDLE_VERSION", ""), bool(uri)),
+        )
+
+
+def _check_logging(env: Mapping[str, str]) -> None:
+    """Refuse the logging settings that would lose the audit trail or log what the API must not."""
+    problem = audit_logging_problem(env)
+    if problem is not None:
+        raise SettingsError(problem)
+    # The whole event is the body (applicant values, whatever LOG_APPLICANT_VALUES says) and the
+    # headers (the caller's Authorization, a bearer token with Cognito): never logged.
+    raw = env.get(LOG_EVENT_VARIABLE)
+    if raw is not None and raw.lower() not in _POWERTOOLS_FALSE:
+        raise SettingsError(
+            f"{LOG_EVENT_VARIABLE} must be false (or unset), got {raw!r}: Powertools would log every "
+            "request whole, the applicants' values and the caller's Authorization header included"
         )
 
 

@@ -10,11 +10,21 @@ the queue's receive limit, go to its dead-letter queue.
 
 from __future__ import annotations
 
+import os
+
 from lambdas.init_phase import init_phase
 
 with init_phase():
-    from lambdas.batch.wiring import clear_scratch_left_behind, handler, loaded_model, object_store
+    from lambdas.batch.wiring import (
+        check_audit_logging,
+        clear_scratch_left_behind,
+        handler,
+        loaded_model,
+        object_store,
+    )
 
+    # Lambda's cold start only: the demo drives wiring.handler at WARNING, to print less.
+    check_audit_logging(os.environ)
     clear_scratch_left_behind()  # init runs again after a timeout reset, which keeps /tmp
     object_store()  # botocore's service model loads here, not on the first file
     loaded_model()

@@ -10,6 +10,7 @@ local drain (:mod:`lambdas.batch.local`) call :func:`handler` here directly.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lambdas.audit import BATCH_FILE
+from lambdas.audit import BATCH_FILE, audit_logging_problem
 from lambdas.batch.events import parse_s3_notification
 from lambdas.batch.formats import DEFAULT_CHUNK_ROWS, DEFAULT_CSV_BLOCK_BYTES
 from lambdas.batch.manifest import Drift
@@ -47,6 +48,14 @@ processor = BatchProcessor(event_type=EventType.SQS)
 
 class SettingsError(RuntimeError):
     """An environment variable of the function is missing or invalid."""
+
+
+def check_audit_logging(env: Mapping[str, str]) -> None:
+    """At cold start: refuse a logging setting under which the "file processed" lines would never reach
+    the audit trail (a level above INFO, pretty-printed lines), rather than score files nobody can audit."""
+    problem = audit_logging_problem(env)
+    if problem is not None:
+        raise SettingsError(problem)
 
 
 def model_bundle_uri() -> S3Location | None:

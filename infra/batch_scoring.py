@@ -116,7 +116,8 @@ class BatchScoring(Construct):
             )
         )
         # Reads its input and its own manifests (lambdas/batch/service.py: a file whose complete manifest
-        # exists is not scored again; a new file has none, which S3 must answer with 404).
+        # exists is not scored again; a new file has none, which S3 must answer with 404), and lists
+        # incoming/ to refuse an input whose output names another input already has (x.csv, x.parquet).
         grant_read_under(
             self.bucket, self.function, INCOMING_PREFIX + "*", MANIFEST_PREFIX + "*", probes_missing_keys=True
         )

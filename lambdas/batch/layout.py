@@ -56,12 +56,19 @@ def is_incoming_key(key: str) -> bool:
     return key.startswith(INCOMING_PREFIX) and not key.endswith("/")
 
 
-def manifest_key_for(key: str) -> str:
-    """Manifest key of any incoming object, also of one whose format is not supported."""
+def output_stem(key: str) -> str:
+    """What an incoming key's rejected file and manifest are named by: its path under incoming/ without
+    a supported format's suffix (an unsupported name keeps its own). Inputs with one stem share those
+    names: ``a.csv``, ``a.parquet`` and ``a.CSV`` all have ``manifests/a.json``, as ``a.txt.csv`` and the
+    unsupported ``a.txt`` have ``manifests/a.txt.json``."""
     relative = _relative(key)
     file_format = detect_format(key)
-    stem = relative[: -len(_suffix_of(key, file_format))] if file_format else relative
-    return f"{MANIFESTS_PREFIX}{stem}.json"
+    return relative[: -len(_suffix_of(key, file_format))] if file_format else relative
+
+
+def manifest_key_for(key: str) -> str:
+    """Manifest key of any incoming object, also of one whose format is not supported."""
+    return f"{MANIFESTS_PREFIX}{output_stem(key)}.json"
 
 
 def check_key_lengths(key: str) -> None:

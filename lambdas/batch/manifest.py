@@ -1,7 +1,8 @@
 """The manifest written last for every input file: what was read, what came out, and why not.
 
 A manifest is the "done" marker: outputs without a manifest for the same input ETag/version are
-leftovers of an interrupted attempt and will be overwritten by the retry.
+leftovers of an interrupted attempt and will be overwritten by the retry. An ``incomplete`` manifest
+(see :data:`INCOMPLETE`) is never done: it stands while a new version's outputs replace an earlier one's.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ from pydantic import BaseModel, ConfigDict
 
 MANIFEST_SCHEMA_VERSION = "1"
 Status = Literal["succeeded", "failed"]
+# The error code of the manifest put just before a file's outputs replace those of an earlier version of
+# it, replaced by the final manifest: should processing stop in between, no manifest says "succeeded"
+# over outputs that are partly the new version's, and the retry scores the file again.
+INCOMPLETE = "incomplete"
 
 
 class _Strict(BaseModel):
@@ -90,4 +95,6 @@ class Manifest(_Strict):
 
     def is_complete_for(self, key: str, etag: str, version_id: str | None) -> bool:
         """True when this manifest already answers this exact object version (skip rescoring)."""
+        if self.error is not None and self.error.code == INCOMPLETE:
+            return False
         return self.input.key == key and self.input.etag == etag and self.input.version_id == version_id

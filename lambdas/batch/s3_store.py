@@ -7,6 +7,7 @@ Errors other than "the object is gone" propagate: the SQS message is retried, th
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -78,6 +79,17 @@ class S3ObjectStore:
             raise
         data: bytes = response["Body"].read()
         return data
+
+    def keys_in_folder(self, bucket: str, prefix: str, *, page_size: int = 1000) -> Iterator[str]:
+        # Delimiter "/": keys in subfolders come back as one common prefix each, not listed one by one.
+        # Needs s3:ListBucket, which the function has on its bucket (infra/batch_scoring.py).
+        paginator = self._s3.get_paginator("list_objects_v2")
+        pages = paginator.paginate(
+            Bucket=bucket, Prefix=prefix, Delimiter="/", PaginationConfig={"PageSize": page_size}
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                yield str(item["Key"])
 
     def _get(self, bucket: str, key: str, etag: str, version_id: str | None) -> dict[str, Any]:
         # IfMatch: never score bytes other than the version the manifest will name.

@@ -8,6 +8,8 @@ Error policy (what the SQS redrive sees):
   name): a ``failed`` manifest says why and the message succeeds, because retrying cannot help;
 - the object is gone or was overwritten since the event: nothing to do, the message succeeds
   (a newer object has its own event);
+- another input in incoming/ has the same rejected file and manifest (``a.csv``, ``a.parquet``): raises,
+  as no manifest of its own can be written without overwriting that input's result;
 - anything else (S3 errors, throttling, a model that does not load, a bug) raises: SQS
   redelivers, and after the queue's maxReceiveCount the message lands in the dead-letter queue.
 """
@@ -18,6 +20,7 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +34,7 @@ from lambdas.batch.formats import (
     open_source,
 )
 from lambdas.batch.layout import (
+    INCOMING_PREFIX,
     FileFormat,
     UnsupportedKeyError,
     check_key_lengths,
@@ -38,8 +42,10 @@ from lambdas.batch.layout import (
     is_incoming_key,
     manifest_key_for,
     output_keys,
+    output_stem,
 )
 from lambdas.batch.manifest import (
+    INCOMPLETE,
     Chunking,
     Counts,
     Drift,
@@ -78,6 +84,11 @@ class ObjectReplacedError(Exception):
     """Another object became the current one at the key while this one was scored."""
 
 
+class SharedOutputNamesError(Exception):
+    """Another input in incoming/ maps to the same rejected file and manifest (the layout drops the
+    format extension): processing this one would overwrite that one's result."""
+
+
 class ObjectStore(Protocol):
     def head(self, bucket: str, key: str, version_id: str | None) -> ObjectInfo | None: ...
 
@@ -90,6 +101,10 @@ class ObjectStore(Protocol):
     def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None: ...
 
     def get_bytes(self, bucket: str, key: str) -> bytes | None: ...
+
+    def keys_in_folder(self, bucket: str, prefix: str, *, page_size: int = 1000) -> Iterator[str]:
+        """The keys that start with ``prefix`` and have no ``/`` after it, in order, fetched lazily."""
+        ...
 
 
 # Scratch folders of one file each (outputs, a Parquet input) are named with this prefix.
@@ -136,6 +151,17 @@ def process_object(
         if previous is not None and previous.is_complete_for(event.key, info.etag, info.version_id):
             logger.info("already processed (manifest %s): %s", manifest_key, event.key)
             return Outcome(previous, skipped="already_done")
+    # Output names drop the format extension: another input with them would have its result overwritten
+    # (or, both running at once, a manifest could count one file's rows over the other's rejected file).
+    # Raised, not skipped: no manifest of its own can be written, so the dead-letter queue (and its alarm)
+    # is where this shows; a redrive succeeds once one of the two is renamed or removed.
+    sharing = _input_sharing_outputs(store, event.bucket, event.key)
+    if sharing is not None:
+        raise SharedOutputNamesError(
+            f"cannot process {event.key!r}: {sharing!r} is also in {INCOMING_PREFIX} and has the same "
+            f"manifest ({manifest_key}) and rejected file, as output names drop the format extension; "
+            "rename or remove one of the two, then redrive this message"
+        )
 
     started_at, started = _now(), time.perf_counter()
     file_format = detect_format(event.key)
@@ -147,8 +173,13 @@ def process_object(
         size_bytes=info.size,
         format=file_format,
     )
+    # A manifest that is not this version's: the outputs it describes (an earlier version's, or an
+    # earlier attempt's) are the ones this version's will overwrite.
+    replaces_outputs = existing is not None
     try:
-        manifest = _score_and_upload(store, model, input_object, settings, started_at, started)
+        manifest = _score_and_upload(
+            store, model, input_object, settings, started_at, started, replaces_outputs=replaces_outputs
+        )
     except UnreadableFileError as error:
         if _replaced_meanwhile(store, input_object):
             return _replaced_while_read(event.key)
@@ -182,6 +213,8 @@ def _score_and_upload(
     settings: BatchSettings,
     started_at: str,
     started: float,
+    *,
+    replaces_outputs: bool,
 ) -> Manifest:
     if input_object.size_bytes == 0:
         raise UnreadableFileError("empty_file", "the file is empty (0 bytes)")
@@ -197,6 +230,16 @@ def _score_and_upload(
         if _replaced_meanwhile(store, input_object):
             raise ObjectReplacedError(input_object.key)
         upload_started = time.perf_counter()
+        if replaces_outputs:
+            # The earlier manifest goes first: it would say "succeeded" over this version's scored file
+            # (and the earlier rejected one) if the invocation stopped between the uploads below.
+            marker = _incomplete_manifest(model, input_object, started_at, started)
+            store.put_bytes(
+                input_object.bucket,
+                keys.manifest,
+                marker.model_dump_json(indent=2).encode(),
+                "application/json",
+            )
         # Each put is atomic in S3 (a multipart upload appears only when completed).
         store.upload_file(scored_path, input_object.bucket, keys.scored, CONTENT_TYPES[file_format])
         store.upload_file(rejected_path, input_object.bucket, keys.rejected, "text/csv")
@@ -243,6 +286,27 @@ def _score_to_files(
             return score_source(model, source, file_format, scored_sink, rejected_sink)
         finally:
             stream.close()
+
+
+def _incomplete_manifest(
+    model: ScoringModel, input_object: InputObject, started_at: str, started: float
+) -> Manifest:
+    message = (
+        "this version's outputs are being written over an earlier version's; if this manifest stays, "
+        "processing stopped in between (the message is retried, then dead-lettered) and scored/ and "
+        "rejected/ may hold parts of both versions"
+    )
+    return _manifest(
+        model,
+        input_object,
+        status="failed",
+        outputs=Outputs(),
+        result=None,
+        error=FileError(code=INCOMPLETE, message=message),
+        started_at=started_at,
+        started=started,
+        upload_seconds=0.0,
+    )
 
 
 def _manifest(
@@ -327,6 +391,26 @@ def _replaced_meanwhile(store: ObjectStore, input_object: InputObject) -> bool:
     must not be overwritten with this older one's. A deleted object does not stop publishing."""
     current = store.head(input_object.bucket, input_object.key, None)
     return current is not None and _replaced(current, input_object.version_id, input_object.etag)
+
+
+def _input_sharing_outputs(store: ObjectStore, bucket: str, key: str) -> str | None:
+    """Another input in incoming/ whose rejected file and manifest are this one's, if there is one.
+
+    Checked before scoring, so of two such inputs the one that arrives second is always refused, and
+    two present at once are both refused (S3 lists what was written before, strongly consistent)."""
+    stem = output_stem(key)
+    exact = f"{INCOMING_PREFIX}{stem}"
+    # Every supported suffix starts with ".": the other inputs are <stem>.<suffix> in any spelling, and
+    # <stem> itself when that is an unsupported name (which keeps its whole name as its stem).
+    for candidate in store.keys_in_folder(bucket, f"{exact}."):
+        if candidate != key and is_incoming_key(candidate) and output_stem(candidate) == stem:
+            return candidate
+    if exact == key or not is_incoming_key(exact) or output_stem(exact) != stem:
+        return None
+    # Listed rather than a HeadObject, which S3 answers for a missing key with 404 only to a caller that
+    # may list the whole bucket: a key sorts before every longer key it begins, so one key says it all.
+    first = next(store.keys_in_folder(bucket, exact, page_size=1), None)
+    return exact if first == exact else None
 
 
 def _replaced_while_read(key: str) -> Outcome:

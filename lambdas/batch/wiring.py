@@ -23,7 +23,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.audit import BATCH_FILE, audit_logging_problem
-from lambdas.batch.events import parse_s3_notification
+from lambdas.batch.events import ObjectCreated, parse_s3_notification
 from lambdas.batch.formats import DEFAULT_CHUNK_ROWS, DEFAULT_CSV_BLOCK_BYTES
 from lambdas.batch.manifest import Drift
 from lambdas.batch.s3_store import S3ObjectStore
@@ -161,39 +161,52 @@ def _handle_notification(body: str) -> None:
     objects = parse_s3_notification(body)
     if not objects:  # s3:TestEvent, or no ObjectCreated record
         metrics.add_metric(name="NotificationsIgnored", unit=MetricUnit.Count, value=1)
+    errors: list[Exception] = []
     for created in objects:
-        outcome = process_object(object_store(), loaded_model(), created, batch_settings())
-        manifest = outcome.manifest
-        if outcome.skipped is not None:
-            logger.info("skipped", extra={"key": created.key, "reason": outcome.skipped})
-            metrics.add_metric(name="FilesSkipped", unit=MetricUnit.Count, value=1)
-        if manifest is None or outcome.skipped is not None:
-            continue
-        logger.info(
-            BATCH_FILE,
-            extra={
-                "key": created.key,
-                "input": manifest.input.model_dump(),
-                "model_version": manifest.model_version,
-                "outputs": manifest.outputs.model_dump(),
-                "status": manifest.status,
-                "counts": manifest.counts.model_dump(),
-                # The code only: a message may quote the file (a JSON line, a CSV row) and this line
-                # goes to the audit bucket, which holds no applicant values. The manifest has the message.
-                "error": {"code": manifest.error.code} if manifest.error else None,
-                "drift": manifest.drift.model_dump(exclude={"feature_psi"}) if manifest.drift else None,
-                "seconds": manifest.timings.total_seconds,
-            },
-        )
-        if manifest.status == "failed":
-            metrics.add_metric(name="FilesUnreadable", unit=MetricUnit.Count, value=1)
-        else:
-            metrics.add_metric(name="FilesScored", unit=MetricUnit.Count, value=1)
-            metrics.add_metric(name="RowsScored", unit=MetricUnit.Count, value=manifest.counts.rows_scored)
-            metrics.add_metric(
-                name="RowsRejected", unit=MetricUnit.Count, value=manifest.counts.rows_rejected
-            )
-            _record_drift(created.key, manifest.drift)
+        # One object's failure must not hold back the others in the message: each try would stop at it
+        # and they would reach the dead-letter queue unscored. The message still fails (and returns);
+        # on the next try the objects done now are skipped by their manifests.
+        try:
+            _handle_object(created)
+        except Exception as error:
+            errors.append(error)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ExceptionGroup(f"{len(errors)} of the message's {len(objects)} objects failed", errors)
+
+
+def _handle_object(created: ObjectCreated) -> None:
+    outcome = process_object(object_store(), loaded_model(), created, batch_settings())
+    manifest = outcome.manifest
+    if outcome.skipped is not None:
+        logger.info("skipped", extra={"key": created.key, "reason": outcome.skipped})
+        metrics.add_metric(name="FilesSkipped", unit=MetricUnit.Count, value=1)
+    if manifest is None or outcome.skipped is not None:
+        return
+    logger.info(
+        BATCH_FILE,
+        extra={
+            "key": created.key,
+            "input": manifest.input.model_dump(),
+            "model_version": manifest.model_version,
+            "outputs": manifest.outputs.model_dump(),
+            "status": manifest.status,
+            "counts": manifest.counts.model_dump(),
+            # The code only: a message may quote the file (a JSON line, a CSV row) and this line
+            # goes to the audit bucket, which holds no applicant values. The manifest has the message.
+            "error": {"code": manifest.error.code} if manifest.error else None,
+            "drift": manifest.drift.model_dump(exclude={"feature_psi"}) if manifest.drift else None,
+            "seconds": manifest.timings.total_seconds,
+        },
+    )
+    if manifest.status == "failed":
+        metrics.add_metric(name="FilesUnreadable", unit=MetricUnit.Count, value=1)
+    else:
+        metrics.add_metric(name="FilesScored", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="RowsScored", unit=MetricUnit.Count, value=manifest.counts.rows_scored)
+        metrics.add_metric(name="RowsRejected", unit=MetricUnit.Count, value=manifest.counts.rows_rejected)
+        _record_drift(created.key, manifest.drift)
 
 
 def _record_drift(key: str, drift: Drift | None) -> None:

@@ -41,7 +41,9 @@ from lambdas.model_source import (
 from lambdas.scoring.runtime import ScoringModel
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "loan-scoring-batch"))
-tracer = Tracer()
+# Patches botocore only, the one library this function calls other services through (S3). By default
+# the Tracer would patch every library the X-Ray SDK supports, importing each one it finds at cold start.
+tracer = Tracer(patch_modules=["botocore"])
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "LoanScoring"))
 processor = BatchProcessor(event_type=EventType.SQS)
 

@@ -3,12 +3,13 @@
 Public API (used by the CDK assets and by other engineers' isolated-import tests)::
 
     from infra.lambda_package import build_lambda_package
-    report = build_lambda_package("api", Path("build/api-pkg"))   # or "batch", "rollout_check"; arch="arm64"
+    # function: "api", "batch", "rollout_check" or "snapshot_sweeper"; arch="arm64" for Graviton
+    report = build_lambda_package("api", Path("build/api-pkg"))
     print(report.unzipped_bytes, report.zipped_bytes)
 
 CLI::
 
-    python -m infra.lambda_package --function api|batch|rollout_check --out DIR [--arch x86_64|arm64]
+    python -m infra.lambda_package --function FUNCTION --out DIR [--arch x86_64|arm64]
 
 How a package is built:
 1. ``uv export --frozen`` turns uv.lock's ``lambda`` group (plus ``lambda-batch`` for the batch function)
@@ -17,7 +18,8 @@ How a package is built:
    into a folder; nothing is compiled and no Docker is needed.
 3. ``lambdas/`` (without tests and caches) and the model bundle folder are copied in at the paths the
    handlers expect, and what Lambda never needs is pruned (see ``_PRUNE_*``). A function that serves
-   no model (``rollout_check``) gets ``lambdas/__init__.py`` and its own package only, and no wheels.
+   no model (``rollout_check``, ``snapshot_sweeper``) gets ``lambdas/__init__.py`` and its own package
+   only, and no wheels.
 4. Everything is compiled to CPython 3.12 bytecode (unchecked-hash ``.pyc``, source paths recorded as
    under ``/var/task``): Lambda's code folder is read-only, so without them every cold start would
    compile every imported module again.
@@ -46,7 +48,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-LambdaFunction = Literal["api", "batch", "rollout_check"]
+LambdaFunction = Literal["api", "batch", "rollout_check", "snapshot_sweeper"]
 Architecture = Literal["x86_64", "arm64"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +63,8 @@ _DEPENDENCY_GROUPS: dict[str, tuple[str, ...]] = {
     "batch": ("lambda", "lambda-batch"),
     # CodeDeploy's pre-traffic check: the standard library and the runtime's boto3 only.
     "rollout_check": (),
+    # The daily sweeper of leftover retraining snapshots: likewise.
+    "snapshot_sweeper": (),
 }
 # Functions that serve a model: they get all of lambdas/ and the model bundle. Any other function gets
 # lambdas/__init__.py and its own package only (no model, no scoring code it would never import).

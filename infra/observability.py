@@ -56,12 +56,14 @@ class Observability(Construct):
         batch: BatchScoring,
         state_machine: sfn.StateMachine,
         schedule_alarm: cloudwatch.Alarm | None,
+        snapshot_sweeper_alarm: cloudwatch.Alarm,
         rollout_alarms: dict[str, cloudwatch.Alarm],
         audit_delivery_alarm: cloudwatch.Alarm,
         audit_forwarding_alarm: cloudwatch.Alarm,
     ) -> None:
         """``rollout_alarms`` (the API canary's, owned by CodeDeploy) and ``schedule_alarm`` (the retraining
-        schedule's undelivered starts, when there is a schedule) are e-mailed and shown with the rest.
+        schedule's undelivered starts, when there is a schedule) and ``snapshot_sweeper_alarm`` (failed
+        sweeps of leftover retraining snapshots) are e-mailed and shown with the rest.
         ``api_access_logs`` is the stage's access log group (JSON lines with a "status" key)."""
         super().__init__(scope, construct_id)
         requests = api.metric_count(period=PERIOD, statistic="Sum")
@@ -163,6 +165,7 @@ class Observability(Construct):
             ),
             "DeadLetterQueue": batch.dlq_alarm,
             **({"TrainingScheduleUndelivered": schedule_alarm} if schedule_alarm else {}),
+            "SnapshotSweeper": snapshot_sweeper_alarm,
             "AuditDelivery": audit_delivery_alarm,
             "AuditForwarding": audit_forwarding_alarm,
             **{f"Rollout{name}": alarm for name, alarm in rollout_alarms.items()},
@@ -242,13 +245,14 @@ class Observability(Construct):
                 ],
             ),
             cloudwatch.GraphWidget(
-                title="Training runs",
+                title="Training runs / snapshot sweeps failed",
                 left=[
                     state_machine.metric_succeeded(period=PERIOD),
                     state_machine.metric_failed(period=PERIOD),
                     state_machine.metric_timed_out(period=PERIOD),
                     state_machine.metric_aborted(period=PERIOD),
                 ],
+                right=[snapshot_sweeper_alarm.metric],
             ),
             cloudwatch.GraphWidget(
                 title="Batch: files scored and unreadable, rows rejected",

@@ -16,6 +16,7 @@ from infra.nag import ANY_RESOURCE, BASIC_EXECUTION_POLICY, suppress
 from infra.network import Network
 from infra.observability import Observability
 from infra.serving import Serving
+from infra.snapshot_sweeper import SnapshotSweeper
 from infra.training_pipeline import CANDIDATES_PREFIX, REGISTRY_PREFIX, TrainingPipeline
 
 _REMOVAL_POLICIES = {
@@ -57,6 +58,10 @@ class LoanScoringStack(Stack):
             access_logs=access_logs,
             removal_policy=bucket_removal,
             logs_key=self.logs_key,
+        )
+        # Deletes the run snapshots that aborted or timed-out executions leave (no cleanup state ran).
+        self.snapshot_sweeper = SnapshotSweeper(
+            self, "SnapshotSweeper", config=config, database=self.data.database, logs_key=self.logs_key
         )
         # After the training pipeline: with modelBundleVersion, the API and the batch function both load
         # that registered bundle from its artifact bucket (the same model decides in both).
@@ -106,6 +111,7 @@ class LoanScoringStack(Stack):
             batch=self.batch,
             state_machine=self.training.state_machine,
             schedule_alarm=self.training.schedule_alarm,
+            snapshot_sweeper_alarm=self.snapshot_sweeper.alarm,
             rollout_alarms=self.serving.rollout.alarms,
             audit_delivery_alarm=self.audit.delivery_alarm,
             audit_forwarding_alarm=self.audit.forwarding_alarm,

@@ -525,9 +525,10 @@ class TrainingPipeline(Construct):
         )
 
         # Once the snapshot exists, every way the snapshot or export can go wrong (an RDS call failing
-        # after its retries, a failed snapshot, a FAILED or CANCELED export, polls exhausted) records
-        # $.failure, deletes the manual snapshot (RDS keeps manual snapshots forever) and fails the run
-        # with that error and cause, which raises the TrainingFailures alarm.
+        # after its retries, a failed snapshot, a FAILED or CANCELED export, polls exhausted: the export
+        # cancelled first) records $.failure, deletes the manual snapshot (RDS keeps manual snapshots
+        # forever) and fails the run with that error and cause, which raises the TrainingFailures alarm.
+        # An aborted or timed-out execution runs none of this: infra/snapshot_sweeper.py catches those.
         snapshot_export_failed = sfn.Fail(
             self, "Snapshot or export failed", error_path="$.failure.Error", cause_path="$.failure.Cause"
         )
@@ -538,16 +539,36 @@ class TrainingPipeline(Construct):
         for state in (describe_snapshot, start_export, describe_export):
             state.add_catch(cleanup, errors=["States.ALL"], result_path="$.failure")
 
-        def failure(state_id: str, error: str, cause: str, *paths: str) -> sfn.Pass:
-            """A Pass state that records why the run fails in $.failure, then cleans up."""
+        def failure(
+            state_id: str, error: str, cause: str, *paths: str, then: sfn.IChainable = cleanup
+        ) -> sfn.Pass:
+            """A Pass state that records why the run fails in $.failure, then cleans up (``then``)."""
             recorded = sfn.Pass(
                 self,
                 state_id,
                 parameters={"Error": error, "Cause": sfn.JsonPath.format(cause, *paths)},
                 result_path="$.failure",
             )
-            recorded.next(cleanup)
+            recorded.next(then)
             return recorded
+
+        # An export still running when the polls run out keeps writing to the export bucket, and RDS
+        # will not delete a snapshot while it is being exported: cancel it first. CancelExportTask has
+        # no resource-level permissions (IAM requires "*"). A cancel that fails (the export finished
+        # meanwhile, RDS refuses) still goes on to the cleanup, recorded beside $.failure, not over it.
+        cancel_export = tasks.CallAwsService(
+            self,
+            "Cancel the export",
+            service="rds",
+            action="cancelExportTask",
+            parameters={"ExportTaskIdentifier": sfn.JsonPath.string_at("$.run.snapshotId")},
+            iam_resources=["*"],
+            iam_action="rds:CancelExportTask",
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        _retry(cancel_export, RDS_TRANSIENT_ERRORS)
+        cancel_export.add_catch(cleanup, errors=["States.ALL"], result_path="$.cancelFailure")
+        cancel_export.next(cleanup)
 
         snapshot_id = sfn.JsonPath.string_at("$.run.snapshotId")
         snapshot_status = sfn.JsonPath.string_at("$.snapshotStatus.status")
@@ -611,10 +632,12 @@ class TrainingPipeline(Construct):
                 failure(
                     "Export took too long",
                     "ExportTimeout",
-                    f"RDS export {{}} still {{}} after {EXPORT_MAX_CHECKS} checks; if it is still running, "
-                    "cancel it (aws rds cancel-export-task) and delete the snapshot of the same name",
+                    f"RDS export {{}} still {{}} after {EXPORT_MAX_CHECKS} checks; the run cancels it and "
+                    "deletes the snapshot of the same name (a snapshot RDS will not delete yet is left to "
+                    "the daily snapshot sweeper)",
                     snapshot_id,
                     sfn.JsonPath.string_at("$.exportStatus.status"),
+                    then=cancel_export,
                 ),
             )
             .otherwise(wait_export)
@@ -657,8 +680,9 @@ class TrainingPipeline(Construct):
             "AwsSolutions-IAM5",
             "Resource '*' is needed by: ecs:StopTask and ecs:DescribeTasks (granted by CDK's runTask.sync "
             "integration to follow and stop the task it started; an explicit deny limits both to this "
-            "cluster's tasks), rds:DescribeExportTasks (no resource-level permissions), and the CloudWatch "
-            "Logs delivery and X-Ray actions. Other wildcards: the train-* snapshot name pattern, the "
+            "cluster's tasks), rds:DescribeExportTasks (no resource-level permissions), rds:CancelExportTask "
+            "(IAM's service authorization reference lists no resource type for it), and the CloudWatch Logs "
+            "delivery and X-Ray actions. Other wildcards: the train-* snapshot name pattern, the "
             f"revisions of the three step task definitions, and the per-run candidates/*/{VERDICT_FILE}.",
             findings=[
                 ANY_RESOURCE,

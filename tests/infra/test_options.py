@@ -219,6 +219,7 @@ def test_given_the_defaults_then_no_function_uses_snap_start(resources: Resource
         "lambdas.api.handler.handler": None,
         "lambdas.batch.handler.handler": None,
         "lambdas.rollout_check.handler.handler": None,
+        "lambdas.snapshot_sweeper.handler.handler": None,
     }
 
 
@@ -231,6 +232,7 @@ def test_given_snap_start_then_the_api_versions_resume_from_a_snapshot_and_batch
         "lambdas.api.handler.handler": {"ApplyOn": "PublishedVersions"},
         "lambdas.batch.handler.handler": None,
         "lambdas.rollout_check.handler.handler": None,
+        "lambdas.snapshot_sweeper.handler.handler": None,
     }
     # And Lambda's precondition holds: nothing keeps provisioned environments behind the alias
     (alias,) = _of_type(options, "AWS::Lambda::Alias").values()

@@ -249,6 +249,10 @@ def _services(
         "rds:describeDBSnapshots": describe_snapshot,
         "rds:startExportTask": lambda p: {"Status": "STARTING"},
         "rds:describeExportTasks": describe_export,
+        "rds:cancelExportTask": lambda p: {
+            "ExportTaskIdentifier": p["ExportTaskIdentifier"],
+            "Status": "CANCELING",
+        },
         "rds:deleteDBSnapshot": lambda p: {},
         "ecs:runTask.sync": lambda p: {},
         "s3:getObject": lambda p: {"Body": json.dumps({"passed": passed, "reasons": []})},

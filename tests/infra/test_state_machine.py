@@ -198,11 +198,25 @@ def test_training_runs_on_a_schedule(template: Template) -> None:
 SCHEDULE_QUEUE_PREFIX = "TrainingScheduleDeadLetterQueue"
 
 
+def _training_rules(resources: Resources) -> list[dict[str, Any]]:
+    """The EventBridge rules that start the state machine (the snapshot sweeper has its own rule)."""
+    return [
+        r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Events::Rule"
+        and any(
+            resources[t["Arn"]["Ref"]]["Type"] == "AWS::StepFunctions::StateMachine"
+            for t in r["Properties"]["Targets"]
+            if "Ref" in t["Arn"]
+        )
+    ]
+
+
 def test_given_the_schedule_when_a_start_cannot_be_delivered_then_it_lands_in_a_watched_queue(
     resources: Resources,
 ) -> None:
     # Given the schedule rule and its one target (the state machine)
-    (rule,) = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
+    (rule,) = _training_rules(resources)
     (target,) = rule["Targets"]
     # Then undelivered starts are retried, then kept in an encrypted dead-letter queue
     assert target["RetryPolicy"] == {"MaximumRetryAttempts": 8, "MaximumEventAgeInSeconds": 6 * 3600}
@@ -239,7 +253,7 @@ def test_given_no_schedule_when_synthesised_then_there_is_no_schedule_queue(
     # Given trainingSchedule=none (one of the options)
     resources = synthesised_with_options.template_json["Resources"]
     # Then neither the rule nor its dead-letter queue exists
-    assert not [r for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
+    assert not _training_rules(resources)
     assert not [name for name in resources if name.startswith(SCHEDULE_QUEUE_PREFIX)]
 
 

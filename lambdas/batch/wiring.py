@@ -25,7 +25,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lambdas.audit import BATCH_FILE, audit_logging_problem
 from lambdas.batch.events import ObjectCreated, parse_s3_notification
 from lambdas.batch.formats import DEFAULT_CHUNK_ROWS, DEFAULT_CSV_BLOCK_BYTES
-from lambdas.batch.manifest import Drift
+from lambdas.batch.manifest import Drift, Manifest
 from lambdas.batch.s3_store import S3ObjectStore
 from lambdas.batch.service import BatchSettings, process_object, remove_scratch_left_behind
 from lambdas.model_source import (
@@ -184,8 +184,28 @@ def _handle_object(created: ObjectCreated) -> None:
     if outcome.skipped is not None:
         logger.info("skipped", extra={"key": created.key, "reason": outcome.skipped})
         metrics.add_metric(name="FilesSkipped", unit=MetricUnit.Count, value=1)
-    if manifest is None or outcome.skipped is not None:
+    if manifest is None:
         return
+    if outcome.skipped == "already_done":
+        # The audit line again, marked: an invocation stopped between the manifest and its audit line
+        # would otherwise leave a file scored but never in the trail, since the retry ends here. A
+        # redelivered event repeats it too; the input's key, ETag and version tell repeats apart.
+        _log_file_processed(created, manifest, redelivered=True)
+        return
+    if outcome.skipped is not None:
+        return
+    _log_file_processed(created, manifest, redelivered=False)
+    if manifest.status == "failed":
+        metrics.add_metric(name="FilesUnreadable", unit=MetricUnit.Count, value=1)
+    else:
+        metrics.add_metric(name="FilesScored", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="RowsScored", unit=MetricUnit.Count, value=manifest.counts.rows_scored)
+        metrics.add_metric(name="RowsRejected", unit=MetricUnit.Count, value=manifest.counts.rows_rejected)
+        _record_drift(created.key, manifest.drift)
+
+
+def _log_file_processed(created: ObjectCreated, manifest: Manifest, *, redelivered: bool) -> None:
+    """The file's audit line (lambdas/audit.py): what was read, what came out, the counts."""
     logger.info(
         BATCH_FILE,
         extra={
@@ -200,15 +220,9 @@ def _handle_object(created: ObjectCreated) -> None:
             "error": {"code": manifest.error.code} if manifest.error else None,
             "drift": manifest.drift.model_dump(exclude={"feature_psi"}) if manifest.drift else None,
             "seconds": manifest.timings.total_seconds,
+            "redelivered": redelivered,
         },
     )
-    if manifest.status == "failed":
-        metrics.add_metric(name="FilesUnreadable", unit=MetricUnit.Count, value=1)
-    else:
-        metrics.add_metric(name="FilesScored", unit=MetricUnit.Count, value=1)
-        metrics.add_metric(name="RowsScored", unit=MetricUnit.Count, value=manifest.counts.rows_scored)
-        metrics.add_metric(name="RowsRejected", unit=MetricUnit.Count, value=manifest.counts.rows_rejected)
-        _record_drift(created.key, manifest.drift)
 
 
 def _record_drift(key: str, drift: Drift | None) -> None:

@@ -7,11 +7,13 @@ and a new version whose outputs are half written over an earlier version's when 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 from typing import Any
 
 import pytest
 
+from lambdas.audit import BATCH_FILE
 from lambdas.batch.layout import S3_MAX_KEY_BYTES, manifest_key_for
 from lambdas.batch.local import drain_queue_once
 from lambdas.batch.manifest import Manifest
@@ -19,7 +21,7 @@ from lambdas.batch.s3_store import S3ObjectStore
 from lambdas.batch.service import BatchSettings, SharedOutputNamesError, process_object
 from lambdas.scoring.runtime import ScoringModel
 from tests.batch.conftest import NotifiedBucket
-from tests.batch.helpers import BAD_ROWS, GOOD_ROWS, file_bytes, read_rejected
+from tests.batch.helpers import BAD_ROWS, GOOD_ROWS, csv_bytes, file_bytes, read_rejected
 from tests.batch.test_delivery_review import created, discard_pending_messages
 
 
@@ -233,3 +235,37 @@ def test_given_a_new_version_whose_upload_stops_halfway_then_no_manifest_says_do
         1,
     )
     assert len(read_rejected(notified_bucket.get("rejected/halfway/file.csv"))) == 1
+
+
+def test_given_a_file_whose_audit_line_was_lost_when_its_event_is_redelivered_then_the_trail_gets_it(
+    notified_bucket: NotifiedBucket, batch_log: io.StringIO
+) -> None:
+    # Given a file scored, its manifest written, and then its audit line lost (as when the invocation
+    # stops between the two): only the manifest remains
+    key = "incoming/audit-gap/file.csv"
+    notified_bucket.put(key, csv_bytes(GOOD_ROWS))
+    notified_bucket.drain()
+    manifest = notified_bucket.get_json("manifests/audit-gap/file.json")
+    batch_log.seek(0)
+    batch_log.truncate()
+    # When the same event is delivered again (the retry of that message)
+    notification = {
+        "Records": [
+            {
+                "eventName": "ObjectCreated:Put",
+                "s3": {
+                    "bucket": {"name": notified_bucket.bucket},
+                    "object": {"key": key, "eTag": manifest["input"]["etag"], "size": 1},
+                },
+            }
+        ]
+    }
+    notified_bucket.sqs.send_message(QueueUrl=notified_bucket.queue_url, MessageBody=json.dumps(notification))
+    notified_bucket.drain()
+    # Then the file is not scored again, and its audit line is written from the manifest, marked
+    assert notified_bucket.get_json("manifests/audit-gap/file.json") == manifest
+    entries = [json.loads(line) for line in batch_log.getvalue().splitlines() if line.startswith("{")]
+    (line,) = [entry for entry in entries if entry.get("message") == BATCH_FILE]
+    assert line["redelivered"] is True
+    assert line["input"] == manifest["input"]
+    assert line["counts"] == manifest["counts"]

@@ -158,6 +158,18 @@ def _holdout_counts(card: Mapping[str, Any]) -> tuple[int, int] | None:
     return _count(positives, "data.holdout_positives"), _count(negatives, "data.holdout_negatives")
 
 
+def _why_not_scored(comparison: Any, champion_version: str) -> str:
+    """Why the candidate's card holds no champion metrics to compare with."""
+    if not isinstance(comparison, Mapping) or comparison.get("champion_version") != champion_version:
+        return (
+            f"the candidate's card did not score champion {champion_version} on its holdout: train it with "
+            "--champion-registry, or pass champion_metrics_on_candidate_holdout"
+        )
+    # Training declined to score it (its note says why: a holdout that may hold the champion's training
+    # rows, or features the dataset lacks). Scoring it anyway would compare on rows it was fitted to.
+    return f"training did not score the champion on the candidate's holdout ({comparison.get('note')})"
+
+
 def _same_holdout(candidate: Mapping[str, Any], champion: Mapping[str, Any]) -> bool:
     def identity(card: Mapping[str, Any]) -> tuple[object, object, object] | None:
         data = card.get("data")
@@ -241,8 +253,8 @@ def gate(
         notes.append("both cards describe the same data and holdout")
     else:
         failures.append(
-            "the cards' holdouts differ (dataset, data.sha256 or data.holdout): evaluate the champion "
-            "on the candidate's holdout and pass champion_metrics_on_candidate_holdout"
+            "the cards' holdouts differ (dataset, data.sha256 or data.holdout) and "
+            + _why_not_scored(comparison, champion_version)
         )
         return GateDecision(False, version, champion_version, failures + notes)
 

@@ -33,6 +33,7 @@ from training.pipeline import (
     train_bundle,
 )
 from training.reference import numeric_reference
+from training.registry import gate
 from training.threshold import choose_threshold, expected_cost
 
 
@@ -411,3 +412,30 @@ def test_given_two_holdout_rules_then_the_champion_is_scored_only_where_it_canno
     champion: str, candidate: str, scored: bool
 ) -> None:
     assert (_holdout_overlap(champion, candidate) is None) is scored
+
+
+def test_given_a_candidate_whose_training_declined_to_score_the_champion_then_the_gate_says_why() -> None:
+    # Given a candidate trained on grown data, whose training did not score the champion (the champion's
+    # holdout was drawn another way, so this holdout may hold its training rows)
+    note = "not scored: the champion's holdout was drawn another way (stratified random 20% (seed 42); ...)"
+
+    def card(version: str, sha: str, holdout: str) -> dict[str, Any]:
+        return {
+            "model_name": "credit-risk-default-risk",
+            "model_version": version,
+            "dataset": "credit_risk",
+            "holdout_metrics": {"roc_auc": 0.95, "brier": 0.05},
+            "parity": {"passed": True},
+            "data": {"sha256": sha, "holdout": holdout},
+        }
+
+    champion = card("v1", "data-1", "stratified random 20% (seed 42)")
+    candidate = card("v2", "data-2", "records by keyed hash 20% (seed 42)") | {
+        "champion_comparison": {"champion_version": "v1", "champion_metrics": None, "note": note}
+    }
+    # When gated
+    decision = gate(candidate, champion)
+    # Then it is refused, naming training's reason instead of asking for the very comparison refused
+    assert not decision.passed
+    assert note in decision.reasons[0]
+    assert "pass champion_metrics_on_candidate_holdout" not in decision.reasons[0]

@@ -200,7 +200,9 @@ def _record_texts(frame: pd.DataFrame, spec: DatasetSpec) -> list[str]:
         values = frame[column]
         numbers = pd.to_numeric(values, errors="coerce")
         if bool((numbers.notna() == values.notna()).all()):
-            texts = ["" if math.isnan(x) else repr(x) for x in numbers.to_numpy(dtype=np.float64)]
+            # Python floats (tolist), whose repr is the shortest text that reads back as the same double
+            # in any Python 3; a numpy scalar's repr depends on numpy's version and print options.
+            texts = ["" if math.isnan(x) else repr(x) for x in numbers.to_numpy(dtype=np.float64).tolist()]
         else:
             texts = ["" if pd.isna(x) else str(x) for x in values.tolist()]
         fields.append([f"{column}={text}" for text in texts])

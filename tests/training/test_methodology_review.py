@@ -26,6 +26,7 @@ from training.fairness import fairness_for_attribute
 from training.pipeline import (
     TrainingConfig,
     _holdout_overlap,
+    _record_texts,
     cross_validate,
     fairness_report,
     split_holdout,
@@ -439,3 +440,16 @@ def test_given_a_candidate_whose_training_declined_to_score_the_champion_then_th
     assert not decision.passed
     assert note in decision.reasons[0]
     assert "pass champion_metrics_on_candidate_holdout" not in decision.reasons[0]
+
+
+def test_given_numpy_print_options_changed_then_the_holdout_is_the_same() -> None:
+    # Given a sample split as usual, and split again under numpy's 1.25 print style (as numpy 1.x prints)
+    sample = _credit_sample(400)
+    usual = split_holdout(sample, TrainingConfig())
+    with np.printoptions(legacy="1.25"):
+        legacy = split_holdout(sample, TrainingConfig())
+    # Then the same rows form the holdout: a record's text is plain Python, e.g. "person_income=59000.0"
+    assert usual.holdout.equals(legacy.holdout)
+    texts = _record_texts(sample.frame.head(3), sample.spec)
+    assert all("np." not in text for text in texts)
+    assert any("person_income=" in text and ".0" in text for text in texts)

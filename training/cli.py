@@ -115,6 +115,17 @@ def card_summary(card: ModelCard) -> str:
                 f"gate's minimum of {DEFAULT_MIN_HOLDOUT_POSITIVES} and {DEFAULT_MIN_HOLDOUT_NEGATIVES}: "
                 "its metrics rest on too few cases, and the gate will not let this model replace a champion"
             )
+    comparison = card.champion_comparison
+    differences = comparison.difference_intervals if comparison is not None else None
+    if comparison is not None and comparison.champion_metrics is not None and differences is not None:
+        paired = f"{differences.confidence:.0%} paired bootstrap interval"
+        lines.append(
+            f"vs registered champion {comparison.champion_version} on this holdout: ROC AUC "
+            f"{metrics.roc_auc - comparison.champion_metrics.roc_auc:+.4f} ({paired} "
+            f"{differences.roc_auc.lower:+.4f} to {differences.roc_auc.upper:+.4f}), Brier "
+            f"{metrics.brier - comparison.champion_metrics.brier:+.4f} ({paired} "
+            f"{differences.brier.lower:+.4f} to {differences.brier.upper:+.4f})"
+        )
     if uncertainty is None and positives is None:
         lines.append("uncertainty: not recorded in this card (written before holdout counts and intervals)")
     decisions = card.holdout_decisions

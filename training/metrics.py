@@ -1,10 +1,12 @@
 """Imbalance-aware evaluation: ranking (ROC AUC, PR AUC, KS), probability quality (Brier, log loss,
 calibration by bins), what the chosen threshold's decisions do on held-out rows, and how uncertain
-those figures are (Wilson score intervals for rates, stratified bootstrap for ROC AUC and Brier)."""
+those figures are (Wilson score intervals for rates, stratified bootstrap for ROC AUC and Brier, and
+a paired one for their differences from the registered champion on the same rows)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 from numpy.typing import NDArray
@@ -14,6 +16,7 @@ from lambdas.scoring.card import (
     CalibrationBin,
     CalibrationReport,
     DecisionOutcomes,
+    DifferenceIntervals,
     HoldoutUncertainty,
     Interval,
     MetricSet,
@@ -93,6 +96,45 @@ def rank_auc(positive_scores: NDArray[np.float64], negative_scores: NDArray[np.f
     return float((below.sum() + 0.5 * tied.sum()) / (len(positive_scores) * len(negatives)))
 
 
+def stratified_resamples(
+    y_true: NDArray[np.int_], resamples: int, seed: int
+) -> Iterator[tuple[NDArray[np.intp], NDArray[np.intp]]]:
+    """The rows of each stratified bootstrap resample, as (positive rows, negative rows) indices into
+    ``y_true``: the positive rows drawn with replacement to their own count, then the negative rows to
+    theirs, so every resample has both classes (ROC AUC is defined) and the holdout's positive rate."""
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples}")
+    positive_rows = np.flatnonzero(y_true == 1)
+    negative_rows = np.flatnonzero(y_true == 0)
+    if len(positive_rows) == 0 or len(negative_rows) == 0:
+        raise ValueError("bootstrap intervals need both classes in the evaluated rows")
+    rng = np.random.default_rng(seed)
+    # A generator expression, not a generator function: the checks above run when it is called.
+    # Within a resample the positives are drawn first (a tuple's items are evaluated in order).
+    return (
+        (
+            positive_rows[rng.integers(0, len(positive_rows), len(positive_rows))],
+            negative_rows[rng.integers(0, len(negative_rows), len(negative_rows))],
+        )
+        for _ in range(resamples)
+    )
+
+
+def _squared_errors(y_true: NDArray[np.int_], probability: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Each row's Brier term: (1 - p)² for a positive, p² for a negative."""
+    return np.where(y_true == 1, (1 - probability) ** 2, probability**2)
+
+
+def _percentile_interval(values: NDArray[np.float64], confidence: float) -> Interval:
+    lower, upper = np.quantile(values, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return Interval(lower=float(lower), upper=float(upper))
+
+
+def _class_counts(y_true: NDArray[np.int_]) -> str:
+    positives = int((y_true == 1).sum())
+    return f"{positives} positives and {len(y_true) - positives} negatives"
+
+
 def bootstrap_intervals(
     y_true: NDArray[np.int_],
     probability: NDArray[np.float64],
@@ -100,45 +142,77 @@ def bootstrap_intervals(
     seed: int,
     confidence: float = CONFIDENCE,
 ) -> HoldoutUncertainty:
-    """Percentile intervals of ROC AUC and Brier score from a stratified bootstrap of the rows.
+    """Percentile intervals of ROC AUC and Brier score from a stratified bootstrap of the rows
+    (``stratified_resamples``).
 
-    Each resample draws the positives with replacement to their own count and the negatives to
-    theirs, so every resample has both classes (ROC AUC is defined) and the holdout's positive
-    rate. The interval is the (1 - confidence)/2 and (1 + confidence)/2 quantiles of the resampled
+    The interval is the (1 - confidence)/2 and (1 + confidence)/2 quantiles of the resampled
     metrics. It measures sampling noise of the holdout rows only: not drift, nor the model's own
     variance from refitting.
     """
-    if resamples < 1:
-        raise ValueError(f"resamples must be at least 1, got {resamples}")
-    positives = np.asarray(probability[y_true == 1], dtype=np.float64)
-    negatives = np.asarray(probability[y_true == 0], dtype=np.float64)
-    if len(positives) == 0 or len(negatives) == 0:
-        raise ValueError("bootstrap intervals need both classes in the evaluated rows")
-    positive_errors, negative_errors = (1 - positives) ** 2, negatives**2
-    rng = np.random.default_rng(seed)
+    probability = np.asarray(probability, dtype=np.float64)
+    draws = stratified_resamples(y_true, resamples, seed)  # checks resamples and classes first
+    errors = _squared_errors(y_true, probability)
     auc = np.empty(resamples)
     brier = np.empty(resamples)
-    for r in range(resamples):
-        p = rng.integers(0, len(positives), len(positives))
-        n = rng.integers(0, len(negatives), len(negatives))
-        auc[r] = rank_auc(positives[p], negatives[n])
-        brier[r] = (positive_errors[p].sum() + negative_errors[n].sum()) / (len(p) + len(n))
-    tails = [(1 - confidence) / 2, (1 + confidence) / 2]
-
-    def interval(values: NDArray[np.float64]) -> Interval:
-        lower, upper = np.quantile(values, tails)
-        return Interval(lower=float(lower), upper=float(upper))
-
+    for r, (p, n) in enumerate(draws):
+        auc[r] = rank_auc(probability[p], probability[n])
+        brier[r] = (errors[p].sum() + errors[n].sum()) / (len(p) + len(n))
     return HoldoutUncertainty(
         method=(
-            f"stratified bootstrap of the holdout rows: {len(positives)} positives and {len(negatives)} "
-            f"negatives each drawn with replacement to their own count; percentile interval"
+            f"stratified bootstrap of the holdout rows: {_class_counts(y_true)} each drawn with "
+            "replacement to their own count; percentile interval"
         ),
         resamples=resamples,
         seed=seed,
         confidence=confidence,
-        roc_auc=interval(auc),
-        brier=interval(brier),
+        roc_auc=_percentile_interval(auc, confidence),
+        brier=_percentile_interval(brier, confidence),
+    )
+
+
+def paired_bootstrap_differences(
+    y_true: NDArray[np.int_],
+    candidate_probability: NDArray[np.float64],
+    champion_probability: NDArray[np.float64],
+    resamples: int,
+    seed: int,
+    confidence: float = CONFIDENCE,
+) -> DifferenceIntervals:
+    """Percentile intervals of the differences candidate - champion in ROC AUC and in Brier score, from a
+    paired stratified bootstrap: each resample (``stratified_resamples``, as ``bootstrap_intervals``
+    draws them with the same seed) scores both models on the same rows.
+
+    Both models are scored on the same holdout, so a row that is hard for one is mostly hard for the
+    other: their metrics move together from resample to resample, and the interval of the difference is
+    narrower than independent resamples of each model would make it. An interval that holds 0 means the
+    holdout cannot tell the two apart. Like ``bootstrap_intervals``, it measures the holdout's sampling
+    noise only (not drift, nor either model's variance from refitting).
+    """
+    candidate = np.asarray(candidate_probability, dtype=np.float64)
+    champion = np.asarray(champion_probability, dtype=np.float64)
+    if not len(y_true) == len(candidate) == len(champion):
+        raise ValueError(
+            f"a paired bootstrap needs both models' probabilities on the same rows: {len(y_true)} labels, "
+            f"{len(candidate)} candidate and {len(champion)} champion probabilities"
+        )
+    draws = stratified_resamples(y_true, resamples, seed)  # checks resamples and classes first
+    error_difference = _squared_errors(y_true, candidate) - _squared_errors(y_true, champion)
+    auc = np.empty(resamples)
+    brier = np.empty(resamples)
+    for r, (p, n) in enumerate(draws):
+        auc[r] = rank_auc(candidate[p], candidate[n]) - rank_auc(champion[p], champion[n])
+        brier[r] = (error_difference[p].sum() + error_difference[n].sum()) / (len(p) + len(n))
+    return DifferenceIntervals(
+        method=(
+            f"paired stratified bootstrap of the holdout rows: {_class_counts(y_true)} each drawn with "
+            "replacement to their own count, the same rows for both models; percentile interval of "
+            "candidate - champion"
+        ),
+        resamples=resamples,
+        seed=seed,
+        confidence=confidence,
+        roc_auc=_percentile_interval(auc, confidence),
+        brier=_percentile_interval(brier, confidence),
     )
 
 

@@ -53,6 +53,7 @@ from training.metrics import (
     calibration_report,
     decision_outcomes,
     evaluate,
+    paired_bootstrap_differences,
     summarise,
 )
 from training.onnx_export import (
@@ -455,7 +456,14 @@ def lineage(config: TrainingConfig, seconds: float) -> Lineage:
 
 
 def compare_with_champion(
-    champion_bundle: Path, holdout: pd.DataFrame, target: str, data: DataFingerprint | None = None
+    champion_bundle: Path,
+    holdout: pd.DataFrame,
+    target: str,
+    data: DataFingerprint | None = None,
+    *,
+    candidate_probability: NDArray[np.float64] | None = None,
+    resamples: int = TrainingConfig.bootstrap_resamples,
+    seed: int = TrainingConfig.seed,
 ) -> ChampionComparison:
     """Score the champion's ONNX model on this run's holdout rows, using the champion's own schema.
 
@@ -463,6 +471,10 @@ def compare_with_champion(
     holdouts drawn by the same rule (the same record hash and seed, or out of time by the same column),
     and an out-of-time holdout starting no earlier than the champion's. Otherwise the champion is not
     scored and the note says why (the gate then refuses to compare).
+
+    With ``candidate_probability`` (this run's model on the same ``holdout`` rows, in their order) a
+    scored champion also gets ``difference_intervals``: a paired stratified bootstrap of the differences
+    candidate - champion in ROC AUC and Brier (``resamples`` resamples, seeded by ``seed``).
     """
     champion = ModelCard.model_validate_json((champion_bundle / "model_card.json").read_text())
     overlap = _holdout_overlap(champion.data.holdout, data.holdout) if data is not None else None
@@ -486,10 +498,16 @@ def compare_with_champion(
     note = f"champion {champion.model_version} scored on this card's {len(holdout)} holdout rows"
     if data is not None:
         note += f", drawn by the rule its own holdout was ({_holdout_rule(data.holdout)})"
+    y_holdout = holdout[target].to_numpy(dtype=np.int64)
     return ChampionComparison(
         champion_version=champion.model_version,
-        champion_metrics=evaluate(holdout[target].to_numpy(dtype=np.int64), probability),
+        champion_metrics=evaluate(y_holdout, probability),
         note=note,
+        difference_intervals=(
+            paired_bootstrap_differences(y_holdout, candidate_probability, probability, resamples, seed)
+            if candidate_probability is not None
+            else None
+        ),
     )
 
 
@@ -702,7 +720,16 @@ def train(dataset: LoadedDataset, config: TrainingConfig | None = None) -> Train
         data=fingerprint,
         lineage=lineage(config, time.perf_counter() - started),
         champion_comparison=(
-            compare_with_champion(config.champion_bundle, split.holdout, spec.target, fingerprint)
+            compare_with_champion(
+                config.champion_bundle,
+                split.holdout,
+                spec.target,
+                fingerprint,
+                # The probabilities holdout_metrics are computed from, for the paired differences.
+                candidate_probability=holdout_probability,
+                resamples=config.bootstrap_resamples,
+                seed=config.seed,
+            )
             if config.champion_bundle
             else None
         ),

@@ -35,12 +35,18 @@ Gate rule (``gate``): a candidate may replace the champion only if
    them would strand every existing registry on its current champion until a retrain). A candidate
    that is the registered champion itself (same ``model_version``) replaces nothing and is not refused.
 
+The rules compare point estimates with fixed tolerances. When the champion's metrics come from the
+candidate's card (``champion_comparison``) and it holds ``difference_intervals`` (a paired bootstrap of
+candidate - champion on the same holdout rows), the verdict's notes also give each difference with its
+interval and whether the interval holds 0 (within holdout noise): for a reviewer, never for the decision.
+
 With no champion registered, rule 1 alone applies (a holdout below the minimum counts is noted, not
 refused: there is nothing to replace, and the first version would otherwise never be registered);
 metrics must be finite numbers (NaN would pass every comparison). Cards are read as plain JSON: only
 ``model_name``, ``model_version``, ``onnx.sha256``, ``onnx.file`` (``model.onnx`` if absent, nothing
 else), ``holdout_metrics.roc_auc``, ``holdout_metrics.brier``, ``parity.passed`` (and for rule 2
-``dataset`` and ``data``, for rule 5 ``data.holdout_positives`` and ``data.holdout_negatives``) are used.
+``dataset`` and ``data``, for rule 5 ``data.holdout_positives`` and ``data.holdout_negatives``, for the
+notes ``champion_comparison.difference_intervals``) are used.
 """
 
 from __future__ import annotations
@@ -170,6 +176,38 @@ def _why_not_scored(comparison: Any, champion_version: str) -> str:
     return f"training did not score the champion on the candidate's holdout ({comparison.get('note')})"
 
 
+_DIFFERENCE_INTERVALS = "champion_comparison.difference_intervals"
+
+
+def _difference_notes(
+    candidate: Mapping[str, Any], roc_auc_difference: float, brier_difference: float
+) -> list[str]:
+    """The differences candidate - champion with the card's paired bootstrap intervals, or nothing for a
+    card without them (written before they existed)."""
+    comparison = candidate["champion_comparison"]
+    if comparison.get("difference_intervals") is None:
+        return []
+    confidence = _number(candidate, f"{_DIFFERENCE_INTERVALS}.confidence")
+    notes = []
+    for label, key, difference, higher_is_better in (
+        ("ROC AUC", "roc_auc", roc_auc_difference, True),
+        ("Brier", "brier", brier_difference, False),
+    ):
+        lower = _number(candidate, f"{_DIFFERENCE_INTERVALS}.{key}.lower")
+        upper = _number(candidate, f"{_DIFFERENCE_INTERVALS}.{key}.upper")
+        if lower <= 0 <= upper:
+            reading = "holds 0: within holdout noise"
+        elif (lower > 0) == higher_is_better:
+            reading = "excludes 0: the candidate is better beyond holdout noise"
+        else:
+            reading = "excludes 0: the candidate is worse beyond holdout noise"
+        notes.append(
+            f"{label} difference {difference:+.4f} ({confidence:.0%} paired bootstrap interval "
+            f"{lower:+.4f} to {upper:+.4f}; {reading})"
+        )
+    return notes
+
+
 def _same_holdout(candidate: Mapping[str, Any], champion: Mapping[str, Any]) -> bool:
     def identity(card: Mapping[str, Any]) -> tuple[object, object, object] | None:
         data = card.get("data")
@@ -230,6 +268,7 @@ def gate(
     else:
         notes.append(f"holdout has {counts[0]} positives and {counts[1]} negatives (needs {minimum})")
     comparison = candidate.get("champion_comparison")
+    scored_by_training = False
     if (
         champion_metrics_on_candidate_holdout is None
         and isinstance(comparison, Mapping)
@@ -238,6 +277,7 @@ def gate(
     ):
         # Training scored this very champion on the candidate's holdout (card.champion_comparison).
         champion_metrics_on_candidate_holdout = comparison["champion_metrics"]
+        scored_by_training = True
     if champion_metrics_on_candidate_holdout is not None:
         champion_roc_auc = _finite(
             champion_metrics_on_candidate_holdout.get("roc_auc"),
@@ -274,6 +314,9 @@ def gate(
         )
     else:
         notes.append(f"Brier {brier:.4f} vs champion {champion_brier:.4f} (tolerance {rule.brier_tolerance})")
+    if scored_by_training:
+        # Only beside the card's own champion metrics: the intervals are of those very differences.
+        notes += _difference_notes(candidate, roc_auc - champion_roc_auc, brier - champion_brier)
     return GateDecision(not failures, version, champion_version, failures + notes)
 
 

@@ -351,12 +351,26 @@ class HoldoutUncertainty(_Strict):
     brier: Interval
 
 
+class DifferenceIntervals(_Strict):
+    """Paired bootstrap intervals of this card's model minus the registered champion, on the same
+    holdout rows: each resample draws the rows once and scores both models on them."""
+
+    method: str
+    resamples: int = Field(ge=1)
+    seed: int
+    confidence: float = Field(gt=0.0, lt=1.0)
+    roc_auc: Interval = Field(description="Of ROC AUC (this card's model - champion): above 0 is better")
+    brier: Interval = Field(description="Of Brier score (this card's model - champion): below 0 is better")
+
+
 class ChampionComparison(_Strict):
     """The registered champion scored on this card's holdout rows, so a gate compares like with like."""
 
     champion_version: str
     champion_metrics: MetricSet | None
     note: str
+    # Optional: None in cards written before it existed, and where the champion was not scored.
+    difference_intervals: DifferenceIntervals | None = None
 
 
 class ModelCard(_Strict):

@@ -15,6 +15,7 @@ from constructs import Construct
 from infra.alarms import alarm_on_any
 from infra.buckets import grant_put_under, grant_read_under, rotating_key, secure_bucket
 from infra.config import AppConfig
+from infra.execution_roles import role_of
 from infra.nag import (
     ANY_RESOURCE,
     S3_OBJECT_READ_ACTIONS,
@@ -153,7 +154,7 @@ class BatchScoring(Construct):
             "messages reach the incoming queue's dead-letter queue through its redrive policy.",
         )
         suppress(
-            self.function,
+            role_of(self.function),
             "AwsSolutions-IAM5",
             "Wildcards are the incoming/ and manifests/ (read) and scored/, rejected/, manifests/ (write: "
             "s3:PutObject and s3:AbortMultipartUpload only) prefixes of the scoring bucket, s3:GetObject* "

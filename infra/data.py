@@ -13,6 +13,7 @@ from constructs import Construct
 
 from infra.buckets import grant_read_under, rotating_key, secure_bucket
 from infra.config import AppConfig
+from infra.execution_roles import cdk_helper_role
 from infra.nag import (
     ANY_RESOURCE,
     KMS_WRITE_ACTIONS,
@@ -157,6 +158,9 @@ class Data(Construct):
             description="Loan database: MariaDB from the loader and the secret-rotation function only",
             allow_all_outbound=False,
         )
+        # CDK's log-retention helper function (which sets the exported log groups' retention) gets a role
+        # that writes Lambda's default log groups only, instead of AWS's managed policy on every group.
+        log_retention_role = cdk_helper_role(self, "LogRetentionRole")
         database = rds.DatabaseInstance(
             self,
             "Database",
@@ -182,9 +186,17 @@ class Data(Construct):
             # No "general": it would log every statement, applicant data included.
             cloudwatch_logs_exports=list(LOG_EXPORTS),
             cloudwatch_logs_retention=logs.RetentionDays.ONE_MONTH,
+            cloudwatch_logs_retention_role=log_retention_role,
             deletion_protection=config.rds_deletion_protection,
             removal_policy=removal_policy,
             auto_minor_version_upgrade=True,
+        )
+        suppress(
+            log_retention_role,
+            "AwsSolutions-IAM5",
+            "CDK's log-retention helper sets retention on log groups whose names are only known at deploy "
+            "time (RDS log exports), so logs:PutRetentionPolicy and logs:DeleteRetentionPolicy need '*'.",
+            findings=[ANY_RESOURCE],
         )
         # The credentials stay as long as the database (or its final snapshot) does: without them it
         # could not be logged into. (database.secret is the attachment; the secret is this child.)

@@ -71,6 +71,9 @@ class Network(Construct):
                     cidr_mask=ISOLATED_CIDR_MASK,
                 )
             ],
+            # Removes the default security group's rules through a CDK custom-resource provider function
+            # whose role CDK builds itself, with AWS's AWSLambdaBasicExecutionRole (no role or log group
+            # setting exists for it): it runs CDK's code during deployments only.
             restrict_default_security_group=True,
         )
         self.isolated_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)

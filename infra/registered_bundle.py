@@ -16,6 +16,7 @@ from aws_cdk import aws_s3 as s3
 
 from infra.buckets import grant_read_under
 from infra.config import AppConfig
+from infra.execution_roles import role_of
 from infra.nag import S3_OBJECT_READ_ACTIONS, bucket_objects, suppress
 from infra.training_pipeline import REGISTRY_PREFIX
 
@@ -50,7 +51,7 @@ class RegisteredBundle:
         objects = self.key_prefix + "*"
         grant_read_under(self.registry, function, objects, probes_missing_keys=False)
         suppress(
-            function,
+            role_of(function),
             "AwsSolutions-IAM5",
             f"{reader} loads the registered model bundle it is configured with (modelBundleVersion): "
             f"read is limited to that one immutable version's objects ({objects}) in the artifact "
@@ -72,7 +73,7 @@ def grant_registry_read(registry: s3.IBucket, function: lambda_.Function, *, rea
     objects = REGISTRY_PREFIX + "*"
     grant_read_under(registry, function, objects, probes_missing_keys=False)
     suppress(
-        function,
+        role_of(function),
         "AwsSolutions-IAM5",
         f"{reader} loads registered model bundles ({objects} in the artifact bucket: immutable ONNX files "
         "and model cards, no applicant data; s3:GetObject*, listing limited to models/): during a canary "

@@ -26,9 +26,10 @@ from infra.alarms import alarm_on_any
 from infra.assets import lambda_code
 from infra.config import ApiRollout as ApiRolloutName
 from infra.config import AppConfig
+from infra.execution_roles import execution_role, role_of
 from infra.lambda_package import REPO_ROOT
 from infra.log_groups import encrypted_log_group
-from infra.nag import ANY_RESOURCE, BASIC_EXECUTION_POLICY, suppress
+from infra.nag import ANY_RESOURCE, suppress
 from infra.scoring_functions import METRICS_NAMESPACE, service_name
 from lambdas.rollout_check.hook import (
     EXPECTED_MODEL_VERSION_ENV,
@@ -98,6 +99,8 @@ class PreTrafficCheck(Construct):
         self.log_group = encrypted_log_group(
             self, "FunctionLogs", key=logs_key, retention=logs.RetentionDays.THREE_MONTHS
         )
+        # Its own log group only: the check must not be able to write into the API's (audit records).
+        role = execution_role(self, "FunctionRole", log_group=self.log_group)
         self.function = lambda_.Function(
             self,
             "Function",
@@ -118,6 +121,7 @@ class PreTrafficCheck(Construct):
             # fails the check instead of timing the hook out (which would leave CodeDeploy waiting an hour).
             timeout=Duration.seconds(required_timeout_seconds(timeout_seconds)),
             tracing=lambda_.Tracing.ACTIVE,
+            role=role,
             log_group=self.log_group,
             # The runtime's JSON log lines: each record's extra keys (deployment_id, reason) become fields.
             logging_format=lambda_.LoggingFormat.JSON,
@@ -146,13 +150,7 @@ class PreTrafficCheck(Construct):
                 "check runs on the same runtime as the API it checks.",
             )
         suppress(
-            fn,
-            "AwsSolutions-IAM4",
-            "AWSLambdaBasicExecutionRole only allows writing the function's own CloudWatch logs.",
-            findings=[BASIC_EXECUTION_POLICY],
-        )
-        suppress(
-            fn,
+            role_of(fn),
             "AwsSolutions-IAM5",
             "lambda:InvokeFunction on '<scoring function ARN>:*' covers that one function's published "
             "versions and aliases (the version under deployment changes with every deploy; a per-version "

@@ -10,9 +10,10 @@ from constructs import Construct
 
 from infra.assets import lambda_code
 from infra.config import AppConfig
+from infra.execution_roles import execution_role
 from infra.lambda_package import LambdaFunction
 from infra.log_groups import encrypted_log_group
-from infra.nag import BASIC_EXECUTION_POLICY, suppress
+from infra.nag import suppress
 from lambdas.audit import audit_logging_problem
 
 METRICS_NAMESPACE = "LoanScoring"
@@ -53,6 +54,8 @@ def scoring_function(
     problem = audit_logging_problem(environment)
     if problem is not None:
         raise ValueError(f"{construct_id}: {problem}")
+    # The audit trail's source: only this function's role may write this log group (and no other).
+    role = execution_role(scope, f"{construct_id}Role", log_group=log_group)
     fn = lambda_.Function(
         scope,
         construct_id,
@@ -76,6 +79,7 @@ def scoring_function(
         # Applies to published versions only, which is what the API's alias serves.
         snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if snap_start else None,
         tracing=lambda_.Tracing.ACTIVE,
+        role=role,
         log_group=log_group,
         environment=environment,
     )
@@ -93,11 +97,5 @@ def scoring_function(
         "in the VPC (not the database); they only call AWS APIs (S3, KMS, X-Ray) over TLS with their own "
         "least-privilege role, so a VPC would add ENIs and more endpoints but no boundary around data. "
         "Deployers who require it set vpc= (isolated subnets) and add an X-Ray interface endpoint.",
-    )
-    suppress(
-        fn,
-        "AwsSolutions-IAM4",
-        "AWSLambdaBasicExecutionRole only allows writing the function's own CloudWatch logs.",
-        findings=[BASIC_EXECUTION_POLICY],
     )
     return fn

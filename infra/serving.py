@@ -15,6 +15,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.config import AppConfig
+from infra.execution_roles import role_of
 from infra.gateway_responses import add_error_responses
 from infra.log_groups import encrypted_log_group
 from infra.nag import ANY_RESOURCE, suppress
@@ -199,7 +200,7 @@ class Serving(Construct):
             ],
         )
         suppress(
-            self.function,
+            role_of(self.function),
             "AwsSolutions-IAM5",
             "X-Ray PutTraceSegments/PutTelemetryRecords do not support resource-level permissions.",
             findings=[ANY_RESOURCE],

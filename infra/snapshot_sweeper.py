@@ -25,8 +25,9 @@ from constructs import Construct
 from infra.alarms import alarm_on_any, periods_covering
 from infra.assets import lambda_code
 from infra.config import AppConfig
+from infra.execution_roles import execution_role, role_of
 from infra.log_groups import encrypted_log_group
-from infra.nag import ANY_RESOURCE, BASIC_EXECUTION_POLICY, suppress
+from infra.nag import ANY_RESOURCE, suppress
 from infra.training_pipeline import SNAPSHOT_PREFIX, STATE_MACHINE_TIMEOUT
 from lambdas.snapshot_sweeper.sweep import DATABASE_ENV, MIN_AGE_ENV, PREFIX_ENV
 
@@ -58,6 +59,8 @@ class SnapshotSweeper(Construct):
         self.log_group = encrypted_log_group(
             self, "FunctionLogs", key=logs_key, retention=logs.RetentionDays.THREE_MONTHS
         )
+        # Its own log group only: the sweeper must not be able to write into the scoring functions'.
+        role = execution_role(self, "FunctionRole", log_group=self.log_group)
         self.function = lambda_.Function(
             self,
             "Function",
@@ -76,6 +79,7 @@ class SnapshotSweeper(Construct):
             memory_size=SWEEPER_MEMORY_MB,
             timeout=SWEEPER_TIMEOUT,
             tracing=lambda_.Tracing.ACTIVE,
+            role=role,
             log_group=self.log_group,
             # The runtime's JSON log lines: each record's extra keys (snapshot, age_hours) become fields.
             logging_format=lambda_.LoggingFormat.JSON,
@@ -158,13 +162,7 @@ class SnapshotSweeper(Construct):
                 "runtime of every function of the stack.",
             )
         suppress(
-            fn,
-            "AwsSolutions-IAM4",
-            "AWSLambdaBasicExecutionRole only allows writing the function's own CloudWatch logs.",
-            findings=[BASIC_EXECUTION_POLICY],
-        )
-        suppress(
-            fn,
+            role_of(fn),
             "AwsSolutions-IAM5",
             f"The sweeper deletes only snapshots named {SNAPSHOT_PREFIX}* (the retraining runs' naming; the "
             "names are made at run time) and lists those of the stack's database. Resource '*' is needed "

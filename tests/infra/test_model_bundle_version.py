@@ -14,8 +14,9 @@ from tests.infra.conftest import REGISTERED_MODEL, Resources, Synthesised, role_
 _API_HANDLER = "lambdas.api.handler.handler"
 _BATCH_HANDLER = "lambdas.batch.handler.handler"
 _PREFIX = f"models/{REGISTERED_MODEL}/"
-# Construct paths of the two functions, where their cdk-nag acknowledgements are recorded.
-_FUNCTION_PATHS = ("/Serving/ScoringFunction", "/Batch/BatchFunction")
+# Construct paths of the two functions' execution roles (infra/execution_roles.py), where their grants
+# and cdk-nag acknowledgements are recorded.
+_FUNCTION_PATHS = ("/Serving/ScoringFunctionRole", "/Batch/BatchFunctionRole")
 
 
 def _resources(synthesised: Synthesised) -> Resources:

@@ -34,6 +34,9 @@ _HOOK_ACTIONS = {
     "codedeploy:PutLifecycleEventHookExecutionStatus",
     "xray:PutTraceSegments",
     "xray:PutTelemetryRecords",
+    # Its own log group only (tests/infra/test_log_permissions.py)
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
 }
 
 
@@ -213,9 +216,8 @@ def test_given_the_checks_role_then_it_holds_nothing_beyond_its_job(resources: R
     for statement in role_statements(resources, role):
         if "*" in _as_list(statement["Resource"]):
             assert set(_as_list(statement["Action"])) <= {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
-    managed = json.dumps(resources[role]["Properties"].get("ManagedPolicyArns", []))
-    assert "AWSLambdaBasicExecutionRole" in managed
-    assert len(resources[role]["Properties"]["ManagedPolicyArns"]) == 1
+    # No AWS-managed policy (AWSLambdaBasicExecutionRole would let it write the API's audit records)
+    assert "ManagedPolicyArns" not in resources[role]["Properties"]
     assert resources[role]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
         "Service": "lambda.amazonaws.com"
     }
@@ -276,7 +278,6 @@ def test_given_the_check_then_cdk_nag_finds_nothing_unacknowledged_and_each_ackn
     assert _check_acknowledgements(synthesised) == {
         "AwsSolutions": {
             "AwsSolutions-L1",
-            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
             "AwsSolutions-IAM5[Resource::*]",
             f"AwsSolutions-IAM5[Resource::<{api_id}.Arn>:*]",
         },

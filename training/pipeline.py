@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -167,19 +168,42 @@ def split_holdout(dataset: LoadedDataset, config: TrainingConfig) -> Split:
         cut = int(times.searchsorted(boundary, side="left"))
         if cut == 0:
             raise ValueError(f"out-of-time split: every row is dated {boundary}; no training rows left")
+        latest = _percent(config.holdout_fraction)
         return Split(
             ordered.iloc[:cut].reset_index(drop=True),
             ordered.iloc[cut:].reset_index(drop=True),
-            f"out-of-time: latest {config.holdout_fraction:.0%} by {spec.time_column} (from {boundary})",
+            f"out-of-time: latest {latest} by {spec.time_column} (from {boundary})",
         )
     in_holdout = _keyed_hash_fractions(_record_texts(frame, spec), config.seed) < config.holdout_fraction
     if in_holdout.all() or not in_holdout.any():
         raise ValueError(f"holdout by record hash: {int(in_holdout.sum())} of {len(frame)} rows drawn")
-    return Split(
+    split = Split(
         frame.loc[~in_holdout].reset_index(drop=True),
         frame.loc[in_holdout].reset_index(drop=True),
-        f"{HOLDOUT_BY_RECORD_HASH} {config.holdout_fraction:.0%} (seed {config.seed})",
+        f"{HOLDOUT_BY_RECORD_HASH} {_percent(config.holdout_fraction)} (seed {config.seed})",
     )
+    # Unlike a stratified draw, the hash may leave a class out of a small dataset's holdout (or training
+    # rows): said here, before any model is fitted, rather than by a metric after cross-validation.
+    for side, rows in (("holdout", split.holdout), ("training", split.train)):
+        for label in (0, 1):
+            if not bool((rows[spec.target] == label).any()):
+                raise ValueError(
+                    f"holdout by record hash: the {len(rows)} {side} rows hold no row of class {label} "
+                    f"(the dataset has {int((frame[spec.target] == label).sum())} of its {len(frame)} rows); "
+                    "too few rows of that class to split"
+                )
+    return split
+
+
+def _percent(fraction: float) -> str:
+    """The holdout fraction as a percentage that reads back as the same number ("20%", "12.5%"): the
+    description is how a later run tells whether its holdout was drawn by the same rule, so it is never
+    rounded (12% and 12.5% must not read alike)."""
+    for decimals in range(16):
+        text = f"{fraction * 100:.{decimals}f}"
+        if float(text) / 100 == fraction:
+            return f"{text}%"
+    return f"{fraction!r} of the rows"
 
 
 # Each applicant record goes to the holdout by a keyed hash of its values, not by a random draw of
@@ -195,19 +219,31 @@ def _record_texts(frame: pd.DataFrame, spec: DatasetSpec) -> list[str]:
     """One canonical text per row: the applicant's record (features and protected attributes, not the
     target, so a corrected label does not move a row), the same whichever source the rows came from (a
     number reads the same from CSV text, an int64, a float64 or a Parquet decimal)."""
-    columns = sorted({*spec.feature_names, *(p.column for p in spec.protected)})
     fields: list[list[str]] = []
-    for column in columns:
-        values = frame[column]
-        numbers = pd.to_numeric(values, errors="coerce")
-        if bool((numbers.notna() == values.notna()).all()):
-            # Python floats (tolist), whose repr is the shortest text that reads back as the same double
-            # in any Python 3; a numpy scalar's repr depends on numpy's version and print options.
-            texts = ["" if math.isnan(x) else repr(x) for x in numbers.to_numpy(dtype=np.float64).tolist()]
-        else:
-            texts = ["" if pd.isna(x) else str(x) for x in values.tolist()]
+    for column in _record_columns(spec):
+        values = frame[column].tolist()
+        numbers = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64).tolist()
+        # Value by value, never by what the rest of the column holds: one new text value in a column of
+        # numeric codes must not change every other row's text (and so its side of the split).
+        texts = [_value_text(value, number) for value, number in zip(values, numbers, strict=True)]
         fields.append([f"{column}={text}" for text in texts])
     return [_RECORD_FIELD_SEPARATOR.join(row) for row in zip(*fields, strict=True)]
+
+
+def _record_columns(spec: DatasetSpec) -> list[str]:
+    """The columns a record's text is made of: features and protected attributes, not the target."""
+    return sorted({*spec.feature_names, *(p.column for p in spec.protected)})
+
+
+def _value_text(value: Any, number: float) -> str:
+    """A number (or a text that reads as one) as a Python float's repr, the shortest text that reads back
+    as the same double in any Python 3 (a numpy scalar's repr depends on numpy's version and print
+    options); a missing value (None, NaN, NA, "") as ""; any other value as its text."""
+    if not math.isnan(number):
+        return repr(number)
+    if value is None or bool(pd.isna(value)) or value == "":
+        return ""
+    return str(value)
 
 
 def _keyed_hash_fractions(texts: Sequence[str], seed: int) -> NDArray[np.float64]:
@@ -464,13 +500,16 @@ def compare_with_champion(
     candidate_probability: NDArray[np.float64] | None = None,
     resamples: int = TrainingConfig.bootstrap_resamples,
     seed: int = TrainingConfig.seed,
+    record_columns: Sequence[str] | None = None,
 ) -> ChampionComparison:
     """Score the champion's ONNX model on this run's holdout rows, using the champion's own schema.
 
     With this run's ``data``, only when no holdout row can have been the champion's training row: both
     holdouts drawn by the same rule (the same record hash and seed, or out of time by the same column),
-    and an out-of-time holdout starting no earlier than the champion's. Otherwise the champion is not
-    scored and the note says why (the gate then refuses to compare).
+    and an out-of-time holdout starting no earlier than the champion's. With ``record_columns`` (the
+    columns this run's record hash read), a holdout by record hash also needs the champion's records to
+    have been the same columns. Otherwise the champion is not scored and the note says why (the gate
+    then refuses to compare).
 
     With ``candidate_probability`` (this run's model on the same ``holdout`` rows, in their order) a
     scored champion also gets ``difference_intervals``: a paired stratified bootstrap of the differences
@@ -478,6 +517,8 @@ def compare_with_champion(
     """
     champion = ModelCard.model_validate_json((champion_bundle / "model_card.json").read_text())
     overlap = _holdout_overlap(champion.data.holdout, data.holdout) if data is not None else None
+    if overlap is None and data is not None and record_columns is not None:
+        overlap = _other_record_columns(champion, data.holdout, record_columns)
     if overlap is not None:
         return ChampionComparison(
             champion_version=champion.model_version, champion_metrics=None, note=f"not scored: {overlap}"
@@ -537,20 +578,52 @@ def _holdout_overlap(champion_holdout: str, holdout: str) -> str | None:
     return None
 
 
-def _starts_no_earlier(boundary: float | pd.Timestamp | None, champion: float | pd.Timestamp | None) -> bool:
-    if isinstance(boundary, float) and isinstance(champion, float):
+def _other_record_columns(champion: ModelCard, holdout: str, record_columns: Sequence[str]) -> str | None:
+    """Why a holdout by record hash may hold the champion's training rows though drawn by its rule: its
+    records were other columns (a feature added or removed), so every record's text, and side, moved."""
+    if holdout.startswith(_OUT_OF_TIME):
+        return None
+    champion_columns = {*(f.name for f in champion.features), *champion.protected_attributes}
+    if champion_columns == set(record_columns):
+        return None
+    added, dropped = (
+        sorted(set(record_columns) - champion_columns),
+        sorted(champion_columns - set(record_columns)),
+    )
+    return (
+        f"the champion's holdout records were other columns (this card adds {added}, drops {dropped}), so "
+        "the record hash put other rows in this holdout, which may hold rows it was trained on"
+    )
+
+
+# An out-of-time holdout's first date or number, or None where its description gives none that reads.
+_Boundary = int | float | pd.Timestamp | None
+
+
+def _starts_no_earlier(boundary: _Boundary, champion: _Boundary) -> bool:
+    if isinstance(boundary, int | float) and isinstance(champion, int | float):
         return boundary >= champion
-    if isinstance(boundary, pd.Timestamp) and isinstance(champion, pd.Timestamp):
+    if (
+        isinstance(boundary, pd.Timestamp)
+        and isinstance(champion, pd.Timestamp)
+        # A date with a time zone and one without (a Parquet timestamp, a CSV's text) do not compare.
+        and (boundary.tz is None) == (champion.tz is None)
+    ):
         return bool(boundary >= champion)
     return False  # a boundary that cannot be read, or of another kind: not shown to be safe
 
 
-def _boundary(description: str) -> float | pd.Timestamp | None:
-    """The first date (or number) of an out-of-time holdout, as its description gives it."""
+def _boundary(description: str) -> _Boundary:
+    """The first date (or number) of an out-of-time holdout, as its description gives it: an integer
+    exactly (a double holds integers only up to 2**53, and nanosecond times go beyond)."""
     found = _BOUNDARY.search(description)
     if found is None:
         return None
     text = found.group("boundary")
+    try:
+        return int(text)
+    except ValueError:
+        pass
     try:
         return float(text)
     except ValueError:
@@ -729,6 +802,7 @@ def train(dataset: LoadedDataset, config: TrainingConfig | None = None) -> Train
                 candidate_probability=holdout_probability,
                 resamples=config.bootstrap_resamples,
                 seed=config.seed,
+                record_columns=_record_columns(spec),
             )
             if config.champion_bundle
             else None

@@ -18,15 +18,20 @@ from aws_lambda_powertools.tracing.base import BaseProvider, BaseSegment
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "loan-scoring-api")
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "LoanScoring")
-_TRUTHY = frozenset({"1", "true", "yes", "on"})
+# What Powertools' strtobool reads as true (after lower-casing).
+_TRUTHY = frozenset({"1", "y", "yes", "t", "true", "on"})
 
 
 def tracing_disabled(env: Mapping[str, str]) -> bool:
     """Powertools' own rule (``Tracer._is_tracer_disabled``): off when asked, outside Lambda (no
-    ``LAMBDA_TASK_ROOT``), or under SAM CLI / Chalice local."""
+    ``LAMBDA_TASK_ROOT``), or under SAM CLI / Chalice local (a variable counts when it holds a value)."""
     if env.get("POWERTOOLS_TRACE_DISABLED", "false").strip().lower() in _TRUTHY:
         return True
-    return not env.get("LAMBDA_TASK_ROOT") or "AWS_SAM_LOCAL" in env or "AWS_CHALICE_CLI_MODE" in env
+    return (
+        not env.get("LAMBDA_TASK_ROOT")
+        or bool(env.get("AWS_SAM_LOCAL"))
+        or bool(env.get("AWS_CHALICE_CLI_MODE"))
+    )
 
 
 class _NoOpSegment(BaseSegment):

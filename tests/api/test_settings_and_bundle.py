@@ -6,6 +6,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from aws_lambda_powertools import Tracer
 
 from lambdas.api.bundle import load_model
 from lambdas.api.observability import tracing_disabled
@@ -71,6 +72,34 @@ def test_given_an_environment_when_deciding_tracing_then_powertools_rules_apply(
     env: dict[str, str], disabled: bool
 ) -> None:
     assert tracing_disabled(env) is disabled
+
+
+_IN_LAMBDA = {"LAMBDA_TASK_ROOT": "/var/task"}
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        # Every spelling Powertools' strtobool reads as true, or false
+        *({**_IN_LAMBDA, "POWERTOOLS_TRACE_DISABLED": value} for value in ("t", "Y", "TRUE", "1", "on")),
+        *({**_IN_LAMBDA, "POWERTOOLS_TRACE_DISABLED": value} for value in ("f", "N", "false", "0", "off")),
+        # Emulator variables count when they hold a value, as os.getenv's truthiness has it
+        {**_IN_LAMBDA, "AWS_SAM_LOCAL": ""},
+        {**_IN_LAMBDA, "AWS_CHALICE_CLI_MODE": ""},
+        {**_IN_LAMBDA, "AWS_CHALICE_CLI_MODE": "1"},
+        {"LAMBDA_TASK_ROOT": ""},
+    ],
+)
+def test_given_an_environment_when_deciding_tracing_then_it_matches_the_tracers_own_check(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the environment as Powertools' Tracer would read it
+    for name in ("LAMBDA_TASK_ROOT", "POWERTOOLS_TRACE_DISABLED", "AWS_SAM_LOCAL", "AWS_CHALICE_CLI_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    # Then the switch decides as the Tracer itself does
+    assert tracing_disabled(env) is bool(Tracer._is_tracer_disabled())
 
 
 def test_given_a_bundle_in_s3_when_loading_then_it_is_fetched_and_verified(

@@ -163,7 +163,14 @@ def split_holdout(dataset: LoadedDataset, config: TrainingConfig) -> Split:
         order = np.argsort(when.to_numpy(), kind="stable")
         ordered = frame.iloc[order].reset_index(drop=True)
         times = when.iloc[order].reset_index(drop=True)
-        boundary = times.iloc[round(len(ordered) * (1 - config.holdout_fraction))]
+        first_held_out = round(len(ordered) * (1 - config.holdout_fraction))
+        if first_held_out >= len(ordered):
+            fraction = _percent(config.holdout_fraction)
+            raise ValueError(
+                f"out-of-time split: {len(ordered)} rows are too few for a {fraction} holdout "
+                "(it would hold no row)"
+            )
+        boundary = times.iloc[first_held_out]
         # Every row dated on the boundary goes to the holdout: no date is on both sides.
         cut = int(times.searchsorted(boundary, side="left"))
         if cut == 0:

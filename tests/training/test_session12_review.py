@@ -185,3 +185,22 @@ def test_given_a_small_dataset_whose_holdout_draws_no_positive_then_the_split_sa
     )
     with pytest.raises(ValueError, match=expected):
         split_holdout(_toy(frame), TrainingConfig())
+
+
+def test_given_too_few_dated_rows_for_any_holdout_then_the_split_says_so() -> None:
+    # Given four dated rows and a 10% out-of-time holdout (round(4 * 0.9) = 4: no row left to hold out)
+    frame = pd.DataFrame(
+        {"x": [1.0, 2.0, 3.0, 4.0], "y": [0, 1, 0, 1], "d": pd.date_range("2021-01-01", periods=4)}
+    )
+    spec = DatasetSpec(
+        name="tiny",
+        description="",
+        target="y",
+        positive_class="1",
+        features=(FeatureSpec("x", "number"),),
+        time_column="d",
+    )
+    dataset = LoadedDataset(spec, frame, {}, "test", 4)
+    # Then the split refuses with a message naming the cause, not an IndexError
+    with pytest.raises(ValueError, match="4 rows are too few for a 10% holdout"):
+        split_holdout(dataset, TrainingConfig(holdout_fraction=0.1))

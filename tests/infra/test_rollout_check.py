@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +21,7 @@ from lambdas.rollout_check.hook import (
     required_timeout_seconds,
 )
 from tests.infra.conftest import REGISTERED_MODEL, REPO_ROOT, Resources, Synthesised, role_statements
+from tests.isolated_python import run_isolated_python312
 
 _API_HANDLER = "lambdas.api.handler.handler"
 _BATCH_HANDLER = "lambdas.batch.handler.handler"
@@ -307,12 +305,12 @@ def test_given_the_check_package_then_it_holds_its_own_code_only_and_imports_on_
     assert (package / "lambdas" / "rollout_check" / "__pycache__" / "handler.cpython-312.pyc").is_file()
     # The check's logic imports with nothing but the package and the standard library (boto3, which only
     # handler.py imports, comes with Lambda's runtime)
-    probe = f"import sys; sys.path[:0] = [{str(package)!r}]; import lambdas.rollout_check.hook"
-    python312 = shutil.which("python3.12") or sys.executable
-    completed = subprocess.run(
-        [python312, "-S", "-I", "-c", probe], capture_output=True, text=True, check=False
+    probe = (
+        "import json, sys; sys.path[:0] = [sys.argv[1]]; import lambdas.rollout_check.hook as probed; "
+        "print('RESULT ' + json.dumps({'file': probed.__file__}))"
     )
-    assert completed.returncode == 0, completed.stderr[-2000:]
+    loaded_from = run_isolated_python312(probe, [str(package)], env={}, cwd=tmp_path)
+    assert Path(loaded_from["file"]).is_relative_to(package)
 
 
 @pytest.mark.parametrize("handler", [_API_HANDLER, _BATCH_HANDLER])

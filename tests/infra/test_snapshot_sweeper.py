@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +21,7 @@ from lambdas.snapshot_sweeper.sweep import DATABASE_ENV, MIN_AGE_ENV, PREFIX_ENV
 from tests.infra.conftest import Resources, Synthesised, role_statements
 from tests.infra.test_retraining_review import STUCK, Json, Run, TaskError, _services, execute
 from tests.infra.test_state_machine import _resolve
+from tests.isolated_python import run_isolated_python312
 
 _REGION, _ACCOUNT = "us-east-1", "123456789012"
 _DATABASE = "loan-db"  # what the database's Ref resolves to below
@@ -383,9 +381,9 @@ def test_given_the_sweeper_package_then_it_holds_its_own_code_only_and_imports_o
     assert (package / "lambdas" / "snapshot_sweeper" / "__pycache__" / "handler.cpython-312.pyc").is_file()
     # The sweep imports with nothing but the package and the standard library (boto3, which only
     # handler.py imports, comes with Lambda's runtime)
-    probe = f"import sys; sys.path[:0] = [{str(package)!r}]; import lambdas.snapshot_sweeper.sweep"
-    python312 = shutil.which("python3.12") or sys.executable
-    completed = subprocess.run(
-        [python312, "-S", "-I", "-c", probe], capture_output=True, text=True, check=False
+    probe = (
+        "import json, sys; sys.path[:0] = [sys.argv[1]]; import lambdas.snapshot_sweeper.sweep as probed; "
+        "print('RESULT ' + json.dumps({'file': probed.__file__}))"
     )
-    assert completed.returncode == 0, completed.stderr[-2000:]
+    loaded_from = run_isolated_python312(probe, [str(package)], env={}, cwd=tmp_path)
+    assert Path(loaded_from["file"]).is_relative_to(package)

@@ -19,18 +19,16 @@ from aws_cdk import aws_codedeploy as codedeploy
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.alarms import alarm_on_any
-from infra.assets import lambda_code
 from infra.config import ApiRollout as ApiRolloutName
 from infra.config import AppConfig
-from infra.execution_roles import execution_role, role_of
+from infra.execution_roles import role_of
 from infra.lambda_package import REPO_ROOT
-from infra.log_groups import encrypted_log_group
 from infra.nag import ANY_RESOURCE, suppress
 from infra.scoring_functions import METRICS_NAMESPACE, service_name
+from infra.tool_functions import tool_function
 from lambdas.rollout_check.hook import (
     EXPECTED_MODEL_VERSION_ENV,
     TARGET_ENV,
@@ -95,37 +93,18 @@ class PreTrafficCheck(Construct):
         super().__init__(scope, construct_id)
         timeout_seconds = int(target_timeout.to_seconds())
         expected = expected_model_version(config)
-        # Deployment ids, verdicts and why a check failed: encrypted like every log group of the stack.
-        self.log_group = encrypted_log_group(
-            self, "FunctionLogs", key=logs_key, retention=logs.RetentionDays.THREE_MONTHS
-        )
-        # Its own log group only: the check must not be able to write into the API's (audit records).
-        role = execution_role(self, "FunctionRole", log_group=self.log_group)
-        self.function = lambda_.Function(
+        # Deployment ids, verdicts and why a check failed; its role writes its own log group only.
+        self.function, self.log_group = tool_function(
             self,
-            "Function",
-            description="CodeDeploy pre-traffic check of the scoring API's new version",
-            runtime=lambda_.Runtime.PYTHON_3_12,
-            architecture=lambda_.Architecture.ARM_64
-            if config.lambda_architecture == "arm64"
-            else lambda_.Architecture.X86_64,
+            function="rollout_check",
             handler=ROLLOUT_CHECK_HANDLER,
-            code=lambda_code(
-                "rollout_check",
-                config.lambda_architecture,
-                config.model_bundle_dir,
-                lightweight=config.lightweight_assets,
-            ),
-            memory_size=ROLLOUT_CHECK_MEMORY_MB,
+            description="CodeDeploy pre-traffic check of the scoring API's new version",
+            config=config,
+            logs_key=logs_key,
+            memory_mb=ROLLOUT_CHECK_MEMORY_MB,
             # Both requests at the target's timeout with one retry each, then the report: a slow version
             # fails the check instead of timing the hook out (which would leave CodeDeploy waiting an hour).
             timeout=Duration.seconds(required_timeout_seconds(timeout_seconds)),
-            tracing=lambda_.Tracing.ACTIVE,
-            role=role,
-            log_group=self.log_group,
-            # The runtime's JSON log lines: each record's extra keys (deployment_id, reason) become fields.
-            logging_format=lambda_.LoggingFormat.JSON,
-            application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
             environment={
                 TARGET_ENV: version.function_arn,
                 EXPECTED_MODEL_VERSION_ENV: expected or "",
@@ -142,13 +121,6 @@ class PreTrafficCheck(Construct):
 
     def _acknowledge(self, target: lambda_.IFunction) -> None:
         fn = self.function
-        for rule in ("AwsSolutions-L1", "Serverless-LambdaLatestVersion"):
-            suppress(
-                fn,
-                rule,
-                "python3.12 is pinned on purpose: the package builder compiles CPython 3.12 bytecode and the "
-                "check runs on the same runtime as the API it checks.",
-            )
         suppress(
             role_of(fn),
             "AwsSolutions-IAM5",

@@ -17,17 +17,14 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
 from constructs import Construct
 
 from infra.alarms import alarm_on_any, periods_covering
-from infra.assets import lambda_code
 from infra.config import AppConfig
-from infra.execution_roles import execution_role, role_of
-from infra.log_groups import encrypted_log_group
+from infra.execution_roles import role_of
 from infra.nag import ANY_RESOURCE, suppress
+from infra.tool_functions import tool_function
 from infra.training_pipeline import SNAPSHOT_PREFIX, STATE_MACHINE_TIMEOUT
 from lambdas.snapshot_sweeper.sweep import DATABASE_ENV, MIN_AGE_ENV, PREFIX_ENV
 
@@ -55,35 +52,16 @@ class SnapshotSweeper(Construct):
     ) -> None:
         """Sweeps ``database``'s run snapshots; ``logs_key`` encrypts the function's log group."""
         super().__init__(scope, construct_id)
-        # What was deleted or cancelled, and why a sweep failed.
-        self.log_group = encrypted_log_group(
-            self, "FunctionLogs", key=logs_key, retention=logs.RetentionDays.THREE_MONTHS
-        )
-        # Its own log group only: the sweeper must not be able to write into the scoring functions'.
-        role = execution_role(self, "FunctionRole", log_group=self.log_group)
-        self.function = lambda_.Function(
+        # What was deleted or cancelled, and why a sweep failed; its role writes its own log group only.
+        self.function, self.log_group = tool_function(
             self,
-            "Function",
-            description="Deletes retraining snapshots left by aborted or timed-out runs",
-            runtime=lambda_.Runtime.PYTHON_3_12,
-            architecture=lambda_.Architecture.ARM_64
-            if config.lambda_architecture == "arm64"
-            else lambda_.Architecture.X86_64,
+            function="snapshot_sweeper",
             handler=SWEEPER_HANDLER,
-            code=lambda_code(
-                "snapshot_sweeper",
-                config.lambda_architecture,
-                config.model_bundle_dir,
-                lightweight=config.lightweight_assets,
-            ),
-            memory_size=SWEEPER_MEMORY_MB,
+            description="Deletes retraining snapshots left by aborted or timed-out runs",
+            config=config,
+            logs_key=logs_key,
+            memory_mb=SWEEPER_MEMORY_MB,
             timeout=SWEEPER_TIMEOUT,
-            tracing=lambda_.Tracing.ACTIVE,
-            role=role,
-            log_group=self.log_group,
-            # The runtime's JSON log lines: each record's extra keys (snapshot, age_hours) become fields.
-            logging_format=lambda_.LoggingFormat.JSON,
-            application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
             environment={
                 DATABASE_ENV: database.instance_identifier,
                 PREFIX_ENV: SNAPSHOT_PREFIX,
@@ -154,13 +132,6 @@ class SnapshotSweeper(Construct):
 
     def _acknowledge(self) -> None:
         fn = self.function
-        for rule in ("AwsSolutions-L1", "Serverless-LambdaLatestVersion"):
-            suppress(
-                fn,
-                rule,
-                "python3.12 is pinned on purpose: the package builder compiles CPython 3.12 bytecode, the "
-                "runtime of every function of the stack.",
-            )
         suppress(
             role_of(fn),
             "AwsSolutions-IAM5",

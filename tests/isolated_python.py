@@ -34,7 +34,12 @@ def run_isolated_python312(script: str, args: list[str], *, env: dict[str, str],
         check=False,
         timeout=120,
     )
+    result: dict[str, Any] = script_result(completed)
+    return result
+
+
+def script_result(completed: subprocess.CompletedProcess[str]) -> Any:
+    """The parsed ``RESULT <json>`` line of a script that must have exited 0."""
     assert completed.returncode == 0, completed.stderr[-3000:]
     (line,) = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    result: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
-    return result
+    return json.loads(line.removeprefix("RESULT "))

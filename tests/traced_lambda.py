@@ -4,12 +4,13 @@ at import, so tracing has to be on before they are imported."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from tests.isolated_python import script_result
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,6 +44,4 @@ def run_traced(script: str, args: list[str], *, function_name: str, env: dict[st
         check=False,
         timeout=120,
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    (line,) = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    return json.loads(line.removeprefix("RESULT "))
+    return script_result(completed)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, CfnElement, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
@@ -198,14 +198,17 @@ class Data(Construct):
             "time (RDS log exports), so logs:PutRetentionPolicy and logs:DeleteRetentionPolicy need '*'.",
             findings=[ANY_RESOURCE],
         )
+        self._allow_creating_exported_log_groups(log_retention_role, database)
         # The credentials stay as long as the database (or its final snapshot) does: without them it
         # could not be logged into. (database.secret is the attachment; the secret is this child.)
         generated_secret = database.node.find_child("Secret")
         assert isinstance(generated_secret, rds.DatabaseSecret)
         generated_secret.apply_removal_policy(secret_removal_policy)
+        # No endpoint= here: CDK would point the function at https://<vpce id>.secretsmanager.<region>...,
+        # not a host name the endpoint's DNS documents. The interface endpoint has private DNS, so the
+        # standard host name (CDK's default) resolves to it from the isolated subnets.
         database.add_rotation_single_user(
             automatically_after=Duration.days(30),
-            endpoint=network.secrets_manager_endpoint,
             vpc_subnets=network.isolated_subnets,
         )
         suppress(
@@ -263,6 +266,34 @@ class Data(Construct):
                 "Deletion protection turned off in cdk.json for this environment.",
             )
         return database
+
+    def _allow_creating_exported_log_groups(self, role: iam.Role, database: rds.DatabaseInstance) -> None:
+        """CDK's log-retention handler calls logs:CreateLogGroup on each group before setting its retention
+        (RDS creates the group only when it first exports a line) and fails on anything but "already
+        exists": without this, IAM refuses the call and the first deploy fails. Only this database's
+        export groups, and only creating them: nothing is written to them."""
+        stack = Stack.of(self)
+        exported_groups = stack.format_arn(
+            service="logs",
+            resource="log-group",
+            resource_name=f"/aws/rds/instance/{database.instance_identifier}/*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        role.add_to_policy(iam.PolicyStatement(actions=["logs:CreateLogGroup"], resources=[exported_groups]))
+        instance = database.node.default_child
+        assert isinstance(instance, CfnElement)
+        database_id = stack.get_logical_id(instance)
+        suppress(
+            role,
+            "AwsSolutions-IAM5",
+            "The log-retention helper creates the database's exported log groups "
+            "(/aws/rds/instance/<this instance>/audit, error, slowquery) when RDS has not yet: the "
+            "wildcard covers that one instance's export groups, and the action is CreateLogGroup only.",
+            findings=[
+                "Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:"
+                f"/aws/rds/instance/<{database_id}>/*"
+            ],
+        )
 
     def _build_export_role(self) -> iam.Role:
         """The role RDS assumes to write a snapshot export into the export bucket."""

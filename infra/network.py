@@ -210,10 +210,6 @@ class Network(Construct):
             egress.append(subnet)
         return egress
 
-    @property
-    def secrets_manager_endpoint(self) -> ec2.InterfaceVpcEndpoint:
-        return self.interface_endpoints["SecretsManager"]
-
 
 def _ecr_layer_bucket_objects(stack: Stack) -> str:
     """The objects of the AWS-owned bucket ECR serves image layers from, in the stack's region."""

@@ -208,13 +208,41 @@ def test_given_cdks_log_retention_helper_then_its_role_writes_lambdas_default_lo
     (helper,) = [f for f in _functions(stack) if f.logical_id.startswith(LOG_RETENTION_HELPER)]
     assert helper.log_group is None  # CDK gives it no log group setting: it logs to /aws/lambda/<name>
     assert _managed_policies(stack, helper.role) == []
-    resources = {
-        stack.resolve(r)
-        for s in _log_statements(stack, helper.role)
-        for r in as_list(s.statement["Resource"])
-    }
+    statements = list(_log_statements(stack, helper.role))
+    writes = [s for s in statements if _names_action(dict(s.statement), WRITE_ACTIONS)]
+    resources = {stack.resolve(r) for s in writes for r in as_list(s.statement["Resource"])}
     assert resources == {LAMBDA_DEFAULT_LOG_GROUPS}
     assert _can_write(stack, helper.role, "/aws/lambda/LoanScoring-dev-LogRetentionaae0aa3c5b4d4f87b02-Ab12")
+    # Changed by the deploy review (tests/infra/test_deploy_review.py). This test required every log
+    # statement, logs:CreateLogGroup included, to name /aws/lambda/* only. But CDK's handler also calls
+    # CreateLogGroup on each group whose retention it sets, the database's exported groups
+    # (/aws/rds/instance/<id>/<log>), and fails on a refusal: with that role the first deploy failed. So one
+    # more statement is expected: CreateLogGroup alone, on that one database's groups (read as the template
+    # writes it, since the replay cannot name an RDS instance); writes stay on /aws/lambda/* as above.
+    (database,) = stack.of_type("AWS::RDS::DBInstance")
+    creates = [s.statement for s in statements if s not in writes]
+    assert [dict(s) for s in creates] == [
+        {
+            "Action": "logs:CreateLogGroup",
+            "Effect": "Allow",
+            "Resource": {
+                "Fn::Join": [
+                    "",
+                    [
+                        "arn:",
+                        {"Ref": "AWS::Partition"},
+                        ":logs:",
+                        {"Ref": "AWS::Region"},
+                        ":",
+                        {"Ref": "AWS::AccountId"},
+                        ":log-group:/aws/rds/instance/",
+                        {"Ref": database},
+                        "/*",
+                    ],
+                ]
+            },
+        }
+    ]
 
 
 # ---- forging audit records -------------------------------------------------------------------------

@@ -76,6 +76,11 @@ class ModelBundleError(RuntimeError):
     """The model bundle is missing, unreadable, or its parts disagree (hash, inputs, outputs)."""
 
 
+class ModelOutputError(RuntimeError):
+    """The model answered a valid input with something that is not a probability (NaN, or outside
+    [0, 1]): a broken model, on which no decision is made."""
+
+
 @dataclass(frozen=True)
 class FieldError:
     """One problem with one field: ``code`` is stable (clients may branch on it)."""
@@ -446,7 +451,17 @@ class ScoringModel:
         started = time.perf_counter()
         (output,) = self._session.run([self._output], feed)
         self.model_seconds += time.perf_counter() - started
-        return np.asarray(output, dtype=np.float64)[:, self._positive_index]
+        probability = np.asarray(output, dtype=np.float64)[:, self._positive_index]
+        # Every decision and contribution is made from these: NaN compares false with the threshold
+        # (it would be approved) and 1.5 is no probability, so a broken model fails the call instead.
+        # NaN fails both comparisons; two reductions cost microseconds against the model's run.
+        if probability.size and not (probability.min() >= 0.0 and probability.max() <= 1.0):
+            outside = int(np.count_nonzero(~((probability >= 0.0) & (probability <= 1.0))))
+            raise ModelOutputError(
+                f"model version {self.model_version} answered {outside} of {probability.size} rows with "
+                "a value outside [0, 1] (or NaN) instead of a probability; no decision is made on them"
+            )
+        return probability
 
     def explain_texts(
         self,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 # API: one line per request with every decision it made (application id, probability, threshold,
-# decision, reasons), plus the caller, the request id (correlation_id) and the model version.
+# decision, reasons and their texts), plus the caller, the request id (correlation_id) and the model version.
 API_DECISION = "scored"
 API_DECISIONS = "scored batch"
 # Batch: one line per file with the input object (key, ETag, version), outputs, model version and counts.

@@ -231,7 +231,8 @@ class ScoringApi:
         app.use(middlewares=[stamp_headers])
 
     def _score(self, requests: list[BaseModel]) -> list[dict[str, Any]]:
-        records = [dict(request.features) for request in requests]  # type: ignore[attr-defined]
+        # By alias: keyed by the card's feature names (lambdas/api/schemas.py), not the pydantic fields.
+        records = [request.features.model_dump(by_alias=True) for request in requests]  # type: ignore[attr-defined]
         prepared = self.model.prepare_records(records)
         if prepared.errors:  # the schema and the runtime agree, so this is a safety net
             raise _RuntimeValidationError(prepared.errors, single=len(requests) == 1)
@@ -272,7 +273,9 @@ class ScoringApi:
         for name, count in counts.items():
             metrics.add_metric(name=name, unit=MetricUnit.Count, value=count)
         # The audit record of each decision (lambdas/audit.py): the exact probability and the threshold it
-        # was compared with, and the reasons given; applicant values only when configured.
+        # was compared with, and the reasons given: the features and the texts the applicant was shown
+        # (a number's text follows the side of its baseline, "High income" or "Low income", so the
+        # feature alone does not say which); applicant values only when configured.
         threshold = self.model.card.decision_policy.threshold
         logged = [
             {
@@ -280,6 +283,7 @@ class ScoringApi:
                 "decision": r["decision"],
                 "probability_of_default": r["probability_of_default"],
                 "reasons": [reason["feature"] for reason in r["reasons"]],
+                "reason_texts": [reason["reason"] for reason in r["reasons"]],
             }
             | ({"features": record} if self.settings.log_applicant_values else {})
             for r, record in zip(results, records, strict=True)
@@ -591,16 +595,18 @@ AUDIT_RESULTS_BUDGET_BYTES = 240 * 1024
 
 def results_per_audit_line(card: ModelCard, log_applicant_values: bool) -> int:
     """How many batch results one audit line may carry, from the largest result this card allows:
-    the longest id, label, probability and reasons, every value escaped (JSON escapes non-ASCII
-    characters as 6-byte sequences), and the largest feature values when they are logged."""
+    the longest id, label, probability, reasons and reason texts, every value escaped (JSON escapes
+    non-ASCII characters as 6-byte sequences), and the largest feature values when they are logged."""
     longest_float = -1.2345678901234567e-300  # the longest repr of a float
     escaped = 6
     features = card.features
+    texts = [text for f in features for text in (f.reason, f.reason_high, f.reason_low) if text]
     result: dict[str, Any] = {
         "application_id": "x" * APPLICATION_ID_MAX_LENGTH * escaped,
         "decision": "x" * max(map(len, card.decision_policy.decision_labels.values())) * escaped,
         "probability_of_default": longest_float,
         "reasons": ["x" * max(len(f.name) for f in features) * escaped] * TOP_REASONS,
+        "reason_texts": ["x" * max(map(len, texts)) * escaped] * TOP_REASONS,
     }
     if log_applicant_values:
         result["features"] = {f.name * escaped: _longest_value(f, longest_float, escaped) for f in features}

@@ -82,7 +82,10 @@ class ApiSchemas:
 
 
 def build_schemas(card: ModelCard, max_batch_applications: int) -> ApiSchemas:
-    fields: dict[str, Any] = {feature.name: _feature_field(feature) for feature in card.features}
+    fields: dict[str, Any] = {
+        _field_name(position, feature.name): _feature_field(feature)
+        for position, feature in enumerate(card.features)
+    }
     features = create_model(  # type: ignore[call-overload]
         "Features",
         __base__=_ApplicantData,
@@ -131,6 +134,16 @@ def build_schemas(card: ModelCard, max_batch_applications: int) -> ApiSchemas:
     return ApiSchemas(features, score_request, batch_request, score_result, batch_response)
 
 
+def _field_name(position: int, name: str) -> str:
+    """The pydantic field of a card feature: its own name, unless pydantic would not hold that as a
+    plain field (``_x`` is a private attribute, never validated; ``model_config``, ``json`` and the
+    other members of BaseModel clash or shadow). Those get a field of their own, read and written as
+    the card's name through an alias, so clients, error details and the OpenAPI document see the name.
+    That field's name is no identifier, so it never equals another feature's own name."""
+    plain = name.isidentifier() and not name.startswith(("_", "model_")) and not hasattr(_ApplicantData, name)
+    return name if plain else f"feature {position}"
+
+
 def _feature_field(feature: FeatureSchema) -> tuple[Any, Any]:
     description = feature.description + (f" ({feature.unit})" if feature.unit else "")
     python_type: Any
@@ -155,7 +168,8 @@ def _feature_field(feature: FeatureSchema) -> tuple[Any, Any]:
         ]
         info = Field(description=description)
     annotated = Annotated[python_type, info]
-    return (annotated | None if feature.nullable else annotated), ...
+    # Required, and read by the card's name only (see _field_name; the field's own name is no input).
+    return (annotated | None if feature.nullable else annotated), Field(alias=feature.name)
 
 
 def _json_number_only(value: object) -> object:

@@ -293,7 +293,10 @@ def _fit_fold(
     seed: int,
 ) -> NDArray[np.float64]:
     with threadpool_limits(limits=1):
-        pipeline = candidate.build(spec, len(fit_rows), seed)
+        # Settings for all the training rows (len(y)), as the final model gets: a fold's own, smaller
+        # count could pick other settings (below SMALL_DATA_ROWS), and the CV figures, the calibration
+        # map and the threshold would then describe another model than the one deployed.
+        pipeline = candidate.build(spec, len(y), seed)
         pipeline.fit(x.iloc[fit_rows], y[fit_rows])
         return _positive(pipeline, x.iloc[test_rows])
 
@@ -302,6 +305,15 @@ def cross_validate(
     candidate: Candidate, spec: DatasetSpec, x: pd.DataFrame, y: NDArray[np.int_], config: TrainingConfig
 ) -> CandidateResult:
     repeats = config.repeats or (3 if len(y) < SMALL_DATA_ROWS else 1)
+    # Said before any fitting: with fewer rows of a class than folds, some fold tests on one class only
+    # and its metrics are undefined (the error would come from the metrics, after every fold was fitted).
+    for label in (0, 1):
+        count = int((y == label).sum())
+        if count < config.folds:
+            raise ValueError(
+                f"cross-validation: the {len(y)} training rows hold {count} of class {label}, fewer than "
+                f"the {config.folds} folds, each of which needs both classes"
+            )
     splitter = RepeatedStratifiedKFold(n_splits=config.folds, n_repeats=repeats, random_state=config.seed)
     oof = np.zeros((repeats, len(y)))
     splits = list(splitter.split(x, y))
@@ -641,6 +653,26 @@ def _boundary(description: str) -> _Boundary:
         return None
 
 
+def _refuse_features_without_values(spec: DatasetSpec, x_train: pd.DataFrame, holdout: str) -> None:
+    """Before any fitting: a feature with no value in the training rows (e.g. recorded only for the
+    latest loans, all of them in an out-of-time holdout) teaches no model anything and has no drift
+    reference; training would otherwise fail only after every candidate was cross-validated."""
+    empty = [
+        f.name
+        for f in spec.features
+        if not (
+            (x_train[f.name] != MISSING_CATEGORY).any()
+            if f.kind == "category"
+            else np.isfinite(x_train[f.name].to_numpy(dtype=np.float64)).any()
+        )
+    ]
+    if empty:
+        raise ValueError(
+            f"features {empty} hold no value in the {len(x_train)} training rows (holdout: {holdout}); "
+            "no model can learn from them: drop them from the spec or train on rows that hold them"
+        )
+
+
 @dataclass(frozen=True)
 class TrainingOutcome:
     card: ModelCard
@@ -654,6 +686,7 @@ def train(dataset: LoadedDataset, config: TrainingConfig | None = None) -> Train
     spec = dataset.spec
     split = split_holdout(dataset, config)
     x_train = model_input_frame(spec, split.train)
+    _refuse_features_without_values(spec, x_train, split.description)
     y_train = split.train[spec.target].to_numpy(dtype=np.int64)
     x_holdout = model_input_frame(spec, split.holdout)
     y_holdout = split.holdout[spec.target].to_numpy(dtype=np.int64)

@@ -20,8 +20,9 @@ Gate rule (``gate``): a candidate may replace the champion only if
 1. its ONNX export passed the sklearn-vs-ONNX parity check (``parity.passed``);
 2. the comparison is on the same holdout: either the caller passes the champion's metrics
    computed on the candidate's holdout, or both cards describe the same data and holdout split
-   (equal ``dataset`` and ``data.sha256`` and ``data.holdout``); otherwise the gate refuses, since
-   metrics on different holdouts are not comparable;
+   (equal ``dataset`` and ``data.sha256`` and ``data.holdout``, and for a holdout by record hash the
+   same record columns: ``features`` names and ``protected_attributes``, from which each row's side is
+   drawn); otherwise the gate refuses, since metrics on different holdouts are not comparable;
 3. holdout ROC AUC >= champion's ROC AUC - ``roc_auc_tolerance`` (default 0.005);
 4. holdout Brier score <= champion's Brier + ``brier_tolerance`` (default 0.005);
 5. the candidate's holdout (the rows both models are compared on) holds at least
@@ -45,8 +46,8 @@ refused: there is nothing to replace, and the first version would otherwise neve
 metrics must be finite numbers (NaN would pass every comparison). Cards are read as plain JSON: only
 ``model_name``, ``model_version``, ``onnx.sha256``, ``onnx.file`` (``model.onnx`` if absent, nothing
 else), ``holdout_metrics.roc_auc``, ``holdout_metrics.brier``, ``parity.passed`` (and for rule 2
-``dataset`` and ``data``, for rule 5 ``data.holdout_positives`` and ``data.holdout_negatives``, for the
-notes ``champion_comparison.difference_intervals``) are used.
+``dataset``, ``data``, ``features`` and ``protected_attributes``, for rule 5 ``data.holdout_positives``
+and ``data.holdout_negatives``, for the notes ``champion_comparison.difference_intervals``) are used.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from training.dataload.storage import ObjectExistsError, Storage, StorageError, open_storage
+from training.pipeline import HOLDOUT_BY_RECORD_HASH
 
 MODEL_FILE = "model.onnx"
 CARD_FILE = "model_card.json"
@@ -216,7 +218,26 @@ def _same_holdout(candidate: Mapping[str, Any], champion: Mapping[str, Any]) -> 
         return card.get("dataset"), data.get("sha256"), data.get("holdout")
 
     left, right = identity(candidate), identity(champion)
-    return left is not None and left == right
+    if left is None or left != right:
+        return False
+    # A holdout by record hash draws each row by the text of its record (features and protected
+    # attributes): the same data and rule with other columns put other rows in the holdout.
+    if str(left[2]).startswith(HOLDOUT_BY_RECORD_HASH):
+        columns = _record_columns(candidate)
+        return columns is not None and columns == _record_columns(champion)
+    return True
+
+
+def _record_columns(card: Mapping[str, Any]) -> frozenset[str] | None:
+    """The columns a card's records were made of (feature names and protected attributes), or None
+    when the card does not say."""
+    features, protected = card.get("features"), card.get("protected_attributes", [])
+    if not isinstance(features, list) or not isinstance(protected, list):
+        return None
+    names = [f.get("name") if isinstance(f, Mapping) else None for f in features]
+    if not all(isinstance(name, str) for name in [*names, *protected]):
+        return None
+    return frozenset([*names, *protected])
 
 
 def gate(
@@ -293,8 +314,8 @@ def gate(
         notes.append("both cards describe the same data and holdout")
     else:
         failures.append(
-            "the cards' holdouts differ (dataset, data.sha256 or data.holdout) and "
-            + _why_not_scored(comparison, champion_version)
+            "the cards' holdouts differ (dataset, data.sha256, data.holdout or, by record hash, the "
+            "record columns) and " + _why_not_scored(comparison, champion_version)
         )
         return GateDecision(False, version, champion_version, failures + notes)
 

@@ -2,21 +2,27 @@
 
 A manifest is the "done" marker: outputs without a manifest for the same input ETag/version are
 leftovers of an interrupted attempt and will be overwritten by the retry. An ``incomplete`` manifest
-(see :data:`INCOMPLETE`) is never done: it stands while a new version's outputs replace an earlier one's.
+(see :data:`INCOMPLETE`) is never done: it is an invocation's claim on the file while it scores and
+publishes (see :class:`Claim`), replaced by the final manifest.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 MANIFEST_SCHEMA_VERSION = "1"
 Status = Literal["succeeded", "failed"]
-# The error code of the manifest put just before a file's outputs replace those of an earlier version of
-# it, replaced by the final manifest: should processing stop in between, no manifest says "succeeded"
-# over outputs that are partly the new version's, and the retry scores the file again.
+# The error code of the manifest an invocation puts before it scores a file (its claim) and again before
+# the file's outputs replace those of an earlier version of it, replaced by the final manifest: should
+# processing stop in between, no manifest says "succeeded" over outputs that are partly the new
+# version's, and the retry scores the file again.
 INCOMPLETE = "incomplete"
+# How far the claim's holder got: "scoring" (reading the input, nothing uploaded), "publishing" (past
+# its last check that the input is current, uploading the outputs), "stopped" (it ended without a
+# final manifest: an error, or the input was replaced or deleted; anyone may take the file over).
+ClaimStage = Literal["scoring", "publishing", "stopped"]
 
 
 class _Strict(BaseModel):
@@ -79,6 +85,18 @@ class Chunking(_Strict):
     max_rows_per_chunk: int
 
 
+class Claim(_Strict):
+    """On an ``incomplete`` manifest only: the invocation that holds the file, and until when.
+
+    ``attempt`` is unique per invocation, so two claims never have the same bytes (nor the same ETag,
+    which the conditional puts compare). Past ``expires_at`` the holder cannot be running any more (see
+    ``lambdas/batch/service.py``), and another delivery takes the file over."""
+
+    attempt: str
+    stage: ClaimStage
+    expires_at: AwareDatetime
+
+
 class Manifest(_Strict):
     schema_version: str = MANIFEST_SCHEMA_VERSION
     status: Status
@@ -92,6 +110,11 @@ class Manifest(_Strict):
     chunking: Chunking | None = None
     drift: Drift | None = None
     timings: Timings
+    claim: Claim | None = None
+
+    def to_json(self) -> bytes:
+        """The stored form; a manifest without a claim (every final one) has no ``claim`` key at all."""
+        return self.model_dump_json(indent=2, exclude={"claim"} if self.claim is None else None).encode()
 
     def is_complete_for(self, key: str, etag: str, version_id: str | None) -> bool:
         """True when this manifest already answers this exact object version (skip rescoring)."""

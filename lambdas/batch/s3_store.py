@@ -1,7 +1,8 @@
 """The edge: :class:`ObjectStore` over boto3 S3. The only batch module that imports an AWS library.
 
 boto3 honours ``AWS_ENDPOINT_URL``, so the same code talks to a local emulator in tests and the demo.
-Errors other than "the object is gone" propagate: the SQS message is retried, then dead-lettered.
+Errors other than "the object is gone" and a failed write condition propagate: the SQS message is
+retried, then dead-lettered.
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from lambdas.batch.events import normalise_etag
-from lambdas.batch.service import ObjectGoneError, ObjectInfo
+from lambdas.batch.service import ConditionFailedError, ObjectGoneError, ObjectInfo, StoredBytes
 
 _GONE_CODES = frozenset({"404", "NoSuchKey", "NoSuchVersion", "412", "PreconditionFailed"})
+# A conditional put's "not in the state you expected": 412 for IfNoneMatch on an existing key or IfMatch
+# on another ETag, 409 while another conditional write to the key is in flight, NoSuchKey (404) for
+# IfMatch on a key with no object; a 404 for another reason (NoSuchBucket) is an error.
+_CONDITION_CODES = frozenset({"412", "PreconditionFailed", "409", "ConditionalRequestConflict", "NoSuchKey"})
 # Multipart above 64 MiB, 4 parts in flight: bounded memory, and the object appears only when complete.
 _TRANSFER = TransferConfig(
     multipart_threshold=64 * 1024 * 1024, multipart_chunksize=64 * 1024 * 1024, max_concurrency=4
@@ -67,18 +72,33 @@ class S3ObjectStore:
             str(source), bucket, key, ExtraArgs={"ContentType": content_type}, Config=_TRANSFER
         )
 
-    def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
-        self._s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+    def put_bytes_if(
+        self, bucket: str, key: str, body: bytes, content_type: str, *, replacing: str | None
+    ) -> str:
+        # S3 checks the condition and writes in one step; no extra IAM action beyond s3:PutObject.
+        condition = {"IfMatch": f'"{replacing}"'} if replacing is not None else {"IfNoneMatch": "*"}
+        try:
+            response = self._s3.put_object(
+                Bucket=bucket, Key=key, Body=body, ContentType=content_type, **condition
+            )
+        except ClientError as error:
+            if _error_codes(error) & _CONDITION_CODES:
+                expected = f"the object with ETag {replacing}" if replacing is not None else "no object"
+                raise ConditionFailedError(
+                    f"s3://{bucket}/{key} no longer holds {expected}: {error}"
+                ) from error
+            raise
+        return normalise_etag(response["ETag"])
 
-    def get_bytes(self, bucket: str, key: str) -> bytes | None:
+    def read_bytes(self, bucket: str, key: str) -> StoredBytes | None:
         try:
             response = self._s3.get_object(Bucket=bucket, Key=key)
         except ClientError as error:
             if _is_gone(error):
                 return None
             raise
-        data: bytes = response["Body"].read()
-        return data
+        body: bytes = response["Body"].read()
+        return StoredBytes(body=body, etag=normalise_etag(response["ETag"]))
 
     def keys_in_folder(self, bucket: str, prefix: str, *, page_size: int = 1000) -> Iterator[str]:
         # Delimiter "/": keys in subfolders come back as one common prefix each, not listed one by one.
@@ -109,6 +129,11 @@ def _version(version_id: str | None) -> dict[str, str]:
 
 
 def _is_gone(error: ClientError) -> bool:
+    return bool(_error_codes(error) & _GONE_CODES)
+
+
+def _error_codes(error: ClientError) -> set[str]:
+    """The error's code and its HTTP status, either of which may be the one to recognise."""
     code = str(error.response.get("Error", {}).get("Code", ""))
     status = str(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-    return code in _GONE_CODES or status in ("404", "412")
+    return {code, status} - {""}

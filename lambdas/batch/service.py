@@ -1,4 +1,4 @@
-"""Process one created object end to end: idempotency check, score, upload outputs, manifest last.
+"""Process one created object end to end: idempotency check, claim, score, upload outputs, manifest last.
 
 Domain orchestration without AWS imports: storage is the small :class:`ObjectStore` interface,
 implemented over boto3 in :mod:`lambdas.batch.s3_store` (the only edge module).
@@ -10,6 +10,9 @@ Error policy (what the SQS redrive sees):
   (a newer object has its own event);
 - another input in incoming/ has the same rejected file and manifest (``a.csv``, ``a.parquet``): raises,
   as no manifest of its own can be written without overwriting that input's result;
+- another invocation holds the file (a duplicate delivery being scored right now): raises
+  :class:`FileBusyError`, so SQS delivers the message again after the queue's visibility timeout, by
+  which time the other's manifest answers it;
 - anything else (S3 errors, throttling, a model that does not load, a bug) raises: SQS
   redelivers, and after the queue's maxReceiveCount the message lands in the dead-letter queue.
 """
@@ -20,9 +23,10 @@ import logging
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -47,6 +51,8 @@ from lambdas.batch.layout import (
 from lambdas.batch.manifest import (
     INCOMPLETE,
     Chunking,
+    Claim,
+    ClaimStage,
     Counts,
     Drift,
     FileError,
@@ -69,11 +75,26 @@ CONTENT_TYPES: dict[FileFormat, str] = {
 }
 
 
+# Lambda ends every invocation within 15 minutes, whatever timeout the function is configured with (that
+# is its maximum), so a claim this old has no living holder. The margin covers the clocks of the hosts
+# that write and read a claim. Messages that find a live claim return after the queue's visibility
+# timeout (90 minutes, infra/batch_scoring.py), well after any claim has expired.
+LAMBDA_MAX_SECONDS = 15 * 60
+CLAIM_MARGIN_SECONDS = 5 * 60
+CLAIM_SECONDS = LAMBDA_MAX_SECONDS + CLAIM_MARGIN_SECONDS
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     etag: str
     version_id: str | None
     size: int
+
+
+@dataclass(frozen=True)
+class StoredBytes:
+    body: bytes
+    etag: str
 
 
 class ObjectGoneError(Exception):
@@ -89,6 +110,24 @@ class SharedOutputNamesError(Exception):
     format extension): processing this one would overwrite that one's result."""
 
 
+class ConditionFailedError(Exception):
+    """A conditional put found its key in another state than the one it was made against: S3's 412
+    PreconditionFailed, its 409 ConditionalRequestConflict (another conditional write to the key in
+    flight), or 404 NoSuchKey for a put that was to replace an object that is gone."""
+
+
+class FileBusyError(Exception):
+    """Another invocation holds the file: its claim (an ``incomplete`` manifest) is live, or it claimed
+    the file between this invocation's read of the manifest and its own claim. This delivery must not
+    score now; raised so that SQS delivers the message again after the visibility timeout, when the
+    other's final manifest makes it a skip (or its claim has expired and this one takes over)."""
+
+
+class ClaimLostError(Exception):
+    """Another invocation took this one's claim over before it published (it judged this one dead, or
+    it scores a newer version): nothing more is written, so the new holder's manifest stands."""
+
+
 class ObjectStore(Protocol):
     def head(self, bucket: str, key: str, version_id: str | None) -> ObjectInfo | None: ...
 
@@ -98,9 +137,17 @@ class ObjectStore(Protocol):
 
     def upload_file(self, source: Path, bucket: str, key: str, content_type: str) -> None: ...
 
-    def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None: ...
+    def read_bytes(self, bucket: str, key: str) -> StoredBytes | None:
+        """The object's bytes and ETag, or None when there is no object at the key."""
+        ...
 
-    def get_bytes(self, bucket: str, key: str) -> bytes | None: ...
+    def put_bytes_if(
+        self, bucket: str, key: str, body: bytes, content_type: str, *, replacing: str | None
+    ) -> str:
+        """Put ``body`` only if the key holds the object whose ETag is ``replacing`` (None: only if the key
+        has no object), in one atomic step; return the new object's ETag. Raises
+        :class:`ConditionFailedError` when the key is in another state."""
+        ...
 
     def keys_in_folder(self, bucket: str, prefix: str, *, page_size: int = 1000) -> Iterator[str]:
         """The keys that start with ``prefix`` and have no ``/`` after it, in order, fetched lazily."""
@@ -116,6 +163,8 @@ class BatchSettings:
     chunk_rows: int = DEFAULT_CHUNK_ROWS
     csv_block_bytes: int = DEFAULT_CSV_BLOCK_BYTES
     work_dir: Path | None = None  # local scratch for outputs (Lambda: /tmp, sized by ephemeral storage)
+    # How long this invocation's claim keeps other deliveries of the file waiting: longer than it can run.
+    claim_seconds: float = CLAIM_SECONDS
 
 
 @dataclass(frozen=True)
@@ -145,12 +194,11 @@ def process_object(
         return Outcome(None, skipped="superseded")
 
     manifest_key = manifest_key_for(event.key)
-    existing = store.get_bytes(event.bucket, manifest_key)
-    if existing is not None:
-        previous = _parse_manifest(existing)
-        if previous is not None and previous.is_complete_for(event.key, info.etag, info.version_id):
-            logger.info("already processed (manifest %s): %s", manifest_key, event.key)
-            return Outcome(previous, skipped="already_done")
+    existing = store.read_bytes(event.bucket, manifest_key)
+    previous = _parse_manifest(existing.body) if existing is not None else None
+    if previous is not None and previous.is_complete_for(event.key, info.etag, info.version_id):
+        logger.info("already processed (manifest %s): %s", manifest_key, event.key)
+        return Outcome(previous, skipped="already_done")
     # Output names drop the format extension: another input with them would have its result overwritten
     # (or, both running at once, a manifest could count one file's rows over the other's rejected file).
     # Raised, not skipped: no manifest of its own can be written, so the dead-letter queue (and its alarm)
@@ -164,25 +212,44 @@ def process_object(
         )
 
     started_at, started = _now(), time.perf_counter()
-    file_format = detect_format(event.key)
     input_object = InputObject(
         bucket=event.bucket,
         key=event.key,
         etag=info.etag,
         version_id=info.version_id,
         size_bytes=info.size,
-        format=file_format,
+        format=detect_format(event.key),
     )
-    # A manifest that is not this version's: the outputs it describes (an earlier version's, or an
-    # earlier attempt's) are the ones this version's will overwrite.
-    replaces_outputs = existing is not None
+    # One invocation at a time per file: S3 notifications and SQS both deliver at least once, and two
+    # invocations scoring at once (during a model rollout, with two model versions) would each publish.
+    claim = _Claim.take(
+        store, model, input_object, manifest_key, existing, previous, settings, started_at, started
+    )
     try:
-        manifest = _score_and_upload(
-            store, model, input_object, settings, started_at, started, replaces_outputs=replaces_outputs
-        )
+        return _score_claimed(store, model, input_object, settings, claim, started_at, started)
+    except BaseException:
+        # Not a timeout or running out of memory, which end the invocation here and now: its claim then
+        # holds the file until it expires.
+        claim.release()
+        raise
+
+
+def _score_claimed(
+    store: ObjectStore,
+    model: ScoringModel,
+    input_object: InputObject,
+    settings: BatchSettings,
+    claim: _Claim,
+    started_at: str,
+    started: float,
+) -> Outcome:
+    key = input_object.key
+    try:
+        manifest = _score_and_upload(store, model, input_object, settings, claim, started_at, started)
     except UnreadableFileError as error:
         if _replaced_meanwhile(store, input_object):
-            return _replaced_while_read(event.key)
+            claim.release()
+            return _replaced_while_read(key)
         manifest = _manifest(
             model,
             input_object,
@@ -195,15 +262,197 @@ def process_object(
             upload_seconds=0.0,
         )
     except ObjectGoneError:
-        logger.warning("object disappeared while reading: %s", event.key)
+        claim.release()
+        logger.warning("object disappeared while reading: %s", key)
         return Outcome(None, skipped="gone")
     except ObjectReplacedError:
-        return _replaced_while_read(event.key)
+        claim.release()
+        return _replaced_while_read(key)
     # The manifest goes last: once it exists, every output it names is complete.
-    store.put_bytes(
-        event.bucket, manifest_key, manifest.model_dump_json(indent=2).encode(), "application/json"
-    )
+    claim.publish(manifest)
     return Outcome(manifest)
+
+
+class _Claim:
+    """This invocation's hold on a file, kept in the file's manifest: an ``incomplete`` manifest naming
+    this attempt, put before scoring and replaced by each later put. Every put is conditional on the ETag
+    of the one before it, so once another invocation has taken the file over, nothing of this one lands.
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        model: ScoringModel,
+        input_object: InputObject,
+        manifest_key: str,
+        *,
+        replacing: str | None,
+        restorable: bytes | None,
+        expires_at: datetime,
+        started_at: str,
+        started: float,
+    ) -> None:
+        self._store, self._model, self._input = store, model, input_object
+        self._key = manifest_key
+        self._etag = replacing
+        self._restorable = restorable
+        self._attempt = uuid.uuid4().hex
+        self._expires_at = expires_at
+        self._started_at, self._started = started_at, started
+        # Set before the first upload: from then on the earlier version's manifest cannot be put back.
+        self.outputs_touched = False
+
+    @classmethod
+    def take(
+        cls,
+        store: ObjectStore,
+        model: ScoringModel,
+        input_object: InputObject,
+        manifest_key: str,
+        existing: StoredBytes | None,
+        previous: Manifest | None,
+        settings: BatchSettings,
+        started_at: str,
+        started: float,
+    ) -> _Claim:
+        """Claim the file, or raise :class:`FileBusyError` when another invocation holds it."""
+        now = datetime.now(UTC)
+        holder = _live_claim(previous, input_object, now)
+        if holder is not None:
+            raise FileBusyError(
+                f"{input_object.key!r} is being processed by another invocation (attempt {holder.attempt}, "
+                f"{holder.stage}; its claim in {manifest_key} holds until {holder.expires_at.isoformat()}): "
+                "not scored now, the message is retried after the queue's visibility timeout"
+            )
+        is_final = previous is not None and not _is_incomplete(previous)
+        claim = cls(
+            store,
+            model,
+            input_object,
+            manifest_key,
+            replacing=existing.etag if existing is not None else None,
+            # An earlier version's final manifest goes back if this attempt stops before any upload.
+            restorable=existing.body if existing is not None and is_final else None,
+            expires_at=now + timedelta(seconds=settings.claim_seconds),
+            started_at=started_at,
+            started=started,
+        )
+        try:
+            claim._put(claim._marker("scoring").to_json())
+        except ConditionFailedError as error:
+            raise FileBusyError(
+                f"{input_object.key!r} was claimed by another invocation between this one's read of "
+                f"{manifest_key} and its own claim: not scored now, the message is retried after the "
+                "queue's visibility timeout"
+            ) from error
+        return claim
+
+    def start_publishing(self) -> None:
+        """Say, before the first upload, that this version's outputs are being written (over an earlier
+        version's): should the invocation stop in between, no manifest says "succeeded" over them. Raises
+        :class:`ConditionFailedError` when the file was taken over while it was scored."""
+        self._put(self._marker("publishing").to_json())
+
+    def publish(self, manifest: Manifest) -> None:
+        try:
+            self._put(manifest.to_json())
+        except ConditionFailedError as error:
+            raise ClaimLostError(
+                f"the claim on {self._key} (attempt {self._attempt}) was taken over before its manifest was "
+                f"put: {self._input.key!r} is the new holder's; this attempt's manifest is not written"
+            ) from error
+
+    def release(self) -> None:
+        """Give the file up without a final manifest: put back the earlier version's manifest when no
+        output was touched (as if this attempt had not run), else a "stopped" claim, which any delivery
+        takes over at once. A claim taken over meanwhile is left to its new holder."""
+        if self._restorable is not None and not self.outputs_touched:
+            body = self._restorable
+        else:
+            body = self._marker("stopped").to_json()
+        try:
+            self._put(body)
+        except ConditionFailedError:
+            return
+        except Exception:
+            # Already on a way out (an error, a replaced input): the claim then expires on its own.
+            logger.warning(
+                "could not give up the claim on %s; it holds the file until %s",
+                self._key,
+                self._expires_at.isoformat(),
+                exc_info=True,
+            )
+
+    def _put(self, body: bytes) -> None:
+        self._etag = self._store.put_bytes_if(
+            self._input.bucket, self._key, body, "application/json", replacing=self._etag
+        )
+
+    def _marker(self, stage: ClaimStage) -> Manifest:
+        until = self._expires_at.isoformat(timespec="seconds")
+        messages: dict[ClaimStage, str] = {
+            "scoring": (
+                f"attempt {self._attempt} is scoring this version; other deliveries of the file wait until "
+                f"{until} (their messages are retried later); if this manifest is still here after that, "
+                "the attempt stopped and the next delivery scores the file"
+            ),
+            "publishing": (
+                f"attempt {self._attempt} is writing this version's outputs over any earlier version's; if "
+                f"this manifest is still here after {until}, processing stopped in between (the message is "
+                "retried, then dead-lettered) and scored/ and rejected/ may hold parts of both versions"
+            ),
+            "stopped": (
+                f"attempt {self._attempt} stopped before its final manifest (an error, or the input was "
+                "replaced or deleted while it was read); "
+                + (
+                    "scored/ and rejected/ may hold parts of this and an earlier version"
+                    if self.outputs_touched
+                    else "it had written no output"
+                )
+                + "; the next delivery scores the file again"
+            ),
+        }
+        return _manifest(
+            self._model,
+            self._input,
+            status="failed",
+            outputs=Outputs(),
+            result=None,
+            error=FileError(code=INCOMPLETE, message=messages[stage]),
+            started_at=self._started_at,
+            started=self._started,
+            upload_seconds=0.0,
+            claim=Claim(attempt=self._attempt, stage=stage, expires_at=self._expires_at),
+        )
+
+
+def _live_claim(previous: Manifest | None, input_object: InputObject, now: datetime) -> Claim | None:
+    """The claim in the manifest that this invocation must wait for, if there is one.
+
+    Taken over at once: a stopped or expired claim (no holder at work), and a claim still scoring another
+    version than the current one (its holder checks the key before it publishes, finds it replaced and
+    publishes nothing; if it got past that check first, its "publishing" put wins and this one waits).
+    A manifest with no claim is no hold: a final one (another version's), an unreadable one, or an
+    ``incomplete`` one written before claims existed, whose writer would not respect a claim anyway.
+    """
+    if previous is None or previous.claim is None or not _is_incomplete(previous):
+        return None
+    claim = previous.claim
+    if claim.stage == "stopped" or now >= claim.expires_at:
+        return None
+    held = previous.input
+    same_version = (held.key, held.etag, held.version_id) == (
+        input_object.key,
+        input_object.etag,
+        input_object.version_id,
+    )
+    if claim.stage == "scoring" and not same_version:
+        return None
+    return claim
+
+
+def _is_incomplete(manifest: Manifest) -> bool:
+    return manifest.error is not None and manifest.error.code == INCOMPLETE
 
 
 def _score_and_upload(
@@ -211,10 +460,9 @@ def _score_and_upload(
     model: ScoringModel,
     input_object: InputObject,
     settings: BatchSettings,
+    claim: _Claim,
     started_at: str,
     started: float,
-    *,
-    replaces_outputs: bool,
 ) -> Manifest:
     if input_object.size_bytes == 0:
         raise UnreadableFileError("empty_file", "the file is empty (0 bytes)")
@@ -227,19 +475,23 @@ def _score_and_upload(
         scratch_dir = Path(scratch)
         scored_path, rejected_path = scratch_dir / "scored", scratch_dir / "rejected.csv"
         result = _score_to_files(store, model, input_object, file_format, settings, scratch_dir)
+        upload_started = time.perf_counter()
+        try:
+            claim.start_publishing()
+        except ConditionFailedError as error:
+            # Taken over while scoring: by a newer version's invocation (which then owns the outputs),
+            # or by one that found this claim expired.
+            if _replaced_meanwhile(store, input_object):
+                raise ObjectReplacedError(input_object.key) from error
+            raise ClaimLostError(
+                f"the claim on {keys.manifest} was taken over while {input_object.key!r} was scored: "
+                "nothing of this attempt is published"
+            ) from error
+        # Checked after the "publishing" put: a newer version's invocation that reads the manifest from
+        # here on waits, and one that took the claim over before it made that put fail.
         if _replaced_meanwhile(store, input_object):
             raise ObjectReplacedError(input_object.key)
-        upload_started = time.perf_counter()
-        if replaces_outputs:
-            # The earlier manifest goes first: it would say "succeeded" over this version's scored file
-            # (and the earlier rejected one) if the invocation stopped between the uploads below.
-            marker = _incomplete_manifest(model, input_object, started_at, started)
-            store.put_bytes(
-                input_object.bucket,
-                keys.manifest,
-                marker.model_dump_json(indent=2).encode(),
-                "application/json",
-            )
+        claim.outputs_touched = True
         # Each put is atomic in S3 (a multipart upload appears only when completed).
         store.upload_file(scored_path, input_object.bucket, keys.scored, CONTENT_TYPES[file_format])
         store.upload_file(rejected_path, input_object.bucket, keys.rejected, "text/csv")
@@ -288,27 +540,6 @@ def _score_to_files(
             stream.close()
 
 
-def _incomplete_manifest(
-    model: ScoringModel, input_object: InputObject, started_at: str, started: float
-) -> Manifest:
-    message = (
-        "this version's outputs are being written over an earlier version's; if this manifest stays, "
-        "processing stopped in between (the message is retried, then dead-lettered) and scored/ and "
-        "rejected/ may hold parts of both versions"
-    )
-    return _manifest(
-        model,
-        input_object,
-        status="failed",
-        outputs=Outputs(),
-        result=None,
-        error=FileError(code=INCOMPLETE, message=message),
-        started_at=started_at,
-        started=started,
-        upload_seconds=0.0,
-    )
-
-
 def _manifest(
     model: ScoringModel,
     input_object: InputObject,
@@ -320,6 +551,7 @@ def _manifest(
     started_at: str,
     started: float,
     upload_seconds: float,
+    claim: Claim | None = None,
 ) -> Manifest:
     counts = Counts()
     chunking = None
@@ -356,6 +588,7 @@ def _manifest(
                 total_seconds=round(time.perf_counter() - started, 4),
                 phases=phases,
             ),
+            "claim": claim,
         }
     )
 

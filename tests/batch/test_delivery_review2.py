@@ -6,7 +6,6 @@ and a new version whose outputs are half written over an earlier version's when 
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 from typing import Any
@@ -146,23 +145,26 @@ def test_given_two_inputs_sharing_output_names_when_both_arrive_then_neither_pub
     assert notified_bucket.keys("rejected/") == []
 
 
-class ScoresAnotherBeforeTheManifest(S3ObjectStore):
-    """Runs ``other`` once, just before this invocation puts its manifest: another invocation handling
-    an input with the same output names, from start to finish, between this one's uploads and its
-    manifest."""
+class ScoresAnotherBeforeItsManifest(S3ObjectStore):
+    """Runs ``other`` once, just before this invocation's first manifest put (its claim): another
+    invocation handling an input with the same output names, from start to finish, in between."""
 
     def __init__(self, client: Any, other: Any) -> None:
         super().__init__(client)
         self._other = other
+        self.ran_other = False
 
-    def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
+    def put_bytes_if(
+        self, bucket: str, key: str, body: bytes, content_type: str, *, replacing: str | None
+    ) -> str:
         other, self._other = self._other, None
         if other is not None:
+            self.ran_other = True
             other()
-        super().put_bytes(bucket, key, body, content_type)
+        return super().put_bytes_if(bucket, key, body, content_type, replacing=replacing)
 
 
-def test_given_two_colliding_inputs_processed_at_once_then_the_manifest_describes_its_own_rejected_rows(
+def test_given_two_colliding_inputs_processed_at_once_then_the_second_is_refused_before_writing(
     notified_bucket: NotifiedBucket, model: ScoringModel
 ) -> None:
     # Given a.csv (1 rejected row) and a.parquet (3 rejected rows), both in incoming/
@@ -173,17 +175,16 @@ def test_given_two_colliding_inputs_processed_at_once_then_the_manifest_describe
     def process_the_parquet() -> None:
         process_object(store, model, created(notified_bucket, "incoming/race/a.parquet"), BatchSettings())
 
-    # When a.parquet is processed entirely between a.csv's uploads and a.csv's manifest
-    racing = ScoresAnotherBeforeTheManifest(notified_bucket.s3, process_the_parquet)
-    with contextlib.suppress(SharedOutputNamesError):
+    # When a.csv is processed with a.parquet's whole processing slotted in before a.csv's first write
+    racing = ScoresAnotherBeforeItsManifest(notified_bucket.s3, process_the_parquet)
+    with pytest.raises(SharedOutputNamesError):
         process_object(racing, model, created(notified_bucket, "incoming/race/a.csv"), BatchSettings())
 
-    # Then no manifest says one file's counts over the other's rejected rows (it said a.csv: 1 rejected
-    # row, while rejected/race/a.csv held a.parquet's 3); now a.csv is refused before it scores anything
-    for key in notified_bucket.keys("manifests/"):
-        manifest = notified_bucket.get_json(key)
-        rejected = read_rejected(notified_bucket.get(manifest["outputs"]["rejected"]))
-        assert len(rejected) == manifest["counts"]["rows_rejected"]
+    # Then a.csv is refused by the listing before it writes anything, so the race never starts (a.csv's
+    # manifest used to count its 1 rejected row over a.parquet's 3 in rejected/race/a.csv)
+    assert not racing.ran_other
+    assert notified_bucket.keys("manifests/") == []
+    assert notified_bucket.keys("rejected/") == []
 
 
 # ---- a new version's outputs written over an earlier version's, and processing stops between -----

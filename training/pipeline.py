@@ -457,6 +457,7 @@ def feature_schema(spec: DatasetSpec, train_inputs: pd.DataFrame) -> list[Featur
                 reason=feature.reason_text(),
                 reason_high=feature.directional_reasons()[0],
                 reason_low=feature.directional_reasons()[1],
+                reason_missing=feature.missing_reason() if nullable else None,
                 onnx_input=feature.name,
                 onnx_type="int64" if is_category else "double",
             )

@@ -601,6 +601,8 @@ def results_per_audit_line(card: ModelCard, log_applicant_values: bool) -> int:
     escaped = 6
     features = card.features
     texts = [text for f in features for text in (f.reason, f.reason_high, f.reason_low) if text]
+    # A missing value's text, the one derived for a card without reason_missing too (the runtime's rule).
+    texts += [f.missing_reason() for f in features if f.nullable]
     result: dict[str, Any] = {
         "application_id": "x" * APPLICATION_ID_MAX_LENGTH * escaped,
         "decision": "x" * max(map(len, card.decision_policy.decision_labels.values())) * escaped,

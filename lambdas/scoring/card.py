@@ -58,6 +58,14 @@ class FeatureSchema(_Strict):
     # applicant's value is on ("High interest rate" / "Low interest rate").
     reason_high: str | None = Field(default=None, description="Reason when the value is above the baseline")
     reason_low: str | None = Field(default=None, description="Reason when the value is below the baseline")
+    # A missing value says nothing about the applicant ("Short employment history" would be untrue):
+    # optional, so cards written before it existed stay valid (see missing_reason for their text).
+    reason_missing: str | None = Field(
+        default=None,
+        pattern=_NOT_BLANK,
+        description="Reason when the value is missing (a nullable feature) and that raised the risk; "
+        "when absent, the description followed by ' not provided'",
+    )
     onnx_input: str
     onnx_type: OnnxElementType
 
@@ -80,6 +88,13 @@ class FeatureSchema(_Strict):
         if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
             raise ValueError(f"{self.name}: minimum {self.minimum} is above maximum {self.maximum}")
         return self
+
+    def missing_reason(self) -> str:
+        """The text shown when a missing value raised the risk: ``reason_missing``, else (older cards)
+        the description followed by "not provided", e.g. "Interest rate of the loan not provided"."""
+        if self.reason_missing is not None:
+            return self.reason_missing
+        return f"{self.description.strip().rstrip('.') or self.name} not provided"
 
 
 class OnnxInfo(_Strict):

@@ -19,9 +19,18 @@ Reasons (model-agnostic, one batched ONNX call)
     categories) and the row is re-scored. The contribution of a feature is
     ``p(original) - p(feature at baseline)``: how much that feature's actual value raised the
     probability of default compared with a typical applicant. The reasons are the ``top_k``
-    features with a positive contribution, largest first, with the card's reason text (for numbers,
-    ``reason_high`` or ``reason_low`` by the side of the baseline the value is on, because a
-    non-monotone model can raise the risk for a value on either side). The
+    features with a positive contribution, largest first, each with one of the card's texts:
+
+    - a missing value (a nullable feature left empty, number or category): ``reason_missing``, or
+      for a card without it (written before it existed) ``FeatureSchema.missing_reason``'s
+      "<description> not provided" — never a text about a value the applicant did not give;
+    - a number: ``reason_high`` or ``reason_low`` by the side of the baseline the value is on
+      (a non-monotone model can raise the risk for a value on either side), ``reason`` when the
+      card has no such text (or when the baseline itself is missing);
+    - a category: ``reason``.
+
+    The API's reasons (:meth:`ScoringModel.explain`, :meth:`ScoringModel.score`) and the batch's
+    joined texts (:meth:`ScoringModel.explain_texts`) pick the text by the same rule. The
     original rows and all ``rows x features`` perturbed rows go through a single
     ``InferenceSession.run``. For a logistic model the contribution on the logit scale,
     ``logit(p) - logit(p - contribution)``, is exactly ``coef * (x - baseline)``.
@@ -53,7 +62,13 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from lambdas.scoring.bins import bin_index
-from lambdas.scoring.card import FeatureSchema, ModelCard, NumericReference, category_code_map
+from lambdas.scoring.card import (
+    NULL_CATEGORY_CODE,
+    FeatureSchema,
+    ModelCard,
+    NumericReference,
+    category_code_map,
+)
 
 CARD_FILE = "model_card.json"
 # Up to this many rows per call, reasons are built with Python lists (see _score_small).
@@ -62,8 +77,17 @@ SMALL_REQUEST_ROWS = 4
 # below it, sorting costs more than it saves (measured: 1.17x the time at 256 rows, 0.94x at 2,048).
 LOCALITY_MIN_ROWS = 1024
 NULL_CATEGORY = ""
-# The numpy type of each ONNX input type the card may name.
+# The numpy type of each ONNX input type the card may name, and how a missing value is fed in it.
 _FEED_DTYPES: dict[str, type] = {"double": np.float64, "string": object, "int64": np.int64}
+_NULL_FEED: dict[str, float | str | int] = {
+    "double": math.nan,
+    "string": NULL_CATEGORY,
+    "int64": NULL_CATEGORY_CODE,
+}
+# The side of its baseline a chosen feature's value is on, which picks its reason text (see _sides).
+# A reason is coded as ``feature * _SIDES + side + 1`` where one integer per reason is needed.
+_BELOW, _OTHER, _ABOVE, _MISSING = -1, 0, 1, 2
+_SIDES = 4
 _TRUE_TEXT = frozenset({"true", "1", "yes", "y", "t"})
 _FALSE_TEXT = frozenset({"false", "0", "no", "n", "f"})
 # A number in a text cell: plain ASCII decimal, as Arrow's cast reads it (Python's float() would
@@ -159,12 +183,19 @@ class ScoringModel:
             else self._baseline[f.name]
             for f in self._features
         }
-        # Reason text per feature and side of the baseline (+1 above, -1 below, 0 equal / missing /
-        # category): numbers use reason_high / reason_low because a model need not be monotone.
+        # Reason text per feature and side of the baseline (see _sides): numbers use reason_high /
+        # reason_low because a model need not be monotone; a missing value is said to be missing.
         self._reason_names = [f.name for f in self._features]
         self._reason_texts = [
-            {1: f.reason_high or f.reason, -1: f.reason_low or f.reason, 0: f.reason} for f in self._features
+            {
+                _ABOVE: f.reason_high or f.reason,
+                _BELOW: f.reason_low or f.reason,
+                _OTHER: f.reason,
+                _MISSING: f.missing_reason(),
+            }
+            for f in self._features
         ]
+        self._null_feed = [_NULL_FEED[f.onnx_type] for f in self._features]
         # One layout per ONNX input type, numbers first (the numeric block is always blocks[0]).
         self._layouts = tuple(
             _BlockLayout.of(self._features, self._feed_baseline, onnx_type) for onnx_type in _FEED_DTYPES
@@ -344,11 +375,14 @@ class ScoringModel:
         return BatchScores(probability=probability, decline=self._decline(probability), reasons=reasons)
 
     def _side(self, columns: list[list[Any]], index: int, row: int) -> int:
-        """+1 above the baseline, -1 below, 0 equal, missing or a category (see :meth:`_sides`)."""
+        """The side of the baseline one value is on, as :meth:`_sides` decides it."""
+        value = columns[index][row]
         if self._numeric.position[index] < 0:
-            return 0
-        value, baseline = columns[index][row], self._baseline[self._features[index].name]
-        return 1 if value > baseline else -1 if value < baseline else 0
+            return _MISSING if value == self._null_feed[index] else _OTHER
+        if math.isnan(value):
+            return _MISSING
+        baseline = self._baseline[self._features[index].name]
+        return _ABOVE if value > baseline else _BELOW if value < baseline else _OTHER
 
     def explain(
         self,
@@ -479,14 +513,16 @@ class ScoringModel:
         order, values, sides = self._ranking(self._explained(feed, probability, rows), top_k)
         # One integer per chosen reason (feature and side), -1 where the contribution is not positive;
         # each distinct row of codes is joined once.
-        codes = np.where(values > 0.0, order * 3 + sides + 1, -1)
+        codes = np.where(values > 0.0, order * _SIDES + sides + 1, -1)
         _, first, inverse = np.unique(
-            _row_keys(codes, base=3 * len(self._features) + 1), return_index=True, return_inverse=True
+            _row_keys(codes, base=_SIDES * len(self._features) + 1), return_index=True, return_inverse=True
         )
         joined = np.empty(first.size, dtype=object)
         for position, row in enumerate(first.tolist()):
             joined[position] = separator.join(
-                self._reason_texts[code // 3][code % 3 - 1] for code in codes[row].tolist() if code >= 0
+                self._reason_texts[code // _SIDES][code % _SIDES - 1]
+                for code in codes[row].tolist()
+                if code >= 0
             )
         return joined[inverse.reshape(-1)].tolist()  # type: ignore[no-any-return]
 
@@ -531,19 +567,25 @@ class ScoringModel:
     def _sides(
         self, blocks: _FeatureBlocks, selected: NDArray[np.intp], order: NDArray[np.intp]
     ) -> NDArray[np.int64]:
-        """Per chosen feature, the side of its baseline the value is on: +1 above, -1 below, 0 equal,
-        missing (NaN compares false both ways) or a category. Numbers use ``reason_high`` /
-        ``reason_low`` because a model need not be monotone."""
+        """Per chosen feature, the side of its baseline the value is on, which picks its text:
+        ``_MISSING`` for a missing value (NaN, the null code or the null text), else for a number
+        ``_ABOVE`` / ``_BELOW`` / ``_OTHER`` (equal), and ``_OTHER`` for a category. Numbers use
+        ``reason_high`` / ``reason_low`` because a model need not be monotone."""
         sides = np.zeros(order.shape, dtype=np.int64)
-        if not self._numeric.inputs:
-            return sides
-        local = self._numeric.position[order]  # -1 for categories
-        numeric = local >= 0
-        local = np.where(numeric, local, 0)
-        values = blocks.numeric[local, selected[:, None]]
-        baselines = self._numeric.baseline[local]
-        sides[numeric & (values > baselines)] = 1
-        sides[numeric & (values < baselines)] = -1
+        for layout, block in zip(self._layouts, blocks.blocks, strict=True):
+            # Only a number has a side, and only a nullable feature is missing in a valid feed:
+            # categories that are not nullable (the champion's) are not even gathered.
+            if not layout.inputs or (layout is not self._numeric and not layout.nullable):
+                continue
+            local = layout.position[order]  # -1 for the features of the other blocks
+            here = local >= 0
+            local = np.where(here, local, 0)
+            values = block[local, selected[:, None]]
+            if layout is self._numeric:
+                baselines = layout.baseline[local]
+                sides[here & (values > baselines)] = _ABOVE
+                sides[here & (values < baselines)] = _BELOW
+            sides[here & layout.missing(values)] = _MISSING
         return sides
 
 
@@ -993,6 +1035,8 @@ class _BlockLayout:
     baseline: np.ndarray  # their reason baselines
     position: NDArray[np.intp]  # per card feature: its row in this block, or -1
     dtype: type
+    null: float | str | int  # how a missing value is fed: NaN, the null text or the null code
+    nullable: bool  # whether any of these features may be missing
 
     @classmethod
     def of(
@@ -1008,7 +1052,15 @@ class _BlockLayout:
             baseline=np.asarray([baselines[features[i].name] for i in index], dtype=dtype),
             position=position,
             dtype=dtype,
+            null=_NULL_FEED[onnx_type],
+            nullable=any(features[i].nullable for i in index),
         )
+
+    def missing(self, values: np.ndarray) -> NDArray[np.bool_]:
+        """Where ``values`` of this block are missing (NaN equals nothing, so numbers need isnan)."""
+        if self.dtype is np.float64:
+            return np.isnan(values)
+        return np.asarray(values == self.null, dtype=np.bool_)
 
     def stack(self, feed: Mapping[str, np.ndarray]) -> np.ndarray:
         """These features of ``feed`` as one (features, rows) block."""

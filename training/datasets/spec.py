@@ -41,6 +41,12 @@ class FeatureSpec:
         label = self.label or self.name.replace("_", " ")
         return f"High {label}", f"Low {label}"
 
+    def missing_reason(self) -> str:
+        """The card's ``reason_missing`` of a nullable feature, "<Label> not provided": a missing value
+        that raised the risk is described as missing, not as a value the applicant does not have."""
+        label = self.label or self.name.replace("_", " ")
+        return f"{label[:1].upper()}{label[1:]} not provided"  # not capitalize(): "FICO" stays
+
 
 @dataclass(frozen=True)
 class DerivedFeature:

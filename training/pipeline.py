@@ -674,6 +674,28 @@ def _refuse_features_without_values(spec: DatasetSpec, x_train: pd.DataFrame, ho
         )
 
 
+# A numeric protected attribute without bands is grouped by its distinct values: an age in years would
+# give one fairness group per year, each too small to compare, so beyond this many values bands are needed.
+MAX_UNBANDED_GROUPS = 20
+
+
+def _refuse_unbanded_numeric_attributes(spec: DatasetSpec, holdout: pd.DataFrame) -> None:
+    """Before any fitting: fairness figures of a numeric protected attribute given without bands (a spec
+    file's ``"protected": ["age"]``) would list every distinct value as its own group."""
+    for attribute in spec.protected:
+        values = holdout[attribute.column]
+        if attribute.bands or pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
+            continue
+        distinct = int(values.nunique(dropna=True))
+        if distinct > MAX_UNBANDED_GROUPS:
+            raise ValueError(
+                f"protected attribute {attribute.column!r} is numeric with {distinct} distinct values in the "
+                f"{len(holdout)} holdout rows and no bands: its fairness figures would have one group per "
+                f'value; give it bands (a spec file\'s "protected": {{"{attribute.column}": '
+                '{"bands": [...], "band_labels": [...]}})'
+            )
+
+
 @dataclass(frozen=True)
 class TrainingOutcome:
     card: ModelCard
@@ -688,6 +710,7 @@ def train(dataset: LoadedDataset, config: TrainingConfig | None = None) -> Train
     split = split_holdout(dataset, config)
     x_train = model_input_frame(spec, split.train)
     _refuse_features_without_values(spec, x_train, split.description)
+    _refuse_unbanded_numeric_attributes(spec, split.holdout)
     y_train = split.train[spec.target].to_numpy(dtype=np.int64)
     x_holdout = model_input_frame(spec, split.holdout)
     y_holdout = split.holdout[spec.target].to_numpy(dtype=np.int64)

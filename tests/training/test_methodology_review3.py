@@ -17,7 +17,7 @@ from sklearn.pipeline import Pipeline
 from training import pipeline as training_pipeline
 from training.candidates import SMALL_DATA_ROWS, Candidate, candidates_by_name
 from training.datasets.catalog import LoadedDataset, load_dataset
-from training.datasets.spec import DatasetSpec, FeatureKind, FeatureSpec
+from training.datasets.spec import DatasetSpec, FeatureKind, FeatureSpec, ProtectedAttribute
 from training.features import model_input_frame
 from training.pipeline import TrainingConfig, cross_validate, fit_final, split_holdout, train, train_bundle
 from training.registry import gate
@@ -208,3 +208,37 @@ def test_given_fewer_defaulters_in_the_training_rows_than_folds_then_cv_stops_be
     with pytest.raises(ValueError, match=r"the 176 training rows hold 4 of class 1, fewer than the 5 folds"):
         cross_validate(candidate, spec, model_input_frame(spec, frame), y, FAST)
     assert fitted == []
+
+
+# --- A numeric protected attribute needs bands -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("bands", "refused"), [((), True), ((30.0, 50.0), False)])
+def test_given_a_numeric_protected_attribute_without_bands_then_training_stops_before_fitting(
+    bands: tuple[float, ...], refused: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given applicants' ages in years as a protected attribute (a spec file's "protected": ["age"])
+    frame = _toy_rows(600).assign(age=np.random.default_rng(1).integers(18, 80, size=600))
+    spec = _toy_spec(
+        protected=(
+            ProtectedAttribute(
+                "age", bands=bands, band_labels=("<30", "30-49", "50+")[: len(bands) + 1] if bands else ()
+            ),
+        )
+    )
+    dataset = LoadedDataset(spec, frame, {}, "test", 600)
+
+    def no_fitting(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a candidate was cross-validated")
+
+    monkeypatch.setattr(training_pipeline, "cross_validate", no_fitting)
+    # When trained without bands, then it stops before any fitting: one fairness group per year of age
+    # would be listed, each too small to compare
+    if refused:
+        with pytest.raises(
+            ValueError, match=r"protected attribute 'age' is numeric with \d+ distinct values"
+        ):
+            train(dataset, FAST)
+    else:  # with bands, it goes on to cross-validation
+        with pytest.raises(AssertionError, match="a candidate was cross-validated"):
+            train(dataset, FAST)

@@ -183,6 +183,11 @@ def process_object(
     # outputs uploaded. Raised, not skipped: with no manifest possible, the dead-letter queue (and its
     # alarm) is where this shows.
     check_key_lengths(event.key)
+    manifest_key = manifest_key_for(event.key)
+    # Read before the head below, so that a claim found here on another version was put before this
+    # version was seen current: that version is an older one, whose claim may be taken over. Read after
+    # the head, it could be the claim of a newer version uploaded in between, taken from its holder.
+    existing = store.read_bytes(event.bucket, manifest_key)
     # Only the current object is scored: an older version's late event must not overwrite the outputs
     # of a newer one (SQS does not keep order). The newer object has its own event.
     info = store.head(event.bucket, event.key, None)
@@ -193,8 +198,6 @@ def process_object(
         logger.warning("object replaced since the event, skipping the old version: %s", event.key)
         return Outcome(None, skipped="superseded")
 
-    manifest_key = manifest_key_for(event.key)
-    existing = store.read_bytes(event.bucket, manifest_key)
     previous = _parse_manifest(existing.body) if existing is not None else None
     if previous is not None and previous.is_complete_for(event.key, info.etag, info.version_id):
         logger.info("already processed (manifest %s): %s", manifest_key, event.key)
@@ -384,9 +387,20 @@ class _Claim:
             )
 
     def _put(self, body: bytes) -> None:
-        self._etag = self._store.put_bytes_if(
-            self._input.bucket, self._key, body, "application/json", replacing=self._etag
-        )
+        bucket = self._input.bucket
+        try:
+            self._etag = self._store.put_bytes_if(
+                bucket, self._key, body, "application/json", replacing=self._etag
+            )
+        except ConditionFailedError:
+            # The SDK sends a put again when its answer was lost (a 500 or a dropped connection after S3
+            # wrote it), and the retry finds the key changed: by that put. Each body put here is this
+            # attempt's own (its attempt id, its timings; the put-back manifest only on the way out), so
+            # finding it at the key means the put landed.
+            stored = self._store.read_bytes(bucket, self._key)
+            if stored is None or stored.body != body:
+                raise
+            self._etag = stored.etag
 
     def _marker(self, stage: ClaimStage) -> Manifest:
         until = self._expires_at.isoformat(timespec="seconds")
@@ -430,8 +444,9 @@ def _live_claim(previous: Manifest | None, input_object: InputObject, now: datet
     """The claim in the manifest that this invocation must wait for, if there is one.
 
     Taken over at once: a stopped or expired claim (no holder at work), and a claim still scoring another
-    version than the current one (its holder checks the key before it publishes, finds it replaced and
-    publishes nothing; if it got past that check first, its "publishing" put wins and this one waits).
+    version than this one, found current after the claim was read, so an older version (its holder
+    checks the key before it publishes, finds it replaced and publishes nothing; if it got past that
+    check first, its "publishing" put wins and this one waits).
     A manifest with no claim is no hold: a final one (another version's), an unreadable one, or an
     ``incomplete`` one written before claims existed, whose writer would not respect a claim anyway.
     """

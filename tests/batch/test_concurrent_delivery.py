@@ -134,7 +134,8 @@ class Interleaved:
     def read_bytes(self, bucket: str, key: str) -> StoredBytes | None:
         self._alive()
         stored = self.inner.read_bytes(bucket, key)
-        self._reach("manifest_read")  # the only read_bytes of process_object: the file's manifest
+        # process_object reads the file's manifest first (and again only after a refused put)
+        self._reach("manifest_read")
         return stored
 
     def put_bytes_if(

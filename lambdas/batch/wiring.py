@@ -27,7 +27,7 @@ from lambdas.batch.events import ObjectCreated, parse_s3_notification
 from lambdas.batch.formats import DEFAULT_CHUNK_ROWS, DEFAULT_CSV_BLOCK_BYTES
 from lambdas.batch.manifest import Drift, Manifest
 from lambdas.batch.s3_store import S3ObjectStore
-from lambdas.batch.service import BatchSettings, process_object, remove_scratch_left_behind
+from lambdas.batch.service import BatchSettings, FileBusyError, process_object, remove_scratch_left_behind
 from lambdas.model_source import (
     MODEL_BUNDLE_URI,
     MODEL_BUNDLE_VERSION,
@@ -152,11 +152,25 @@ def record_handler(record: SQSRecord) -> None:
     """One SQS message = one S3 notification (possibly several records, or a test event)."""
     try:
         _handle_notification(record.body)
-    except Exception:
+    except Exception as error:
         # Re-raised: the message returns to the queue and, after maxReceiveCount, to the DLQ.
         metrics.add_metric(name="MessagesFailed", unit=MetricUnit.Count, value=1)
-        logger.exception("message failed, it will be retried", extra={"message_id": record.message_id})
+        if _only_busy(error):
+            # Expected with at-least-once delivery: no fault, so no error line with a stack trace.
+            logger.warning(
+                "message returned to the queue: another invocation is processing its file",
+                extra={"message_id": record.message_id, "reason": str(error)},
+            )
+        else:
+            logger.exception("message failed, it will be retried", extra={"message_id": record.message_id})
         raise
+
+
+def _only_busy(error: BaseException) -> bool:
+    """True when every object of the message failed only because another invocation holds it."""
+    if isinstance(error, ExceptionGroup):
+        return all(_only_busy(inner) for inner in error.exceptions)
+    return isinstance(error, FileBusyError)
 
 
 def _handle_notification(body: str) -> None:
@@ -179,7 +193,11 @@ def _handle_notification(body: str) -> None:
 
 
 def _handle_object(created: ObjectCreated) -> None:
-    outcome = process_object(object_store(), loaded_model(), created, batch_settings())
+    try:
+        outcome = process_object(object_store(), loaded_model(), created, batch_settings())
+    except FileBusyError:
+        metrics.add_metric(name="FilesBusy", unit=MetricUnit.Count, value=1)
+        raise
     manifest = outcome.manifest
     if outcome.skipped is not None:
         logger.info("skipped", extra={"key": created.key, "reason": outcome.skipped})

@@ -286,6 +286,13 @@ def test_given_a_duplicate_message_while_the_file_is_scored_then_it_returns_to_t
     # Then that message was reported failed (it stays in the queue), the file scored once
     (failed_ids,) = failed
     assert len(failed_ids) == 1
+    # and logged as a warning naming why, not as an error with a stack trace (nothing is at fault)
+    logged = [json.loads(line) for line in batch_log.getvalue().splitlines() if line.startswith("{")]
+    (busy,) = [entry for entry in logged if entry.get("message_id") == failed_ids[0]]
+    assert busy["level"] == "WARNING"
+    assert "another invocation" in busy["message"]
+    assert "being processed by another invocation" in busy["reason"]
+    assert "exception" not in busy
     manifest = assert_published(files, KEY, model)
     # and when it comes back, it is a skip whose audit line is written again, marked as a repeat
     batch_log.seek(0)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks, NIST80053R5Checks, ServerlessChecks
 
-from infra.config import CONTEXT_KEYS, config_from_context
+from infra.config import config_from_context
 from infra.stack import LoanScoringStack
 
 
 def build_app(app: cdk.App) -> LoanScoringStack:
-    context = {key: app.node.try_get_context(key) for key in CONTEXT_KEYS}
+    # All of the context, not only the known keys: a misspelt key (-c batchMaxConcurency=2) is then
+    # refused by config_from_context instead of silently leaving the default in place.
+    context = app.node.get_all_context()
     config = config_from_context({key: value for key, value in context.items() if value is not None})
     stack = LoanScoringStack(
         app,

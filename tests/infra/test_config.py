@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import aws_cdk as cdk
 import pytest
 
+from app import build_app
 from infra.config import REGISTRY_NAME_REGEX, AppConfig, ConfigError, config_from_context
 from training.registry import SAFE_NAME
 
@@ -162,3 +164,11 @@ def test_given_a_bad_model_bundle_version_when_built_then_the_error_names_the_ke
 def test_model_bundle_version_accepts_exactly_the_names_the_registry_registers() -> None:
     # Given the registry's own rule for names and versions, then the config uses the same one.
     assert SAFE_NAME.pattern == f"^{REGISTRY_NAME_REGEX}$"
+
+
+def test_given_a_misspelt_context_key_when_the_app_is_built_then_it_is_refused() -> None:
+    # Given `cdk deploy -c batchMaxConcurency=2` (one "r" short)
+    app = cdk.App(context={"batchMaxConcurency": "2"})
+    # Then the app refuses it, naming the key, instead of deploying the default of 10
+    with pytest.raises(ConfigError, match=r"unknown context key\(s\) \['batchMaxConcurency'\]"):
+        build_app(app)

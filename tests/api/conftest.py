@@ -18,6 +18,7 @@ from lambdas.api.app import ScoringApi, create_api
 from lambdas.api.observability import logger
 from lambdas.api.settings import Settings
 from lambdas.api.wiring import LambdaHandler, make_handler
+from lambdas.audit import API_DECISIONS
 from lambdas.local_context import LocalLambdaContext
 from lambdas.scoring.runtime import ScoringModel
 from tests.conftest import captured_log
@@ -34,6 +35,25 @@ def api_context() -> LocalLambdaContext:
 
 def stored_event(name: str) -> dict[str, Any]:
     return copy.deepcopy(json.loads((EVENTS_DIR / name).read_text()))
+
+
+# CloudWatch Logs' largest event (UTF-8 bytes of the message, plus 26 bytes it counts for each event).
+MAX_EVENT_BYTES = 256 * 1024 - 26
+
+
+def batch_audit_lines(api: ScoringApi, applications: list[dict[str, Any]]) -> list[str]:
+    """Score ``applications`` in one POST /v1/score/batch through the Lambda handler and return its
+    audit lines ("scored batch"), each checked to fit one CloudWatch Logs event (a longer line is cut,
+    is no longer JSON and drops out of the trail)."""
+    event = stored_event("score_batch.json")
+    event["body"] = json.dumps({"applications": applications})
+    with captured_log(logger) as log:
+        result = make_handler(api)(event, api_context())  # type: ignore[arg-type]
+    assert result["statusCode"] == 200, result
+    lines = [line for line in log.getvalue().splitlines() if f'"message":"{API_DECISIONS}"' in line]
+    assert lines, "no audit line"
+    assert max(len(line.encode()) for line in lines) <= MAX_EVENT_BYTES
+    return lines
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from lambdas.api.observability import logger
 from lambdas.api.wiring import make_handler
 from lambdas.audit import API_DECISION, API_DECISIONS
 from lambdas.scoring.runtime import ScoringModel
-from tests.api.conftest import api_context, settings_for, stored_event
+from tests.api.conftest import api_context, batch_audit_lines, settings_for, stored_event
 from tests.conftest import captured_log
 from tests.scoring.bundles import FEATURE_ORDER, MODEL_VERSION, good_application, write_logistic_bundle
 
@@ -216,15 +216,9 @@ def test_given_the_longest_reason_texts_when_the_largest_batch_is_logged_then_ev
     applications = [
         {"application_id": f"{i:04d}" + "\x01" * 124, "features": good_application()} for i in range(limit)
     ]
-    event = stored_event("score_batch.json")
-    event["body"] = json.dumps({"applications": applications})
-    # When it is scored
-    with captured_log(logger) as log:
-        result = make_handler(api)(event, api_context())  # type: ignore[arg-type]
-    assert result["statusCode"] == 200
-    # Then no audit line is longer than a CloudWatch Logs event, and together they hold every decision
-    raw = [line for line in log.getvalue().splitlines() if f'"message":"{API_DECISIONS}"' in line]
-    assert max(len(line.encode()) for line in raw) <= MAX_EVENT_BYTES
+    # When it is scored, then no audit line is longer than a CloudWatch Logs event, and together they
+    # hold every decision
+    raw = batch_audit_lines(api, applications)
     logged = [r for line in raw for r in json.loads(line)["results"]]
     assert len(logged) == limit
     assert all(len(r["reason_texts"]) == 3 for r in logged)

@@ -19,12 +19,9 @@ from lambdas.batch import wiring as batch_wiring
 from lambdas.batch.manifest import Counts, InputObject, Manifest, Outputs, ReasonsPolicy, Timings
 from lambdas.batch.service import Outcome
 from lambdas.scoring.runtime import ScoringModel
-from tests.api.conftest import api_context, settings_for, stored_event
+from tests.api.conftest import api_context, batch_audit_lines, settings_for, stored_event
 from tests.conftest import captured_log
 from tests.scoring.bundles import write_logistic_bundle
-
-# CloudWatch Logs' largest event (UTF-8 bytes of the message, plus 26 bytes it counts for each event).
-MAX_EVENT_BYTES = 256 * 1024 - 26
 
 
 def _audit_lines(output: str) -> list[str]:
@@ -57,25 +54,13 @@ def test_given_integer_features_without_bounds_when_the_largest_batch_is_logged_
         "loan_ratio": -(10**307),
         "prior_default": False,
     }
-    event = stored_event("score_batch.json")
-    event["body"] = json.dumps(
-        {
-            "applications": [
-                {"application_id": f"{index:04d}" + "\x01" * 124, "features": features}
-                for index in range(limit)
-            ]
-        }
-    )
+    applications = [
+        {"application_id": f"{index:04d}" + "\x01" * 124, "features": features} for index in range(limit)
+    ]
 
-    # When it is scored
-    with captured_log(logger) as log:
-        result = make_handler(api)(event, api_context())  # type: ignore[arg-type]
-    assert result["statusCode"] == 200
-
-    # Then no audit line is longer than a CloudWatch Logs event (a longer one is cut, is no longer JSON
-    # and drops out of the trail), and together they hold every decision
-    raw = [line for line in _audit_lines(log.getvalue()) if '"message":"scored batch"' in line]
-    assert max(len(line.encode()) for line in raw) <= MAX_EVENT_BYTES
+    # When it is scored, then no audit line is longer than a CloudWatch Logs event (a longer one is cut,
+    # is no longer JSON and drops out of the trail), and together they hold every decision
+    raw = batch_audit_lines(api, applications)
     logged = [r for line in raw for r in json.loads(line)["results"]]
     assert len(logged) == limit
     assert logged[0]["features"]["age"] == -(10**308)

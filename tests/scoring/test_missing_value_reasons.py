@@ -19,13 +19,9 @@ import pytest
 from pydantic import ValidationError
 
 from lambdas.api.app import create_api, results_per_audit_line
-from lambdas.api.observability import logger
-from lambdas.api.wiring import make_handler
-from lambdas.audit import API_DECISIONS
 from lambdas.scoring.card import FeatureSchema, ModelCard
 from lambdas.scoring.runtime import LOCALITY_MIN_ROWS, SMALL_REQUEST_ROWS, ScoringModel
-from tests.api.conftest import api_context, settings_for, stored_event
-from tests.conftest import captured_log
+from tests.api.conftest import batch_audit_lines, settings_for
 from tests.scoring import bundles
 from tests.scoring.bundles import good_application, write_logistic_bundle
 from training.datasets.catalog import BUILT_IN
@@ -247,15 +243,9 @@ def test_given_long_derived_missing_texts_when_the_largest_batch_is_logged_then_
         {"application_id": f"{i:04d}", "features": {**good_application(), "income": None}}
         for i in range(limit)
     ]
-    event = stored_event("score_batch.json")
-    event["body"] = json.dumps({"applications": applications})
-    # When it is scored
-    with captured_log(logger) as log:
-        result = make_handler(api)(event, api_context())  # type: ignore[arg-type]
-    assert result["statusCode"] == 200
-    # Then every result carries the long text, and still no audit line is longer than a log event
-    raw = [line for line in log.getvalue().splitlines() if f'"message":"{API_DECISIONS}"' in line]
-    assert max(len(line.encode()) for line in raw) <= MAX_EVENT_BYTES
+    # When it is scored, then no audit line is longer than a log event, and every result carries the
+    # long text
+    raw = batch_audit_lines(api, applications)
     logged = [r for line in raw for r in json.loads(line)["results"]]
     assert len(logged) == limit
     assert all("\u00e9" * 2000 + " not provided" in r["reason_texts"] for r in logged)

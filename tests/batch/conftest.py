@@ -18,8 +18,12 @@ import boto3
 import pytest
 
 from lambdas.batch import wiring as batch_wiring
+from lambdas.batch.events import ObjectCreated
+from lambdas.batch.layout import manifest_key_for
 from lambdas.batch.local import DrainResult, create_notified_bucket, drain_queue
+from lambdas.batch.s3_store import S3ObjectStore
 from lambdas.scoring.runtime import ScoringModel
+from tests.batch.memory_store import MemoryObjectStore
 from tests.conftest import captured_log
 from tests.integration.conftest import moto_endpoint, s3_client  # noqa: F401  (fixtures)
 from tests.scoring.bundles import write_logistic_bundle
@@ -97,3 +101,44 @@ def batch_log() -> Iterator[io.StringIO]:
     """The batch logger's JSON lines (its handler holds the stdout of import time, not capsys's)."""
     with captured_log(batch_wiring.logger) as buffer:
         yield buffer
+
+
+# ---- one file's bucket, on moto or in memory (the claim tests run on both) ----------------------
+
+Store = S3ObjectStore | MemoryObjectStore
+
+
+@dataclass
+class Files:
+    store: Store
+    bucket: str
+
+    def put(self, key: str, body: bytes) -> None:
+        if isinstance(self.store, MemoryObjectStore):
+            self.store.put_bytes(self.bucket, key, body, "text/csv")
+        else:
+            self.store.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="text/csv")
+
+    def event(self, key: str) -> ObjectCreated:
+        """The ObjectCreated event of the object now at ``key``."""
+        info = self.store.head(self.bucket, key, None)
+        assert info is not None
+        return ObjectCreated(self.bucket, key, info.etag, info.version_id, info.size, "ObjectCreated:Put")
+
+    def read(self, key: str) -> bytes:
+        stored = self.store.read_bytes(self.bucket, key)
+        assert stored is not None, key
+        return stored.body
+
+    def manifest(self, key: str) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.read(manifest_key_for(key)))
+        return parsed
+
+
+@pytest.fixture(params=["s3", "memory"])
+def files(request: pytest.FixtureRequest) -> Files:
+    """A file's bucket for the claim tests: on the moto server (S3's conditional puts) or in memory."""
+    if request.param == "memory":
+        return Files(MemoryObjectStore(), "memory-bucket")
+    bucket: NotifiedBucket = request.getfixturevalue("notified_bucket")
+    return Files(S3ObjectStore(bucket.s3), bucket.bucket)

@@ -35,30 +35,19 @@ from lambdas.batch.service import (
     process_object,
 )
 from lambdas.scoring.runtime import ScoringModel
-from tests.batch.conftest import NotifiedBucket
+from tests.batch.conftest import Files, Store
 from tests.batch.helpers import GOOD_ROWS, csv_bytes
 from tests.batch.memory_store import MemoryObjectStore
 from tests.batch.test_concurrent_delivery import (
     KEY,
     ROWS,
-    Files,
     Interleaved,
-    Store,
     assert_claim,
     assert_published,
 )
 
 # Waits between the two threads of one test; reached only when the code under test hangs.
 WAIT_SECONDS = 60
-
-
-@pytest.fixture(params=["s3", "memory"])
-def files(request: pytest.FixtureRequest) -> Files:
-    """The file's bucket: on the moto server (S3's conditional puts) or in memory."""
-    if request.param == "memory":
-        return Files(MemoryObjectStore(), "memory-bucket")
-    bucket: NotifiedBucket = request.getfixturevalue("notified_bucket")
-    return Files(S3ObjectStore(bucket.s3), bucket.bucket)
 
 
 # ---- a conditional put whose answer was lost, retried by the SDK -----------------------------------

@@ -14,7 +14,6 @@ import io
 import json
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -41,7 +40,7 @@ from lambdas.batch.service import (
     process_object,
 )
 from lambdas.scoring.runtime import ScoringModel
-from tests.batch.conftest import NotifiedBucket
+from tests.batch.conftest import Files, NotifiedBucket, Store
 from tests.batch.helpers import BAD_ROWS, GOOD_ROWS, csv_bytes, read_rejected, read_scored
 from tests.batch.memory_store import MemoryObjectStore
 
@@ -62,44 +61,6 @@ def next_model(batch_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     model = ScoringModel.load_directory(folder)
     assert model.model_version == NEXT_VERSION
     return model
-
-
-Store = S3ObjectStore | MemoryObjectStore
-
-
-@dataclass
-class Files:
-    store: Store
-    bucket: str
-
-    def put(self, key: str, body: bytes) -> None:
-        if isinstance(self.store, MemoryObjectStore):
-            self.store.put_bytes(self.bucket, key, body, "text/csv")
-        else:
-            self.store.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="text/csv")
-
-    def event(self, key: str) -> ObjectCreated:
-        """The ObjectCreated event of the object now at ``key``."""
-        info = self.store.head(self.bucket, key, None)
-        assert info is not None
-        return ObjectCreated(self.bucket, key, info.etag, info.version_id, info.size, "ObjectCreated:Put")
-
-    def read(self, key: str) -> bytes:
-        stored = self.store.read_bytes(self.bucket, key)
-        assert stored is not None, key
-        return stored.body
-
-    def manifest(self, key: str) -> dict[str, Any]:
-        parsed: dict[str, Any] = json.loads(self.read(manifest_key_for(key)))
-        return parsed
-
-
-@pytest.fixture(params=["s3", "memory"])
-def files(request: pytest.FixtureRequest) -> Files:
-    if request.param == "memory":
-        return Files(MemoryObjectStore(), "memory-bucket")
-    bucket: NotifiedBucket = request.getfixturevalue("notified_bucket")
-    return Files(S3ObjectStore(bucket.s3), bucket.bucket)
 
 
 class Killed(BaseException):

@@ -103,7 +103,11 @@ class OnnxInfo(_Strict):
     opset: dict[str, int]
     input_names: list[str]
     probability_output: str
-    label_output: str
+    label_output: str = Field(
+        description="The graph's class-label output: probability of default >= 0.5, the converters' "
+        "convention. It is NOT the decision: decisions compare probability_output with "
+        "decision_policy.threshold, and nothing here reads this output"
+    )
     positive_class_index: int = Field(default=1, ge=0)
 
     @field_validator("file")

@@ -68,7 +68,10 @@ STATE_MACHINE_TIMEOUT = Duration.hours(12)
 # "Throttling" among them) arrives as the service's base exception, hence Rds.RdsException / S3.S3Exception.
 RDS_TRANSIENT_ERRORS = ["Rds.RdsException", "Rds.SdkClientException"]
 S3_TRANSIENT_ERRORS = ["S3.S3Exception", "S3.SdkClientException"]
-ECS_TRANSIENT_ERRORS = ["ECS.AmazonECSException"]  # the RunTask call itself refused (throttled)
+# The RunTask call itself refused (throttled), or answered with a non-empty Failures list (no task started,
+# e.g. no Fargate capacity), which the .sync integration reports as AmazonECS.Unknown (Step Functions
+# developer guide, "Run Amazon ECS or Fargate tasks with Step Functions"). Neither started a task.
+ECS_TRANSIENT_ERRORS = ["ECS.AmazonECSException", "AmazonECS.Unknown"]
 # Written by `python -m training gate --verdict` in candidates/<execution name>/, read by the state machine.
 VERDICT_FILE = "gate_verdict.json"
 LATEST_POINTER = "latest.json"  # training/registry.py: the one registry object that is replaced in place

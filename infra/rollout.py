@@ -23,7 +23,7 @@ from constructs import Construct
 
 from infra.alarms import alarm_on_any
 from infra.config import ApiRollout as ApiRolloutName
-from infra.config import AppConfig
+from infra.config import AppConfig, ConfigError
 from infra.execution_roles import role_of
 from infra.lambda_package import REPO_ROOT
 from infra.nag import ANY_RESOURCE, suppress
@@ -35,6 +35,7 @@ from lambdas.rollout_check.hook import (
     TARGET_TIMEOUT_ENV,
     required_timeout_seconds,
 )
+from lambdas.version_names import hash_prefix_mismatch
 
 DEPLOYMENT_CONFIGS: Mapping[ApiRolloutName, codedeploy.ILambdaDeploymentConfig] = {
     "canary": codedeploy.LambdaDeploymentConfig.CANARY_10_PERCENT_5_MINUTES,
@@ -58,15 +59,34 @@ def deployment_config(rollout: ApiRolloutName) -> codedeploy.ILambdaDeploymentCo
 def expected_model_version(config: AppConfig) -> str | None:
     """The model version the API must serve after this deploy, where synthesis can know it: the
     registered version named by ``modelBundleVersion`` (``<model_name>/<model_version>``), else the
-    packaged card's ``model_version``; None when the packaged card is missing or unreadable."""
+    packaged card's ``model_version``; None when the packaged card is missing or unreadable.
+
+    A packaged card whose training-form version (``<dataset>-<12 hex>``) names another model than its
+    ``onnx.sha256`` raises ConfigError: the check and the audit trail tell models apart by that label
+    alone, so a canary would serve two models under one version (the loader verifies the sha256 only).
+    """
     if config.registered_model_version:
         return config.registered_model_version
-    card = REPO_ROOT / config.model_bundle_dir / "model_card.json"
+    card_file = REPO_ROOT / config.model_bundle_dir / "model_card.json"
     try:
-        version = json.loads(card.read_text()).get("model_version")
+        card = json.loads(card_file.read_text())
+        version = card.get("model_version")
     except (OSError, ValueError, AttributeError):
         return None
-    return version if isinstance(version, str) and version else None
+    if not isinstance(version, str) or not version:
+        return None
+    onnx, dataset = card.get("onnx"), card.get("dataset")
+    sha256 = onnx.get("sha256") if isinstance(onnx, dict) else None
+    if isinstance(dataset, str) and isinstance(sha256, str):
+        named_prefix = hash_prefix_mismatch(version, dataset, sha256)
+        if named_prefix is not None:
+            raise ConfigError(
+                f"modelBundleDir {config.model_bundle_dir!r}: its card's model_version {version!r} names "
+                f"a model whose sha256 starts with {named_prefix}, but the card describes onnx.sha256 "
+                f"{sha256}: a new model needs its own version name, or the rollout would serve two "
+                "models under one version"
+            )
+    return version
 
 
 class PreTrafficCheck(Construct):

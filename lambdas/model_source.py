@@ -17,6 +17,7 @@ from typing import Any
 
 from lambdas.scoring.card import ModelCard
 from lambdas.scoring.runtime import CARD_FILE, ModelBundleError, ScoringModel
+from lambdas.version_names import hash_prefix_mismatch
 
 MODEL_BUNDLE_URI = "MODEL_BUNDLE_URI"
 MODEL_BUNDLE_VERSION = "MODEL_BUNDLE_VERSION"
@@ -26,9 +27,6 @@ _MISSING_CODES = frozenset({"NoSuchKey", "404"})
 _BUCKET_NAME = re.compile(r"[a-zA-Z0-9.\-_]{1,255}")
 # A registered version is one folder name (training/registry.py's naming rule).
 _VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-# How training names a version: ``<dataset>-<first 12 hex digits of the ONNX file's sha256>``
-# (training/pipeline.py). Only a version of that form, for the card's dataset, embeds the model's hash.
-_DERIVED_VERSION = re.compile(r"(?P<dataset>.+)-(?P<sha256_prefix>[0-9a-f]{12})")
 
 
 class BundleUriError(ValueError):
@@ -132,15 +130,11 @@ def check_version(card: ModelCard, expected_version: str, location: S3Location) 
             f"was deployed with {expected_version!r} ({MODEL_BUNDLE_VERSION}): refusing to serve a model "
             "that was not deployed (was the folder overwritten?)"
         )
-    derived = _DERIVED_VERSION.fullmatch(expected_version)
-    if (
-        derived is not None
-        and derived["dataset"] == card.dataset
-        and not card.onnx.sha256.startswith(derived["sha256_prefix"])
-    ):
+    named_prefix = hash_prefix_mismatch(expected_version, card.dataset, card.onnx.sha256)
+    if named_prefix is not None:
         raise ModelBundleError(
             f"model bundle {location.uri}: version {expected_version!r} names a model whose sha256 starts "
-            f"with {derived['sha256_prefix']}, but its card describes a model with sha256 "
+            f"with {named_prefix}, but its card describes a model with sha256 "
             f"{card.onnx.sha256}: refusing to serve a model that was not deployed (was the folder "
             "overwritten?)"
         )

@@ -141,7 +141,7 @@ def config_from_context(context: Mapping[str, Any]) -> AppConfig:
         context,
         "trainingSchedule",
         schedule,
-        bool(_SCHEDULE_PATTERN.match(schedule)),
+        bool(_SCHEDULE_PATTERN.fullmatch(schedule)),
         "rate(...)|cron(...)|none",
     )
     provisioned = _int_in_range(
@@ -155,7 +155,7 @@ def config_from_context(context: Mapping[str, Any]) -> AppConfig:
         )
     email = _get(context, "alarmEmail", str, "")
     _require(
-        context, "alarmEmail", email, email == "" or bool(_EMAIL_PATTERN.match(email)), "an e-mail address"
+        context, "alarmEmail", email, email == "" or bool(_EMAIL_PATTERN.fullmatch(email)), "an e-mail address"
     )
     return AppConfig(
         environment=_matching(
@@ -260,13 +260,13 @@ def _matching(
     context: Mapping[str, Any], key: str, pattern: re.Pattern[str], default: str, expected: str
 ) -> str:
     value = _get(context, key, str, default)
-    _require(context, key, value, bool(pattern.match(value)), expected)
+    _require(context, key, value, bool(pattern.fullmatch(value)), expected)
     return value
 
 
 def _bundle_dir(context: Mapping[str, Any], default: str) -> str:
     value = _get(context, "modelBundleDir", str, default).rstrip("/")
-    valid = bool(_BUNDLE_DIR_PATTERN.match(value)) and ".." not in value.split("/")
+    valid = bool(_BUNDLE_DIR_PATTERN.fullmatch(value)) and ".." not in value.split("/")
     _require(context, "modelBundleDir", value, valid, "a relative folder inside the repository")
     return value
 
@@ -277,7 +277,7 @@ def _bundle_version(context: Mapping[str, Any]) -> str | None:
         context,
         "modelBundleVersion",
         value,
-        value == "" or bool(_BUNDLE_VERSION_PATTERN.match(value)),
+        value == "" or bool(_BUNDLE_VERSION_PATTERN.fullmatch(value)),
         "'' for the packaged bundle, or a registered '<model_name>/<model_version>' such as "
         "'credit_risk-default-risk/credit_risk-4d5ce25fd110' (no 'models/' prefix, no trailing '/')",
     )

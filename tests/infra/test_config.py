@@ -172,3 +172,20 @@ def test_given_a_misspelt_context_key_when_the_app_is_built_then_it_is_refused()
     # Then the app refuses it, naming the key, instead of deploying the default of 10
     with pytest.raises(ConfigError, match=r"unknown context key\(s\) \['batchMaxConcurency'\]"):
         build_app(app)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("environment", "dev\n"),
+        ("modelBundleVersion", "credit_risk/credit_risk-eba769cb291e\n"),
+        ("modelBundleDir", "model_artifacts/credit_risk\n"),
+        ("trainingSchedule", "rate(30 days)\n"),
+        ("alarmEmail", "ops@example.com\n"),
+    ],
+)
+def test_given_a_value_with_a_trailing_newline_then_it_is_refused(key: str, value: str) -> None:
+    # A pattern's "$" also matches before a final newline: a value pasted with one would reach
+    # resource names, environment variables and S3 keys
+    with pytest.raises(ConfigError, match=key):
+        config_from_context({key: value})

@@ -23,6 +23,9 @@ def make_handler(api: ScoringApi) -> LambdaHandler:
     @tracer.capture_lambda_handler(capture_response=False)  # scores stay out of trace metadata
     @metrics.log_metrics(capture_cold_start_metric=True)
     def handle(event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
+        # The Lambda version that answered, on every line the audit trail keeps: during a rollout the
+        # alias's two versions can serve the same model_version, and function_arn names the alias.
+        logger.append_keys(function_version=context.function_version)
         tracer.put_annotation(key="model_version", value=api.model.model_version)
         return api.handle(event, context)
 

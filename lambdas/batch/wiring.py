@@ -261,6 +261,8 @@ def _record_drift(key: str, drift: Drift | None) -> None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    # The Lambda version on every line, audit lines included (the function_arn may name an alias).
+    logger.append_keys(function_version=context.function_version)
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )

@@ -381,6 +381,7 @@ def test_given_a_scored_request_when_logged_then_correlation_caller_version_deci
     assert scored["correlation_id"] == "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
     assert scored["caller"] == "arn:aws:iam::123456789012:user/risk-analyst"
     assert scored["model_version"] == MODEL_VERSION
+    assert scored["function_version"] == api_context().function_version  # the Lambda version that answered
     assert scored["decision"] == "decline"
     assert "features" not in scored
     assert "32000" not in json.dumps(scored)

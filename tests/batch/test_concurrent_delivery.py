@@ -265,6 +265,7 @@ def test_given_a_duplicate_message_while_the_file_is_scored_then_it_returns_to_t
     entries = [json.loads(line) for line in batch_log.getvalue().splitlines() if line.startswith("{")]
     (line,) = [entry for entry in entries if entry.get("message") == BATCH_FILE]
     assert (line["redelivered"], line["counts"]) == (True, manifest["counts"])
+    assert line["function_version"] == "$LATEST"  # the Lambda version that answered (local: $LATEST)
 
 
 # ---- a holder that died: its claim expires and is taken over ----------------------------------

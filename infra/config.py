@@ -155,7 +155,11 @@ def config_from_context(context: Mapping[str, Any]) -> AppConfig:
         )
     email = _get(context, "alarmEmail", str, "")
     _require(
-        context, "alarmEmail", email, email == "" or bool(_EMAIL_PATTERN.fullmatch(email)), "an e-mail address"
+        context,
+        "alarmEmail",
+        email,
+        email == "" or bool(_EMAIL_PATTERN.fullmatch(email)),
+        "an e-mail address",
     )
     return AppConfig(
         environment=_matching(

@@ -53,6 +53,9 @@ from training.provenance import checkout_commit
 
 CANDIDATES_PREFIX = "candidates/"
 REGISTRY_PREFIX = "models/"
+# The files of a registered version, models/<model_name>/<model_version>/<file> (training/registry.py
+# MODEL_FILE and CARD_FILE, which tests/infra check against these).
+REGISTERED_VERSION_FILES = ("model.onnx", "model_card.json")
 SNAPSHOT_PREFIX = "train-"
 # Polling bounds: the snapshot is checked every 2 min for up to 1 h, the export every 5 min for up to 4 h.
 # With the three container steps (2 h each) and waiting out a busy instance before the snapshot (~40 min)
@@ -115,6 +118,7 @@ class TrainingPipeline(Construct):
             access_logs=access_logs,
             removal_policy=removal_policy,
         )
+        self._keep_registered_versions_immutable()
         self.cluster = ecs.Cluster(
             self, "Cluster", vpc=network.vpc, container_insights_v2=ecs.ContainerInsights.ENABLED
         )
@@ -205,6 +209,26 @@ class TrainingPipeline(Construct):
             logging=ecs.LogDrivers.aws_logs(stream_prefix=step, log_group=self.log_group),
         )
         return task
+
+    def _keep_registered_versions_immutable(self) -> None:
+        """A registered version's model and card can only be created, never replaced, by any principal:
+        the bucket policy refuses a put without If-None-Match on them (an IAM grant, administrators'
+        included, cannot lift an explicit deny). The serving functions read these keys at each cold start,
+        so a replaced file would change what a deployed version serves. The champion pointer
+        (latest.json) is not covered: registration moves it."""
+        self.artifact_bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="RegisteredVersionsAreNeverReplaced",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=["s3:PutObject"],
+                resources=[
+                    self.artifact_bucket.arn_for_objects(f"{REGISTRY_PREFIX}*/{name}")
+                    for name in REGISTERED_VERSION_FILES
+                ],
+                conditions={"Null": {"s3:if-none-match": "true"}},
+            )
+        )
 
     def _allow_put(self, role: iam.IRole, key_pattern: str, conditions: dict[str, Any] | None = None) -> None:
         """s3:PutObject only (no delete, retention or tagging) on artifact objects, and the key to encrypt."""

@@ -10,6 +10,7 @@ import jsii
 from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
 
+from infra.config import AppConfig
 from infra.lambda_package import REPO_ROOT, LambdaFunction, build_lambda_package
 
 _LIGHTWEIGHT_HANDLER = '''"""Placeholder for infra tests (context lightweightAssets=true); never deployed."""
@@ -37,12 +38,22 @@ class LocalPackageBundling:
         return True
 
 
-def lambda_code(
-    function: LambdaFunction, arch: str, model_bundle_dir: str, *, lightweight: bool
-) -> lambda_.Code:
-    """The function's code asset: the real Docker-free package, or a tiny placeholder for fast tests."""
-    if lightweight:
+def lambda_architecture(config: AppConfig) -> lambda_.Architecture:
+    """The architecture of every function the stack packages. onnxruntime's arm64 wheels have been
+    reported to fail on Lambda's Graviton CPUs (cpuinfo cannot read /sys there and older builds crash on
+    import), so x86_64 is the default and arm64 an explicit opt-in (cdk.json lambdaArchitecture) to be
+    smoke-tested before use."""
+    if config.lambda_architecture == "arm64":
+        return lambda_.Architecture.ARM_64
+    return lambda_.Architecture.X86_64
+
+
+def lambda_code(function: LambdaFunction, config: AppConfig) -> lambda_.Code:
+    """The function's code asset, for ``config``'s architecture and model bundle: the real Docker-free
+    package, or a tiny placeholder for fast tests (``lightweightAssets``)."""
+    if config.lightweight_assets:
         return lambda_.Code.from_asset(str(_lightweight_asset_dir(function)))
+    arch, model_bundle_dir = config.lambda_architecture, config.model_bundle_dir
     return lambda_.Code.from_asset(
         str(REPO_ROOT / "lambdas"),
         # The package builder hashes every input (lock file, code, model bundle) itself, so CDK's

@@ -8,7 +8,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from infra.assets import lambda_code
+from infra.assets import lambda_architecture, lambda_code
 from infra.config import AppConfig
 from infra.execution_roles import execution_role
 from infra.lambda_package import LambdaFunction
@@ -60,19 +60,9 @@ def scoring_function(
         scope,
         construct_id,
         runtime=lambda_.Runtime.PYTHON_3_12,
-        # onnxruntime's arm64 wheels have been reported to fail on Lambda's Graviton CPUs (cpuinfo
-        # cannot read /sys there and older builds crash on import), so x86_64 is the default and
-        # arm64 is an explicit opt-in (cdk.json lambdaArchitecture) to be smoke-tested before use.
-        architecture=lambda_.Architecture.ARM_64
-        if config.lambda_architecture == "arm64"
-        else lambda_.Architecture.X86_64,
+        architecture=lambda_architecture(config),
         handler=f"lambdas.{function}.handler.handler",
-        code=lambda_code(
-            function,
-            config.lambda_architecture,
-            config.model_bundle_dir,
-            lightweight=config.lightweight_assets,
-        ),
+        code=lambda_code(function, config),
         memory_size=memory_mb,
         timeout=timeout,
         ephemeral_storage_size=ephemeral_storage,

@@ -10,7 +10,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from infra.assets import lambda_code
+from infra.assets import lambda_architecture, lambda_code
 from infra.config import AppConfig
 from infra.execution_roles import execution_role
 from infra.lambda_package import LambdaFunction
@@ -41,16 +41,9 @@ def tool_function(
         "Function",
         description=description,
         runtime=lambda_.Runtime.PYTHON_3_12,
-        architecture=lambda_.Architecture.ARM_64
-        if config.lambda_architecture == "arm64"
-        else lambda_.Architecture.X86_64,
+        architecture=lambda_architecture(config),
         handler=handler,
-        code=lambda_code(
-            function,
-            config.lambda_architecture,
-            config.model_bundle_dir,
-            lightweight=config.lightweight_assets,
-        ),
+        code=lambda_code(function, config),
         memory_size=memory_mb,
         timeout=timeout,
         tracing=lambda_.Tracing.ACTIVE,

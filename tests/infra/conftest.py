@@ -12,6 +12,8 @@ import pytest
 from aws_cdk.assertions import Template
 
 from app import build_app
+from infra.lambda_package import LambdaFunction, build_lambda_package
+from tests.isolated_python import run_isolated_python312
 
 Resources = dict[str, dict[str, Any]]
 
@@ -33,6 +35,30 @@ class Synthesised:
     template_json: dict[str, Any]
     template_path: Path
     validation_report: dict[str, Any]
+
+
+def check_tool_package(
+    function: LambdaFunction, modules: list[str], stdlib_module: str, tmp_path: Path
+) -> None:
+    """A tool function's package (the rollout check, the snapshot sweeper) holds ``lambdas/__init__.py``
+    and its own ``modules`` only, compiled for CPython 3.12, under 1 MiB (no wheels, no model); and
+    ``stdlib_module`` (its logic: boto3, which only handler.py imports, comes with Lambda's runtime)
+    imports from the package alone on a bare Python 3.12."""
+    package = tmp_path / function
+    report = build_lambda_package(function, package)
+    files = sorted(
+        p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file() and p.suffix == ".py"
+    )
+    assert files == ["lambdas/__init__.py", *(f"lambdas/{function}/{name}.py" for name in modules)]
+    assert report.unzipped_bytes < 1024 * 1024
+    assert (package / "lambdas" / function / "__pycache__" / "handler.cpython-312.pyc").is_file()
+    probe = (
+        "import json, sys; sys.path[:0] = [sys.argv[1]]; "
+        f"import lambdas.{function}.{stdlib_module} as probed; "
+        "print('RESULT ' + json.dumps({'file': probed.__file__}))"
+    )
+    loaded_from = run_isolated_python312(probe, [str(package)], env={}, cwd=tmp_path)
+    assert Path(loaded_from["file"]).is_relative_to(package)
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

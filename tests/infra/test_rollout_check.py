@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from infra.config import AppConfig
-from infra.lambda_package import build_lambda_package
 from infra.rollout import ROLLOUT_CHECK_HANDLER, expected_model_version
 from lambdas.rollout_check.hook import (
     EXPECTED_MODEL_VERSION_ENV,
@@ -20,8 +19,14 @@ from lambdas.rollout_check.hook import (
     TARGET_TIMEOUT_ENV,
     required_timeout_seconds,
 )
-from tests.infra.conftest import REGISTERED_MODEL, REPO_ROOT, Resources, Synthesised, role_statements
-from tests.isolated_python import run_isolated_python312
+from tests.infra.conftest import (
+    REGISTERED_MODEL,
+    REPO_ROOT,
+    Resources,
+    Synthesised,
+    check_tool_package,
+    role_statements,
+)
 
 _API_HANDLER = "lambdas.api.handler.handler"
 _BATCH_HANDLER = "lambdas.batch.handler.handler"
@@ -292,25 +297,7 @@ def test_given_the_check_then_cdk_nag_finds_nothing_unacknowledged_and_each_ackn
 def test_given_the_check_package_then_it_holds_its_own_code_only_and_imports_on_a_bare_python(
     tmp_path: Path,
 ) -> None:
-    package = tmp_path / "rollout_check"
-    report = build_lambda_package("rollout_check", package)
-    files = sorted(
-        p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file() and p.suffix == ".py"
-    )
-    assert files == [
-        "lambdas/__init__.py",
-        *(f"lambdas/rollout_check/{name}.py" for name in ("__init__", "checks", "handler", "hook", "marker")),
-    ]
-    assert report.unzipped_bytes < 1024 * 1024  # no wheels, no model
-    assert (package / "lambdas" / "rollout_check" / "__pycache__" / "handler.cpython-312.pyc").is_file()
-    # The check's logic imports with nothing but the package and the standard library (boto3, which only
-    # handler.py imports, comes with Lambda's runtime)
-    probe = (
-        "import json, sys; sys.path[:0] = [sys.argv[1]]; import lambdas.rollout_check.hook as probed; "
-        "print('RESULT ' + json.dumps({'file': probed.__file__}))"
-    )
-    loaded_from = run_isolated_python312(probe, [str(package)], env={}, cwd=tmp_path)
-    assert Path(loaded_from["file"]).is_relative_to(package)
+    check_tool_package("rollout_check", ["__init__", "checks", "handler", "hook", "marker"], "hook", tmp_path)
 
 
 @pytest.mark.parametrize("handler", [_API_HANDLER, _BATCH_HANDLER])

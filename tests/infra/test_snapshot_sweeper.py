@@ -14,14 +14,12 @@ from typing import Any
 
 import pytest
 
-from infra.lambda_package import build_lambda_package
 from infra.snapshot_sweeper import MIN_SNAPSHOT_AGE, SWEEP_INTERVAL, SWEEPER_HANDLER
 from infra.training_pipeline import SNAPSHOT_PREFIX
 from lambdas.snapshot_sweeper.sweep import DATABASE_ENV, MIN_AGE_ENV, PREFIX_ENV
-from tests.infra.conftest import Resources, Synthesised, role_statements
+from tests.infra.conftest import Resources, Synthesised, check_tool_package, role_statements
 from tests.infra.test_retraining_review import STUCK, Json, Run, TaskError, _services, execute
 from tests.infra.test_state_machine import _resolve
-from tests.isolated_python import run_isolated_python312
 
 _REGION, _ACCOUNT = "us-east-1", "123456789012"
 _DATABASE = "loan-db"  # what the database's Ref resolves to below
@@ -368,22 +366,4 @@ def test_given_the_sweeper_then_cdk_nag_finds_nothing_unacknowledged_and_each_ac
 def test_given_the_sweeper_package_then_it_holds_its_own_code_only_and_imports_on_a_bare_python(
     tmp_path: Path,
 ) -> None:
-    package = tmp_path / "snapshot_sweeper"
-    report = build_lambda_package("snapshot_sweeper", package)
-    files = sorted(
-        p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file() and p.suffix == ".py"
-    )
-    assert files == [
-        "lambdas/__init__.py",
-        *(f"lambdas/snapshot_sweeper/{name}.py" for name in ("__init__", "handler", "selection", "sweep")),
-    ]
-    assert report.unzipped_bytes < 1024 * 1024  # no wheels, no model
-    assert (package / "lambdas" / "snapshot_sweeper" / "__pycache__" / "handler.cpython-312.pyc").is_file()
-    # The sweep imports with nothing but the package and the standard library (boto3, which only
-    # handler.py imports, comes with Lambda's runtime)
-    probe = (
-        "import json, sys; sys.path[:0] = [sys.argv[1]]; import lambdas.snapshot_sweeper.sweep as probed; "
-        "print('RESULT ' + json.dumps({'file': probed.__file__}))"
-    )
-    loaded_from = run_isolated_python312(probe, [str(package)], env={}, cwd=tmp_path)
-    assert Path(loaded_from["file"]).is_relative_to(package)
+    check_tool_package("snapshot_sweeper", ["__init__", "handler", "selection", "sweep"], "sweep", tmp_path)

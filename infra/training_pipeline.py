@@ -75,6 +75,16 @@ S3_TRANSIENT_ERRORS = ["S3.S3Exception", "S3.SdkClientException"]
 # e.g. no Fargate capacity), which the .sync integration reports as AmazonECS.Unknown (Step Functions
 # developer guide, "Run Amazon ECS or Fargate tasks with Step Functions"). Neither started a task.
 ECS_TRANSIENT_ERRORS = ["ECS.AmazonECSException", "AmazonECS.Unknown"]
+# A retried RDS call whose first attempt was carried out but whose answer was lost (a timeout, a dropped
+# connection: Rds.SdkClientException above) meets the result of that attempt: the snapshot or export of
+# this run's unique name already exists, or the snapshot it deleted is gone. That is the call's success,
+# so each is caught and the run goes on exactly where the answered call would have gone. The RDS API
+# reference names the errors DBSnapshotAlreadyExists, ExportTaskAlreadyExists and DBSnapshotNotFound;
+# Step Functions appends "Exception" and writes the SDK's class name (Db...), which was not verified on
+# AWS, so both spellings are listed.
+SNAPSHOT_ALREADY_EXISTS = ["Rds.DbSnapshotAlreadyExistsException", "Rds.DBSnapshotAlreadyExistsException"]
+EXPORT_ALREADY_EXISTS = ["Rds.ExportTaskAlreadyExistsException"]
+SNAPSHOT_NOT_FOUND = ["Rds.DbSnapshotNotFoundException", "Rds.DBSnapshotNotFoundException"]
 # Written by `python -m training gate --verdict` in candidates/<execution name>/, read by the state machine.
 VERDICT_FILE = "gate_verdict.json"
 LATEST_POINTER = "latest.json"  # training/registry.py: the one registry object that is replaced in place
@@ -398,8 +408,8 @@ class TrainingPipeline(Construct):
                 # CopyTagsToSnapshot: RDS checks that the caller may tag the snapshot it creates.
                 iam.PolicyStatement(actions=["rds:AddTagsToResource"], resources=[snapshot_arn])
             ],
-            result_selector={"arn": sfn.JsonPath.string_at("$.DbSnapshot.DbSnapshotArn")},
-            result_path="$.snapshot",
+            # The snapshot's ARN is read from the describe call: after a lost answer there is no other.
+            result_path=sfn.JsonPath.DISCARD,
         )
         _retry(create_snapshot, RDS_TRANSIENT_ERRORS)
         # RDS refuses a snapshot while the instance is backing up or being modified: wait that out
@@ -421,7 +431,10 @@ class TrainingPipeline(Construct):
             parameters={"DbSnapshotIdentifier": sfn.JsonPath.string_at("$.run.snapshotId")},
             iam_resources=[snapshot_arn],
             iam_action="rds:DescribeDBSnapshots",
-            result_selector={"status": sfn.JsonPath.string_at("$.DbSnapshots[0].Status")},
+            result_selector={
+                "status": sfn.JsonPath.string_at("$.DbSnapshots[0].Status"),
+                "arn": sfn.JsonPath.string_at("$.DbSnapshots[0].DbSnapshotArn"),
+            },
             result_path="$.snapshotStatus",
         )
         _retry(describe_snapshot, RDS_TRANSIENT_ERRORS)
@@ -432,7 +445,7 @@ class TrainingPipeline(Construct):
             action="startExportTask",
             parameters={
                 "ExportTaskIdentifier": sfn.JsonPath.string_at("$.run.snapshotId"),
-                "SourceArn": sfn.JsonPath.string_at("$.snapshot.arn"),
+                "SourceArn": sfn.JsonPath.string_at("$.snapshotStatus.arn"),
                 "S3BucketName": data.export_bucket.bucket_name,
                 "S3Prefix": EXPORT_PREFIX.rstrip("/"),
                 "IamRoleArn": data.export_role.role_arn,
@@ -450,6 +463,8 @@ class TrainingPipeline(Construct):
         )
         _retry(start_export, RDS_TRANSIENT_ERRORS)
         wait_export = sfn.Wait(self, "Wait for the export", time=sfn.WaitTime.duration(EXPORT_CHECK_INTERVAL))
+        # Before the States.ALL catcher added below: catchers are tried in order.
+        start_export.add_catch(wait_export, errors=EXPORT_ALREADY_EXISTS, result_path=sfn.JsonPath.DISCARD)
         describe_export = tasks.CallAwsService(
             self,
             "Check the export",
@@ -669,6 +684,10 @@ class TrainingPipeline(Construct):
             )
             .otherwise(wait_export)
         )
+        create_snapshot.add_catch(
+            wait_snapshot, errors=SNAPSHOT_ALREADY_EXISTS, result_path=sfn.JsonPath.DISCARD
+        )
+        delete_snapshot.add_catch(commands, errors=SNAPSHOT_NOT_FOUND, result_path=sfn.JsonPath.DISCARD)
         definition = (
             ids.next(create_snapshot)
             .next(wait_snapshot)

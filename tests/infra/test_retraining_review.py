@@ -213,6 +213,10 @@ def definition(resources: Resources) -> Json:
     return json.loads(_resolve(machine["Properties"]["DefinitionString"], resources))
 
 
+def _snapshot_arn(identifier: str) -> str:
+    return f"arn:aws:rds:eu-west-1:123456789012:snapshot:{identifier}"
+
+
 def _services(
     snapshot_status: Callable[[int], str] = lambda _: "available",
     export_task: Callable[[int], dict[str, Json]] = lambda _: {"Status": "COMPLETE"},
@@ -227,6 +231,7 @@ def _services(
             "DbSnapshots": [
                 {
                     "DbSnapshotIdentifier": params["DbSnapshotIdentifier"],
+                    "DbSnapshotArn": _snapshot_arn(params["DbSnapshotIdentifier"]),
                     "Status": snapshot_status(counts["snapshot"]),
                 }
             ]
@@ -242,9 +247,7 @@ def _services(
 
     return {
         "rds:createDBSnapshot": lambda p: {
-            "DbSnapshot": {
-                "DbSnapshotArn": f"arn:aws:rds:eu-west-1:123456789012:snapshot:{p['DbSnapshotIdentifier']}"
-            }
+            "DbSnapshot": {"DbSnapshotArn": _snapshot_arn(p["DbSnapshotIdentifier"])}
         },
         "rds:describeDBSnapshots": describe_snapshot,
         "rds:startExportTask": lambda p: {"Status": "STARTING"},

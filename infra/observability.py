@@ -20,7 +20,7 @@ from infra.buckets import rotating_key
 from infra.config import AppConfig
 from infra.nag import suppress
 from infra.queues import dead_letter_queue
-from infra.scoring_functions import METRICS_NAMESPACE, service_name
+from infra.scoring_functions import metrics_namespace, service_name
 
 FIVE_XX_RATE_PERCENT = 1.0
 P99_LATENCY_MS = 2000
@@ -66,6 +66,7 @@ class Observability(Construct):
         sweeps of leftover retraining snapshots) are e-mailed and shown with the rest.
         ``api_access_logs`` is the stage's access log group (JSON lines with a "status" key)."""
         super().__init__(scope, construct_id)
+        namespace = metrics_namespace(config)
         requests = api.metric_count(period=PERIOD, statistic="Sum")
         server_errors = api.metric_server_error(period=PERIOD, statistic="Sum")
         five_xx_rate = cloudwatch.MathExpression(
@@ -87,15 +88,15 @@ class Observability(Construct):
             label="Lambda throttles",
             period=PERIOD,
         )
-        # One metric per environment: a metric filter cannot add a fixed dimension, so the namespace
-        # tells two stacks in one account apart (and stays out of the handlers' own namespace). Every other
-        # line of the log counts 0, so a busy API without 429s reads 0 rather than no data.
+        # The environment's namespace, shared with the handlers' own metrics (other names): a metric
+        # filter cannot add a fixed dimension, so the namespace tells two stacks in one account apart.
+        # Every other line of the log counts 0, so a busy API without 429s reads 0 rather than no data.
         too_many_requests = logs.MetricFilter(
             self,
             "ApiTooManyRequestsFilter",
             log_group=api_access_logs,
             filter_pattern=TOO_MANY_REQUESTS_PATTERN,
-            metric_namespace=f"{METRICS_NAMESPACE}/{config.environment}",
+            metric_namespace=namespace,
             metric_name=TOO_MANY_REQUESTS_METRIC,
             metric_value="1",
             default_value=0,
@@ -175,8 +176,8 @@ class Observability(Construct):
                 cloudwatch.MathExpression(
                     expression="FILL(files, 0) + FILL(windows, 0)",
                     using_metrics={
-                        "files": _drift_metric("batch", "FilesDrifted", "Sum"),
-                        "windows": _drift_metric("api", "WindowsDrifted", "Sum"),
+                        "files": _drift_metric(namespace, "batch", "FilesDrifted", "Sum"),
+                        "windows": _drift_metric(namespace, "api", "WindowsDrifted", "Sum"),
                     },
                     label="Files and API windows drifted",
                     period=DRIFT_PERIOD,
@@ -223,7 +224,7 @@ class Observability(Construct):
             cloudwatch.GraphWidget(
                 title="API: Lambda errors, faults (500) and rejected requests (400, 415)",
                 left=[alarm.metric for alarm in rollout_alarms.values()],
-                right=[_service_metric("api", "ValidationErrors", "Sum", PERIOD)],
+                right=[_service_metric(namespace, "api", "ValidationErrors", "Sum", PERIOD)],
             ),
         )
         self.dashboard.add_widgets(
@@ -257,17 +258,17 @@ class Observability(Construct):
             cloudwatch.GraphWidget(
                 title="Batch: files scored and unreadable, rows rejected",
                 left=[
-                    _service_metric("batch", name, "Sum", PERIOD)
+                    _service_metric(namespace, "batch", name, "Sum", PERIOD)
                     for name in ("FilesScored", "FilesUnreadable")
                 ],
-                right=[_service_metric("batch", "RowsRejected", "Sum", PERIOD)],
+                right=[_service_metric(namespace, "batch", "RowsRejected", "Sum", PERIOD)],
             ),
         )
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(
                 title="Drift against the model's reference data (PSI, worst file or API window per hour)",
                 left=[
-                    _drift_metric(function, name, "Maximum")
+                    _drift_metric(namespace, function, name, "Maximum")
                     for function in ("api", "batch")
                     for name in ("ScorePsi", "MaxFeaturePsi")
                 ],
@@ -276,8 +277,8 @@ class Observability(Construct):
                     cloudwatch.HorizontalAnnotation(value=0.25, label="significant"),
                 ],
                 right=[
-                    _drift_metric("batch", "FilesDrifted", "Sum"),
-                    _drift_metric("api", "WindowsDrifted", "Sum"),
+                    _drift_metric(namespace, "batch", "FilesDrifted", "Sum"),
+                    _drift_metric(namespace, "api", "WindowsDrifted", "Sum"),
                 ],
             ),
             cloudwatch.GraphWidget(
@@ -342,15 +343,17 @@ class Observability(Construct):
         return topic
 
 
-def _drift_metric(function: str, name: str, statistic: str) -> cloudwatch.Metric:
-    return _service_metric(function, name, statistic, DRIFT_PERIOD)
+def _drift_metric(namespace: str, function: str, name: str, statistic: str) -> cloudwatch.Metric:
+    return _service_metric(namespace, function, name, statistic, DRIFT_PERIOD)
 
 
-def _service_metric(function: str, name: str, statistic: str, period: Duration) -> cloudwatch.Metric:
+def _service_metric(
+    namespace: str, function: str, name: str, statistic: str, period: Duration
+) -> cloudwatch.Metric:
     """A metric a scoring function emits (Powertools EMF: namespace and "service" dimension as set in
     infra/scoring_functions.py)."""
     return cloudwatch.Metric(
-        namespace=METRICS_NAMESPACE,
+        namespace=namespace,
         metric_name=name,
         label=f"{function} {name}",
         dimensions_map={"service": service_name(function)},

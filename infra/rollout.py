@@ -27,7 +27,7 @@ from infra.config import AppConfig, ConfigError
 from infra.execution_roles import role_of
 from infra.lambda_package import REPO_ROOT
 from infra.nag import ANY_RESOURCE, suppress
-from infra.scoring_functions import METRICS_NAMESPACE, service_name
+from infra.scoring_functions import metrics_namespace, service_name
 from infra.tool_functions import tool_function
 from lambdas.rollout_check.hook import (
     EXPECTED_MODEL_VERSION_ENV,
@@ -204,7 +204,7 @@ class ApiRollout(Construct):
                 self,
                 "ApiFaults",
                 cloudwatch.Metric(
-                    namespace=METRICS_NAMESPACE,
+                    namespace=metrics_namespace(config),
                     metric_name="Faults",
                     dimensions_map={"service": service_name("api")},
                     statistic="Sum",

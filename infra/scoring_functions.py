@@ -19,6 +19,13 @@ from lambdas.audit import audit_logging_problem
 METRICS_NAMESPACE = "LoanScoring"
 
 
+def metrics_namespace(config: AppConfig) -> str:
+    """The namespace of one environment's custom metrics (the handlers' EMF and the stack's metric
+    filters): two stacks in one account and region would otherwise write the same series, and each
+    would alarm, roll back its canary and graph drift on the other's traffic."""
+    return f"{METRICS_NAMESPACE}/{config.environment}"
+
+
 def service_name(function: str) -> str:
     """Powertools' service name of a function: its logs' "service" key and its metrics' dimension."""
     return f"loan-scoring-{function}"
@@ -45,7 +52,7 @@ def scoring_function(
     environment = {
         "MODEL_BUNDLE_DIR": config.model_bundle_dir,
         "POWERTOOLS_SERVICE_NAME": service,
-        "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+        "POWERTOOLS_METRICS_NAMESPACE": metrics_namespace(config),
         "LOG_APPLICANT_VALUES": "false",
         **(extra_environment or {}),
     }

@@ -124,7 +124,8 @@ def test_given_the_rollback_alarms_when_synthesised_then_one_watches_the_api_fau
     assert len(faults) == 1
     alarm = faults[0]
     # Where lambdas/api/app.py's fault handler emits it (Powertools: namespace + service dimension).
-    assert alarm["Namespace"] == "LoanScoring"
+    # (the environment's own namespace: a second stack in the account must not roll this one back)
+    assert alarm["Namespace"] == "LoanScoring/dev"
     assert alarm["Dimensions"] == [{"Name": "service", "Value": "loan-scoring-api"}]
     assert (alarm["Statistic"], alarm["Period"], alarm["Threshold"]) == ("Sum", 60, 0)
     assert alarm["ComparisonOperator"] == "GreaterThanThreshold"

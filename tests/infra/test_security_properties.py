@@ -379,7 +379,7 @@ def test_given_the_drift_metrics_when_synthesised_then_one_alarm_watches_batch_f
     assert set(watched) == {"FilesDrifted", "WindowsDrifted"}
     assert watched["FilesDrifted"]["Dimensions"] == [{"Name": "service", "Value": "loan-scoring-batch"}]
     assert watched["WindowsDrifted"]["Dimensions"] == [{"Name": "service", "Value": "loan-scoring-api"}]
-    assert all(metric["Namespace"] == "LoanScoring" for metric in watched.values())
+    assert all(metric["Namespace"] == "LoanScoring/dev" for metric in watched.values())
     assert drift_alarm["ComparisonOperator"] == "GreaterThanThreshold"
     assert drift_alarm["Threshold"] == 0
 

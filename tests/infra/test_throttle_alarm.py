@@ -18,8 +18,8 @@ from tests.infra.conftest import Resources, Synthesised
 # JSON *string* ("429", not 429), so the pattern selects that one field and compares it as a quoted
 # string: a 429 elsewhere in the line (a response length, a path) is not a throttled request.
 TOO_MANY_REQUESTS_PATTERN = '{ $.status = "429" }'
-# The metric filter's output: its own namespace per environment (a metric filter cannot add a fixed
-# dimension, and the handlers' "LoanScoring" namespace holds only what they emit themselves).
+# The metric filter's output: the environment's namespace (a metric filter cannot add a fixed dimension),
+# which the handlers' own metrics share under other names.
 NAMESPACE = "LoanScoring/dev"
 METRIC_NAME = "ApiTooManyRequests"
 THRESHOLD = 50  # 429 answers in one 5-minute period (see docs/deploy.md, "Monitoring and drift")

@@ -57,15 +57,15 @@ def test_given_audit_lines_that_logs_cannot_forward_then_an_alarm_fires_and_is_e
         for name, r in resources.items()
         if r["Type"] == "AWS::CloudWatch::Alarm" and name.startswith("AuditAuditForwarding")
     ]
-    # Then one alarm sums CloudWatch Logs' DeliveryErrors of exactly those groups, each term filled with 0
-    metrics = {m["Id"]: m for m in alarm["Metrics"]}
-    (expression,) = [m["Expression"] for m in metrics.values() if "Expression" in m]
-    inputs = [m for m in metrics.values() if "MetricStat" in m]
-    assert expression == " + ".join(f"FILL({m['Id']}, 0)" for m in inputs)
-    assert {m["MetricStat"]["Metric"]["MetricName"] for m in inputs} == {"DeliveryErrors"}
-    assert {m["MetricStat"]["Metric"]["Namespace"] for m in inputs} == {"AWS/Logs"}
-    grouped = sorted(json.dumps(d["Value"]) for m in inputs for d in m["MetricStat"]["Metric"]["Dimensions"])
-    assert grouped == filtered_groups
+    # Then one alarm sums CloudWatch Logs' DeliveryErrors of every filter of this stack: DeliveryErrors is
+    # published per (LogGroupName, DestinationType, FilterName), so the query selects by the one filter
+    # name every audit subscription of the stack has, and no other stack's filters have
+    (name,) = {f["FilterName"] for f in filters}
+    assert name == "LoanScoring-dev-audit-trail"
+    assert len(set(filtered_groups)) == 2  # the API's and the batch function's
+    ((query,),) = [[m["Expression"] for m in alarm["Metrics"]]]
+    assert query == f"SELECT SUM(DeliveryErrors) FROM \"AWS/Logs\" WHERE FilterName = '{name}'"
+    assert all("MetricStat" not in m for m in alarm["Metrics"])
     assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
     assert alarm["TreatMissingData"] == "notBreaching"
     # And with alarm e-mails it notifies the topic like every other alarm

@@ -35,7 +35,7 @@ from pathlib import Path
 from lambdas.scoring.card import Interval, ModelCard
 from training.dataload.storage import StorageError, open_storage
 from training.datasets.catalog import BUILT_IN, LoadedDataset, load_dataset
-from training.fairness import SMALL_SAMPLE_CASES
+from training.fairness import FOUR_FIFTHS, SMALL_SAMPLE_CASES
 from training.pipeline import TrainingConfig, default_model_name, train_bundle
 from training.registry import (
     DEFAULT_MIN_HOLDOUT_NEGATIVES,
@@ -149,13 +149,38 @@ def card_summary(card: ModelCard) -> str:
         f"(tolerance {card.parity.tolerance:g})",
     ]
     for attribute in card.fairness:
+        spread = attribute.comparison_intervals
+        parity, opportunity, ratio = (
+            (
+                spread.demographic_parity_difference,
+                spread.equal_opportunity_difference,
+                spread.adverse_impact_ratio,
+            )
+            if spread is not None
+            else (None, None, None)
+        )
         lines.append(
             f"fairness {attribute.attribute}: "
-            f"demographic parity diff {_figure(attribute.demographic_parity_difference)}, "
-            f"equal opportunity diff {_figure(attribute.equal_opportunity_difference)}, "
-            f"adverse impact ratio {_figure(attribute.adverse_impact_ratio)} over "
+            f"demographic parity diff {_figure(attribute.demographic_parity_difference, parity)}, "
+            f"equal opportunity diff {_figure(attribute.equal_opportunity_difference, opportunity)}, "
+            f"adverse impact ratio {_figure(attribute.adverse_impact_ratio, ratio)} over "
             + ", ".join(f"{g.group} (n={g.count})" for g in attribute.groups)
         )
+        if spread is not None:
+            below = spread.adverse_impact_ratio_below_four_fifths
+            lines.append(
+                f"  comparison intervals ({spread.confidence:.0%} CI): bootstrap within groups, "
+                f"{spread.resamples} resamples, seed {spread.seed}"
+                + ("" if below is None else f"; ratio below {FOUR_FIFTHS:g} in {below:.1%} of resamples")
+            )
+            # A ratio whose interval holds values on both sides of 0.8 passes or fails the rule by chance.
+            if ratio is not None and ratio.lower < FOUR_FIFTHS <= ratio.upper:
+                warnings.append(
+                    f"WARNING: fairness {attribute.attribute}: the adverse impact ratio "
+                    f"{_figure(attribute.adverse_impact_ratio)} has a {spread.confidence:.0%} interval of "
+                    f"{ratio.lower:.3f}-{ratio.upper:.3f}, which contains {FOUR_FIFTHS:g}: this holdout does "
+                    "not settle whether the four-fifths rule is met"
+                )
         for group in attribute.groups:
             if group.defaulters is None and group.small_sample is None:
                 continue  # an older card: no counts or intervals to show
@@ -191,8 +216,11 @@ def _percent(share: float | None) -> str:
     return "n/a" if share is None else f"{share:.1%}"
 
 
-def _figure(value: float | None) -> str:
-    return "n/a (too few large groups)" if value is None else f"{value:.3f}"
+def _figure(value: float | None, interval: Interval | None = None) -> str:
+    """A fairness comparison with its interval where the card has one: ``0.872 (0.784-0.957)``."""
+    if value is None:
+        return "n/a (too few large groups)"
+    return f"{value:.3f}" + (f" ({interval.lower:.3f}-{interval.upper:.3f})" if interval else "")
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

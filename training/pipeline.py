@@ -418,8 +418,13 @@ def _protected_groups(attribute: ProtectedAttribute, values: pd.Series) -> pd.Se
 
 
 def fairness_report(
-    spec: DatasetSpec, holdout: pd.DataFrame, probability: NDArray[np.float64], threshold: float
+    spec: DatasetSpec,
+    holdout: pd.DataFrame,
+    probability: NDArray[np.float64],
+    threshold: float,
+    seed: int | None = None,
 ) -> list[AttributeFairness]:
+    """Fairness figures per protected attribute; with ``seed``, their comparisons' bootstrap intervals."""
     declined = probability >= threshold
     y = holdout[spec.target].to_numpy(dtype=np.int64)
     return [
@@ -429,6 +434,7 @@ def fairness_report(
             y,
             declined,
             "holdout rows",
+            seed=seed,
         )
         for attribute in spec.protected
     ]
@@ -845,7 +851,7 @@ def train(dataset: LoadedDataset, config: TrainingConfig | None = None) -> Train
                 "double-precision thresholds and leaf values"
             ),
         ),
-        fairness=fairness_report(spec, split.holdout, holdout_probability, threshold.threshold),
+        fairness=fairness_report(spec, split.holdout, holdout_probability, threshold.threshold, config.seed),
         reference=DriftReference(
             features=references,
             # The ONNX model's scores, the very numbers the runtime's drift counting bins: scikit-learn's

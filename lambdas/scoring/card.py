@@ -275,6 +275,26 @@ class GroupFairness(_Strict):
     )
 
 
+class ComparisonIntervals(_Strict):
+    """Bootstrap intervals of an attribute's comparisons: each group's rows drawn with replacement to
+    the group's own size, the comparisons recomputed over the same groups as the figures themselves."""
+
+    method: str
+    resamples: int = Field(ge=1)
+    seed: int
+    confidence: float = Field(gt=0.0, lt=1.0)
+    # None where the figure itself is None (fewer than two groups to compare).
+    demographic_parity_difference: Interval | None
+    equal_opportunity_difference: Interval | None
+    adverse_impact_ratio: Interval | None
+    adverse_impact_ratio_below_four_fifths: float | None = Field(
+        ge=0.0,
+        le=1.0,
+        description="Share of the resamples whose adverse impact ratio is below 0.8 (fails the "
+        "four-fifths rule): near 0 or 1 the holdout settles the rule, in between it does not",
+    )
+
+
 class AttributeFairness(_Strict):
     attribute: str
     groups: list[GroupFairness]
@@ -289,6 +309,12 @@ class AttributeFairness(_Strict):
     evaluated_on: str
     uncertainty: str | None = Field(
         default=None, description="How the groups' intervals and small_sample flags were made"
+    )
+    # Optional: None in cards written before it existed.
+    comparison_intervals: ComparisonIntervals | None = Field(
+        default=None,
+        description="95% bootstrap intervals of the parity and equal-opportunity differences and of "
+        "the adverse impact ratio",
     )
 
 

@@ -278,6 +278,7 @@ def _card_written_before_uncertainty() -> ModelCard:
     raw["data"].pop("holdout_negatives")
     for attribute in raw["fairness"]:
         attribute.pop("uncertainty")
+        attribute.pop("comparison_intervals", None)
         for group in attribute["groups"]:
             for name in _UNCERTAINTY_GROUP_FIELDS:
                 group.pop(name)
@@ -420,8 +421,11 @@ def test_given_the_committed_card_then_show_prints_its_intervals_and_warns_of_th
     summary = cli.card_summary(_committed())
     assert "95% CI" in summary
     assert "uncertainty: not recorded in this card" not in summary
-    (warning,) = [line for line in summary.splitlines() if line.startswith("WARNING")]
-    assert "50+" in warning
+    # Two warnings: the small "50+" band, and the impact ratio whose interval holds 0.8 (0.784-0.957)
+    warnings = [line for line in summary.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 2, warnings
+    assert sum("50+" in line for line in warnings) == 1
+    assert sum("four-fifths rule" in line and "0.784-0.957" in line for line in warnings) == 1
 
 
 def test_given_intervals_and_small_groups_then_show_prints_them_compactly_with_warnings() -> None:

@@ -132,8 +132,18 @@ class Observability(Construct):
             "BatchFailures": alarm_on_any(
                 self,
                 "BatchFailures",
-                batch.function.metric_errors(period=PERIOD, statistic="Sum"),
-                "The batch scoring Lambda failed on a message",
+                # The handler reports a failed message in batchItemFailures and counts it as MessagesFailed
+                # (not when the file was only busy in another invocation); Errors are timeouts and crashes.
+                cloudwatch.MathExpression(
+                    expression="FILL(errors, 0) + FILL(failed, 0)",
+                    using_metrics={
+                        "errors": batch.function.metric_errors(period=PERIOD, statistic="Sum"),
+                        "failed": _service_metric(namespace, "batch", "MessagesFailed", "Sum", PERIOD),
+                    },
+                    label="Batch messages failed and Lambda errors",
+                    period=PERIOD,
+                ),
+                "The batch scoring Lambda failed on a message (a fault, a timeout or a crash)",
                 # Errors is stamped with the invocation's start, up to the 15-min timeout before it arrives.
                 evaluation_periods=periods_covering(BATCH_TIMEOUT, PERIOD),
             ),
@@ -229,10 +239,11 @@ class Observability(Construct):
         )
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(
-                title="Batch: invocations and errors",
+                title="Batch: invocations, errors and failed messages",
                 left=[
                     batch.function.metric_invocations(period=PERIOD),
                     batch.function.metric_errors(period=PERIOD),
+                    _service_metric(namespace, "batch", "MessagesFailed", "Sum", PERIOD),
                 ],
             ),
             cloudwatch.GraphWidget(

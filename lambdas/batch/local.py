@@ -18,8 +18,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
-
 from lambdas.batch.events import MalformedEventError, parse_s3_notification
 from lambdas.batch.layout import is_incoming_key, manifest_key_for
 from lambdas.local_context import LocalLambdaContext
@@ -81,12 +79,8 @@ def drain_queue_once(
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
-    try:
-        outcome = handler(sqs_event(messages, queue_arn), context or _batch_context())
-    except BatchProcessingError:
-        # Every record failed: Lambda treats the whole batch as failed and leaves it in the queue.
-        result.failed_message_ids = [message["MessageId"] for message in messages]
-        return result
+    # A failed message is in batchItemFailures (the handler never fails the whole batch for it).
+    outcome = handler(sqs_event(messages, queue_arn), context or _batch_context())
     result.failed_message_ids = [
         failure["itemIdentifier"] for failure in outcome.get("batchItemFailures", [])
     ]

@@ -45,7 +45,12 @@ logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "loan-scoring-
 # the Tracer would patch every library the X-Ray SDK supports, importing each one it finds at cold start.
 tracer = Tracer(patch_modules=["botocore"])
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "LoanScoring"))
-processor = BatchProcessor(event_type=EventType.SQS)
+# A failed message is reported in batchItemFailures (SQS returns it after the visibility timeout and, after
+# maxReceiveCount, moves it to the dead-letter queue) and never raised as the invocation's error, even when
+# it is the only one: a file busy in another invocation is expected under at-least-once delivery and must
+# not raise the BatchFailures alarm. That alarm counts MessagesFailed (real failures) and Lambda Errors
+# (timeouts, crashes).
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 class SettingsError(RuntimeError):
@@ -154,7 +159,6 @@ def record_handler(record: SQSRecord) -> None:
         _handle_notification(record.body)
     except Exception as error:
         # Re-raised: the message returns to the queue and, after maxReceiveCount, to the DLQ.
-        metrics.add_metric(name="MessagesFailed", unit=MetricUnit.Count, value=1)
         if _only_busy(error):
             # Expected with at-least-once delivery: no fault, so no error line with a stack trace.
             logger.warning(
@@ -162,6 +166,8 @@ def record_handler(record: SQSRecord) -> None:
                 extra={"message_id": record.message_id, "reason": str(error)},
             )
         else:
+            # A fault (or an object the service could not take): the BatchFailures alarm counts these.
+            metrics.add_metric(name="MessagesFailed", unit=MetricUnit.Count, value=1)
             logger.exception("message failed, it will be retried", extra={"message_id": record.message_id})
         raise
 

@@ -115,15 +115,19 @@ def _queue_id(resources: Resources, logical_prefix: str) -> str:
 def test_given_the_batch_failures_alarm_then_it_looks_back_at_least_the_batch_functions_timeout(
     resources: Resources,
 ) -> None:
-    # Given the batch function (up to 15 minutes per file) and the alarm on its Errors
+    # Given the batch function (up to 15 minutes per file) and the alarm on its Errors (and failed messages)
     timeout = int(_function(resources, "BatchBatchFunction")["Timeout"])
     alarm = _one_alarm(resources, "ObservabilityBatchFailures")
+    (period,) = {int(m["MetricStat"]["Period"]) for m in alarm["Metrics"] if "MetricStat" in m}
+    assert "Lambda" in {
+        m["MetricStat"]["Metric"]["Namespace"].split("/")[-1] for m in alarm["Metrics"] if "MetricStat" in m
+    }
     # Lambda stamps Errors with the invocation's start: a file failing (timeout, out of memory, S3 error)
     # after 14 minutes arrives in a period 14 minutes old, which a one-period alarm no longer evaluates.
-    window = int(alarm["Period"]) * int(alarm["EvaluationPeriods"])
+    window = period * int(alarm["EvaluationPeriods"])
     # Then the alarm evaluates enough periods to hold the start of any invocation that ends now, and one
     # such datapoint is enough
-    assert window >= timeout + int(alarm["Period"]), (window, timeout)
+    assert window >= timeout + period, (window, timeout)
     assert alarm.get("DatapointsToAlarm", alarm["EvaluationPeriods"]) == 1
     assert alarm["TreatMissingData"] == "notBreaching"
 
@@ -234,6 +238,15 @@ else:
                for i in range(2)]
     for record in records:
         assert wiring.handler({"Records": [record]}, LocalLambdaContext("batch")) == {"batchItemFailures": []}
+
+    # And a message that fails on a fault: reported for a retry, counted as MessagesFailed
+    def fault(*args):
+        raise RuntimeError("injected fault")
+
+    wiring.process_object = fault
+    failing = {**records[0], "messageId": "fault"}
+    assert wiring.handler({"Records": [failing]}, LocalLambdaContext("batch")) == {
+        "batchItemFailures": [{"itemIdentifier": "fault"}]}
 """
 
 

@@ -17,6 +17,7 @@ The defaults are the local development server (root, empty password on 127.0.0.1
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 from collections.abc import Callable, Mapping
@@ -156,3 +157,16 @@ def connect(settings: DbSettings, *, autocommit: bool = False) -> pymysql.connec
         init_command="SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ENGINE_SUBSTITUTION'",
         connect_timeout=10,
     )
+
+
+def rollback_quietly(connection: pymysql.connections.Connection[Any]) -> None:
+    """Roll back after a failure without hiding it.
+
+    When the failure was a lost connection, ROLLBACK cannot be sent (the server rolls the
+    transaction back itself) and pymysql would raise ``InterfaceError(0, '')``, which would replace
+    the error that says what happened.
+    """
+    if not connection.open:
+        return
+    with contextlib.suppress(pymysql.MySQLError, OSError):
+        connection.rollback()

@@ -60,6 +60,7 @@ import pyarrow.parquet as pq
 import pymysql
 import pymysql.cursors
 
+from training.dataload.connection import rollback_quietly
 from training.dataload.schemas import quote
 from training.dataload.storage import Storage, StorageError, open_storage
 
@@ -334,7 +335,7 @@ def export_database(
                 _write_json(storage, info_key, failed)
         raise
     finally:
-        connection.rollback()  # read-only work: just end the snapshot transaction
+        rollback_quietly(connection)  # read-only work: just end the snapshot transaction
 
     total_bytes = sum(info["sizeBytes"] for info in table_infos)
     _write_json(
@@ -387,7 +388,8 @@ def _export_table(
     rows_written = 0
     size_bytes = 0
     # An unbuffered cursor streams rows, so memory holds one file's worth at a time.
-    with connection.cursor(pymysql.cursors.SSCursor) as stream:
+    stream = connection.cursor(pymysql.cursors.SSCursor)
+    try:
         stream.execute(select)
         while True:
             rows = stream.fetchmany(rows_per_file)
@@ -401,6 +403,11 @@ def _export_table(
             size_bytes += len(data)
             if len(rows) < rows_per_file:
                 break
+    finally:
+        # Closing drains the rest of the result; on a lost connection there is nothing to drain and
+        # pymysql would raise an AttributeError in place of the "Lost connection" error.
+        if connection.open:
+            stream.close()
 
     info = {
         "tableStatistics": {

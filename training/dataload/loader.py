@@ -11,7 +11,10 @@ earlier load left one, its rows are deleted in the same transaction (they descri
 
 Values are converted chunk by chunk (memory stays bounded and a bad row midway fails after
 earlier rows were written, which the rollback then undoes); the error names the table, the
-row, the column and the value.
+row, the column and the value. Values are stored exactly or refused: a DECIMAL value with more
+decimal places than its column is an error (MariaDB would round it with only a note, even in
+strict mode), and an existing table must have the schema's column types, precision and scale
+included.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 import pandas as pd
 import pymysql
 
+from training.dataload.connection import rollback_quietly
 from training.dataload.schemas import Column, DatabaseSchema, TableSchema, quote
 
 DEFAULT_CHUNK_ROWS = 5_000
@@ -69,9 +73,12 @@ def _to_decimal(value: object) -> Decimal:
         # repr gives the shortest text that reads back as the same float: "16.02", not 16.0199...
         return Decimal(repr(value))
     try:
-        return Decimal(str(value).strip())
+        number = Decimal(str(value).strip())
     except InvalidOperation as error:
         raise ValueError("not a decimal number") from error
+    if not number.is_finite():
+        raise ValueError("not a finite number")
+    return number
 
 
 def _to_float(value: object) -> float:
@@ -144,12 +151,26 @@ def _convert(table: TableSchema, column: Column, row_index: int, value: object) 
             raise LoadError(f"table {table.name}, row {row_index + 1}: {column.name} is missing")
         return None
     try:
-        return CONVERTERS[column.kind](value)
+        converted = CONVERTERS[column.kind](value)
+        scale = column.decimal_scale
+        if scale is not None and _digits_beyond_scale(converted, scale):
+            # MariaDB would round it with only a note, which strict mode lets pass.
+            raise ValueError(f"more than {scale} decimal places; MariaDB would round it")
     except (ValueError, TypeError, OverflowError) as error:
         raise LoadError(
             f"table {table.name}, row {row_index + 1}: {column.name} = {value!r} "
             f"is not a valid {column.sql_type} ({error})"
         ) from error
+    return converted
+
+
+def _digits_beyond_scale(value: Decimal, scale: int) -> bool:
+    """Whether ``value`` has non-zero digits after its ``scale``-th decimal (exact: no rounding context)."""
+    _, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int):  # NaN or infinity, which _to_decimal refuses
+        return True
+    extra = -scale - exponent
+    return extra > 0 and any(digits[-extra:])
 
 
 def _chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
@@ -157,13 +178,26 @@ def _chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
         yield start, min(start + size, total)
 
 
+def _column_type(column: Column) -> str:
+    """The type as information_schema's COLUMN_TYPE spells it, integer display widths left out."""
+    text = column.sql_type.lower().replace(" ", "")
+    return text.split("(")[0] if column.kind == "int" else text
+
+
 def _existing_columns(cursor: Any, database: str, table: str) -> list[tuple[str, str]]:
     cursor.execute(
-        "SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS "
+        "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE FROM information_schema.COLUMNS "
         "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
         (database, table),
     )
-    return [(str(name), str(data_type).lower()) for name, data_type in cursor.fetchall()]
+    columns: list[tuple[str, str]] = []
+    for name, data_type, column_type in cursor.fetchall():
+        # The full type, not only its kind: a DECIMAL(15,2) left by an earlier schema where
+        # DECIMAL(16,8) is expected would round every value to cents without an error.
+        integer = Column(str(name), str(data_type)).kind == "int"
+        text = str(data_type if integer else column_type).lower().replace(" ", "")
+        columns.append((str(name), text))
+    return columns
 
 
 def _existing_tables(
@@ -184,7 +218,7 @@ def _existing_tables(
 def ensure_schema(
     connection: pymysql.connections.Connection[Any], schema: DatabaseSchema, database: str
 ) -> None:
-    """Create the database and its tables if missing; refuse a table whose columns differ."""
+    """Create the database and its tables if missing; refuse a table whose columns or types differ."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (database,))
         if cursor.fetchone() is None:
@@ -192,7 +226,7 @@ def ensure_schema(
         for table in schema.tables:
             cursor.execute(table.create_sql(database))
             existing = _existing_columns(cursor, database, table.name)
-            expected = [(column.name, column.sql_type.split("(")[0].lower()) for column in table.columns]
+            expected = [(column.name, _column_type(column)) for column in table.columns]
             if existing != expected:
                 raise LoadError(
                     f"table {database}.{table.name} exists with columns {existing}, "
@@ -242,7 +276,7 @@ def load_tables(
             counts = _verify_counts(cursor, target, loaded, frames)
         connection.commit()
     except BaseException:
-        connection.rollback()
+        rollback_quietly(connection)
         raise
     return LoadResult(database=target, row_counts=counts, seconds=time.perf_counter() - started)
 

@@ -54,6 +54,15 @@ class Column:
             return "datetime"
         return "string"
 
+    @property
+    def decimal_scale(self) -> int | None:
+        """Digits after the point of a DECIMAL/NUMERIC column (MariaDB's default is 0), else None."""
+        if self.kind != "decimal":
+            return None
+        _, _, arguments = self.sql_type.partition("(")
+        parts = arguments.rstrip(") ").split(",")
+        return int(parts[1]) if len(parts) == 2 else 0
+
 
 @dataclass(frozen=True)
 class ForeignKey:

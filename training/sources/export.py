@@ -8,7 +8,8 @@ The layout is RDS's::
 
 The same code reads what AWS writes and what ``training.dataload.exporter`` writes locally.
 When present, ``export_info`` must say ``COMPLETE`` (the local exporter writes ``IN_PROGRESS``
-first) and a table's tables-info entry must not say otherwise; a folder without them is read as is.
+first) and a table's tables-info entry must not say otherwise, nor count other rows (``rowCount``,
+written by the local exporter) than its part files hold; a folder without them is read as is.
 Types come back the way training wants them, undoing the RDS mapping:
 
 - DECIMAL (Parquet decimal, or a string when the precision exceeds 38) -> float64, converted
@@ -255,5 +256,22 @@ def read_export_tables(
         parts = _part_files(keys, f"{database_prefix}{table}/")
         if not parts:
             raise ExportReadError(f"export {chosen}: table {database}.{table} has no part files")
-        frames[table] = _read_table(storage, f"{database}.{table}", parts, _original_types(status))
+        frame = _read_table(storage, f"{database}.{table}", parts, _original_types(status))
+        _check_row_count(chosen, f"{database}.{table}", status, len(frame), len(parts))
+        frames[table] = frame
     return frames
+
+
+def _check_row_count(export_id: str, target: str, status: dict[str, Any], rows: int, parts: int) -> None:
+    """Refuse a table whose part files hold other rows than its tables-info entry counted.
+
+    A part lost or duplicated in a copy leaves a readable table with too few or too many rows.
+    The local exporter records ``rowCount``; an entry without it (RDS's own) cannot be checked.
+    """
+    expected = status.get("rowCount")
+    if not isinstance(expected, int) or isinstance(expected, bool) or expected == rows:
+        return
+    raise ExportReadError(
+        f"export {export_id}: table {target} has {rows} rows in its {parts} part files, but its "
+        f"tables-info counted {expected}: a part file is missing or duplicated"
+    )

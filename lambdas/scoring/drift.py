@@ -15,7 +15,15 @@ missing. A share of 0 is floored at ``SHARE_FLOOR`` on both sides (the data's an
 a bin the reference left empty gives a large but finite PSI. The usual reading: below 0.1 stable,
 from 0.1 a moderate shift worth watching, from 0.25 a significant shift (a retraining candidate).
 Fewer than ``MIN_ROWS_FOR_VERDICT`` rows give figures but no verdict: sampling noise alone moves a
-ten-bin PSI by about ``bins / rows``.
+PSI by about ``(bins - 1) / rows`` (0.018 for ten bins and 500 rows). So a feature counts in the
+verdict at full weight from ``ROWS_PER_EXTRA_BIN`` rows per bin its reference filled beyond the first
+(every numeric feature from 500 rows; a category of more than 21 filled bins, a spec file's 50 states,
+later); with fewer rows its figure counts scaled by ``rows / rows needed``, so that its noise weighs
+about 0.04 whatever its bins. The figures reported are unscaled. Unscaled, a 51-value category drawn
+from its own reference measured 0.1 or more in over half of 500-row samples, and 200 values 0.25 or
+more in all of them. Scaled (categories of 30 to 1,000 values, 500 and 1,000 rows), none reached 0.25
+and at most 0.4 % reached 0.1, while the 51 values' real shift (the ten rarest 20 times as frequent)
+stayed significant from 500 rows.
 
 The batch Lambda measures each file; the API measures windows of applications (:class:`DriftWindow`).
 """
@@ -37,6 +45,11 @@ from lambdas.scoring.card import CategoricalReference, FeatureSchema, ModelCard,
 PSI_MODERATE = 0.1
 PSI_SIGNIFICANT = 0.25
 MIN_ROWS_FOR_VERDICT = 500
+# Rows per bin beyond the first a PSI needs to count in the verdict at full weight: its noise, about
+# (bins - 1) / rows, is then about 0.04, well below PSI_MODERATE. Numeric references fill at most 11
+# bins (deciles or ten values, and missing), so only a category of more than 21 filled bins needs more
+# than MIN_ROWS_FOR_VERDICT.
+ROWS_PER_EXTRA_BIN = 25
 SHARE_FLOOR = 1e-4
 # How the runtime feeds a missing category given as text (lambdas.scoring.runtime.NULL_CATEGORY; not
 # imported, to keep this module free of onnxruntime).
@@ -63,6 +76,12 @@ class _Histogram:
     def __init__(self, expected: list[float]) -> None:
         self.expected = np.asarray(expected, dtype=np.float64)
         self.counts = np.zeros(len(expected), dtype=np.int64)
+
+    @property
+    def rows_to_judge(self) -> int:
+        """Rows below which this PSI is mostly sampling noise, by the bins the reference filled."""
+        filled = int(np.count_nonzero(self.expected > 0))
+        return ROWS_PER_EXTRA_BIN * max(filled - 1, 0)
 
     def psi(self) -> float:
         total = int(self.counts.sum())
@@ -161,12 +180,19 @@ class DriftMonitor:
             if feature.name in histograms
         }
         score_psi = _rounded(self._score.psi())
-        most_drifted = max(feature_psi, key=lambda name: feature_psi[name]) if feature_psi else None
+        # What the verdict reads: each figure scaled down where the rows are fewer than its bins need,
+        # so that sampling noise weighs about the same in every one (the score's reference fills at
+        # most ten bins: never scaled).
+        judged = {
+            name: psi * min(1.0, self._rows / max(histograms[name].rows_to_judge, 1))
+            for name, psi in feature_psi.items()
+        }
+        most_drifted = max(judged, key=lambda name: judged[name]) if judged else None
         return DriftSummary(
             rows=self._rows,
             feature_psi=feature_psi,
             score_psi=score_psi,
-            status=_status(self._rows, max([score_psi, *feature_psi.values()])),
+            status=_status(self._rows, max([score_psi, *judged.values()])),
             most_drifted_feature=most_drifted,
         )
 

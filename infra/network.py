@@ -2,7 +2,8 @@
 
 The endpoints only carry this account's traffic: the interface endpoints admit principals of this
 account, the S3 gateway endpoint reaches this account's buckets plus the one AWS-owned bucket ECR
-serves image layers from (see :meth:`Network._restrict_endpoints`).
+serves image layers from (see :meth:`Network._restrict_endpoints`). The interface endpoints' security
+groups admit HTTPS from the VPC and have no outbound rule (an endpoint never opens a connection).
 
 Subnet CIDRs never depend on ``useNatGateway``: a subnet whose CIDR changes is replaced, and the new one
 would overlap the old (the update fails) and take the database's subnet group with it. The two isolated
@@ -89,6 +90,7 @@ class Network(Construct):
         self.s3_endpoint = self.vpc.add_gateway_endpoint(
             "S3", service=ec2.GatewayVpcEndpointAwsService.S3, subnets=gateway_subnets
         )
+        endpoint_groups = {name: self._endpoint_security_group(name) for name in _INTERFACE_ENDPOINTS}
         self.interface_endpoints: dict[str, ec2.InterfaceVpcEndpoint] = {
             name: self.vpc.add_interface_endpoint(
                 name,
@@ -97,18 +99,19 @@ class Network(Construct):
                 # One network interface in each AZ's isolated subnet, whatever useNatGateway says (so the
                 # endpoints never move); private DNS serves them to every subnet of the VPC.
                 subnets=self.isolated_subnets,
+                security_groups=[endpoint_groups[name]],
             )
             for name, (service, _) in _INTERFACE_ENDPOINTS.items()
         }
         self._restrict_endpoints()
-        for endpoint in self.interface_endpoints.values():
+        for name, endpoint in self.interface_endpoints.items():
             if self.egress_subnets:
                 # The endpoint's own rule admits the primary block only.
                 endpoint.connections.allow_from(
                     ec2.Peer.ipv4(EGRESS_VPC_CIDR), HTTPS, "HTTPS from the egress subnets"
                 )
             suppress(
-                endpoint,
+                endpoint_groups[name],
                 "AwsSolutions-EC23",
                 "The endpoint security group admits HTTPS (443) from the VPC's own CIDR blocks only; "
                 "cdk-nag cannot evaluate the primary CIDR because it is a CloudFormation reference.",
@@ -117,7 +120,7 @@ class Network(Construct):
             # and a rule that throws is reported as a finding: they never see the 10.0.0.0/16 it resolves to.
             for rule in ("NIST.800.53.R5-EC2RestrictedSSH", "NIST.800.53.R5-EC2RestrictedCommonPorts"):
                 suppress(
-                    endpoint,
+                    endpoint_groups[name],
                     rule,
                     "SC-7/AC-17 ask that SSH and common admin/database ports not be open to 0.0.0.0/0. The "
                     "rule fires only because the ingress CIDR is a CloudFormation token (the VPC's primary "
@@ -129,6 +132,19 @@ class Network(Construct):
         )
         self.vpc.add_flow_log(
             "FlowLog", destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_log_group)
+        )
+
+    def _endpoint_security_group(self, name: str) -> ec2.SecurityGroup:
+        """The group of one interface endpoint: HTTPS in from the VPC (the endpoint adds that rule), and
+        no outbound rule. An endpoint's network interfaces only answer connections, which a security
+        group lets back out whatever its outbound rules say; CDK's own group for an endpoint would
+        allow all outbound traffic to 0.0.0.0/0, a rule nothing uses and every review has to explain."""
+        return ec2.SecurityGroup(
+            self,
+            f"{name}EndpointSecurityGroup",
+            vpc=self.vpc,
+            description=f"{name} interface endpoint: HTTPS from the VPC, nothing outbound",
+            allow_all_outbound=False,
         )
 
     def _restrict_endpoints(self) -> None:

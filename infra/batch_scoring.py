@@ -13,7 +13,13 @@ from aws_cdk.interfaces.aws_s3 import IBucketRef
 from constructs import Construct
 
 from infra.alarms import alarm_on_any
-from infra.buckets import grant_put_under, grant_read_under, rotating_key, secure_bucket
+from infra.buckets import (
+    grant_put_under,
+    grant_read_under,
+    refuse_other_encryption,
+    rotating_key,
+    secure_bucket,
+)
 from infra.config import AppConfig
 from infra.execution_roles import role_of
 from infra.nag import (
@@ -71,6 +77,8 @@ class BatchScoring(Construct):
                 s3.LifecycleRule(id="expire-incoming", prefix=INCOMING_PREFIX, expiration=Duration.days(30))
             ],
         )
+        # Files dropped and files written: all under the bucket's key.
+        refuse_other_encryption(self.bucket, self.key, "*")
         # SSE-SQS rather than KMS: S3 event notifications cannot publish to a queue under a key
         # whose policy does not name s3.amazonaws.com, and the messages carry only object keys.
         self.dead_letter_queue = dead_letter_queue(

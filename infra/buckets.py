@@ -176,3 +176,26 @@ def grant_put_under(bucket: s3.IBucket, grantee: iam.IGrantable, *key_patterns: 
     )
     if bucket.encryption_key:
         bucket.encryption_key.grant(grantee, "kms:GenerateDataKey", "kms:Decrypt")
+
+
+def refuse_other_encryption(bucket: s3.Bucket, key: kms.IKey, *key_patterns: str) -> None:
+    """Deny a put under ``key_patterns`` that names another encryption than ``key``.
+
+    A put without encryption headers gets the bucket's default (``key``). ``--sse aws:kms`` without a key
+    id means the AWS-managed ``aws/s3`` key, ``--sse AES256`` SSE-S3: either leaves applicant data
+    readable by any principal with s3:GetObject, no kms:Decrypt grant on this key needed.
+    """
+    bucket.add_to_resource_policy(
+        iam.PolicyStatement(
+            sid="UploadsUseTheBucketsKey",
+            effect=iam.Effect.DENY,
+            principals=[iam.AnyPrincipal()],
+            actions=["s3:PutObject"],
+            resources=[bucket.arn_for_objects(pattern) for pattern in key_patterns],
+            conditions={
+                # Only a request that names an encryption; then it must name this key's ARN.
+                "Null": {"s3:x-amz-server-side-encryption": "false"},
+                "StringNotEquals": {"s3:x-amz-server-side-encryption-aws-kms-key-id": key.key_arn},
+            },
+        )
+    )

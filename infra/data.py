@@ -11,7 +11,7 @@ from aws_cdk import aws_rds as rds
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from infra.buckets import grant_read_under, rotating_key, secure_bucket
+from infra.buckets import grant_read_under, refuse_other_encryption, rotating_key, secure_bucket
 from infra.config import AppConfig
 from infra.execution_roles import cdk_helper_role
 from infra.nag import (
@@ -78,6 +78,8 @@ class Data(Construct):
                 )
             ],
         )
+        # Files dropped for the loader (RDS writes exports/ itself, naming the key its own way).
+        refuse_other_encryption(self.export_bucket, self.key, DATASET_PREFIX + "*")
         self.export_role = self._build_export_role()
         self.loader_security_group = ec2.SecurityGroup(
             self,

@@ -535,6 +535,8 @@ def _put_object(needs: _Needs) -> list[Requirement]:
     p = needs.params
     needs.refuse("SSEKMSKeyId", "ACL", "GrantRead", "GrantFullControl", "GrantReadACP", "GrantWriteACP")
     context = {"s3:if-none-match": str(p["IfNoneMatch"])} if "IfNoneMatch" in p else {}
+    if "ServerSideEncryption" in p:  # SSEKMSKeyId is refused above
+        context["s3:x-amz-server-side-encryption"] = str(p["ServerSideEncryption"])
     found = [needs.s3_object("s3:PutObject", p["Bucket"], p["Key"], **context)]
     extras = {
         "Tagging": "s3:PutObjectTagging",
@@ -658,6 +660,8 @@ CONDITION_KEYS = frozenset(
         "s3:delimiter",
         "s3:max-keys",
         "s3:if-none-match",
+        "s3:x-amz-server-side-encryption",
+        "s3:x-amz-server-side-encryption-aws-kms-key-id",
         "kms:ViaService",
         "kms:CallerAccount",
         "kms:EncryptionContext:aws:s3:arn",

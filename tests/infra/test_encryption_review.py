@@ -92,3 +92,59 @@ def test_given_every_security_group_then_none_admits_traffic_from_the_internet(v
     # And no subnet hands out public addresses (the NAT gateway's Elastic IP is the one public address)
     for name, subnet in _of_type(variant, "AWS::EC2::Subnet").items():
         assert subnet["Properties"].get("MapPublicIpOnLaunch", False) is False, name
+
+
+def _denies(condition: dict[str, Any], headers: dict[str, str], key_arn: Any) -> bool:
+    """IAM's reading of the statement's condition for a put with these headers (a negated operator
+    holds when the key is absent)."""
+    ((null_key, null_value),) = condition["Null"].items()
+    ((not_equals_key, expected),) = condition["StringNotEquals"].items()
+    assert (null_key, null_value, expected) == ("s3:x-amz-server-side-encryption", "false", key_arn)
+    named = headers.get(not_equals_key)
+    return null_key in headers and (named is None or named != "our-key")
+
+
+def test_given_an_upload_naming_another_encryption_then_the_batch_and_loader_buckets_deny_it(
+    variant: Resources,
+) -> None:
+    # Given the deny on the scoring bucket (all keys) and on the export bucket's datasets/ (the loader's)
+    statements = {
+        name: statement
+        for name, policy in _of_type(variant, "AWS::S3::BucketPolicy").items()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if statement.get("Sid") == "UploadsUseTheBucketsKey"
+    }
+    assert sorted(name.split("Policy")[0] for name in statements) == [
+        "BatchScoringBucket",
+        "DataExportBucket",
+    ], sorted(statements)
+    for name, statement in statements.items():
+        assert (statement["Effect"], statement["Action"], statement["Principal"]) == (
+            "Deny",
+            "s3:PutObject",
+            {"AWS": "*"},
+        )
+        suffix = statement["Resource"]["Fn::Join"][1][-1]
+        assert suffix == ("/*" if name.startswith("BatchScoring") else "/datasets/*"), (name, suffix)
+        condition = statement["Condition"]
+        key_arn = condition["StringNotEquals"]["s3:x-amz-server-side-encryption-aws-kms-key-id"]
+        # Then a put without encryption headers (the bucket's key applies) and one naming this key pass
+        assert not _denies(condition, {}, key_arn)
+        assert not _denies(
+            condition,
+            {
+                "s3:x-amz-server-side-encryption": "aws:kms",
+                "s3:x-amz-server-side-encryption-aws-kms-key-id": "our-key",
+            },
+            key_arn,
+        )
+        # And SSE-S3, or SSE-KMS under the AWS-managed aws/s3 key (no key id) or another key, is denied
+        for headers in (
+            {"s3:x-amz-server-side-encryption": "AES256"},
+            {"s3:x-amz-server-side-encryption": "aws:kms"},
+            {
+                "s3:x-amz-server-side-encryption": "aws:kms",
+                "s3:x-amz-server-side-encryption-aws-kms-key-id": "another-key",
+            },
+        ):
+            assert _denies(condition, headers, key_arn), headers

@@ -25,6 +25,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import tempfile
 import uuid
@@ -32,8 +33,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from lambdas.scoring.card import Interval, ModelCard
-from training.dataload.storage import StorageError, open_storage
+from training.dataload.storage import S3Storage, StorageError, open_storage
 from training.datasets.catalog import BUILT_IN, LoadedDataset, load_dataset
 from training.fairness import FOUR_FIFTHS, SMALL_SAMPLE_CASES
 from training.pipeline import TrainingConfig, default_model_name, train_bundle
@@ -342,9 +345,34 @@ def _check_output(option: str, location: str, *, folder: bool = True) -> None:
         open_storage(location)  # an s3:// location without a bucket, or another scheme: ValueError
     except ValueError as error:
         raise ValueError(f"{option} {location!r}: {error}") from error
-    parent = Path(location) if folder else Path(location).parent
-    if not _is_remote(location) and parent.is_file():
-        raise ValueError(f"{option} {location!r}: {parent} is a file, not a folder")
+    if _is_remote(location):
+        _check_bucket(option, location)
+        return
+    # The nearest folder that exists on the way: a file anywhere above (out/bundle under a file named
+    # out) or a folder this user cannot write to would fail only when the bundle is written.
+    existing = Path(location) if folder else Path(location).parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{option} {location!r}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {location!r}: {existing} is not writable")
+
+
+def _check_bucket(option: str, location: str) -> None:
+    """An s3:// location whose bucket does not exist (a typo) is refused now: as an output it would fail
+    only after training; as a registry every key in it reads as missing, so the gate finds no champion
+    and passes any candidate."""
+    storage = open_storage(location)
+    if not isinstance(storage, S3Storage):
+        return
+    try:
+        storage.client.head_bucket(Bucket=storage.bucket)
+    except storage.client.exceptions.ClientError as error:
+        if error.response.get("Error", {}).get("Code") in {"404", "NoSuchBucket", "NotFound"}:
+            raise ValueError(f"{option} {location!r}: bucket {storage.bucket!r} does not exist") from error
+        # Any other answer (403: a role that may write under a prefix but not list): the bucket
+        # exists, or the first read or write says why not.
 
 
 def _publish(bundle: Path, location: str) -> None:
@@ -377,6 +405,8 @@ def _dataset(args: argparse.Namespace) -> LoadedDataset:
 
 def _train(args: argparse.Namespace, out: str, registry: str | None) -> ModelCard:
     _check_output("--out", out)
+    if registry:
+        _check_bucket("--champion-registry", registry)
     config = _config(args)  # invalid settings fail here, before data is read
     dataset = _dataset(args)
     with tempfile.TemporaryDirectory(prefix="training-") as scratch:
@@ -398,6 +428,7 @@ def _gate_or_register(args: argparse.Namespace) -> int:
     verdict = getattr(args, "verdict", None)
     if verdict:
         _check_output("--verdict", verdict, folder=False)
+    _check_bucket("--registry", args.registry)
     with tempfile.TemporaryDirectory(prefix="candidate-") as scratch:
         bundle = _materialise(args.candidate, Path(scratch))
         card = read_bundle_card(bundle)
@@ -459,6 +490,22 @@ def _export(database: str, out: str, export_id: str, layout_database: str | None
         raise SystemExit(2)
 
 
+def _bundle_card(bundle: Path) -> ModelCard:
+    """The card of a bundle folder for ``show``: only beside the model it describes (a tampered or
+    swapped model.onnx would otherwise be summarised as the card's model), and a card that is not a
+    model card is named in one line, not in a page of validation errors."""
+    card_file = bundle / "model_card.json"
+    if not card_file.is_file():
+        raise ValueError(f"no model_card.json in {bundle}")
+    read_bundle_card(bundle)  # RegistryError: no model.onnx, a hash mismatch, not JSON
+    try:
+        return ModelCard.model_validate_json(card_file.read_bytes())
+    except ValidationError as error:
+        problems = [f"{'.'.join(map(str, e['loc'])) or 'card'}: {e['msg']}" for e in error.errors()]
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ValueError(f"{card_file} is not a valid model card: {'; '.join(problems[:3])}{more}") from None
+
+
 def _loop(args: argparse.Namespace) -> int:
     """The retraining loop: the same steps the Step Functions pipeline runs in AWS."""
     if args.dataset not in BUILT_IN:
@@ -482,11 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     try:
         if args.command == "show":
-            card_file = args.bundle / "model_card.json"
-            if not card_file.exists():
-                print(f"error: no model_card.json in {args.bundle}", file=sys.stderr)
-                return 2
-            print(card_summary(ModelCard.model_validate_json(card_file.read_text())))
+            print(card_summary(_bundle_card(args.bundle)))
             return 0
         if args.command == "train":
             _train(args, args.out, args.champion_registry)
@@ -503,6 +546,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, RegistryError, StorageError, ExportReadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # No traceback: a bundle is written only once training is done (card last), and an interrupted
+        # registration is completed by registering again.
+        print(f"error: {args.command} interrupted", file=sys.stderr)
+        return 130
     except Exception as error:
         # Not 1: for gate, register and loop that means "the candidate lost the gate".
         log.exception("unexpected fault")

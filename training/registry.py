@@ -396,10 +396,9 @@ def champion_card(registry_location: str | Path, model_name: str) -> dict[str, A
     if pointer is None:
         return None
     storage = open_storage(registry_location)
-    card = json.loads(storage.read_bytes(f"{model_name}/{pointer['model_version']}/{CARD_FILE}"))
-    if not isinstance(card, dict):
-        raise RegistryError(f"champion card of {model_name} must be a JSON object")
-    return card
+    key = f"{model_name}/{pointer['model_version']}/{CARD_FILE}"
+    # Named: a bare JSON error would not say which of the registry's files is damaged.
+    return _json_object(storage.read_bytes(key), f"champion card {storage.describe(key)}")
 
 
 def register_bundle(bundle_dir: str | Path, registry_location: str | Path) -> str:

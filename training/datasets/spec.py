@@ -8,6 +8,7 @@ and the columns to drop. Any flat CSV or Parquet table trains from a small JSON 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -143,6 +144,23 @@ def default_cleaning(spec: DatasetSpec, frame: pd.DataFrame) -> CleaningResult:
 
 SPEC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # registry-safe with "-default-risk"
 FEATURE_OPTIONS = frozenset({"type", "unit", "description", "reason", "minimum", "maximum", "label"})
+SPEC_KEYS = frozenset(
+    {
+        "name",
+        "target",
+        "features",
+        "protected",
+        "drop",
+        "id_column",
+        "time_column",
+        "description",
+        "positive_class",
+    }
+)
+# Text that reads as a date (ISO 2021-03-04, with or without a time; 04/03/2021, 4.3.21): such a column
+# identifies when a row was recorded, it does not describe the applicant.
+_DATE_TEXT = re.compile(r"^\s*(\d{4}-\d{1,2}-\d{1,2}([ T].*)?|\d{1,2}[/.]\d{1,2}[/.]\d{2,4})\s*$")
+_BOOLEAN_TEXT = frozenset({"true", "false", "1", "0", "yes", "no", "y", "n"})
 
 
 def spec_from_file(path: Path, frame: pd.DataFrame) -> DatasetSpec:
@@ -154,22 +172,24 @@ def spec_from_file(path: Path, frame: pd.DataFrame) -> DatasetSpec:
     ``id_column``; ``time_column``; ``description``; ``positive_class``. Mistakes are ValueErrors
     naming the file and the key.
     """
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"spec file {path} is not valid JSON: {error}") from error
+    raw = _read_spec_json(path)
     if not isinstance(raw, dict) or "target" not in raw or "name" not in raw:
         raise ValueError(f"spec file {path} must be a JSON object with at least 'name' and 'target'")
+    # A misspelt key ("protect", "feature") would otherwise be ignored: a protected attribute would
+    # silently become a model feature, a column to drop would be trained on.
+    unknown_keys = sorted(set(raw) - SPEC_KEYS)
+    if unknown_keys:
+        raise ValueError(f"spec file {path}: unknown keys {unknown_keys}; known: {sorted(SPEC_KEYS)}")
     spec_name = raw["name"]
     if not isinstance(spec_name, str) or not SPEC_NAME.match(spec_name):
         raise ValueError(
             f"spec file {path}: name {spec_name!r} must be 1-100 of letters, digits, '.', '_', '-' "
             "(it names the model in the registry)"
         )
-    target = str(raw["target"])
-    if target not in frame.columns:
-        raise ValueError(f"spec file {path}: target column {target!r} is not in the table")
+    target = _column(raw, "target", path, frame)
+    assert target is not None  # present: checked above
     protected = _parse_protected(raw.get("protected", []), path)
+    _check_protected(protected, path, frame)
     drop = raw.get("drop", [])
     if not isinstance(drop, list) or not all(isinstance(column, str) for column in drop):
         raise ValueError(f"spec file {path}: 'drop' must be a list of column names")
@@ -178,14 +198,31 @@ def spec_from_file(path: Path, frame: pd.DataFrame) -> DatasetSpec:
         raise ValueError(f"spec file {path}: 'drop' names columns not in the table: {unknown_drop}")
     # Columns that must never be model features: the target would leak the label, protected
     # attributes are for fairness figures only, ids and dates identify rather than describe.
-    roles = {target: "the target", **{p.column: "protected" for p in protected}}
-    for optional in ("id_column", "time_column"):
-        if raw.get(optional):
-            roles[str(raw[optional])] = f"the {optional}"
+    id_column = _column(raw, "id_column", path, frame)
+    time_column = _column(raw, "time_column", path, frame)
+    roles: dict[str, str] = {}
+    for column, role in (
+        (target, "the target"),
+        *((p.column, "protected") for p in protected),
+        (id_column, "the id_column"),
+        (time_column, "the time_column"),
+    ):
+        if column is None:
+            continue
+        if column in roles:  # one column, two roles: the later one would silently win
+            raise ValueError(f"spec file {path}: column {column!r} is both {roles[column]} and {role}")
+        roles[column] = role
+    if time_column is not None:
+        _check_dates(frame[time_column], time_column, path)
     excluded = {*roles, *drop}
-    declared = raw.get("features") or {}
-    if not isinstance(declared, dict):
-        raise ValueError(f"spec file {path}: 'features' must be an object of feature name -> options")
+    declared = raw.get("features")
+    if declared is not None and (not isinstance(declared, dict) or not declared):
+        raise ValueError(
+            f"spec file {path}: 'features' must be an object of feature name -> options, with at least one "
+            "(leave it out to use every other column)"
+        )
+    inferred = declared is None
+    declared = declared or {}
     names = list(declared) if declared else [c for c in frame.columns if c not in excluded]
     features = []
     for name in names:
@@ -201,6 +238,9 @@ def spec_from_file(path: Path, frame: pd.DataFrame) -> DatasetSpec:
             raise ValueError(
                 f"spec file {path}: feature {name!r} has type {kind!r}, expected one of {_KINDS}"
             )
+        if inferred and kind == "category":
+            _check_inferred_category(frame[name], name, path)
+        _check_values(frame[name], name, kind, path)
         features.append(
             FeatureSpec(
                 name=name,
@@ -220,9 +260,145 @@ def spec_from_file(path: Path, frame: pd.DataFrame) -> DatasetSpec:
         positive_class=str(raw.get("positive_class", f"{target} = 1")),
         features=tuple(features),
         protected=protected,
-        id_column=cast(str | None, raw.get("id_column")),
-        time_column=cast(str | None, raw.get("time_column")),
+        id_column=id_column,
+        time_column=time_column,
     )
+
+
+def _read_spec_json(path: Path) -> object:
+    """The spec file's JSON; a key given twice in one object, or NaN/Infinity, is an error, not the last
+    value silently (a feature listed twice would keep only its second options)."""
+
+    def unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        result: dict[str, object] = {}
+        for key, value in pairs:
+            if key in result:
+                raise ValueError(f"spec file {path}: key {key!r} is given twice in one object")
+            result[key] = value
+        return result
+
+    def refuse_constant(name: str) -> object:
+        raise ValueError(f"spec file {path}: {name} is not a number a spec can hold")
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"spec file {path} is not UTF-8 text: {error}") from error
+    except OSError as error:
+        raise ValueError(f"spec file {path} cannot be read: {error.strerror or error}") from error
+    try:
+        return json.loads(text, object_pairs_hook=unique_keys, parse_constant=refuse_constant)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"spec file {path} is not valid JSON: {error}") from error
+
+
+def _column(raw: Mapping[str, object], key: str, path: Path, frame: pd.DataFrame) -> str | None:
+    """A key that names one column of the table (``target``, ``id_column``, ``time_column``), or None."""
+    value = raw.get(key)
+    if value is None and key != "target":
+        return None
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"spec file {path}: {key!r} must be a column name, got {value!r}")
+    if value not in frame.columns:
+        raise ValueError(f"spec file {path}: {key} column {value!r} is not in the table")
+    return value
+
+
+def _check_protected(protected: tuple[ProtectedAttribute, ...], path: Path, frame: pd.DataFrame) -> None:
+    """Protected columns exist once each, and bands fit (checked here: the fairness figures that use
+    them come after every candidate is fitted)."""
+    seen: set[str] = set()
+    for attribute in protected:
+        where = f"spec file {path}: protected {attribute.column!r}"
+        if attribute.column in seen:
+            raise ValueError(f"{where} is listed twice")
+        seen.add(attribute.column)
+        if attribute.column not in frame.columns:
+            raise ValueError(f"{where} is not a column of the table")
+        if not attribute.bands:
+            if attribute.band_labels:
+                raise ValueError(f"{where} has band_labels but no bands")
+            continue
+        if not all(math.isfinite(b) for b in attribute.bands) or any(
+            low >= high for low, high in zip(attribute.bands, attribute.bands[1:], strict=False)
+        ):
+            raise ValueError(f"{where} bands must be finite and ascend strictly, got {list(attribute.bands)}")
+        if attribute.band_labels and len(attribute.band_labels) != len(attribute.bands) + 1:
+            raise ValueError(
+                f"{where} has {len(attribute.bands)} band edges, so needs {len(attribute.bands) + 1} "
+                f"band_labels (one more than edges), got {list(attribute.band_labels)}"
+            )
+        values = frame[attribute.column]
+        text = values.loc[pd.to_numeric(values, errors="coerce").isna() & values.notna()]
+        if len(text):
+            raise ValueError(f"{where} has bands, so must hold numbers, but holds {text.tolist()[0]!r}")
+
+
+def _check_dates(values: pd.Series, column: str, path: Path) -> None:
+    """The time column must read as dates (or numbers): the out-of-time split parses it."""
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values):
+        return
+    present = values.dropna()
+    try:
+        parsed = pd.to_datetime(present, errors="coerce")
+    except (ValueError, TypeError):
+        parsed = pd.Series(pd.NaT, index=present.index)
+    unreadable = present.loc[parsed.isna()]
+    if len(unreadable):
+        raise ValueError(
+            f"spec file {path}: time_column {column!r} holds {len(unreadable)} values that do not read "
+            f"as dates in one format, e.g. {unreadable.tolist()[0]!r}"
+        )
+
+
+def _check_inferred_category(values: pd.Series, name: str, path: Path) -> None:
+    """A text column taken as a feature without being declared, which is not what it looks like: dates
+    (one new category per day, none of them seen at scoring), or numbers with some text among them."""
+    present = values.dropna()
+    if not len(present):
+        return
+    if pd.api.types.is_datetime64_any_dtype(values) or present.astype(str).str.match(_DATE_TEXT).all():
+        raise ValueError(
+            f"spec file {path}: column {name!r} holds dates (e.g. {present.tolist()[0]!r}), which would be "
+            "taken as a category feature: name it as time_column, list it in 'drop', or declare the features"
+        )
+    numbers = pd.to_numeric(present, errors="coerce")
+    text = present.loc[numbers.isna()]
+    if len(text) and numbers.notna().mean() > 0.5:
+        raise ValueError(
+            f"spec file {path}: column {name!r} holds numbers and some text (e.g. {text.tolist()[0]!r}), "
+            "which would make every number a category: clean it, or declare its type in 'features'"
+        )
+
+
+def _check_values(values: pd.Series, name: str, kind: str, path: Path) -> None:
+    """Values the declared type cannot hold: whole numbers for an integer (the card's schema makes the
+    API refuse any other value), booleans for a boolean."""
+    present = values.dropna()
+    if kind == "integer":
+        numbers = pd.to_numeric(present, errors="coerce")
+        fractional = present.loc[numbers.notna() & (numbers != numbers.round())]
+        if len(fractional):
+            raise ValueError(
+                f"spec file {path}: feature {name!r} is integer but holds {len(fractional)} values that are "
+                f"not whole numbers, e.g. {fractional.tolist()[0]!r}; declare it as number"
+            )
+    elif kind == "boolean":
+        not_boolean = present.loc[~present.map(_is_boolean)]
+        if len(not_boolean):
+            raise ValueError(
+                f"spec file {path}: feature {name!r} is boolean but holds {len(not_boolean)} other values, "
+                f"e.g. {not_boolean.tolist()[0]!r}; booleans are true/false, 1/0, yes/no or y/n"
+            )
+
+
+def _is_boolean(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in _BOOLEAN_TEXT
+    try:
+        return float(value) in (0.0, 1.0)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
 
 
 def _feature_options(options: object, name: str, path: Path) -> dict[str, object]:
@@ -240,6 +416,11 @@ def _feature_options(options: object, name: str, path: Path) -> dict[str, object
         value = options.get(bound)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise ValueError(f"spec file {path}: feature {name!r} {bound} must be a number, got {value!r}")
+    # Text options go into the model card, which refuses anything else only once training is done.
+    for text_option in ("type", "unit", "description", "reason", "label"):
+        value = options.get(text_option)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"spec file {path}: feature {name!r} {text_option} must be text, got {value!r}")
     low, high = options.get("minimum"), options.get("maximum")
     if isinstance(low, int | float) and isinstance(high, int | float) and low > high:
         raise ValueError(f"spec file {path}: feature {name!r} has minimum {low} above maximum {high}")

@@ -11,6 +11,7 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
+from itertools import islice
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,11 +27,13 @@ from pydantic import BaseModel
 
 from lambdas.api.errors import (
     JSON_CONTENT_TYPE,
+    MAX_ERROR_DETAILS,
     MAX_FIELDS_IN_MESSAGE,
     MODEL_VERSION_HEADER,
     REQUEST_ID_HEADER,
     SECURITY_HEADERS,
     DuplicateKeysError,
+    TooManyUnknownFieldsError,
     duplicate_key_details,
     error_response,
     field_error_details,
@@ -38,6 +41,7 @@ from lambdas.api.errors import (
     is_empty_body,
     is_malformed_json,
     pydantic_error_details,
+    unknown_field_details,
 )
 from lambdas.api.observability import logger, metrics, tracer
 from lambdas.api.schemas import APPLICATION_ID_MAX_LENGTH, ErrorResponse, Health, build_schemas
@@ -57,15 +61,43 @@ from lambdas.scoring.runtime import (
 API_TITLE = "Loan default scoring API"
 API_VERSION = "1.0.0"
 TOP_REASONS = 3
+SCORE_PATH = "/v1/score"
+BATCH_PATH = "/v1/score/batch"
+# The keys the request models accept in a batch body and in an application (lambdas/api/schemas.py).
+_BATCH_KEYS = frozenset({"applications"})
+_APPLICATION_KEYS = frozenset({"application_id", "features"})
 _ERROR_CONTENT = {JSON_CONTENT_TYPE: {"model": ErrorResponse}}
+# API Gateway (infra/gateway_responses.py) and its web ACL answer these before the function runs, in the
+# same format with model_version null: documented on every route, so a generated client knows them.
+_GATEWAY_ERRORS: dict[int, Any] = {
+    403: {
+        "description": "From API Gateway: a missing, invalid or expired signature or token, access denied, "
+        "no such route or method, or blocked by the web ACL",
+        "content": _ERROR_CONTENT,
+    },
+    429: {
+        "description": "From API Gateway: throttled or over quota, or too many requests from one address; "
+        "retry later",
+        "content": _ERROR_CONTENT,
+    },
+    502: {
+        "description": "From API Gateway: the function failed without answering",
+        "content": _ERROR_CONTENT,
+    },
+    504: {"description": "From API Gateway: no answer in time", "content": _ERROR_CONTENT},
+}
 _POST_ERRORS: dict[int, Any] = {
     400: {"description": "Malformed JSON, empty body or invalid fields", "content": _ERROR_CONTENT},
-    415: {"description": "Content-Type is not application/json", "content": _ERROR_CONTENT},
+    413: {"description": "From API Gateway: the body is larger than 10 MB", "content": _ERROR_CONTENT},
+    415: {
+        "description": "Content-Type is not application/json, or the body is compressed",
+        "content": _ERROR_CONTENT,
+    },
     500: {"description": "Internal fault (no details leak)", "content": _ERROR_CONTENT},
-}
+} | _GATEWAY_ERRORS
 # Custom responses replace Powertools' default 200, so the GET routes name theirs (with no content given,
 # its schema is still the route's return type).
-_GET_ERRORS: dict[int, Any] = {500: _POST_ERRORS[500]}
+_GET_ERRORS: dict[int, Any] = {500: _POST_ERRORS[500]} | _GATEWAY_ERRORS
 
 
 class ScoringApi:
@@ -75,7 +107,17 @@ class ScoringApi:
         self.model = model
         self.settings = settings
         self.schemas = build_schemas(model.card, settings.max_batch_applications)
-        self.app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=_parse_json_body)
+        self.app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=self._parse_body)
+        # The keys of each object a valid request holds, and the most keys a body of each JSON route can
+        # hold before its unknown fields alone fill an answer's details (see _parse_body).
+        self._feature_keys = frozenset(feature.name for feature in model.card.features)
+        features = len(self._feature_keys)
+        self._most_keys = {
+            SCORE_PATH: len(_APPLICATION_KEYS) + features + MAX_ERROR_DETAILS,
+            BATCH_PATH: 1
+            + settings.max_batch_applications * (len(_APPLICATION_KEYS) + features)
+            + MAX_ERROR_DETAILS,
+        }
         self._openapi: str | None = None
         self._drift = (
             DriftWindow(model.card, settings.drift_window_applications)
@@ -127,6 +169,10 @@ class ScoringApi:
             try:
                 base64.b64decode(str(event["body"]), validate=True).decode("utf-8")
             except (ValueError, UnicodeDecodeError):
+                compressed = self._compressed_body_error(event)
+                if compressed is not None:
+                    metrics.add_metric(name="ValidationErrors", unit=MetricUnit.Count, value=1)
+                    return self._proxy_result(compressed)
                 return self._early_error(
                     event, HTTPStatus.BAD_REQUEST, "malformed_json", "The request body is not UTF-8 JSON"
                 )
@@ -139,7 +185,9 @@ class ScoringApi:
     ) -> dict[str, Any]:
         """A proxy result for requests rejected before routing (same error format)."""
         metrics.add_metric(name="ValidationErrors", unit=MetricUnit.Count, value=1)
-        response = self._error(status, code, message, request_id=_request_id(event))
+        return self._proxy_result(self._error(status, code, message, request_id=_request_id(event)))
+
+    def _proxy_result(self, response: Response[str]) -> dict[str, Any]:
         return {
             "statusCode": response.status_code,
             "headers": {"Content-Type": JSON_CONTENT_TYPE, **response.headers},
@@ -147,6 +195,64 @@ class ScoringApi:
             "body": response.body,
             "isBase64Encoded": False,
         }
+
+    def _parse_body(self, text: str) -> Any:
+        """The JSON body (:func:`_parse_json_body`), refused before validation when its unknown fields
+        alone are more than an answer lists: pydantic and Powertools spend ~20 µs on each error, so
+        500,000 unknown keys (a 7 MB body) took 11 s on a development machine, and the ~450,000 that fit
+        Lambda's 6 MB request limit would outlast the function's 15 s timeout on its smaller CPU share
+        (a 5xx and a busy environment for a client's mistake). Each key needs a colon, so counting the
+        colons (a C scan: ~5 µs for a 100-application batch, under 1 µs for one application) rules a
+        flood out for every valid request; only a body with more colons than a valid one's keys is
+        walked."""
+        body = _parse_json_body(text)
+        path = _route_path(self.app.current_event.raw_event)
+        most_keys = self._most_keys.get(path)
+        if most_keys is not None and text.count(":") > most_keys and isinstance(body, dict):
+            self._refuse_unknown_field_flood(body, batch=path == BATCH_PATH)
+        return body
+
+    def _refuse_unknown_field_flood(self, body: dict[str, Any], *, batch: bool) -> None:
+        """Raise TooManyUnknownFieldsError when the objects the request models close (the body, each
+        application and its features) hold more than MAX_ERROR_DETAILS unknown keys in all."""
+        # In the order validation reports them: an object's own unknown keys after those nested in it.
+        objects: list[tuple[dict[str, Any], frozenset[str], tuple[str | int, ...]]] = []
+        applications: list[tuple[Any, tuple[str | int, ...]]] = [(body, ())]
+        if batch:
+            items = body.get("applications")
+            applications = []
+            # A longer list is refused as a whole (batch_too_large) without looking at its items.
+            if isinstance(items, list) and len(items) <= self.settings.max_batch_applications:
+                applications = [(item, ("applications", index)) for index, item in enumerate(items)]
+        for application, location in applications:
+            if isinstance(application, dict):
+                features = application.get("features")
+                if isinstance(features, dict):
+                    objects.append((features, self._feature_keys, (*location, "features")))
+                objects.append((application, _APPLICATION_KEYS, location))
+        if batch:
+            objects.append((body, _BATCH_KEYS, ()))
+        total = sum(len(item.keys() - known) for item, known, _ in objects)
+        if total <= MAX_ERROR_DETAILS:
+            return
+        unknown = ((*location, key) for item, known, location in objects for key in item if key not in known)
+        raise TooManyUnknownFieldsError(list(islice(unknown, MAX_ERROR_DETAILS)), total)
+
+    def _compressed_body_error(self, event: Mapping[str, Any]) -> Response[str] | None:
+        """For a body that is not JSON: a 415 naming the cause when the request declares a content coding
+        (gzip, ...), instead of "not valid JSON" (RFC 9110 15.5.16, with Accept-Encoding). Only on that
+        error path: a body API Gateway has already decompressed parses, and is accepted."""
+        coding = _header(event, "content-encoding").strip().lower()
+        if coding in ("", "identity"):
+            return None
+        response = self._error(
+            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            f"Content-Encoding {coding} is not accepted; send the JSON uncompressed",
+            request_id=_request_id(event),
+        )
+        response.headers["Accept-Encoding"] = "identity"
+        return response
 
     # ---- routes ------------------------------------------------------------------------------
 
@@ -167,7 +273,7 @@ class ScoringApi:
 
         @route(
             "POST",
-            "/v1/score",
+            SCORE_PATH,
             summary="Score one application",
             description="Probability of default, decision and the top reasons that raised the risk.",
             responses={
@@ -181,7 +287,7 @@ class ScoringApi:
 
         @route(
             "POST",
-            "/v1/score/batch",
+            BATCH_PATH,
             summary=f"Score up to {max_batch} applications",
             description=f"At most {max_batch} applications per call; any invalid one rejects the call "
             "with every problem named (applications[i].features.<name>).",
@@ -335,6 +441,7 @@ class ScoringApi:
         *,
         request_id: str,
         details: list[dict[str, str]] | None = None,
+        unlisted: int = 0,
     ) -> Response[str]:
         return error_response(
             status,
@@ -343,6 +450,7 @@ class ScoringApi:
             request_id=request_id,
             model_version=self.model.model_version,
             details=details or [],
+            unlisted=unlisted,
         )
 
     def _fault(self, request_id: str, error: BaseException) -> Response[str]:
@@ -367,11 +475,13 @@ class ScoringApi:
         def current_request_id() -> str:
             return _request_id(app.current_event.raw_event)
 
-        def log_rejected(details: list[dict[str, str]]) -> None:
+        def log_rejected(details: list[dict[str, str]], unlisted: int = 0) -> None:
             # The first fields and the count only: a thousand long unknown keys would make a line beyond
             # CloudWatch's 256 KB, cut and so no longer JSON.
             logged_fields = [d["field"] for d in details[:MAX_FIELDS_IN_MESSAGE]]
-            logger.info("rejected", extra={"error_fields": logged_fields, "error_count": len(details)})
+            logger.info(
+                "rejected", extra={"error_fields": logged_fields, "error_count": len(details) + unlisted}
+            )
 
         @app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
         def invalid_request(error: RequestValidationError) -> Response[str]:
@@ -385,6 +495,9 @@ class ScoringApi:
                     request_id=current_request_id(),
                 )
             if is_malformed_json(errors):
+                compressed = self._compressed_body_error(app.current_event.raw_event)
+                if compressed is not None:
+                    return compressed
                 return self._error(
                     HTTPStatus.BAD_REQUEST,
                     "malformed_json",
@@ -412,6 +525,23 @@ class ScoringApi:
                 f"Each key may appear once in a JSON object; repeated: {fields_text(details)}",
                 request_id=current_request_id(),
                 details=details,
+            )
+
+        @app.exception_handler(TooManyUnknownFieldsError)  # type: ignore[untyped-decorator]
+        def too_many_unknown_fields(error: TooManyUnknownFieldsError) -> Response[str]:
+            # The answer validation would give, its details capped as usual: the first unknown fields,
+            # then how many more problems there are.
+            metrics.add_metric(name="ValidationErrors", unit=MetricUnit.Count, value=1)
+            details = unknown_field_details(error.locations)
+            unlisted = error.total - len(details)
+            log_rejected(details, unlisted)
+            return self._error(
+                HTTPStatus.BAD_REQUEST,
+                "validation_error",
+                f"Invalid request: {fields_text(details, unlisted)}",
+                request_id=current_request_id(),
+                details=details,
+                unlisted=unlisted,
             )
 
         @app.exception_handler(RecursionError)  # type: ignore[untyped-decorator]
@@ -520,12 +650,17 @@ def _route_path(event: Mapping[str, Any]) -> str:
 
 
 def _content_type(event: Mapping[str, Any]) -> str:
-    """The Content-Type, from the single-value headers or, failing that, the multi-value ones."""
-    for name, value in (event.get("headers") or {}).items():
-        if str(name).lower() == "content-type" and value:
+    return _header(event, "content-type")
+
+
+def _header(event: Mapping[str, Any], name: str) -> str:
+    """A header (``name`` lower case), from the single-value headers or, failing that, the multi-value
+    ones."""
+    for key, value in (event.get("headers") or {}).items():
+        if str(key).lower() == name and value:
             return str(value)
-    for name, values in (event.get("multiValueHeaders") or {}).items():
-        if str(name).lower() == "content-type" and values:
+    for key, values in (event.get("multiValueHeaders") or {}).items():
+        if str(key).lower() == name and values:
             return str(values[-1])
     return ""
 
@@ -535,6 +670,7 @@ def _content_type(event: Mapping[str, Any]) -> str:
 # integer literal: a fault, unless caught. Such a number is far beyond a double, so it is read as one
 # just beyond a double and the field's own validation answers it (out of range, or the wrong type).
 _BEYOND_DOUBLE = 10**309
+_BYTE_ORDER_MARK = "\ufeff"
 
 
 def _parse_json_body(text: str) -> Any:
@@ -543,7 +679,10 @@ def _parse_json_body(text: str) -> Any:
     meets such a literal, so valid requests pay nothing for it. A key repeated within one object raises
     DuplicateKeysError naming every such key (json would keep the last value, other readers of the same
     body may keep the first), answered as a 400 ``duplicate_key``; text that is also not JSON further on
-    is still ``malformed_json``."""
+    is still ``malformed_json``. A leading byte order mark is skipped (RFC 8259 8.1 lets a parser
+    ignore it; Windows PowerShell 5 writes one into UTF-8 files that clients then send)."""
+    if text.startswith(_BYTE_ORDER_MARK):
+        text = text[1:]
     try:
         try:
             return _BODY_DECODER.decode(text)

@@ -36,10 +36,12 @@ def error_response(
     request_id: str,
     model_version: str,
     details: Sequence[Mapping[str, str]] = (),
+    unlisted: int = 0,
 ) -> Response[str]:
+    """``unlisted``: problems found beyond ``details`` and never made into details (counted only)."""
     listed = list(details[:MAX_ERROR_DETAILS])
-    if len(details) > MAX_ERROR_DETAILS:
-        more = len(details) - MAX_ERROR_DETAILS
+    more = max(0, len(details) - MAX_ERROR_DETAILS) + unlisted
+    if more:
         listed.append(detail("body", "too_many_errors", f"{more} more problems are not listed"))
     body = {
         "error": {"code": code, "message": message, "details": listed, "request_id": request_id},
@@ -57,11 +59,12 @@ def detail(field: str, code: str, message: str) -> dict[str, str]:
     return {"field": field, "code": code, "message": message}
 
 
-def fields_text(details: Sequence[Mapping[str, str]]) -> str:
-    """The distinct fields of ``details`` for a message: the first few, then how many more."""
+def fields_text(details: Sequence[Mapping[str, str]], unlisted: int = 0) -> str:
+    """The distinct fields of ``details`` for a message: the first few, then how many more (``unlisted``
+    fields beyond ``details`` included)."""
     fields = sorted({d["field"] for d in details})
     shown = ", ".join(fields[:MAX_FIELDS_IN_MESSAGE])
-    hidden = len(fields) - MAX_FIELDS_IN_MESSAGE
+    hidden = max(0, len(fields) - MAX_FIELDS_IN_MESSAGE) + unlisted
     return f"{shown} and {hidden} more" if hidden > 0 else shown
 
 
@@ -86,6 +89,22 @@ def duplicate_key_details(paths: Sequence[str]) -> list[dict[str, str]]:
         field = path if len(path) <= MAX_FIELD_CHARS else path[:MAX_FIELD_CHARS] + "…"
         details.append(detail(field, REPEATED_KEY_CODE, f"{field} {REPEATED_KEY_MESSAGE}"))
     return details
+
+
+class TooManyUnknownFieldsError(Exception):
+    """The body holds more unknown fields than an answer lists, found before validation: validating
+    hundreds of thousands of them costs seconds (the function's timeout, a 5xx for a client's mistake).
+    ``locations`` are the first MAX_ERROR_DETAILS as pydantic locates them, ``total`` counts them all."""
+
+    def __init__(self, locations: Sequence[tuple[str | int, ...]], total: int) -> None:
+        super().__init__(f"{total} unknown fields")
+        self.locations = list(locations)
+        self.total = total
+
+
+def unknown_field_details(locations: Iterable[tuple[str | int, ...]]) -> list[dict[str, str]]:
+    """``unknown_field`` details exactly as validation would give them for these locations."""
+    return [_pydantic_detail({"type": "extra_forbidden", "loc": location}) for location in locations]
 
 
 def pydantic_error_details(errors: Sequence[Any]) -> list[dict[str, str]]:

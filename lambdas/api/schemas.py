@@ -49,16 +49,25 @@ class ErrorBody(_Closed):
     code: str = Field(
         description="Stable code: malformed_json, empty_body, duplicate_key (a key repeated within one JSON "
         "object; every such key named in details), unsupported_media_type, validation_error, not_found, "
-        "method_not_allowed, internal_error"
+        "method_not_allowed, internal_error. From API Gateway or its web ACL, before the function runs "
+        "(model_version null): unauthorized, access_denied, invalid_signature, expired_token, "
+        "not_found_or_unauthenticated, not_found, throttled, quota_exceeded, rate_limited, "
+        "request_too_large, blocked, bad_request_body, bad_request_parameters, unsupported_media_type, "
+        "integration_timeout, client_error, internal_error"
     )
     message: str
     details: list[ErrorDetail]
-    request_id: str
+    # Null only in the web ACL's rate-limit answer (infra/firewall.py), which cannot name the request.
+    request_id: str | None
 
 
 class ErrorResponse(_Closed):
     error: ErrorBody
-    model_version: str
+    # Null when API Gateway or its web ACL answered (infra/gateway_responses.py): no model ran. Typed
+    # clients generated from this document parse those answers with the same model.
+    model_version: str | None = Field(
+        description="The model that answered; null when the function did not run"
+    )
 
 
 class ReasonOut(_Closed):

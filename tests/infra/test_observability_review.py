@@ -299,8 +299,11 @@ def test_given_the_functions_environment_when_handlers_emit_then_custom_metrics_
                 for metric in directive["Metrics"]:
                     emitted_keys.add((directive["Namespace"], metric["Name"], dimensions))
     namespace = api_env["POWERTOOLS_METRICS_NAMESPACE"]
+
     # (the access log's 429 metric filter writes into the same namespace, under its own name)
-    handlers = lambda key: key[0] == namespace and key[1] != "ApiTooManyRequests"  # noqa: E731
+    def handlers(key: MetricKey) -> bool:
+        return key[0] == namespace and key[1] != "ApiTooManyRequests"
+
     referenced = {key for key in _graphed_metrics(resources) if handlers(key)}
     for alarm in _alarms(resources).values():
         referenced |= {key for key in _alarm_metrics(alarm) if handlers(key)}

@@ -23,6 +23,7 @@ from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
 from infra.config import AppConfig
+from infra.gateway_responses import SECURITY_HEADERS
 from infra.log_groups import encrypted_log_group
 
 # AWS managed rule groups, in evaluation order after the rate limit (vendor "AWS").
@@ -146,7 +147,15 @@ class ApiFirewall(Construct):
             action=wafv2.CfnWebACL.RuleActionProperty(
                 block=wafv2.CfnWebACL.BlockActionProperty(
                     custom_response=wafv2.CfnWebACL.CustomResponseProperty(
-                        response_code=429, custom_response_body_key=RATE_LIMITED_BODY_KEY
+                        response_code=429,
+                        custom_response_body_key=RATE_LIMITED_BODY_KEY,
+                        # As on the function's and API Gateway's answers (infra/gateway_responses.py): not
+                        # cached, not sniffed. WAF adds custom response headers as named (any but
+                        # content-type, which the body's content type sets).
+                        response_headers=[
+                            wafv2.CfnWebACL.CustomHTTPHeaderProperty(name=name, value=value)
+                            for name, value in SECURITY_HEADERS.items()
+                        ],
                     )
                 )
             ),

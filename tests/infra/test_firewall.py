@@ -46,7 +46,17 @@ def test_given_the_web_acl_when_read_then_the_rate_limit_comes_first_then_the_ma
         "EvaluationWindowSec": 300,
     }
     assert rate["Action"] == {
-        "Block": {"CustomResponse": {"ResponseCode": 429, "CustomResponseBodyKey": RATE_LIMITED_BODY_KEY}}
+        "Block": {
+            "CustomResponse": {
+                "ResponseCode": 429,
+                "CustomResponseBodyKey": RATE_LIMITED_BODY_KEY,
+                # Not cached, not sniffed, like every other answer of the API
+                "ResponseHeaders": [
+                    {"Name": "Cache-Control", "Value": "no-store"},
+                    {"Name": "X-Content-Type-Options", "Value": "nosniff"},
+                ],
+            }
+        }
     }
     # And the AWS managed groups follow, each with its own actions (no override to count)
     assert [r["Statement"]["ManagedRuleGroupStatement"]["Name"] for r in managed] == list(MANAGED_RULE_GROUPS)

@@ -10,6 +10,7 @@ from infra.batch_scoring import INCOMING_PREFIX, BatchScoring
 from infra.buckets import access_log_bucket
 from infra.config import AppConfig
 from infra.data import DATASET_PREFIX, EXPORT_PREFIX, Data
+from infra.execution_roles import role_of
 from infra.firewall import ApiFirewall
 from infra.log_groups import logs_key
 from infra.nag import BASIC_EXECUTION_POLICY, suppress
@@ -93,6 +94,12 @@ class LoanScoringStack(Stack):
             model_registry=self.training.artifact_bucket,
             logs_key=self.logs_key,
         )
+        # The alias's update is the API's CodeDeploy rollout (pre-traffic check, canary, alarms): the batch
+        # function and its grant (the configured version only) move to a new model after it succeeds, and
+        # stay as they are when it fails, so files are never scored by a version the API rolled back.
+        self.batch.function.node.add_dependency(self.serving.alias)
+        batch_policy = role_of(self.batch.function).node.find_child("DefaultPolicy")
+        batch_policy.node.add_dependency(self.serving.alias)
         self.audit = AuditTrail(
             self,
             "Audit",

@@ -239,6 +239,21 @@ class TrainingPipeline(Construct):
                 conditions={"Null": {"s3:if-none-match": "true"}},
             )
         )
+        # Nor deleted: to S3 a deleted key is absent, so the create-only put above would then succeed
+        # and put other files under a deployed version (and a plain delete fails every cold start of it).
+        # Lifecycle rules are not subject to bucket policies; teardown must remove this statement first.
+        self.artifact_bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="RegisteredVersionsAreNeverDeleted",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=["s3:DeleteObject", "s3:DeleteObjectVersion"],
+                resources=[
+                    self.artifact_bucket.arn_for_objects(f"{REGISTRY_PREFIX}*/{name}")
+                    for name in REGISTERED_VERSION_FILES
+                ],
+            )
+        )
 
     def _allow_put(self, role: iam.IRole, key_pattern: str, conditions: dict[str, Any] | None = None) -> None:
         """s3:PutObject only (no delete, retention or tagging) on artifact objects, and the key to encrypt."""

@@ -43,6 +43,7 @@ from training.pipeline import TrainingConfig, default_model_name, train_bundle
 from training.registry import (
     DEFAULT_MIN_HOLDOUT_NEGATIVES,
     DEFAULT_MIN_HOLDOUT_POSITIVES,
+    Gated,
     GateDecision,
     RegistryError,
     VersionConflictError,
@@ -436,7 +437,7 @@ def _gate_or_register(args: argparse.Namespace) -> int:
         version = None
         if decision.passed and args.command == "register":
             try:
-                version = register_bundle(bundle, args.registry)
+                version = register_bundle(bundle, args.registry, gated=Gated(decision.champion_version))
             except VersionConflictError:
                 raise  # another model under this version: a failed registration, not "nothing to do"
             except VersionExistsError:

@@ -88,6 +88,19 @@ class VersionConflictError(VersionExistsError):
     """The version is stored with another model: not "already done", a conflict to report."""
 
 
+# What the serving functions decide and explain with, from the card: a version stored with other values
+# for any of these would serve other decisions under the same name (a retrain with other costs gives the
+# same ONNX bytes, so the same version name, and another threshold).
+SERVED_CARD_FIELDS = ("onnx", "features", "decision_policy", "reference", "target", "positive_class")
+
+
+@dataclass(frozen=True)
+class Gated:
+    """The champion a candidate was gated against (None: there was none), checked before latest moves."""
+
+    champion_version: str | None
+
+
 @dataclass(frozen=True)
 class GateRule:
     roc_auc_tolerance: float = DEFAULT_ROC_AUC_TOLERANCE
@@ -401,12 +414,17 @@ def champion_card(registry_location: str | Path, model_name: str) -> dict[str, A
     return _json_object(storage.read_bytes(key), f"champion card {storage.describe(key)}")
 
 
-def register_bundle(bundle_dir: str | Path, registry_location: str | Path) -> str:
+def register_bundle(
+    bundle_dir: str | Path, registry_location: str | Path, *, gated: Gated | None = None
+) -> str:
     """Upload the bundle under ``<model_name>/<model_version>/`` (never overwriting); point latest at it.
 
     Registering again completes a registration that was interrupted (a model stored without its
     card, or both files stored but latest.json not moved yet). VersionExistsError means there was
-    nothing to do (the version is stored and latest) or the stored model differs from the bundle's.
+    nothing to do (the version is stored and latest) or the stored model or served card fields differ
+    from the bundle's (VersionConflictError). With ``gated``, latest.json moves only while it still
+    names the champion the candidate was gated against (or this version): another register that
+    replaced the champion meanwhile makes this one a RegistryError ("gate again").
     """
     bundle = Path(bundle_dir)
     card = read_bundle_card(bundle)
@@ -431,8 +449,17 @@ def register_bundle(bundle_dir: str | Path, registry_location: str | Path) -> st
                 _check_stored_card(stored, card, storage.describe(prefix + CARD_FILE))
             already_stored += 1
     pointer = latest_pointer(registry_location, str(model_name))
-    if already_stored == 2 and pointer is not None and pointer.get("model_version") == version:
+    current = pointer.get("model_version") if pointer is not None else None
+    if already_stored == 2 and current == version:
         raise VersionExistsError(f"{storage.describe(prefix)} already exists; versions are immutable")
+    if gated is not None and current not in (gated.champion_version, version):
+        # Two registers gated against one champion: the later must not replace the one that won
+        # meanwhile, against which it was never gated. (Between this read and the write below a
+        # window of one request remains: latest.json is written without a condition.)
+        raise RegistryError(
+            f"the champion of {model_name} changed from {gated.champion_version} to {current} since "
+            f"{version} was gated; gate it again (it is stored, latest.json was not moved)"
+        )
     _write_latest(storage, card, prefix, pointer)
     return str(version)
 
@@ -446,6 +473,14 @@ def _check_stored_card(stored: bytes, card: Mapping[str, Any], where: str) -> No
         raise RegistryError(
             f"{where} does not describe this version's model (it says version and sha256 {described}, "
             f"the model is {expected}); latest.json was not moved"
+        )
+    # Timestamps and training figures may differ; what the functions serve with may not.
+    differing = [name for name in SERVED_CARD_FIELDS if stored_card.get(name) != card.get(name)]
+    if differing:
+        raise VersionConflictError(
+            f"{where} is stored with other {', '.join(differing)} than this bundle's card: the version "
+            "would serve other decisions under the same name; versions are immutable (train under "
+            "another model name, or keep the stored card)"
         )
 
 
@@ -518,7 +553,8 @@ def gate_and_register(
     decision = gate(card, champion, rule, champion_metrics_on_candidate_holdout)
     if not decision.passed:
         return decision, None
-    return decision, register_bundle(bundle_dir, registry_location)
+    gated = Gated(decision.champion_version)
+    return decision, register_bundle(bundle_dir, registry_location, gated=gated)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,129 @@
+"""Registry review (rollout and rollback): what a registered version serves must be what was gated.
+
+Both tests reproduced defects of training/registry.py: a version re-registered with another decision
+policy was accepted (the stored card kept serving the old one), and of two registers gated against one
+champion the weaker could become champion after the better one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import training.registry as registry_module
+from training.dataload.storage import Storage, open_storage
+from training.registry import (
+    RegistryError,
+    VersionConflictError,
+    gate_and_register,
+    latest_pointer,
+    register_bundle,
+)
+
+MODEL_NAME = "credit_risk-default-risk"
+# Version names as a hand register gives them (training's <dataset>-<hash> names embed the ONNX hash).
+CHAMPION, BETTER, WEAKER = "cand-c", "cand-b", "cand-a"
+
+
+def _card(version: str, roc_auc: float, brier: float, threshold: float = 0.2) -> dict[str, Any]:
+    return {
+        "model_name": MODEL_NAME,
+        "model_version": version,
+        "dataset": "credit_risk",
+        "holdout_metrics": {"roc_auc": roc_auc, "brier": brier},
+        "parity": {"passed": True},
+        "data": {
+            "sha256": "data-1",
+            "holdout": "stratified random 20% (seed 7)",
+            "holdout_positives": 300,
+            "holdout_negatives": 900,
+        },
+        # What the serving functions decide with: the model's probability against this threshold.
+        "decision_policy": {"threshold": threshold, "approve_below_threshold": True},
+    }
+
+
+def _bundle(folder: Path, card: dict[str, Any], model: bytes) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "model.onnx").write_bytes(model)
+    card = {**card, "onnx": {"sha256": hashlib.sha256(model).hexdigest()}}
+    (folder / "model_card.json").write_text(json.dumps(card))
+    return folder
+
+
+def _stored_card(registry: str, version: str) -> dict[str, Any]:
+    storage = open_storage(registry)
+    card: dict[str, Any] = json.loads(storage.read_bytes(f"{MODEL_NAME}/{version}/model_card.json"))
+    return card
+
+
+def test_given_a_version_stored_with_another_decision_policy_when_registered_again_then_it_is_refused(
+    registry: str, tmp_path: Path
+) -> None:
+    # Given a version registered with threshold 0.2, then another champion
+    model = b"the same onnx bytes"
+    register_bundle(_bundle(tmp_path / "first", _card(CHAMPION, 0.80, 0.15, 0.2), model), registry)
+    register_bundle(_bundle(tmp_path / "other", _card(BETTER, 0.81, 0.15), b"another model"), registry)
+    # When the same model is registered with threshold 0.5 (a retrain with other costs gives the same
+    # ONNX bytes, hence the same version name)
+    retrained = _bundle(tmp_path / "retrained", _card(CHAMPION, 0.80, 0.15, 0.5), model)
+    # Then the registry refuses: it would otherwise report the version registered and make it the
+    # champion, while every function loading it decides with the stored threshold, 0.2.
+    with pytest.raises(VersionConflictError, match="decision_policy"):
+        register_bundle(retrained, registry)
+    assert _stored_card(registry, CHAMPION)["decision_policy"]["threshold"] == 0.2
+    pointer = latest_pointer(registry, MODEL_NAME)
+    assert pointer is not None
+    assert pointer["model_version"] == BETTER
+
+
+class _RegistersAnotherFirst:
+    """The registry's storage, where the first write of ``trigger_key`` first lets another register run
+    to the end: a retrain and a hand register of two candidates gated against the same champion."""
+
+    def __init__(self, inner: Storage, trigger_key: str, other: Path, location: str) -> None:
+        self._inner, self._trigger_key, self._other, self._location = inner, trigger_key, other, location
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def write_bytes(self, key: str, data: bytes, **options: Any) -> None:
+        if key == self._trigger_key and not _RegistersAnotherFirst.fired:
+            _RegistersAnotherFirst.fired = True
+            decision, version = gate_and_register(self._other, self._location)
+            assert decision.passed, decision
+            assert version == BETTER
+        self._inner.write_bytes(key, data, **options)
+
+    fired = False
+
+
+def test_given_two_registers_gated_against_one_champion_when_they_overlap_then_the_weaker_is_not_champion(
+    registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    register_bundle(_bundle(tmp_path / "c", _card(CHAMPION, 0.80, 0.15), b"model c"), registry)
+    better = _bundle(tmp_path / "b", _card(BETTER, 0.90, 0.10), b"model b")
+    # Within the tolerance of the champion it was gated against, far below the better candidate.
+    weaker = _bundle(tmp_path / "a", _card(WEAKER, 0.797, 0.152), b"model a")
+    opened = open_storage
+    _RegistersAnotherFirst.fired = False
+
+    def interleaved(location: str | Path) -> Any:
+        trigger = f"{MODEL_NAME}/{WEAKER}/model.onnx"
+        return _RegistersAnotherFirst(opened(location), trigger, better, str(location))
+
+    # When the weaker candidate's register (gated against the champion) uploads while the better one
+    # registers to the end
+    with monkeypatch.context() as patched, contextlib.suppress(RegistryError):  # refusing it is correct too
+        patched.setattr(registry_module, "open_storage", interleaved)
+        gate_and_register(weaker, registry)
+    # Then the better candidate stays champion: the weaker one was never gated against it.
+    assert _RegistersAnotherFirst.fired
+    pointer = latest_pointer(registry, MODEL_NAME)
+    assert pointer is not None
+    assert pointer["model_version"] == BETTER, pointer

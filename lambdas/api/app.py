@@ -51,6 +51,7 @@ from lambdas.rollout_check.marker import rollout_check_of
 from lambdas.scoring.card import FeatureSchema, ModelCard
 from lambdas.scoring.drift import DriftSummary, DriftWindow
 from lambdas.scoring.runtime import (
+    TOP_REASONS,
     BatchScores,
     RepeatedKeyError,
     ScoringModel,
@@ -60,7 +61,6 @@ from lambdas.scoring.runtime import (
 
 API_TITLE = "Loan default scoring API"
 API_VERSION = "1.0.0"
-TOP_REASONS = 3
 SCORE_PATH = "/v1/score"
 BATCH_PATH = "/v1/score/batch"
 # The keys the request models accept in a batch body and in an application (lambdas/api/schemas.py).

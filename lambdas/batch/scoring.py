@@ -39,6 +39,7 @@ from lambdas.batch.layout import FileFormat
 from lambdas.scoring.card import FeatureSchema
 from lambdas.scoring.drift import DriftMonitor, DriftSummary
 from lambdas.scoring.runtime import (
+    TOP_REASONS,
     BatchScores,
     CodedColumn,
     ColumnInput,
@@ -47,7 +48,7 @@ from lambdas.scoring.runtime import (
     ScoringModel,
 )
 
-REASONS_TOP_K = 3
+REASONS_TOP_K = TOP_REASONS  # the same count as the API's
 REASON_SEPARATOR = "; "
 
 

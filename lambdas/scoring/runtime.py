@@ -71,6 +71,8 @@ from lambdas.scoring.card import (
 )
 
 CARD_FILE = "model_card.json"
+# Reasons given per explained application, by the API and in batch files alike.
+TOP_REASONS = 3
 # Up to this many rows per call, reasons are built with Python lists (see _score_small).
 SMALL_REQUEST_ROWS = 4
 # From this many rows per call, rows reach the model in locality order (see the module docstring);

@@ -8,7 +8,6 @@ champion the weaker could become champion after the better one.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 
 import training.registry as registry_module
+from tests.integration.test_registry import _bundle
 from training.dataload.storage import Storage, open_storage
 from training.registry import (
     RegistryError,
@@ -46,14 +46,6 @@ def _card(version: str, roc_auc: float, brier: float, threshold: float = 0.2) ->
         # What the serving functions decide with: the model's probability against this threshold.
         "decision_policy": {"threshold": threshold, "approve_below_threshold": True},
     }
-
-
-def _bundle(folder: Path, card: dict[str, Any], model: bytes) -> Path:
-    folder.mkdir(parents=True)
-    (folder / "model.onnx").write_bytes(model)
-    card = {**card, "onnx": {"sha256": hashlib.sha256(model).hexdigest()}}
-    (folder / "model_card.json").write_text(json.dumps(card))
-    return folder
 
 
 def _stored_card(registry: str, version: str) -> dict[str, Any]:

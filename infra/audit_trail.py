@@ -83,7 +83,14 @@ class AuditTrail(Construct):
         )
         # The one principal that writes records (a role of our own, so the bucket policy can name it).
         self.delivery_role = iam.Role(
-            self, "DeliveryRole", assumed_by=iam.ServicePrincipal("firehose.amazonaws.com")
+            self,
+            "DeliveryRole",
+            # Firehose assumes a delivery role with this account's id as the external id (the
+            # condition AWS's CloudWatch Logs guide gives): no other account's stream can use this role.
+            assumed_by=iam.ServicePrincipal(
+                "firehose.amazonaws.com",
+                conditions={"StringEquals": {"sts:ExternalId": Stack.of(self).account}},
+            ),
         )
         destination = firehose.S3Bucket(
             self.bucket,

@@ -75,3 +75,19 @@ def test_given_audit_lines_that_logs_cannot_forward_then_an_alarm_fires_and_is_e
         if r["Type"] == "AWS::CloudWatch::Alarm" and name.startswith("AuditAuditForwarding")
     ]
     assert with_topic["AlarmActions"]
+
+
+def test_given_the_audit_delivery_role_then_only_this_accounts_firehose_may_assume_it(
+    resources: Resources,
+) -> None:
+    # Given the one role the audit bucket accepts records from
+    (trust,) = [
+        r["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        for name, r in resources.items()
+        if r["Type"] == "AWS::IAM::Role" and name.startswith("AuditDeliveryRole")
+    ]
+    # Then Firehose may assume it only with this account's id as the external id (AWS's documented trust
+    # for a Firehose delivery role): another account's stream cannot write forged records with it
+    (statement,) = trust
+    assert statement["Principal"] == {"Service": "firehose.amazonaws.com"}
+    assert statement["Condition"] == {"StringEquals": {"sts:ExternalId": {"Ref": "AWS::AccountId"}}}

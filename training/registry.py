@@ -8,9 +8,11 @@ Layout under the registry location (a folder or ``s3://bucket/prefix``)::
                                      "previous_model_version" (the champion it replaced), ...}
 
 A version is immutable: its files are written with create-only writes (S3 ``If-None-Match: *``,
-``os.link`` locally), and a version whose stored model differs is refused. ``latest.json``
-is written last, so it only ever points at a complete version (a card already stored for the
-version must describe its model); the API and the next gate read the champion through it.
+``os.link`` locally), and a version whose stored model, or card fields the functions serve with,
+differ is refused. ``latest.json`` is written last, so it only ever points at a complete version (a
+card already stored for the version must describe its model), and only over the version of it that
+was read (S3 ``If-Match``, a lock locally), which must still name the champion the candidate was
+gated against; the API and the next gate read the champion through it.
 Registering a stored version again completes an interrupted registration (the missing card, or
 the latest.json move); when latest.json points at another version, it moves back to this one (how
 the champion is rolled back: the old version's files are still there); otherwise nothing changes.
@@ -63,7 +65,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.dataload.storage import ObjectExistsError, Storage, StorageError, open_storage
+from training.dataload.storage import (
+    ObjectChangedError,
+    ObjectExistsError,
+    Storage,
+    StorageError,
+    open_storage,
+)
 from training.pipeline import HOLDOUT_BY_RECORD_HASH
 
 MODEL_FILE = "model.onnx"
@@ -397,9 +405,13 @@ def latest_pointer(registry_location: str | Path, model_name: str) -> dict[str, 
     key = f"{model_name}/{LATEST_FILE}"
     if not storage.exists(key):
         return None
-    pointer = _json_object(storage.read_bytes(key), storage.describe(key))
+    return _pointer(storage.read_bytes(key), storage.describe(key))
+
+
+def _pointer(data: bytes, where: str) -> dict[str, Any]:
+    pointer = _json_object(data, where)
     # The version becomes part of a key: a corrupt pointer must not send readers elsewhere.
-    _safe_name(pointer.get("model_version"), f"{storage.describe(key)} model_version")
+    _safe_name(pointer.get("model_version"), f"{where} model_version")
     return pointer
 
 
@@ -448,19 +460,21 @@ def register_bundle(
                 # latest.json must only point at a version whose stored card describes its stored model.
                 _check_stored_card(stored, card, storage.describe(prefix + CARD_FILE))
             already_stored += 1
-    pointer = latest_pointer(registry_location, str(model_name))
+    latest_key = f"{model_name}/{LATEST_FILE}"
+    read = storage.read_versioned(latest_key)
+    pointer = _pointer(read[0], storage.describe(latest_key)) if read is not None else None
     current = pointer.get("model_version") if pointer is not None else None
     if already_stored == 2 and current == version:
         raise VersionExistsError(f"{storage.describe(prefix)} already exists; versions are immutable")
     if gated is not None and current not in (gated.champion_version, version):
         # Two registers gated against one champion: the later must not replace the one that won
-        # meanwhile, against which it was never gated. (Between this read and the write below a
-        # window of one request remains: latest.json is written without a condition.)
+        # meanwhile, against which it was never gated. (The write below is conditioned on the
+        # version read here, so a change in between is refused too.)
         raise RegistryError(
             f"the champion of {model_name} changed from {gated.champion_version} to {current} since "
             f"{version} was gated; gate it again (it is stored, latest.json was not moved)"
         )
-    _write_latest(storage, card, prefix, pointer)
+    _write_latest(storage, card, prefix, pointer, read[1] if read is not None else None)
     return str(version)
 
 
@@ -485,8 +499,14 @@ def _check_stored_card(stored: bytes, card: Mapping[str, Any], where: str) -> No
 
 
 def _write_latest(
-    storage: Storage, card: Mapping[str, Any], prefix: str, replaced: Mapping[str, Any] | None
+    storage: Storage,
+    card: Mapping[str, Any],
+    prefix: str,
+    replaced: Mapping[str, Any] | None,
+    replaced_tag: str | None,
 ) -> None:
+    """Point latest.json at this version, only if it is still the version read (``replaced_tag``; absent
+    when None): a register that moved it meanwhile makes this one fail instead of being overwritten."""
     previous = None
     if replaced is not None:
         # Rewriting this version's own pointer keeps the champion it had replaced.
@@ -503,8 +523,17 @@ def _write_latest(
         # bucket keeps its older versions for 30 days only.
         "previous_model_version": previous,
     }
+    body = json.dumps(pointer, indent=2).encode()
     try:
-        storage.write_bytes(f"{card['model_name']}/{LATEST_FILE}", json.dumps(pointer, indent=2).encode())
+        if replaced_tag is None:
+            storage.write_bytes(f"{card['model_name']}/{LATEST_FILE}", body, overwrite=False)
+        else:
+            storage.write_bytes(f"{card['model_name']}/{LATEST_FILE}", body, if_match=replaced_tag)
+    except (ObjectExistsError, ObjectChangedError) as error:
+        raise RegistryError(
+            f"version {card['model_version']} is stored but latest.json was not updated: another "
+            "registration moved it meanwhile; gate it again"
+        ) from error
     except StorageError as error:
         raise RegistryError(
             f"version {card['model_version']} is stored but latest.json was not updated: {error}"

@@ -16,7 +16,7 @@ import pytest
 
 import training.registry as registry_module
 from tests.integration.test_registry import _bundle
-from training.dataload.storage import Storage, open_storage
+from training.dataload.storage import ObjectChangedError, ObjectExistsError, Storage, open_storage
 from training.registry import (
     RegistryError,
     VersionConflictError,
@@ -119,3 +119,70 @@ def test_given_two_registers_gated_against_one_champion_when_they_overlap_then_t
     pointer = latest_pointer(registry, MODEL_NAME)
     assert pointer is not None
     assert pointer["model_version"] == BETTER, pointer
+
+
+class _MovesLatestFirst:
+    """The registry's storage, where the write of latest.json first lets another register move it: the
+    last moment between a register's champion check and its pointer write."""
+
+    def __init__(self, inner: Storage, other: Path, location: str) -> None:
+        self._inner, self._other, self._location = inner, other, location
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def write_bytes(self, key: str, data: bytes, **options: Any) -> None:
+        if key.endswith("/latest.json") and not _MovesLatestFirst.moved:
+            _MovesLatestFirst.moved = True  # once: the other register's own write goes straight through
+            register_bundle(self._other, self._location)
+        self._inner.write_bytes(key, data, **options)
+
+    moved = False
+
+
+def test_given_the_pointer_moves_between_the_check_and_the_write_then_the_register_fails_and_keeps_it(
+    registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a champion, and two candidates gated against it
+    register_bundle(_bundle(tmp_path / "c", _card(CHAMPION, 0.80, 0.15), b"model c"), registry)
+    better = _bundle(tmp_path / "b", _card(BETTER, 0.90, 0.10), b"model b")
+    weaker = _bundle(tmp_path / "a", _card(WEAKER, 0.797, 0.152), b"model a")
+    opened = open_storage
+    _MovesLatestFirst.moved = False
+
+    def interleaved(location: str | Path) -> Any:
+        return _MovesLatestFirst(opened(location), better, str(location))
+
+    # When the better one moves latest.json after the weaker one's check and before its write
+    with monkeypatch.context() as patched:
+        patched.setattr(registry_module, "open_storage", interleaved)
+        with pytest.raises(RegistryError, match="another registration moved it meanwhile"):
+            gate_and_register(weaker, registry)
+    # Then the weaker one's conditional write is refused and the better one stays champion
+    assert _MovesLatestFirst.moved
+    pointer = latest_pointer(registry, MODEL_NAME)
+    assert pointer is not None
+    assert (pointer["model_version"], pointer["previous_model_version"]) == (BETTER, CHAMPION)
+
+
+@pytest.mark.parametrize("kind", ["folder", "s3"])
+def test_given_a_stale_tag_when_writing_then_the_storage_refuses_and_keeps_the_newer_bytes(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    location = (
+        str(tmp_path / "store") if kind == "folder" else f"s3://{request.getfixturevalue('s3_bucket')}/x"
+    )
+    storage = open_storage(location)
+    storage.write_bytes("latest.json", b"first", overwrite=False)
+    read = storage.read_versioned("latest.json")
+    assert read is not None
+    assert read[0] == b"first"
+    storage.write_bytes("latest.json", b"second", if_match=read[1])
+    # A writer still holding the first version's tag is refused
+    with pytest.raises(ObjectChangedError):
+        storage.write_bytes("latest.json", b"stale", if_match=read[1])
+    assert storage.read_bytes("latest.json") == b"second"
+    # And a create-only write of an existing key, as before
+    with pytest.raises(ObjectExistsError):
+        storage.write_bytes("latest.json", b"again", overwrite=False)
+    assert storage.read_versioned("missing.json") is None

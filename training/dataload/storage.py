@@ -7,6 +7,8 @@ location is used (and it honours ``AWS_ENDPOINT_URL``, which is how tests reach 
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,10 @@ class StorageError(Exception):
 
 class ObjectExistsError(StorageError):
     """A write that must not overwrite found the key already there."""
+
+
+class ObjectChangedError(StorageError):
+    """A write conditioned on the version read (``if_match``) found another version there, or none."""
 
 
 class Storage(Protocol):
@@ -34,10 +40,21 @@ class Storage(Protocol):
 
     def read_bytes(self, key: str) -> bytes: ...
 
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """The object and a tag of this version of it (for ``write_bytes(if_match=...)``), or None."""
+        ...
+
     def write_bytes(
-        self, key: str, data: bytes, *, overwrite: bool = True, content_type: str | None = None
+        self,
+        key: str,
+        data: bytes,
+        *,
+        overwrite: bool = True,
+        content_type: str | None = None,
+        if_match: str | None = None,
     ) -> None:
-        """Write ``data`` at ``key``; with ``overwrite=False`` raise ObjectExistsError if it exists.
+        """Write ``data`` at ``key``; with ``overwrite=False`` raise ObjectExistsError if it exists; with
+        ``if_match`` (a tag from read_versioned) raise ObjectChangedError unless that version is there.
 
         ``content_type`` is stored as the S3 object's Content-Type (folders ignore it).
         """
@@ -66,14 +83,33 @@ class LocalStorage:
         except OSError as error:
             raise StorageError(f"cannot read {path}: {error}") from error
 
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        path = self.root / key
+        if not path.is_file():
+            return None
+        data = self.read_bytes(key)
+        return data, hashlib.sha256(data).hexdigest()
+
     def write_bytes(
-        self, key: str, data: bytes, *, overwrite: bool = True, content_type: str | None = None
+        self,
+        key: str,
+        data: bytes,
+        *,
+        overwrite: bool = True,
+        content_type: str | None = None,
+        if_match: str | None = None,
     ) -> None:
         path = self.root / key
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write beside the target, then rename: a reader never sees half a file.
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         temporary.write_bytes(data)
+        if if_match is not None:
+            try:
+                self._replace_if_unchanged(path, temporary, if_match)
+            finally:
+                temporary.unlink(missing_ok=True)
+            return
         if overwrite:
             temporary.replace(path)
             return
@@ -87,6 +123,20 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return (self.root / key).is_file()
+
+    @staticmethod
+    def _replace_if_unchanged(path: Path, temporary: Path, tag: str) -> None:
+        """Compare and replace under an exclusive lock beside the file (the writers of one folder share
+        a machine or a file system with locks)."""
+        with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                current = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+                if current != tag:
+                    raise ObjectChangedError(f"{path} changed since it was read")
+                temporary.replace(path)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)
@@ -119,19 +169,47 @@ class S3Storage:
         body: bytes = response["Body"].read()
         return body
 
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._full_key(key))
+        except self.client.exceptions.NoSuchKey:
+            return None
+        body: bytes = response["Body"].read()
+        return body, str(response["ETag"])
+
     def write_bytes(
-        self, key: str, data: bytes, *, overwrite: bool = True, content_type: str | None = None
+        self,
+        key: str,
+        data: bytes,
+        *,
+        overwrite: bool = True,
+        content_type: str | None = None,
+        if_match: str | None = None,
     ) -> None:
         arguments: dict[str, Any] = {"Bucket": self.bucket, "Key": self._full_key(key), "Body": data}
         if content_type:
             arguments["ContentType"] = content_type
-        if not overwrite:
+        if if_match is not None:
+            # S3 conditional write: the PUT fails (412, or 404 when the key is gone) unless the object
+            # is still the version read.
+            arguments["IfMatch"] = if_match
+        elif not overwrite:
             # S3 conditional write: the PUT fails with 412 if the key exists (no check-then-write race).
             arguments["IfNoneMatch"] = "*"
         try:
             self.client.put_object(**arguments)
         except self.client.exceptions.ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
+            # 409 ConditionalRequestConflict: another conditional write to the key at the same time.
+            if if_match is not None and code in {
+                "PreconditionFailed",
+                "412",
+                "NoSuchKey",
+                "404",
+                "ConditionalRequestConflict",
+                "409",
+            }:
+                raise ObjectChangedError(f"{self.describe(key)} changed since it was read") from error
             if code in {"PreconditionFailed", "412"}:
                 raise ObjectExistsError(f"{self.describe(key)} already exists") from error
             raise StorageError(f"cannot write {self.describe(key)}: {error}") from error

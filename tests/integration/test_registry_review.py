@@ -74,6 +74,15 @@ def test_given_a_version_stored_with_another_decision_policy_when_registered_aga
     assert pointer["model_version"] == BETTER
 
 
+def _champion_and_two_candidates(registry: str, tmp_path: Path) -> tuple[Path, Path]:
+    """A registered champion, and two candidate bundles gated against it: a better one, and a weaker one
+    within the tolerance of the champion but far below the better one."""
+    register_bundle(_bundle(tmp_path / "c", _card(CHAMPION, 0.80, 0.15), b"model c"), registry)
+    better = _bundle(tmp_path / "b", _card(BETTER, 0.90, 0.10), b"model b")
+    weaker = _bundle(tmp_path / "a", _card(WEAKER, 0.797, 0.152), b"model a")
+    return better, weaker
+
+
 class _RegistersAnotherFirst:
     """The registry's storage, where the first write of ``trigger_key`` first lets another register run
     to the end: a retrain and a hand register of two candidates gated against the same champion."""
@@ -98,10 +107,7 @@ class _RegistersAnotherFirst:
 def test_given_two_registers_gated_against_one_champion_when_they_overlap_then_the_weaker_is_not_champion(
     registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    register_bundle(_bundle(tmp_path / "c", _card(CHAMPION, 0.80, 0.15), b"model c"), registry)
-    better = _bundle(tmp_path / "b", _card(BETTER, 0.90, 0.10), b"model b")
-    # Within the tolerance of the champion it was gated against, far below the better candidate.
-    weaker = _bundle(tmp_path / "a", _card(WEAKER, 0.797, 0.152), b"model a")
+    better, weaker = _champion_and_two_candidates(registry, tmp_path)
     opened = open_storage
     _RegistersAnotherFirst.fired = False
 
@@ -121,37 +127,16 @@ def test_given_two_registers_gated_against_one_champion_when_they_overlap_then_t
     assert pointer["model_version"] == BETTER, pointer
 
 
-class _MovesLatestFirst:
-    """The registry's storage, where the write of latest.json first lets another register move it: the
-    last moment between a register's champion check and its pointer write."""
-
-    def __init__(self, inner: Storage, other: Path, location: str) -> None:
-        self._inner, self._other, self._location = inner, other, location
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def write_bytes(self, key: str, data: bytes, **options: Any) -> None:
-        if key.endswith("/latest.json") and not _MovesLatestFirst.moved:
-            _MovesLatestFirst.moved = True  # once: the other register's own write goes straight through
-            register_bundle(self._other, self._location)
-        self._inner.write_bytes(key, data, **options)
-
-    moved = False
-
-
 def test_given_the_pointer_moves_between_the_check_and_the_write_then_the_register_fails_and_keeps_it(
     registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given a champion, and two candidates gated against it
-    register_bundle(_bundle(tmp_path / "c", _card(CHAMPION, 0.80, 0.15), b"model c"), registry)
-    better = _bundle(tmp_path / "b", _card(BETTER, 0.90, 0.10), b"model b")
-    weaker = _bundle(tmp_path / "a", _card(WEAKER, 0.797, 0.152), b"model a")
+    better, weaker = _champion_and_two_candidates(registry, tmp_path)
     opened = open_storage
-    _MovesLatestFirst.moved = False
+    _RegistersAnotherFirst.fired = False
 
     def interleaved(location: str | Path) -> Any:
-        return _MovesLatestFirst(opened(location), better, str(location))
+        # The last moment: after the weaker one's champion check, at its pointer write
+        return _RegistersAnotherFirst(opened(location), f"{MODEL_NAME}/latest.json", better, str(location))
 
     # When the better one moves latest.json after the weaker one's check and before its write
     with monkeypatch.context() as patched:
@@ -159,7 +144,7 @@ def test_given_the_pointer_moves_between_the_check_and_the_write_then_the_regist
         with pytest.raises(RegistryError, match="another registration moved it meanwhile"):
             gate_and_register(weaker, registry)
     # Then the weaker one's conditional write is refused and the better one stays champion
-    assert _MovesLatestFirst.moved
+    assert _RegistersAnotherFirst.fired
     pointer = latest_pointer(registry, MODEL_NAME)
     assert pointer is not None
     assert (pointer["model_version"], pointer["previous_model_version"]) == (BETTER, CHAMPION)

@@ -222,9 +222,7 @@ def _percent(share: float | None) -> str:
 
 def _figure(value: float | None, interval: Interval | None = None) -> str:
     """A fairness comparison with its interval where the card has one: ``0.872 (0.784-0.957)``."""
-    if value is None:
-        return "n/a (too few large groups)"
-    return f"{value:.3f}" + (f" ({interval.lower:.3f}-{interval.upper:.3f})" if interval else "")
+    return "n/a (too few large groups)" if value is None else _rate(value, interval)
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

@@ -41,7 +41,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from lambdas.scoring.card import AttributeFairness, ComparisonIntervals, GroupFairness, Interval
-from training.metrics import CONFIDENCE, share, wilson_interval
+from training.metrics import CONFIDENCE, percentile_interval, share, wilson_interval
 
 SMALL_SAMPLE_CASES = 30
 FOUR_FIFTHS = 0.8  # an adverse impact ratio below it fails the four-fifths rule of thumb
@@ -234,7 +234,4 @@ def _extremes(rates: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[
 def _percentile(values: NDArray[np.float64], confidence: float) -> Interval | None:
     """The percentile interval of the resamples where the figure is defined; None if it never is."""
     defined = values[np.isfinite(values)]
-    if len(defined) == 0:
-        return None
-    lower, upper = np.quantile(defined, [(1 - confidence) / 2, (1 + confidence) / 2])
-    return Interval(lower=float(lower), upper=float(upper))
+    return percentile_interval(defined, confidence) if len(defined) else None

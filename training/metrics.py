@@ -125,7 +125,8 @@ def _squared_errors(y_true: NDArray[np.int_], probability: NDArray[np.float64]) 
     return np.where(y_true == 1, (1 - probability) ** 2, probability**2)
 
 
-def _percentile_interval(values: NDArray[np.float64], confidence: float) -> Interval:
+def percentile_interval(values: NDArray[np.float64], confidence: float) -> Interval:
+    """The central ``confidence`` interval of bootstrap figures (percentile method)."""
     lower, upper = np.quantile(values, [(1 - confidence) / 2, (1 + confidence) / 2])
     return Interval(lower=float(lower), upper=float(upper))
 
@@ -165,8 +166,8 @@ def bootstrap_intervals(
         resamples=resamples,
         seed=seed,
         confidence=confidence,
-        roc_auc=_percentile_interval(auc, confidence),
-        brier=_percentile_interval(brier, confidence),
+        roc_auc=percentile_interval(auc, confidence),
+        brier=percentile_interval(brier, confidence),
     )
 
 
@@ -211,8 +212,8 @@ def paired_bootstrap_differences(
         resamples=resamples,
         seed=seed,
         confidence=confidence,
-        roc_auc=_percentile_interval(auc, confidence),
-        brier=_percentile_interval(brier, confidence),
+        roc_auc=percentile_interval(auc, confidence),
+        brier=percentile_interval(brier, confidence),
     )
 
 

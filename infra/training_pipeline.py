@@ -226,16 +226,17 @@ class TrainingPipeline(Construct):
         included, cannot lift an explicit deny). The serving functions read these keys at each cold start,
         so a replaced file would change what a deployed version serves. The champion pointer
         (latest.json) is not covered: registration moves it."""
+        registered_files = [
+            self.artifact_bucket.arn_for_objects(f"{REGISTRY_PREFIX}*/{name}")
+            for name in REGISTERED_VERSION_FILES
+        ]
         self.artifact_bucket.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="RegisteredVersionsAreNeverReplaced",
                 effect=iam.Effect.DENY,
                 principals=[iam.AnyPrincipal()],
                 actions=["s3:PutObject"],
-                resources=[
-                    self.artifact_bucket.arn_for_objects(f"{REGISTRY_PREFIX}*/{name}")
-                    for name in REGISTERED_VERSION_FILES
-                ],
+                resources=registered_files,
                 conditions={"Null": {"s3:if-none-match": "true"}},
             )
         )
@@ -248,10 +249,7 @@ class TrainingPipeline(Construct):
                 effect=iam.Effect.DENY,
                 principals=[iam.AnyPrincipal()],
                 actions=["s3:DeleteObject", "s3:DeleteObjectVersion"],
-                resources=[
-                    self.artifact_bucket.arn_for_objects(f"{REGISTRY_PREFIX}*/{name}")
-                    for name in REGISTERED_VERSION_FILES
-                ],
+                resources=registered_files,
             )
         )
 

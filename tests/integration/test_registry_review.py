@@ -104,22 +104,31 @@ class _RegistersAnotherFirst:
     fired = False
 
 
-def test_given_two_registers_gated_against_one_champion_when_they_overlap_then_the_weaker_is_not_champion(
-    registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _gate_and_register_while_another_registers(
+    weaker: Path, better: Path, registry: str, trigger_key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    better, weaker = _champion_and_two_candidates(registry, tmp_path)
+    """``gate_and_register(weaker)``, where its first write of ``trigger_key`` first lets the better
+    candidate register to the end."""
     opened = open_storage
     _RegistersAnotherFirst.fired = False
 
     def interleaved(location: str | Path) -> Any:
-        trigger = f"{MODEL_NAME}/{WEAKER}/model.onnx"
-        return _RegistersAnotherFirst(opened(location), trigger, better, str(location))
+        return _RegistersAnotherFirst(opened(location), trigger_key, better, str(location))
 
-    # When the weaker candidate's register (gated against the champion) uploads while the better one
-    # registers to the end
-    with monkeypatch.context() as patched, contextlib.suppress(RegistryError):  # refusing it is correct too
+    with monkeypatch.context() as patched:
         patched.setattr(registry_module, "open_storage", interleaved)
         gate_and_register(weaker, registry)
+
+
+def test_given_two_registers_gated_against_one_champion_when_they_overlap_then_the_weaker_is_not_champion(
+    registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    better, weaker = _champion_and_two_candidates(registry, tmp_path)
+    # When the weaker candidate's register (gated against the champion) uploads while the better one
+    # registers to the end
+    with contextlib.suppress(RegistryError):  # refusing it is correct too
+        trigger = f"{MODEL_NAME}/{WEAKER}/model.onnx"
+        _gate_and_register_while_another_registers(weaker, better, registry, trigger, monkeypatch)
     # Then the better candidate stays champion: the weaker one was never gated against it.
     assert _RegistersAnotherFirst.fired
     pointer = latest_pointer(registry, MODEL_NAME)
@@ -131,18 +140,11 @@ def test_given_the_pointer_moves_between_the_check_and_the_write_then_the_regist
     registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     better, weaker = _champion_and_two_candidates(registry, tmp_path)
-    opened = open_storage
-    _RegistersAnotherFirst.fired = False
-
-    def interleaved(location: str | Path) -> Any:
-        # The last moment: after the weaker one's champion check, at its pointer write
-        return _RegistersAnotherFirst(opened(location), f"{MODEL_NAME}/latest.json", better, str(location))
-
-    # When the better one moves latest.json after the weaker one's check and before its write
-    with monkeypatch.context() as patched:
-        patched.setattr(registry_module, "open_storage", interleaved)
-        with pytest.raises(RegistryError, match="another registration moved it meanwhile"):
-            gate_and_register(weaker, registry)
+    # When the better one moves latest.json after the weaker one's check and before its write (the last
+    # moment)
+    trigger = f"{MODEL_NAME}/latest.json"
+    with pytest.raises(RegistryError, match="another registration moved it meanwhile"):
+        _gate_and_register_while_another_registers(weaker, better, registry, trigger, monkeypatch)
     # Then the weaker one's conditional write is refused and the better one stays champion
     assert _RegistersAnotherFirst.fired
     pointer = latest_pointer(registry, MODEL_NAME)

@@ -403,9 +403,8 @@ def latest_pointer(registry_location: str | Path, model_name: str) -> dict[str, 
     """The ``latest.json`` of ``model_name``, or None if nothing is registered yet."""
     storage = open_storage(registry_location)
     key = f"{model_name}/{LATEST_FILE}"
-    if not storage.exists(key):
-        return None
-    return _pointer(storage.read_bytes(key), storage.describe(key))
+    read = storage.read_versioned(key)  # one request: absent is None
+    return None if read is None else _pointer(read[0], storage.describe(key))
 
 
 def _pointer(data: bytes, where: str) -> dict[str, Any]:

@@ -11,8 +11,9 @@ from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
 
 from infra.config import AppConfig
-from infra.lambda_package import REPO_ROOT, LambdaFunction, build_lambda_package
+from infra.lambda_package import REPO_ROOT, LambdaFunction, build_lambda_package, exclusive_lock
 
+LIGHTWEIGHT_ASSETS_ROOT = REPO_ROOT / "build" / "lightweight-assets"
 _LIGHTWEIGHT_HANDLER = '''"""Placeholder for infra tests (context lightweightAssets=true); never deployed."""
 
 
@@ -52,7 +53,7 @@ def lambda_code(function: LambdaFunction, config: AppConfig) -> lambda_.Code:
     """The function's code asset, for ``config``'s architecture and model bundle: the real Docker-free
     package, or a tiny placeholder for fast tests (``lightweightAssets``)."""
     if config.lightweight_assets:
-        return lambda_.Code.from_asset(str(_lightweight_asset_dir(function)))
+        return lambda_.Code.from_asset(str(lightweight_asset_dir(function)))
     arch, model_bundle_dir = config.lambda_architecture, config.model_bundle_dir
     return lambda_.Code.from_asset(
         str(REPO_ROOT / "lambdas"),
@@ -70,13 +71,17 @@ def lambda_code(function: LambdaFunction, config: AppConfig) -> lambda_.Code:
     )
 
 
-def _lightweight_asset_dir(function: str) -> Path:
-    folder = REPO_ROOT / "build" / "lightweight-assets" / function
+def lightweight_asset_dir(function: str, root: Path = LIGHTWEIGHT_ASSETS_ROOT) -> Path:
+    """The placeholder package of ``function`` under ``root``, written once. Every pytest worker
+    synthesises, so the check and the rewrite happen under one file lock (beside the folder, so it
+    never changes the asset's hash)."""
+    folder = root / function
     handler_file = folder / "lambdas" / function / "handler.py"
-    if not handler_file.is_file() or handler_file.read_text() != _LIGHTWEIGHT_HANDLER:
-        shutil.rmtree(folder, ignore_errors=True)
-        handler_file.parent.mkdir(parents=True)
-        for package in (folder / "lambdas", handler_file.parent):
-            (package / "__init__.py").write_text("")
-        handler_file.write_text(_LIGHTWEIGHT_HANDLER)
+    with exclusive_lock(root / f"{function}.lock"):
+        if not handler_file.is_file() or handler_file.read_text() != _LIGHTWEIGHT_HANDLER:
+            shutil.rmtree(folder, ignore_errors=True)
+            handler_file.parent.mkdir(parents=True)
+            for package in (folder / "lambdas", handler_file.parent):
+                (package / "__init__.py").write_text("")
+            handler_file.write_text(_LIGHTWEIGHT_HANDLER)
     return folder

@@ -168,7 +168,7 @@ def build_lambda_package(
 
     # One builder per cache entry at a time: parallel test workers and synths share the cache, and
     # a second builder replacing the folder would pull it from under a first one still reading it.
-    with _exclusive_lock(cached.parent / f"{cached.name}.lock"):
+    with exclusive_lock(cached.parent / f"{cached.name}.lock"):
         from_cache = report_file.is_file()
         if not from_cache:
             _build_into_cache(cached, requirements, arch, sources)
@@ -258,7 +258,7 @@ def _files_to_copy(root: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def _exclusive_lock(lock_file: Path) -> Iterator[None]:
+def exclusive_lock(lock_file: Path) -> Iterator[None]:
     _ensure_dir(lock_file.parent)
     with lock_file.open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from aws_lambda_powertools import Logger
@@ -24,6 +25,14 @@ def shared_data_dir() -> Path:
     """The public datasets folder: $LOAN_SHARED_DATA, else ../shared/data beside the checkout."""
     configured = os.environ.get("LOAN_SHARED_DATA")
     return Path(configured) if configured else REPO_ROOT.parent / "shared" / "data"
+
+
+def skip_unless_ci(reason: str) -> NoReturn:
+    """Skip a test whose prerequisite is missing, with ``reason``; under ``CI=true`` fail instead, since
+    CI must run every test (a skip there would pass what it never checked)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true must run every test: {reason}")
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
+from tests.conftest import skip_unless_ci
 
 
 def python312() -> str:
@@ -20,7 +20,7 @@ def python312() -> str:
         return str(base)
     found = shutil.which("python3.12")
     if found is None:
-        pytest.skip("no CPython 3.12 interpreter found (set PYENV_VERSION=3.11.7:3.12.1)")
+        skip_unless_ci("no CPython 3.12 interpreter found (set PYENV_VERSION=3.11.7:3.12.1)")
     return found
 
 

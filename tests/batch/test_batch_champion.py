@@ -15,6 +15,7 @@ from lambdas.audit import BATCH_FILE
 from lambdas.batch import wiring as batch_wiring
 from lambdas.scoring.card import ModelCard
 from tests.batch.conftest import NotifiedBucket
+from tests.conftest import skip_unless_ci
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHAMPION = REPO_ROOT / "model_artifacts" / "credit_risk"
@@ -27,7 +28,7 @@ def champion(monkeypatch: pytest.MonkeyPatch) -> ModelCard:
     """The batch handler serving the committed champion bundle (skipped when there is none yet).
     Request it after ``notified_bucket``, which points the handler at the small test bundle."""
     if not (CHAMPION / "model_card.json").is_file():
-        pytest.skip(f"no committed champion bundle at {CHAMPION}")
+        skip_unless_ci(f"no committed champion bundle at {CHAMPION}")
     monkeypatch.setenv("MODEL_BUNDLE_DIR", str(CHAMPION))
     batch_wiring.loaded_model.cache_clear()
     return ModelCard.model_validate_json((CHAMPION / "model_card.json").read_bytes())

@@ -16,6 +16,7 @@ import pytest
 from lambdas.scoring import runtime
 from lambdas.scoring.card import NumericReference
 from lambdas.scoring.runtime import ScoringModel
+from tests.conftest import skip_unless_ci
 
 CHAMPION = Path(__file__).resolve().parents[2] / "model_artifacts" / "credit_risk"
 
@@ -23,7 +24,7 @@ CHAMPION = Path(__file__).resolve().parents[2] / "model_artifacts" / "credit_ris
 @pytest.fixture(scope="module")
 def champion() -> ScoringModel:
     if not (CHAMPION / "model_card.json").is_file():
-        pytest.skip(f"no champion bundle committed at {CHAMPION} yet")
+        skip_unless_ci(f"no champion bundle committed at {CHAMPION} yet")
     return ScoringModel.load_directory(CHAMPION)
 
 

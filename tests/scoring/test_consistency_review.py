@@ -29,6 +29,7 @@ from lambdas.batch.layout import FileFormat
 from lambdas.batch.scoring import REASON_SEPARATOR, score_source
 from lambdas.scoring.runtime import ScoringModel
 from tests.api.conftest import api_context, stored_event
+from tests.conftest import skip_unless_ci
 from tests.scoring import bundles
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -203,7 +204,7 @@ def test_given_a_probability_exactly_at_the_threshold_then_every_path_declines_i
 @pytest.fixture(scope="module")
 def champion() -> ScoringModel:
     if not (CHAMPION / "model_card.json").is_file():
-        pytest.skip(f"no committed champion bundle at {CHAMPION}")
+        skip_unless_ci(f"no committed champion bundle at {CHAMPION}")
     return ScoringModel.load_directory(CHAMPION)
 
 

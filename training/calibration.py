@@ -64,7 +64,8 @@ class CalibrationDecision:
 def decide_calibration(
     probability: NDArray[np.float64], y: NDArray[np.int_], seed: int, min_relative_gain: float = 0.005
 ) -> tuple[CalibrationDecision, NDArray[np.float64]]:
-    """Calibrate only for a real gain: at least 0.5% lower Brier, well above fold-to-fold noise."""
+    """Calibrate only for a gain above 0.5% of the Brier score: a fixed margin, not a noise test (on
+    credit_risk's training rows it is 0.7-5 standard errors of the mean row-wise gain)."""
     calibrated = cross_fitted_sigmoid(probability, y, seed)
     before = float(brier_score_loss(y, probability))
     after = float(brier_score_loss(y, calibrated))

@@ -36,6 +36,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from lambdas.scoring.card import Interval, ModelCard
+from training.aws_settings import aws_setting_error
 from training.dataload.storage import S3Storage, StorageError, open_storage
 from training.datasets.catalog import BUILT_IN, LoadedDataset, load_dataset
 from training.fairness import FOUR_FIFTHS, SMALL_SAMPLE_CASES
@@ -54,6 +55,7 @@ from training.registry import (
     latest_pointer,
     read_bundle_card,
     register_bundle,
+    signed,
 )
 from training.sources.export import ExportReadError
 
@@ -125,10 +127,10 @@ def card_summary(card: ModelCard) -> str:
         paired = f"{differences.confidence:.0%} paired bootstrap interval"
         lines.append(
             f"vs registered champion {comparison.champion_version} on this holdout: ROC AUC "
-            f"{metrics.roc_auc - comparison.champion_metrics.roc_auc:+.4f} ({paired} "
-            f"{differences.roc_auc.lower:+.4f} to {differences.roc_auc.upper:+.4f}), Brier "
-            f"{metrics.brier - comparison.champion_metrics.brier:+.4f} ({paired} "
-            f"{differences.brier.lower:+.4f} to {differences.brier.upper:+.4f})"
+            f"{signed(metrics.roc_auc - comparison.champion_metrics.roc_auc)} ({paired} "
+            f"{signed(differences.roc_auc.lower)} to {signed(differences.roc_auc.upper)}), Brier "
+            f"{signed(metrics.brier - comparison.champion_metrics.brier)} ({paired} "
+            f"{signed(differences.brier.lower)} to {signed(differences.brier.upper)})"
         )
     if uncertainty is None and positives is None:
         lines.append("uncertainty: not recorded in this card (written before holdout counts and intervals)")
@@ -374,6 +376,19 @@ def _check_bucket(option: str, location: str) -> None:
         # exists, or the first read or write says why not.
 
 
+def _check_registry_folder(option: str, location: str) -> None:
+    """A local registry folder that does not exist (a typo) is refused by the commands that only read
+    the registry: every champion would read as missing, so the gate would pass any candidate and train
+    would skip the comparison. ``register`` (and ``loop``) create a new registry."""
+    if _is_remote(location) or Path(location).is_dir():
+        return
+    problem = "is not a folder" if Path(location).exists() else "does not exist"
+    raise ValueError(
+        f"{option} {location!r} {problem}: is the path mistyped? (a new registry is created by "
+        "python -m training register)"
+    )
+
+
 def _publish(bundle: Path, location: str) -> None:
     if not _is_remote(location):
         return
@@ -402,10 +417,14 @@ def _dataset(args: argparse.Namespace) -> LoadedDataset:
     return dataset
 
 
-def _train(args: argparse.Namespace, out: str, registry: str | None) -> ModelCard:
+def _train(args: argparse.Namespace, out: str, registry: str | None, *, in_loop: bool = False) -> ModelCard:
+    """Train and print the card's summary; ``in_loop``: the loop's registry may be new (its first run
+    registers into it), and ``out`` is a temporary folder, not worth naming."""
     _check_output("--out", out)
     if registry:
         _check_bucket("--champion-registry", registry)
+        if not in_loop:
+            _check_registry_folder("--champion-registry", registry)
     config = _config(args)  # invalid settings fail here, before data is read
     dataset = _dataset(args)
     with tempfile.TemporaryDirectory(prefix="training-") as scratch:
@@ -416,10 +435,9 @@ def _train(args: argparse.Namespace, out: str, registry: str | None) -> ModelCar
         bundle = workspace / "bundle" if _is_remote(out) else Path(out)
         card = train_bundle(dataset, bundle, replace(config, champion_bundle=champion))
         _publish(bundle, out)
-    print(card_summary(card))
-    if card.champion_comparison:
-        print(f"champion comparison: {card.champion_comparison.model_dump(mode='json')}")
-    print(f"\nbundle written to {out}")
+    print(card_summary(card))  # its "vs registered champion" line is the comparison
+    if not in_loop:
+        print(f"\nbundle written to {out}")
     return card
 
 
@@ -431,9 +449,13 @@ def _gate_or_register(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="candidate-") as scratch:
         bundle = _materialise(args.candidate, Path(scratch))
         card = read_bundle_card(bundle)
-        decision = gate(card, champion_card(args.registry, card["model_name"]))
+        if args.command == "gate":
+            _check_registry_folder("--registry", args.registry)
+        decision = gate(
+            card, champion_card(args.registry, card["model_name"]), registry_location=args.registry
+        )
         version = None
-        if decision.passed and args.command == "register":
+        if decision.passed and args.command in ("register", "loop"):
             try:
                 version = register_bundle(bundle, args.registry, gated=Gated(decision.champion_version))
             except VersionConflictError:
@@ -443,6 +465,10 @@ def _gate_or_register(args: argparse.Namespace) -> int:
                 version = str(card["model_version"])
                 print(f"version {version} is already registered; nothing to do")
     print(json.dumps({**decision.as_dict(), "registered_version": version}, indent=2))
+    if args.command == "loop" and version is not None:
+        # The loop's candidate folder is deleted when it ends: name the bundle that stays.
+        registered = open_storage(args.registry).describe(f"{card['model_name']}/{version}")
+        print(f"\nregistered at {registered}")
     if args.command == "gate" and verdict:
         _write_verdict(verdict, str(card["model_name"]), decision)
         return 0  # decided either way; the caller branches on the verdict's "passed"
@@ -518,8 +544,8 @@ def _loop(args: argparse.Namespace) -> int:
     args.source, args.spec_file = f"export:{args.exports}#{export_id}", None
     with tempfile.TemporaryDirectory(prefix="loop-") as scratch:
         bundle = Path(scratch) / "bundle"
-        _train(args, str(bundle), args.registry)
-        args.candidate, args.command = str(bundle), "register"
+        _train(args, str(bundle), args.registry, in_loop=True)
+        args.candidate = str(bundle)  # gated and registered as by register (args.command stays "loop")
         return _gate_or_register(args)
 
 
@@ -551,6 +577,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.command} interrupted", file=sys.stderr)
         return 130
     except Exception as error:
+        setting = aws_setting_error(error)
+        if setting is not None:
+            print(f"error: {setting}", file=sys.stderr)
+            return 2
         # Not 1: for gate, register and loop that means "the candidate lost the gate".
         log.exception("unexpected fault")
         print(f"error: unexpected {type(error).__name__}: {error}", file=sys.stderr)

@@ -47,7 +47,9 @@ def evaluate(y_true: NDArray[np.int_], probability: NDArray[np.float64]) -> Metr
 
 
 def summarise(fold_metrics: list[MetricSet]) -> tuple[MetricSet, MetricSet]:
-    """Mean and standard deviation over folds."""
+    """Mean and standard deviation over folds. The deviation is the folds' own spread (ddof=0, as
+    scikit-learn's search results give std_test_score), not an estimate of a population's: with 5-15
+    folds the ddof=1 figure is 3.5-12% larger."""
     table = np.array([[getattr(m, name) for name in METRIC_NAMES] for m in fold_metrics])
     mean = MetricSet(**{name: float(v) for name, v in zip(METRIC_NAMES, table.mean(axis=0), strict=True)})
     std = MetricSet(**{name: float(v) for name, v in zip(METRIC_NAMES, table.std(axis=0), strict=True)})
@@ -254,7 +256,7 @@ def calibration_report(
 ) -> CalibrationReport:
     """Observed default rate against mean predicted probability in ``bins`` equal-width bins of [0, 1]
     (the last bin includes 1.0); the expected calibration error weights each bin's gap by its rows."""
-    index = np.minimum((probability * bins).astype(np.int64), bins - 1)
+    index = np.searchsorted(np.arange(1, bins) / bins, probability, side="right")  # by the stated edges
     report_bins: list[CalibrationBin] = []
     gaps: list[tuple[int, float]] = []
     for b in range(bins):

@@ -15,6 +15,10 @@ module avoids them:
 - Isotonic calibration converts but disagrees (up to 0.04); calibration here is a sigmoid on the
   logit, appended to the graph (see :func:`append_sigmoid_calibration`).
 - Probabilities come out as a plain ``[N, 2]`` tensor (``zipmap`` off), never a list of dicts.
+- skl2onnx renames an input whose name holds anything but letters, digits, "_" and "+", or starts
+  with a digit ("income.monthly" -> "income_monthly", "a.b" and "a_b" -> "a_b" and "a_b1"); the
+  inputs are renamed back to the features' names (:func:`restore_input_names`), so the card, the API
+  and the batch use the table's names. Names it keeps are left alone, and so are the graph's bytes.
 - Categories enter as int64 codes (their position in the card's ``categories``, -1 when missing),
   not as text: onnxruntime's Python binding converts every string of a text input into a C++ one.
   On the credit_risk champion, one thread, the same rows: 0.8-0.9x the run time on a 60k-row chunk
@@ -25,6 +29,7 @@ module avoids them:
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +59,8 @@ PARITY_TOLERANCE = 1e-5
 # it into UNSEEN_CATEGORY_TEXT, which no encoder was fitted on, so it behaves as an unseen text.
 UNSEEN_CATEGORY_CODE = -2
 UNSEEN_CATEGORY_TEXT = "\u0000unseen"
+# What skl2onnx makes of a name before numbering it to keep it unique (Topology._generate_unique_name).
+_NOT_IN_CONVERTER_NAME = re.compile(r"[^\w+]")
 
 
 @dataclass(frozen=True)
@@ -381,6 +388,7 @@ def convert_with_text_inputs(
         target_opset=OPSET,
         final_types=[(LABEL_OUTPUT, None), (PROBABILITY_OUTPUT, None)],
     )
+    model = restore_input_names(model, spec.feature_names)
     if calibration is not None:
         model = append_sigmoid_calibration(model, *calibration)
     model.doc_string = f"loan default model for dataset {spec.name}"
@@ -391,6 +399,49 @@ def convert_with_text_inputs(
     # sorted, identical training gives identical bytes in every process, not one of two versions.
     _replace(model.opset_import, sorted(model.opset_import, key=lambda opset: opset.domain))
     onnx.checker.check_model(model)
+    return model
+
+
+def _converter_named(converter_name: str, name: str) -> bool:
+    """Whether skl2onnx could have named ``name``'s input ``converter_name`` (a number after it
+    keeps it unique)."""
+    if converter_name == name:
+        return True
+    stem = _NOT_IN_CONVERTER_NAME.sub("_", name)
+    stem = f"_{stem}" if re.match("[0-9]", stem) else stem
+    return re.fullmatch(f"{re.escape(stem)}[0-9]*", converter_name) is not None
+
+
+def restore_input_names(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """Rename the graph's inputs, which skl2onnx declared from ``names`` in that order, back to
+    ``names``, in every node and value_info that refers to them. A graph whose inputs already are
+    ``names`` is returned untouched. Changes ``model`` in place and returns it."""
+    graph = model.graph
+    given = [graph_input.name for graph_input in graph.input]
+    # By position, so "a.b" and "a_b" (both "a_b" to skl2onnx, one numbered) each get their own back.
+    if len(given) != len(names) or not all(
+        _converter_named(g, n) for g, n in zip(given, names, strict=False)
+    ):
+        raise ValueError(f"the graph's inputs {given} are not the features {list(names)} in order")
+    renames = {g: n for g, n in zip(given, names, strict=True) if g != n}
+    if not renames:
+        return model
+    if any(
+        a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+        for n in graph.node
+        for a in n.attribute
+    ):
+        raise ValueError("cannot rename the inputs of a graph with subgraphs")
+    # A feature named like another value of the graph would merge the two.
+    others = {n for node in graph.node for n in node.output} | {t.name for t in graph.initializer}
+    others |= {v.name for v in [*graph.output, *graph.value_info]} - set(renames)
+    clashes = sorted(others & set(renames.values()))
+    if clashes:
+        raise ValueError(f"features {clashes} have the names of other values of the converted graph")
+    for node in graph.node:
+        _replace(node.input, [renames.get(i, i) for i in node.input])
+    for value in [*graph.input, *graph.value_info, *graph.output]:
+        value.name = renames.get(value.name, value.name)
     return model
 
 

@@ -125,6 +125,9 @@ class GateRule:
 
 @dataclass(frozen=True)
 class GateDecision:
+    """``reasons``: the failed checks first (as they are), then the checks that passed (``ok: …``), then
+    remarks that decide nothing (``note: …``)."""
+
     passed: bool
     candidate_version: str
     champion_version: str | None
@@ -225,10 +228,15 @@ def _difference_notes(
         else:
             reading = "excludes 0: the candidate is worse beyond holdout noise"
         notes.append(
-            f"{label} difference {difference:+.4f} ({confidence:.0%} paired bootstrap interval "
-            f"{lower:+.4f} to {upper:+.4f}; {reading})"
+            f"{label} difference {signed(difference)} ({confidence:.0%} paired bootstrap interval "
+            f"{signed(lower)} to {signed(upper)}; {reading})"
         )
     return notes
+
+
+def signed(value: float) -> str:
+    """A difference to 4 places with its sign, where one that rounds to 0 is +0.0000, never -0.0000."""
+    return f"{round(value, 4) + 0.0:+.4f}"  # + 0.0 turns -0.0 into 0.0
 
 
 def _same_holdout(candidate: Mapping[str, Any], champion: Mapping[str, Any]) -> bool:
@@ -266,11 +274,19 @@ def gate(
     champion: Mapping[str, Any] | None,
     rule: GateRule = GateRule(),
     champion_metrics_on_candidate_holdout: Mapping[str, float] | None = None,
+    *,
+    registry_location: str | Path | None = None,
 ) -> GateDecision:
-    """Decide whether ``candidate`` may replace ``champion`` (see the module docstring)."""
+    """Decide whether ``candidate`` may replace ``champion`` (see the module docstring); the champion
+    was read from ``registry_location``, named in the verdict when it holds none."""
     version = _name(candidate, "model_version")
     failures: list[str] = []
+    passed: list[str] = []  # checks that passed: listed apart from the failures, which decide
     notes: list[str] = []
+
+    def reasons() -> list[str]:
+        return failures + [f"ok: {check}" for check in passed] + [f"note: {note}" for note in notes]
+
     if _path(candidate, "parity.passed") is not True:
         failures.append("candidate failed the sklearn-vs-ONNX parity check")
     roc_auc = _number(candidate, "holdout_metrics.roc_auc")
@@ -282,13 +298,14 @@ def gate(
     minimum = f"at least {rule.min_holdout_positives} positives and {rule.min_holdout_negatives} negatives"
 
     if champion is None:
-        notes.append("no champion registered: only the parity check applies")
+        where = f" at {registry_location}" if registry_location is not None else ""
+        notes.append(f"no champion registered{where}: only the parity check applies")
         if counts is not None and too_few:
             notes.append(
                 f"holdout has only {counts[0]} positives and {counts[1]} negatives (a replacement needs "
                 f"{minimum}): allowed because there is no champion to replace; its metrics are uncertain"
             )
-        return GateDecision(not failures, version, None, failures + notes)
+        return GateDecision(not failures, version, None, reasons())
 
     champion_version = _name(champion, "model_version")
     if counts is None:
@@ -308,7 +325,7 @@ def gate(
             f"{minimum}: metrics on so few cases cannot show the candidate is better"
         )
     else:
-        notes.append(f"holdout has {counts[0]} positives and {counts[1]} negatives (needs {minimum})")
+        passed.append(f"holdout has {counts[0]} positives and {counts[1]} negatives (needs {minimum})")
     comparison = candidate.get("champion_comparison")
     scored_by_training = False
     if (
@@ -328,17 +345,17 @@ def gate(
         champion_brier = _finite(
             champion_metrics_on_candidate_holdout.get("brier"), "champion brier on the candidate's holdout"
         )
-        notes.append("champion metrics computed on the candidate's holdout")
+        passed.append("champion metrics computed on the candidate's holdout")
     elif _same_holdout(candidate, champion):
         champion_roc_auc = _number(champion, "holdout_metrics.roc_auc")
         champion_brier = _number(champion, "holdout_metrics.brier")
-        notes.append("both cards describe the same data and holdout")
+        passed.append("both cards describe the same data and holdout")
     else:
         failures.append(
             "the cards' holdouts differ (dataset, data.sha256, data.holdout or, by record hash, the "
             "record columns) and " + _why_not_scored(comparison, champion_version)
         )
-        return GateDecision(False, version, champion_version, failures + notes)
+        return GateDecision(False, version, champion_version, reasons())
 
     if roc_auc < champion_roc_auc - rule.roc_auc_tolerance:
         failures.append(
@@ -346,7 +363,7 @@ def gate(
             f"by more than {rule.roc_auc_tolerance}"
         )
     else:
-        notes.append(
+        passed.append(
             f"ROC AUC {roc_auc:.4f} vs champion {champion_roc_auc:.4f} (tolerance {rule.roc_auc_tolerance})"
         )
     if brier > champion_brier + rule.brier_tolerance:
@@ -355,11 +372,13 @@ def gate(
             f"by more than {rule.brier_tolerance}"
         )
     else:
-        notes.append(f"Brier {brier:.4f} vs champion {champion_brier:.4f} (tolerance {rule.brier_tolerance})")
+        passed.append(
+            f"Brier {brier:.4f} vs champion {champion_brier:.4f} (tolerance {rule.brier_tolerance})"
+        )
     if scored_by_training:
         # Only beside the card's own champion metrics: the intervals are of those very differences.
         notes += _difference_notes(candidate, roc_auc - champion_roc_auc, brier - champion_brier)
-    return GateDecision(not failures, version, champion_version, failures + notes)
+    return GateDecision(not failures, version, champion_version, reasons())
 
 
 def read_bundle_card(bundle_dir: Path) -> dict[str, Any]:
@@ -578,7 +597,9 @@ def gate_and_register(
     """Gate the bundle against the registered champion; register it only if the gate passes."""
     card = read_bundle_card(Path(bundle_dir))
     champion = champion_card(registry_location, card["model_name"])
-    decision = gate(card, champion, rule, champion_metrics_on_candidate_holdout)
+    decision = gate(
+        card, champion, rule, champion_metrics_on_candidate_holdout, registry_location=registry_location
+    )
     if not decision.passed:
         return decision, None
     gated = Gated(decision.champion_version)

@@ -98,11 +98,9 @@ def test_a_server_without_tls_refuses_a_tls_connection(mariadb_settings: Any) ->
 
     from training.dataload.connection import connect
 
-    # Given the local server (no certificate), when TLS with verification is required,
-    # then the connection fails
-    with pytest.raises(pymysql.MySQLError):
-        connect(
-            DbSettings(
-                mariadb_settings.host, mariadb_settings.port, mariadb_settings.user, "", None, True, None
-            )
-        )
+    # Given the local server (no certificate) and its working credentials, when TLS with verification
+    # is required, then the connection fails for want of TLS (not, say, for a wrong password: 1045)
+    settings = mariadb_settings
+    with pytest.raises(pymysql.OperationalError, match="SSL is required") as refused:
+        connect(DbSettings(settings.host, settings.port, settings.user, settings.password, None, True, None))
+    assert refused.value.args[0] == 2026  # CR_SSL_CONNECTION_ERROR

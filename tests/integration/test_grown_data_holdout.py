@@ -239,4 +239,4 @@ def test_given_a_champion_on_nine_tenths_when_retrained_on_all_rows_then_no_trai
     verdict = json.loads(verdict_file.read_text())
     assert verdict["champion_version"] == champion.model_version
     assert not [reason for reason in verdict["reasons"] if "holdouts differ" in reason], verdict["reasons"]
-    assert "champion metrics computed on the candidate's holdout" in verdict["reasons"]
+    assert "ok: champion metrics computed on the candidate's holdout" in verdict["reasons"]

@@ -40,7 +40,7 @@ def test_given_files_when_loop_runs_twice_then_one_version_is_registered_and_ser
     # holdout, the gate passes, and the identical (content-addressed) version is not duplicated
     assert training_main(["loop", *common]) == 0
     output = capsys.readouterr().out
-    assert "champion comparison" in output
+    assert f"vs registered champion {first['model_version']} on this holdout" in output
     assert f"version {first['model_version']} is already registered" in output
     assert latest_pointer(registry, "jpmc_loans-default-risk") == first
 

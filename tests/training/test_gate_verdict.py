@@ -90,7 +90,9 @@ def test_given_no_champion_when_gated_then_the_verdict_says_passed(tmp_path: Pat
     candidate = _bundle(tmp_path / "candidate", "v1", 0.700, 0.150)
     verdict = tmp_path / "gate_verdict.json"
 
-    assert _gate(candidate, tmp_path / "empty-registry", verdict) == 0
+    registry = tmp_path / "empty-registry"
+    registry.mkdir()  # an empty registry, not a mistyped path (which gate refuses)
+    assert _gate(candidate, registry, verdict) == 0
 
     written = _verdict(verdict)
     assert written["passed"] is True
@@ -103,7 +105,9 @@ def test_given_a_candidate_that_failed_parity_when_gated_then_the_verdict_says_n
     candidate = _bundle(tmp_path / "candidate", "v1", 0.990, 0.010, parity=False)
     verdict = tmp_path / "gate_verdict.json"
 
-    assert _gate(candidate, tmp_path / "empty-registry", verdict) == 0
+    registry = tmp_path / "empty-registry"
+    registry.mkdir()  # an empty registry, not a mistyped path (which gate refuses)
+    assert _gate(candidate, registry, verdict) == 0
     assert _verdict(verdict)["passed"] is False
 
 

@@ -125,7 +125,7 @@ def test_given_the_same_data_split_by_other_record_columns_then_the_gate_does_no
         # Then the cards' own holdout figures (on different rows) are not compared: the gate refuses
         assert not decision.passed, decision.reasons
         assert "holdouts differ" in decision.reasons[0]
-        assert not any(reason.startswith("ROC AUC") for reason in decision.reasons)
+        assert not any(reason.startswith("ok: ROC AUC") for reason in decision.reasons)
         if champion_bundle is not None:
             # naming training's own reason for not scoring the champion
             assert "loan_grade" in decision.reasons[0]
@@ -164,7 +164,7 @@ def test_given_cards_of_the_same_data_then_the_gate_compares_them_only_on_the_sa
     candidate = _card("toy-2", candidate_features, holdout, 0.91)
     decision = gate(candidate, champion)
     assert decision.passed is compared
-    assert ("both cards describe the same data and holdout" in decision.reasons) is compared
+    assert ("ok: both cards describe the same data and holdout" in decision.reasons) is compared
 
 
 # --- A feature the training rows never hold ------------------------------------------------------------

@@ -229,9 +229,9 @@ def test_given_a_card_with_intervals_then_the_gate_notes_each_difference_with_it
     decision = gate(candidate, CHAMPION)
     assert decision.passed
     assert _notes_on_differences(decision.reasons) == [
-        "ROC AUC difference +0.0012 (95% paired bootstrap interval -0.0021 to +0.0045; "
+        "note: ROC AUC difference +0.0012 (95% paired bootstrap interval -0.0021 to +0.0045; "
         "holds 0: within holdout noise)",
-        "Brier difference -0.0003 (95% paired bootstrap interval -0.0011 to +0.0004; "
+        "note: Brier difference -0.0003 (95% paired bootstrap interval -0.0011 to +0.0004; "
         "holds 0: within holdout noise)",
     ]
 
@@ -245,7 +245,9 @@ def test_given_a_tolerance_refusal_within_noise_then_the_gate_still_refuses_and_
     assert not decision.passed
     assert "worse than the champion's 0.9400" in decision.reasons[0]
     (auc_note, _) = _notes_on_differences(decision.reasons)
-    assert auc_note.startswith("ROC AUC difference -0.0060 (95% paired bootstrap interval -0.0130 to +0.0010")
+    assert auc_note.startswith(
+        "note: ROC AUC difference -0.0060 (95% paired bootstrap interval -0.0130 to +0.0010"
+    )
     assert "holds 0: within holdout noise" in auc_note
     # And a real loss, one the interval keeps below 0, is called so (ROC AUC down, Brier up)
     real_loss = _intervals((-0.0090, -0.0031), (0.0004, 0.0020))
@@ -358,7 +360,7 @@ def test_given_the_trained_card_when_gated_and_shown_then_the_intervals_are_repo
     champion = json.loads((champion_bundle / "model_card.json").read_text())
     decision = gate(candidate_card.model_dump(mode="json"), champion)
     notes = _notes_on_differences(decision.reasons)
-    assert [note.split(" difference ")[0] for note in notes] == ["ROC AUC", "Brier"]
+    assert [note.split(" difference ")[0] for note in notes] == ["note: ROC AUC", "note: Brier"]
     summary = cli.card_summary(candidate_card)
     assert f"vs registered champion {champion['model_version']} on this holdout" in summary
     assert "95% paired bootstrap interval" in summary

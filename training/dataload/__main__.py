@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pymysql
 
-from training.dataload.connection import SettingsError, connect, settings_from_env
+from training.aws_settings import aws_setting_error
+from training.dataload.connection import DbSettings, SettingsError, connect, settings_from_env
 from training.dataload.datasets import DATASET_NAMES, read_dataset_files, schema_for
 from training.dataload.exporter import DEFAULT_ROWS_PER_FILE, ExportError, export_database
 from training.dataload.loader import DEFAULT_CHUNK_ROWS, LoadError, load_tables
@@ -60,9 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _connection_failure(settings: DbSettings, error: pymysql.MySQLError) -> str:
+    """pymysql's ``(2003, "Can't connect ...")`` as one line that says which settings to check."""
+    code, text = error.args if len(error.args) == 2 else (None, str(error))
+    return (
+        f"cannot connect to MariaDB at {settings.host}:{settings.port} as {settings.user!r}: {text}"
+        + (f" (error {code})" if code is not None else "")
+        + "; check DB_HOST, DB_PORT, DB_USER and DB_PASSWORD (or the secret named by DB_SECRET_ARN)"
+    )
+
+
 def run(arguments: argparse.Namespace) -> dict[str, object]:
     settings = settings_from_env(os.environ)
-    connection = connect(settings)
+    try:
+        connection = connect(settings)
+    except pymysql.MySQLError as error:
+        raise SettingsError(_connection_failure(settings, error)) from error
     try:
         if arguments.command == "load":
             if arguments.trans_file is not None and arguments.dataset != "berka":
@@ -124,6 +138,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         pymysql.MySQLError,
     ) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        setting = aws_setting_error(error)  # DB_SECRET_ARN without AWS credentials or a region
+        if setting is None:
+            raise
+        print(f"error: {setting}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2))
     return 0

@@ -34,12 +34,15 @@ def _csv_in(folder: Path, file_name: str) -> Path:
     if not path.is_file() and (folder / f"{file_name}.gz").is_file():
         path = folder / f"{file_name}.gz"  # the compressed copy the repository ships
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found (pass the folder holding {file_name}, or the file)")
+        raise FileNotFoundError(
+            f"{path} not found, nor {file_name}.gz beside it (pass the folder holding {file_name} or "
+            f"{file_name}.gz, or the file)"
+        )
     return path
 
 
 def _read_flat_csv(path: Path, schema: DatabaseSchema, generated: tuple[str, ...]) -> pd.DataFrame:
-    frame = pd.read_csv(path)
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])  # as training reads a file
     table = schema.tables[0]
     expected = [name for name in table.column_names if name not in generated]
     if list(frame.columns) != expected:

@@ -1190,17 +1190,22 @@ def _day_end_balances(pre: pd.DataFrame) -> pd.DataFrame:
     found from the balances themselves: each transaction moves the balance from
     ``balance - signed amount`` to ``balance``; chained over the day, every intermediate value
     is reached once and left once, and the closing balance is the one value reached but never
-    left. Where that is not unique (inconsistent rows), the balance of the highest trans_id is used.
+    left. Where that is not unique (a row's balance is some cents off the chain, as on some month
+    ends of the original data), the closing balance is the day's balance nearest to the previous
+    day-end plus the day's signed amounts, carried from the nearest day resolved exactly; only a
+    loan without such a day falls back to the balance of the highest trans_id.
     """
     keys = ["loan_id", "date"]
-    grouped = pre.groupby(keys, sort=True)
-    day_end = grouped.agg(balance=("balance", "last"), loan_date=(BERKA_TIME_COLUMN, "first")).reset_index()
-
     amount = pre["amount"].to_numpy(dtype="float64")
     after = pre["balance"].to_numpy(dtype="float64")
     signed = np.where(pre["type"].isin(_CREDIT_TYPES).to_numpy(dtype=bool), amount, -amount)
     after_cents = np.round(after * 100).astype("int64")
     before_cents = np.round((after - signed) * 100).astype("int64")
+    grouped = pre.assign(signed_cents=np.round(signed * 100).astype("int64")).groupby(keys, sort=True)
+    day_end = grouped.agg(
+        balance=("balance", "last"), loan_date=(BERKA_TIME_COLUMN, "first"), net_cents=("signed_cents", "sum")
+    ).reset_index()
+
     moves = pd.DataFrame(
         {
             "loan_id": np.concatenate([pre["loan_id"].to_numpy(), pre["loan_id"].to_numpy()]),
@@ -1210,12 +1215,40 @@ def _day_end_balances(pre: pd.DataFrame) -> pd.DataFrame:
         }
     )
     net = moves.groupby([*keys, "cents"], sort=False)["count"].sum()
-    closing = net[net == 1].reset_index()
-    closing = closing[closing.groupby(keys)["cents"].transform("size") == 1]
-    if len(closing):
-        found = day_end[keys].merge(closing[[*keys, "cents"]], on=keys, how="left")["cents"]
-        day_end["balance"] = (found / 100).where(found.notna(), day_end["balance"]).astype("float64")
-    return day_end
+    open_ends = net[net == 1].reset_index()
+    closing = open_ends[open_ends.groupby(keys)["cents"].transform("size") == 1]
+    found = day_end[keys].merge(closing[[*keys, "cents"]], on=keys, how="left")["cents"]
+
+    # Unresolved days: previous day-end + the days' amounts, anchored on the nearest resolved day
+    # (before it, else after it: both are before the loan date).
+    carried = day_end.groupby("loan_id")["net_cents"].cumsum()
+    anchor = (found - carried).groupby(day_end["loan_id"]).ffill()
+    anchor = anchor.groupby(day_end["loan_id"]).bfill()
+    estimate = anchor + carried
+    unresolved = found.isna() & estimate.notna()
+    if bool(unresolved.any()):
+        rows = pd.DataFrame(
+            {
+                "loan_id": pre["loan_id"],
+                "date": pre["date"],
+                "trans_id": pre["trans_id"],
+                "cents": after_cents,
+            }
+        )
+        wanted = day_end.loc[unresolved, keys].assign(estimate=estimate[unresolved])
+        rows = rows.merge(wanted, on=keys, how="inner")
+        # Prefer the balances reached but never left; a day without any takes all its balances.
+        rows = rows.merge(open_ends[[*keys, "cents"]], on=[*keys, "cents"], how="left", indicator="match")
+        rows["open_end"] = rows["match"] == "both"
+        rows = rows.loc[rows["open_end"] | ~rows.groupby(keys)["open_end"].transform("any")]
+        rows["distance"] = (rows["cents"] - rows["estimate"]).abs()
+        nearest = rows.sort_values(
+            [*keys, "distance", "trans_id"], ascending=[True, True, True, False], kind="stable"
+        ).drop_duplicates(keys)
+        snapped = day_end[keys].merge(nearest[[*keys, "cents"]], on=keys, how="left")["cents"]
+        found = found.fillna(snapped)
+    day_end["balance"] = (found / 100).where(found.notna(), day_end["balance"]).astype("float64")
+    return day_end.drop(columns="net_cents")
 
 
 def _daily_balance_features(pre: pd.DataFrame) -> pd.DataFrame:

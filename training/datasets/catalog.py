@@ -45,6 +45,10 @@ AGE_BANDS = (
 )
 
 
+# Said when a dataset's default files, in the shared data folder, are missing (a clone without it).
+SHARED_DATA_HINT = "(set LOAN_SHARED_DATA or pass --source files:<folder>)"
+
+
 def shared_data_dir() -> Path:
     configured = os.environ.get("LOAN_SHARED_DATA")
     return Path(configured) if configured else REPO_ROOT.parent / "shared" / "data"
@@ -308,7 +312,9 @@ def _read_table_file(path: Path) -> pd.DataFrame:
         raise FileNotFoundError(f"data file not found: {path}")
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
-    return pd.read_csv(path)
+    # Only an empty cell is missing, as in the batch files and the API: "NA", "null" or "None" are text
+    # (pandas' default would train them as missing, and serving would then refuse them as categories).
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
 
 
 def _read_export(location: str, database: str, tables: list[str]) -> dict[str, pd.DataFrame]:
@@ -326,12 +332,12 @@ def _raw_frame(spec: DatasetSpec, source: str | None) -> pd.DataFrame:
         assert location is not None
         database, table = EXPORT_TABLES[spec.name]
         return _read_export(location, database, [table])[table]
-    if location is None:
-        location_path = (
-            SHIPPED_CREDIT_RISK
-            if spec.name == "credit_risk"
-            else shared_data_dir() / "jpmc_loan_data" / "Loan_Data.csv"
-        )
+    if location is None and spec.name == "credit_risk":
+        location_path = SHIPPED_CREDIT_RISK
+    elif location is None:
+        location_path = shared_data_dir() / "jpmc_loan_data" / "Loan_Data.csv"
+        if not location_path.exists():
+            raise FileNotFoundError(f"data file not found: {location_path} {SHARED_DATA_HINT}")
     else:
         location_path = Path(location)
     if location_path.is_dir():
@@ -352,7 +358,12 @@ def _berka_frame(kind: str, location: str | None) -> pd.DataFrame:
         origin = f"export {location}"
     else:
         folder, trans_file = _berka_files(location)
-        tables = berka.read_berka_files(folder, trans_file)
+        try:
+            tables = berka.read_berka_files(folder, trans_file)
+        except FileNotFoundError as error:
+            if location is not None:
+                raise
+            raise FileNotFoundError(f"{error} {SHARED_DATA_HINT}") from error
         list_file = berka.complete_history_file_beside(trans_file)
         if list_file is not None:
             tables[berka.COMPLETE_HISTORY_TABLE] = berka.read_complete_history_loans(

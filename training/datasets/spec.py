@@ -10,12 +10,16 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
 
+import numpy as np
 import pandas as pd
+
+from lambdas.scoring.card import BATCH_OUTPUT_COLUMNS
 
 FeatureKind = Literal["number", "integer", "category", "boolean"]
 _KINDS: tuple[str, ...] = ("number", "integer", "category", "boolean")
@@ -161,6 +165,35 @@ SPEC_KEYS = frozenset(
 # identifies when a row was recorded, it does not describe the applicant.
 _DATE_TEXT = re.compile(r"^\s*(\d{4}-\d{1,2}-\d{1,2}([ T].*)?|\d{1,2}[/.]\d{1,2}[/.]\d{2,4})\s*$")
 _BOOLEAN_TEXT = frozenset({"true", "false", "1", "0", "yes", "no", "y", "n"})
+# Names the graph gives values of its own (training/onnx_export.py): its outputs, and those of the
+# calibration appended to it (fixed names). A feature cannot be a graph input of the same name. Any other
+# name is fine: the graph's inputs are renamed back to the features' names after conversion.
+ONNX_OUTPUT_NAMES = frozenset({"label", "probabilities"})
+ONNX_CALIBRATION_NAMES = frozenset(
+    {
+        "uncalibrated_label",
+        "uncalibrated_probabilities",
+        "cal_above_half",
+        "cal_eps",
+        "cal_flat",
+        "cal_half",
+        "cal_intercept",
+        "cal_label_2d",
+        "cal_logit",
+        "cal_negative",
+        "cal_odds",
+        "cal_one",
+        "cal_one_minus_eps",
+        "cal_p",
+        "cal_p_clipped",
+        "cal_positive",
+        "cal_positive_index",
+        "cal_q",
+        "cal_scaled",
+        "cal_slope",
+        "cal_z",
+    }
+)
 
 
 def spec_from_file(path: Path, frame: pd.DataFrame) -> DatasetSpec:
@@ -232,6 +265,7 @@ def spec_from_file(path: Path, frame: pd.DataFrame) -> DatasetSpec:
             raise ValueError(f"spec file {path}: feature {name!r} is {roles[name]} and cannot be a feature")
         if name in drop:  # contradictory: say so rather than pick one
             raise ValueError(f"spec file {path}: feature {name!r} is also listed in 'drop'")
+        _check_feature_name(name, path)
         options = _feature_options(declared.get(name, {}), name, path)
         kind = str(options.get("type") or infer_kind(frame[name]))
         if kind not in _KINDS:
@@ -371,10 +405,29 @@ def _check_inferred_category(values: pd.Series, name: str, path: Path) -> None:
         )
 
 
+def _check_feature_name(name: str, path: Path) -> None:
+    """A name the model's graph, the card and the batch's scored files can hold as it is."""
+    where = f"spec file {path}: feature {name!r}"
+    # Batch files' headers are matched with surrounding spaces stripped: such a name is never found.
+    if not name.strip() or name != name.strip():
+        raise ValueError(f"{where} must be non-blank, without leading or trailing spaces; rename the column")
+    if name in ONNX_OUTPUT_NAMES:
+        raise ValueError(f"{where} is the name of a model output {sorted(ONNX_OUTPUT_NAMES)}; rename it")
+    if name in ONNX_CALIBRATION_NAMES:
+        raise ValueError(f"{where} is a name the model's graph uses for its calibration; rename the column")
+    if name in BATCH_OUTPUT_COLUMNS:
+        raise ValueError(
+            f"{where} is a column the batch adds to every scored row {BATCH_OUTPUT_COLUMNS}: it would "
+            "overwrite the feature in scored files; rename the column"
+        )
+
+
 def _check_values(values: pd.Series, name: str, kind: str, path: Path) -> None:
     """Values the declared type cannot hold: whole numbers for an integer (the card's schema makes the
-    API refuse any other value), booleans for a boolean."""
+    API refuse any other value), booleans for a boolean; and categories clients could not tell apart."""
     present = values.dropna()
+    if kind == "category":
+        _check_category_forms(present, name, path)
     if kind == "integer":
         numbers = pd.to_numeric(present, errors="coerce")
         fractional = present.loc[numbers.notna() & (numbers != numbers.round())]
@@ -389,6 +442,21 @@ def _check_values(values: pd.Series, name: str, kind: str, path: Path) -> None:
             raise ValueError(
                 f"spec file {path}: feature {name!r} is boolean but holds {len(not_boolean)} other values, "
                 f"e.g. {not_boolean.tolist()[0]!r}; booleans are true/false, 1/0, yes/no or y/n"
+            )
+
+
+def _check_category_forms(present: pd.Series, name: str, path: Path) -> None:
+    """Two texts that differ only in Unicode normalization ("São" composed, NFC, or as "a" plus a
+    combining tilde, NFD) look the same in the card, the API's enum and its errors, yet would be two
+    categories: a client sending the other form gets the other category's score, or an error."""
+    forms: dict[str, str] = {}
+    for text in pd.unique(present.astype(str)).tolist():
+        seen = forms.setdefault(unicodedata.normalize("NFC", text), text)
+        if seen != text:
+            raise ValueError(
+                f"spec file {path}: feature {name!r} holds {seen!r} and {text!r}, which differ only in "
+                "Unicode normalization (NFC/NFD) and would be two categories that look the same: "
+                "normalize the column to NFC"
             )
 
 
@@ -454,6 +522,11 @@ def _parse_protected(raw: object, path: Path) -> tuple[ProtectedAttribute, ...]:
 
 def infer_kind(values: pd.Series) -> FeatureKind:
     if pd.api.types.is_bool_dtype(values):
+        return "boolean"
+    # True/False with missing values: an object column (CSV and Parquet alike), still booleans, not the
+    # categories "True" and "False" (which API clients would have to send as text).
+    present = values.dropna()
+    if values.dtype == object and len(present) and all(isinstance(v, bool | np.bool_) for v in present):
         return "boolean"
     if pd.api.types.is_integer_dtype(values):
         return "integer"

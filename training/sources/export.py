@@ -87,7 +87,8 @@ def _choose_export(storage: Storage, export_id: str | None) -> str:
         raise ExportReadError(f"no RDS export found under {storage.describe()}")
     if len(exports) > 1:
         raise ExportReadError(
-            f"{len(exports)} exports under {storage.describe()} ({', '.join(exports)}): pass export_id"
+            f"{len(exports)} exports under {storage.describe()} ({', '.join(exports)}): pass export_id, "
+            f"or add #<export id> to the source, e.g. export:{storage.describe()}#{exports[-1]}"
         )
     return exports[0]
 

@@ -24,6 +24,9 @@ NULL_CATEGORY_CODE = -1
 # Text with at least one non-blank character: a reason is shown to the applicant.
 _NOT_BLANK = r"\S"
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+# The columns the batch adds to every scored row (lambdas/batch/formats.py's OUTPUT_COLUMNS): an input
+# column of one of these names is replaced there, so a feature of that name would lose its values.
+BATCH_OUTPUT_COLUMNS = ("probability_of_default", "decision", "reasons", "model_version")
 
 
 def category_code_map(categories: Sequence[str]) -> dict[str, int]:
@@ -68,6 +71,19 @@ class FeatureSchema(_Strict):
     )
     onnx_input: str
     onnx_type: OnnxElementType
+
+    @field_validator("name")
+    @classmethod
+    def _servable_name(cls, name: str) -> str:
+        # Batch files' headers are matched with surrounding spaces stripped: such a name is never found.
+        if not name.strip() or name != name.strip():
+            raise ValueError(f"feature name {name!r} must be non-blank, without leading or trailing spaces")
+        if name in BATCH_OUTPUT_COLUMNS:
+            raise ValueError(
+                f"feature name {name!r} is a column the batch adds to every scored row "
+                f"{BATCH_OUTPUT_COLUMNS}: it would overwrite the feature in scored files"
+            )
+        return name
 
     @model_validator(mode="after")
     def _onnx_type_fits(self) -> FeatureSchema:
@@ -505,25 +521,27 @@ class ModelCard(_Strict):
         raise KeyError(name)
 
     def public_view(self) -> dict[str, object]:
-        """What GET /v1/model shows: no lineage internals, no reference histograms."""
+        """What GET /v1/model shows: no lineage internals, no reference histograms. Of the data, the
+        holdout's class counts: PR AUC and the decision rates are read against its base rate."""
         return self.model_dump(
             mode="json",
             include={
-                "model_name",
-                "model_version",
-                "dataset",
-                "description",
-                "target",
-                "positive_class",
-                "champion",
-                "selection_rule",
-                "features",
-                "decision_policy",
-                "holdout_metrics",
-                "holdout_decisions",
-                "holdout_calibration",
-                "holdout_uncertainty",
-                "parity",
-                "fairness",
+                "data": {"rows_holdout", "holdout_positives", "holdout_negatives"},
+                "model_name": True,
+                "model_version": True,
+                "dataset": True,
+                "description": True,
+                "target": True,
+                "positive_class": True,
+                "champion": True,
+                "selection_rule": True,
+                "features": True,
+                "decision_policy": True,
+                "holdout_metrics": True,
+                "holdout_decisions": True,
+                "holdout_calibration": True,
+                "holdout_uncertainty": True,
+                "parity": True,
+                "fairness": True,
             },
         )

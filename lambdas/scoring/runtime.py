@@ -216,7 +216,8 @@ class ScoringModel:
         return list(self._features)
 
     @classmethod
-    def load_directory(cls, path: Path, *, threads: int = 1) -> ScoringModel:
+    def load_directory(cls, path: str | Path, *, threads: int = 1) -> ScoringModel:
+        path = Path(path)  # a str too, as the README shows
         card_path = path / CARD_FILE
         if not card_path.is_file():
             raise ModelBundleError(f"model bundle {path} has no {CARD_FILE}")

@@ -27,6 +27,7 @@ from lambdas.scoring.drift import (
     _status,
 )
 from lambdas.scoring.runtime import NULL_CATEGORY, ScoringModel
+from tests.conftest import skip_unless_ci
 from tests.scoring.bundles import CATEGORY_INPUTS, FEATURE_ORDER, logistic_card, logistic_onnx_bytes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -271,19 +272,18 @@ def test_given_rejected_rows_in_a_file_when_scored_then_they_are_not_in_the_file
 def test_given_the_champions_training_rows_when_binned_by_the_runtime_then_the_cards_shares_come_back() -> (
     None
 ):
-    pytest.importorskip("sklearn")
     from training.datasets.catalog import load_dataset
     from training.pipeline import TrainingConfig, data_fingerprint, split_holdout
 
     if not (CHAMPION / "model_card.json").is_file():
-        pytest.skip(f"no champion bundle committed at {CHAMPION}")
+        skip_unless_ci(f"no champion bundle committed at {CHAMPION}")
     model = ScoringModel.load_directory(CHAMPION)
     card = model.card
     # Given the shipped data split as the champion's training split it (same fingerprint, same seed)
     dataset = load_dataset(card.dataset)
     split = split_holdout(dataset, TrainingConfig(seed=card.lineage.seed))
     if data_fingerprint(dataset, split).sha256 != card.data.sha256:
-        pytest.skip("the committed champion was trained on other data than training/data/ holds")
+        skip_unless_ci("the committed champion was trained on other data than training/data/ holds")
     assert len(split.train) == card.data.rows_train
 
     def fed(frame: Any) -> dict[str, np.ndarray]:

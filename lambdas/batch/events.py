@@ -27,6 +27,8 @@ class ObjectCreated:
     version_id: str | None
     size: int | None
     event_name: str
+    # Who uploaded the file (the notification's userIdentity.principalId), for the audit record.
+    uploader: str | None = None
 
 
 def parse_s3_notification(body: str) -> list[ObjectCreated]:
@@ -66,6 +68,8 @@ def _object_created(record: dict[str, object], index: int, event_name: str) -> O
     etag = obj.get("eTag")
     version_id = obj.get("versionId")
     size = obj.get("size")
+    identity = record.get("userIdentity")
+    uploader = identity.get("principalId") if isinstance(identity, dict) else None
     return ObjectCreated(
         bucket=bucket["name"],
         key=unquote_plus(obj["key"], encoding="utf-8", errors="strict"),
@@ -75,6 +79,7 @@ def _object_created(record: dict[str, object], index: int, event_name: str) -> O
         version_id=version_id if isinstance(version_id, str) and version_id not in ("", "null") else None,
         size=size if isinstance(size, int) else None,
         event_name=event_name,
+        uploader=uploader if isinstance(uploader, str) and uploader else None,
     )
 
 

@@ -8,9 +8,9 @@ publishes (see :class:`Claim`), replaced by the final manifest.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 MANIFEST_SCHEMA_VERSION = "1"
 Status = Literal["succeeded", "failed"]
@@ -38,9 +38,33 @@ class InputObject(_Strict):
     format: str | None
 
 
+class OutputObject(_Strict):
+    """What one upload put at an output key. The key is reused by the next upload under the same input
+    name (its old version expires): the hash, and the version where the bucket keeps versions, say which
+    content held this file's decisions."""
+
+    sha256: str  # hex, of the bytes uploaded (the local file, before the upload)
+    etag: str | None = None  # as S3 answered the upload: not a content hash for a multipart upload
+    version_id: str | None = None  # None in an unversioned bucket
+
+
 class Outputs(_Strict):
     scored: str | None = None
     rejected: str | None = None
+    # Optional: manifests written before these fields still parse (and still answer their version).
+    scored_object: OutputObject | None = None
+    rejected_object: OutputObject | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_objects(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Outputs not uploaded (a claim, a failed file) keep the form written before these fields, in the
+        # manifest and the audit line, which readers that predate them parse too.
+        dumped: dict[str, Any] = handler(self)
+        return {
+            name: value
+            for name, value in dumped.items()
+            if value is not None or name not in ("scored_object", "rejected_object")
+        }
 
 
 class Counts(_Strict):

@@ -8,6 +8,7 @@ retried, then dead-lettered.
 from __future__ import annotations
 
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -17,7 +18,13 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from lambdas.batch.events import normalise_etag
-from lambdas.batch.service import ConditionFailedError, ObjectGoneError, ObjectInfo, StoredBytes
+from lambdas.batch.service import (
+    ConditionFailedError,
+    ObjectGoneError,
+    ObjectInfo,
+    StoredBytes,
+    UploadedObject,
+)
 
 _GONE_CODES = frozenset({"404", "NoSuchKey", "NoSuchVersion", "412", "PreconditionFailed"})
 # A conditional put's "not in the state you expected": 412 for IfNoneMatch on an existing key or IfMatch
@@ -67,9 +74,42 @@ class S3ObjectStore:
         finally:
             body.close()
 
-    def upload_file(self, source: Path, bucket: str, key: str, content_type: str) -> None:
-        self._s3.upload_file(
-            str(source), bucket, key, ExtraArgs={"ContentType": content_type}, Config=_TRANSFER
+    def upload_file(self, source: Path, bucket: str, key: str, content_type: str) -> UploadedObject | None:
+        # boto3's upload_file returns nothing, and the function may not read scored/ back (no HEAD): S3's
+        # answer to the PutObject, or to the CompleteMultipartUpload, is taken from the client's events,
+        # matched to this upload by its bucket and key through the request's own context.
+        token = f"upload-{uuid.uuid4().hex}"
+        answers: list[dict[str, Any]] = []
+
+        def mark(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+            if params.get("Bucket") == bucket and params.get("Key") == key:
+                context[token] = True
+
+        def keep(http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+            if context.get(token) and http_response.status_code < 300 and "ETag" in parsed:
+                answers.append(parsed)
+
+        hooks = [
+            (f"{event}.s3.{operation}", handler, f"{token}-{event}-{operation}")
+            for operation in ("PutObject", "CompleteMultipartUpload")
+            for event, handler in (("before-parameter-build", mark), ("after-call", keep))
+        ]
+        events = self._s3.meta.events
+        for name, handler, unique_id in hooks:
+            events.register(name, handler, unique_id=unique_id)
+        try:
+            self._s3.upload_file(
+                str(source), bucket, key, ExtraArgs={"ContentType": content_type}, Config=_TRANSFER
+            )
+        finally:
+            for name, handler, unique_id in hooks:
+                events.unregister(name, handler, unique_id=unique_id)
+        if not answers:
+            return None
+        version_id = answers[-1].get("VersionId")
+        return UploadedObject(
+            etag=normalise_etag(answers[-1]["ETag"]),
+            version_id=version_id if version_id not in (None, "null") else None,
         )
 
     def put_bytes_if(

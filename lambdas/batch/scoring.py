@@ -50,6 +50,15 @@ from lambdas.scoring.runtime import (
 
 REASONS_TOP_K = TOP_REASONS  # the same count as the API's
 REASON_SEPARATOR = "; "
+# Scoring stops, and the file fails as too_large, once the time left would not cover uploading what was
+# written so far and publishing the manifest: a floor plus the outputs at a conservative 50 MB/s for one
+# multipart upload (assumed, not measured on AWS). Else a file too big for one invocation timed out
+# three times and went to the dead-letter queue with only its claim as a manifest.
+PUBLISH_FLOOR_SECONDS = 60.0
+UPLOAD_BYTES_PER_SECOND = 50 * 1024 * 1024
+# The outputs are hashed for the manifest before they are uploaded (1.4-1.6 GB/s measured on a CPU with
+# SHA instructions; a conservative figure for one without).
+HASH_BYTES_PER_SECOND = 300 * 1024 * 1024
 
 
 @dataclass
@@ -137,8 +146,14 @@ def score_source(
     file_format: FileFormat,
     scored_sink: IO[bytes],
     rejected_sink: IO[bytes],
+    *,
+    deadline: float | None = None,
 ) -> FileResult:
-    """Score every row of ``source`` into the two sinks; raises :class:`UnreadableFileError` for bad files."""
+    """Score every row of ``source`` into the two sinks; raises :class:`UnreadableFileError` for bad files.
+
+    ``deadline`` (``time.monotonic()`` seconds) is when the invocation ends; past each chunk, scoring stops
+    with ``too_large`` once what is left of it would not cover publishing the outputs written so far.
+    """
     result = FileResult(columns=source.columns)
     if isinstance(source, JsonLinesSource):
         # No header: every line is checked for the feature keys on its own.
@@ -154,6 +169,8 @@ def score_source(
     drift = DriftMonitor(model.card)
     for read in _timed(source.chunks(), seconds):
         _score_chunk(model, read, column_of, writer, rejected, result, drift)
+        if deadline is not None:
+            _require_time_to_publish(deadline, result.counts.rows_in, scored_sink, rejected_sink)
     started = time.perf_counter()
     writer.close()
     rejected.close()
@@ -165,6 +182,18 @@ def score_source(
         raise AssertionError(f"row accounting broken: {counts}")
     result.drift = drift.summary()
     return result
+
+
+def _require_time_to_publish(deadline: float, rows_read: int, *sinks: IO[bytes]) -> None:
+    written = sum(sink.tell() for sink in sinks)
+    needed = PUBLISH_FLOOR_SECONDS + written / UPLOAD_BYTES_PER_SECOND + written / HASH_BYTES_PER_SECOND
+    if time.monotonic() + needed > deadline:
+        raise UnreadableFileError(
+            "too_large",
+            f"the file cannot be scored within one invocation: {rows_read:,} rows were read when the time "
+            f"left ({max(deadline - time.monotonic(), 0.0):.0f} s) was needed to publish them; split it into "
+            f"files of fewer rows and upload those (docs/batch.md, Limits)",
+        )
 
 
 def _timed(chunks: Iterator[ChunkRead], seconds: PhaseSeconds) -> Iterator[ChunkRead]:
@@ -228,14 +257,15 @@ def _score_chunk(
             counts.rows_scored += int(valid.sum())
             counts.declined += declined
             counts.approved += int(valid.sum()) - declined
-        for row in np.flatnonzero(~valid).tolist():
+        invalid = np.flatnonzero(~valid).tolist()
+        for row, values in zip(invalid, chunk.original_values(invalid), strict=True):
             errors = _row_errors(chunk.pre_rejected.get(row, []), prepared.errors.get(row, []))
             rejected_rows.append(
                 RejectedRow(
                     row_number=int(chunk.row_numbers[row]),
                     error_code=";".join(dict.fromkeys(error.code for error in errors)),
                     error="; ".join(f"{error.field}: {error.message}" for error in errors),
-                    values=chunk.original_values(row),
+                    values=values,
                 )
             )
     if rejected_rows:
@@ -337,6 +367,15 @@ def _arrow_column(feature: FeatureSchema, values: pa.ChunkedArray) -> ColumnInpu
     if pa.types.is_string_view(kind):  # Arrow's other text layout (Polars 1.38 wrote it to Parquet)
         values = values.cast(pa.large_string())
         kind = values.type
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind):
+        # Text stored without Parquet's UTF8 annotation (older Hive and Impala writers) is text when its
+        # bytes are UTF-8, as Spark's binaryAsString reads it; other bytes stay bytes, a wrong_type.
+        values = values.cast(pa.large_binary())
+        try:
+            values = values.cast(pa.large_string())
+        except pa.ArrowInvalid:
+            return _coded_bytes(values)
+        kind = values.type
     numeric = feature.onnx_type == "double"
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         return _text_numbers(values) if numeric and feature.type != "boolean" else _coded(values)
@@ -375,6 +414,24 @@ def _unsupported(values: pa.ChunkedArray) -> NDArray[np.object_]:
     cells = np.full(len(values), _UNSUPPORTED, dtype=object)
     cells[np.asarray(values.is_null().to_numpy(zero_copy_only=False), dtype=np.bool_)] = None
     return cells
+
+
+def _coded_bytes(values: pa.ChunkedArray) -> CodedColumn:
+    """Binary cells as codes into their distinct values, each decoded as UTF-8 where it is."""
+    encoded = pc.dictionary_encode(values.combine_chunks(), null_encoding="encode")
+    return CodedColumn(
+        codes=np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.intp),
+        values=[_utf8_or_bytes(value) for value in encoded.dictionary.to_pylist()],
+    )
+
+
+def _utf8_or_bytes(value: bytes | None) -> str | bytes | None:
+    if value is None:
+        return None
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value
 
 
 def _coded(values: pa.ChunkedArray) -> CodedColumn:

@@ -19,6 +19,8 @@ Error policy (what the SQS redrive sees):
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import logging
 import shutil
 import tempfile
@@ -58,6 +60,7 @@ from lambdas.batch.manifest import (
     FileError,
     InputObject,
     Manifest,
+    OutputObject,
     Outputs,
     ReasonsPolicy,
     Timings,
@@ -95,6 +98,14 @@ class ObjectInfo:
 class StoredBytes:
     body: bytes
     etag: str
+
+
+@dataclass(frozen=True)
+class UploadedObject:
+    """What S3 answered an upload: the object's ETag and, in a versioned bucket, its version id."""
+
+    etag: str
+    version_id: str | None
 
 
 class ObjectGoneError(Exception):
@@ -135,7 +146,9 @@ class ObjectStore(Protocol):
 
     def download(self, bucket: str, key: str, target: Path, *, etag: str, version_id: str | None) -> None: ...
 
-    def upload_file(self, source: Path, bucket: str, key: str, content_type: str) -> None: ...
+    def upload_file(self, source: Path, bucket: str, key: str, content_type: str) -> UploadedObject | None:
+        """Upload ``source`` to the key; return what S3 answered, or None when the store cannot tell."""
+        ...
 
     def read_bytes(self, bucket: str, key: str) -> StoredBytes | None:
         """The object's bytes and ETag, or None when there is no object at the key."""
@@ -165,6 +178,8 @@ class BatchSettings:
     work_dir: Path | None = None  # local scratch for outputs (Lambda: /tmp, sized by ephemeral storage)
     # How long this invocation's claim keeps other deliveries of the file waiting: longer than it can run.
     claim_seconds: float = CLAIM_SECONDS
+    # When the invocation ends (time.monotonic() seconds; None: no limit): scoring stops in time to publish.
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -489,7 +504,21 @@ def _score_and_upload(
     with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=settings.work_dir) as scratch:
         scratch_dir = Path(scratch)
         scored_path, rejected_path = scratch_dir / "scored", scratch_dir / "rejected.csv"
-        result = _score_to_files(store, model, input_object, file_format, settings, scratch_dir)
+        try:
+            result = _score_to_files(store, model, input_object, file_format, settings, scratch_dir)
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
+            # Retrying cannot help: the same file fills the same space (Lambda: ephemeral storage).
+            raise UnreadableFileError(
+                "too_large",
+                f"the outputs filled the function's scratch space ({scratch_dir.parent}): split the file "
+                "into smaller ones and upload those (docs/batch.md, Limits)",
+            ) from error
+        # Hashed before the claim moves to "publishing", so the hash does not lengthen that stage.
+        hash_started = time.perf_counter()
+        scored_sha256, rejected_sha256 = _sha256_of(scored_path), _sha256_of(rejected_path)
+        hash_seconds = time.perf_counter() - hash_started
         upload_started = time.perf_counter()
         try:
             claim.start_publishing()
@@ -508,20 +537,37 @@ def _score_and_upload(
             raise ObjectReplacedError(input_object.key)
         claim.outputs_touched = True
         # Each put is atomic in S3 (a multipart upload appears only when completed).
-        store.upload_file(scored_path, input_object.bucket, keys.scored, CONTENT_TYPES[file_format])
-        store.upload_file(rejected_path, input_object.bucket, keys.rejected, "text/csv")
+        scored = store.upload_file(scored_path, input_object.bucket, keys.scored, CONTENT_TYPES[file_format])
+        rejected = store.upload_file(rejected_path, input_object.bucket, keys.rejected, "text/csv")
         upload_seconds = time.perf_counter() - upload_started
     return _manifest(
         model,
         input_object,
         status="succeeded",
-        outputs=Outputs(scored=keys.scored, rejected=keys.rejected),
+        outputs=Outputs(
+            scored=keys.scored,
+            rejected=keys.rejected,
+            scored_object=_output_object(scored_sha256, scored),
+            rejected_object=_output_object(rejected_sha256, rejected),
+        ),
         result=result,
         error=None,
         started_at=started_at,
         started=started,
         upload_seconds=upload_seconds,
+        hash_seconds=hash_seconds,
     )
+
+
+def _sha256_of(path: Path) -> str:
+    with path.open("rb") as source:
+        return hashlib.file_digest(source, "sha256").hexdigest()
+
+
+def _output_object(sha256: str, uploaded: UploadedObject | None) -> OutputObject:
+    if uploaded is None:
+        return OutputObject(sha256=sha256)
+    return OutputObject(sha256=sha256, etag=uploaded.etag, version_id=uploaded.version_id)
 
 
 def _score_to_files(
@@ -544,13 +590,17 @@ def _score_to_files(
             store.download(bucket, key, local_input, etag=etag, version_id=version_id)
             with local_input.open("rb") as local_stream:
                 source = open_source(file_format, local_stream, chunk_rows=settings.chunk_rows)
-                return score_source(model, source, file_format, scored_sink, rejected_sink)
+                return score_source(
+                    model, source, file_format, scored_sink, rejected_sink, deadline=settings.deadline
+                )
         stream = store.open_stream(bucket, key, etag=etag, version_id=version_id)
         try:
             source = open_source(
                 file_format, stream, chunk_rows=settings.chunk_rows, csv_block_bytes=settings.csv_block_bytes
             )
-            return score_source(model, source, file_format, scored_sink, rejected_sink)
+            return score_source(
+                model, source, file_format, scored_sink, rejected_sink, deadline=settings.deadline
+            )
         finally:
             stream.close()
 
@@ -566,6 +616,7 @@ def _manifest(
     started_at: str,
     started: float,
     upload_seconds: float,
+    hash_seconds: float = 0.0,
     claim: Claim | None = None,
 ) -> Manifest:
     counts = Counts()
@@ -582,7 +633,11 @@ def _manifest(
             declined=c.declined,
         )
         chunking = Chunking(chunks=c.chunks, max_rows_per_chunk=c.max_chunk_rows)
-        phases = {**result.seconds.as_dict(), "upload": round(upload_seconds, 4)}
+        phases = {
+            **result.seconds.as_dict(),
+            "hash": round(hash_seconds, 4),
+            "upload": round(upload_seconds, 4),
+        }
         if result.drift is not None:
             drift = Drift(**asdict(result.drift), max_feature_psi=result.drift.max_feature_psi)
     return Manifest.model_validate(

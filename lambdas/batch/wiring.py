@@ -10,6 +10,7 @@ local drain (:mod:`lambdas.batch.local`) call :func:`handler` here directly.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -132,12 +133,17 @@ def object_store() -> S3ObjectStore:
     return S3ObjectStore()
 
 
+# When the running invocation ends (time.monotonic() seconds), set by the handler from Lambda's context.
+_invocation_deadline: float | None = None
+
+
 def batch_settings() -> BatchSettings:
     work_dir = os.environ.get("BATCH_WORK_DIR")
     return BatchSettings(
         chunk_rows=_positive_int("BATCH_CHUNK_ROWS", DEFAULT_CHUNK_ROWS),
         csv_block_bytes=_positive_int("BATCH_CSV_BLOCK_BYTES", DEFAULT_CSV_BLOCK_BYTES),
         work_dir=Path(work_dir) if work_dir else None,
+        deadline=_invocation_deadline,
     )
 
 
@@ -234,6 +240,7 @@ def _log_file_processed(created: ObjectCreated, manifest: Manifest, *, redeliver
         BATCH_FILE,
         extra={
             "key": created.key,
+            "uploaded_by": created.uploader,  # the notification's principal: who dropped the file
             "input": manifest.input.model_dump(),
             "model_version": manifest.model_version,
             "outputs": manifest.outputs.model_dump(),
@@ -269,6 +276,11 @@ def _record_drift(key: str, drift: Drift | None) -> None:
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     # The Lambda version on every line, audit lines included (the function_arn may name an alias).
     logger.append_keys(function_version=context.function_version)
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+    global _invocation_deadline
+    _invocation_deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000
+    try:
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+    finally:
+        _invocation_deadline = None

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from lambdas.batch.service import ConditionFailedError, ObjectGoneError, ObjectInfo, StoredBytes
+from lambdas.batch.service import (
+    ConditionFailedError,
+    ObjectGoneError,
+    ObjectInfo,
+    StoredBytes,
+    UploadedObject,
+)
 
 
 @dataclass(frozen=True)
@@ -64,8 +70,8 @@ class MemoryObjectStore:
     def download(self, bucket: str, key: str, target: Path, *, etag: str, version_id: str | None) -> None:
         target.write_bytes(self._pinned(bucket, key, etag, version_id))
 
-    def upload_file(self, source: Path, bucket: str, key: str, content_type: str) -> None:
-        self.put_bytes(bucket, key, source.read_bytes(), content_type)
+    def upload_file(self, source: Path, bucket: str, key: str, content_type: str) -> UploadedObject:
+        return UploadedObject(self.put_bytes(bucket, key, source.read_bytes(), content_type), None)
 
     def keys_in_folder(self, bucket: str, prefix: str, *, page_size: int = 1000) -> Iterator[str]:
         with self._lock:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
+# What follows the prefix in a run's snapshot name: the state machine names it <prefix><States.UUID()>
+# (infra/training_pipeline.py). A person's "train-before-upgrade" is not a run's, and is never deleted.
+RUN_NAME_SUFFIX = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # RDS can delete a snapshot in these states only; one still "creating" (copying, ...) waits for a later run.
 DELETABLE_STATUSES = frozenset({"available", "failed"})
 # Export task states (DescribeExportTasks' Status) in which RDS is still writing to the export bucket.
@@ -45,7 +49,7 @@ class Snapshot:
 def stale_snapshots(
     snapshots: Iterable[Snapshot], *, database: str, prefix: str, min_age: timedelta, now: datetime
 ) -> list[Snapshot]:
-    """The run snapshots to delete: manual snapshots of ``database`` named ``<prefix>...``, in a state
+    """The run snapshots to delete: manual snapshots of ``database`` named ``<prefix><uuid>``, in a state
     RDS can delete, and older than ``min_age`` (longer than any execution runs). Anything else is kept:
     automated backups, other snapshots of the database, another database's, a young or unfinished one."""
     if not prefix:
@@ -57,6 +61,7 @@ def stale_snapshots(
             snapshot.snapshot_type == "manual"
             and snapshot.instance.lower() == database.lower()
             and snapshot.identifier.startswith(prefix)
+            and RUN_NAME_SUFFIX.fullmatch(snapshot.identifier[len(prefix) :]) is not None
             and snapshot.status in DELETABLE_STATUSES
             and age is not None
             and age > min_age

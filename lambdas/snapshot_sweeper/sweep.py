@@ -2,10 +2,10 @@
 export of the same name or delete the snapshot. Talks to RDS through a small client interface (boto3's
 RDS client in Lambda), so it runs without a network in tests.
 
-Every stale snapshot is tried, then any that could not be dealt with fail the invocation
-(:class:`SweepFailed`): Lambda counts an error, which raises the sweeper's alarm. A snapshot whose
-export was just cancelled, or is still being cancelled, is not a failure: RDS will not delete it
-while the export runs, and the next day's sweep deletes it.
+Every stale snapshot listed is tried, then any that could not be dealt with, or a page of snapshots RDS
+would not list, fail the invocation (:class:`SweepFailed`): Lambda counts an error, which raises the
+sweeper's alarm. A snapshot whose export was just cancelled, or is still being cancelled, is not a
+failure: RDS will not delete it while the export runs, and the next day's sweep deletes it.
 """
 
 from __future__ import annotations
@@ -81,9 +81,20 @@ class SweepReport:
 
 
 def run_sweep(env: Mapping[str, str], rds: RdsClient, now: datetime) -> SweepReport:
-    """Sweep with the settings of ``env``; SweepFailed if any stale snapshot could not be dealt with."""
+    """Sweep with the settings of ``env``; SweepFailed if any stale snapshot could not be dealt with, or
+    RDS would not list every page of snapshots (those it listed are swept first)."""
     settings = SweepSettings.from_env(env)
-    snapshots = [Snapshot.from_rds(entry) for entry in _manual_snapshots(rds, settings.database)]
+    snapshots: list[Snapshot] = []
+    unlisted: str | None = None
+    try:
+        for entry in _manual_snapshots(rds, settings.database):
+            snapshots.append(Snapshot.from_rds(entry))
+    except Exception as error:  # a page RDS would not list: sweep the pages it did, then fail
+        unlisted = _quoted(f"{type(error).__name__}: {error}")
+        logger.exception(
+            "could not list every manual snapshot of the database",
+            extra={"database": settings.database, "listed": len(snapshots), "reason": unlisted},
+        )
     stale = stale_snapshots(
         snapshots, database=settings.database, prefix=settings.prefix, min_age=settings.min_age, now=now
     )
@@ -102,9 +113,14 @@ def run_sweep(env: Mapping[str, str], rds: RdsClient, now: datetime) -> SweepRep
         "snapshot sweep finished",
         extra={"database": settings.database, "manual_snapshots": len(snapshots), **report.as_dict()},
     )
+    problems = []
+    if unlisted is not None:
+        problems.append(f"listing the manual snapshots stopped after {len(snapshots)}: {unlisted}")
     if report.failed:
         listed = "; ".join(f"{name}: {reason}" for name, reason in sorted(report.failed.items()))
-        raise SweepFailed(f"{len(report.failed)} stale run snapshot(s) could not be cleaned up: {listed}")
+        problems.append(f"{len(report.failed)} stale run snapshot(s) could not be cleaned up: {listed}")
+    if problems:
+        raise SweepFailed("; ".join(problems))
     return report
 
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from lambdas.snapshot_sweeper.selection import ExportStep, Snapshot, export_step, stale_snapshots
+from tests.snapshot_sweeper.names import run_name
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 MIN_AGE = timedelta(hours=14)
@@ -15,7 +16,7 @@ OLD = NOW - MIN_AGE - timedelta(hours=1)
 
 
 def snapshot(
-    identifier: str = "train-0b1c",
+    identifier: str = run_name("0b1c"),
     *,
     created_at: datetime | None = OLD,
     instance: str = DATABASE,
@@ -37,27 +38,30 @@ def select(*snapshots: Snapshot) -> list[str]:
 
 
 def test_given_an_old_run_snapshot_then_it_is_selected() -> None:
-    assert select(snapshot()) == ["train-0b1c"]
+    assert select(snapshot()) == [run_name("0b1c")]
 
 
 def test_given_the_age_boundary_then_only_a_snapshot_older_than_the_minimum_age_is_selected() -> None:
     # Exactly the minimum age: a run started then could in principle still be cleaning up
-    at_boundary = snapshot("train-edge", created_at=NOW - MIN_AGE)
-    just_past = snapshot("train-past", created_at=NOW - MIN_AGE - timedelta(seconds=1))
-    young = snapshot("train-young", created_at=NOW - timedelta(hours=2))  # a run still going
-    assert select(at_boundary, just_past, young) == ["train-past"]
+    at_boundary = snapshot(run_name("edge"), created_at=NOW - MIN_AGE)
+    just_past = snapshot(run_name("past"), created_at=NOW - MIN_AGE - timedelta(seconds=1))
+    young = snapshot(run_name("young"), created_at=NOW - timedelta(hours=2))  # a run still going
+    assert select(at_boundary, just_past, young) == [run_name("past")]
 
 
 def test_given_other_names_then_only_the_prefix_is_selected() -> None:
-    named = [snapshot(name) for name in ("train-a", "manual-before-upgrade", "xtrain-a", "Train-b", "train")]
-    assert select(*named) == ["train-a"]
+    named = [
+        snapshot(name)
+        for name in (run_name("a"), "manual-before-upgrade", "x" + run_name("a"), "Train-b", "train")
+    ]
+    assert select(*named) == [run_name("a")]
 
 
 def test_given_an_automated_backup_or_another_databases_snapshot_then_it_is_kept() -> None:
-    automated = snapshot("train-auto", snapshot_type="automated")
-    other_database = snapshot("train-other", instance="another-db")
-    same_database_other_case = snapshot("train-case", instance="Loan-DB")  # RDS identifiers ignore case
-    assert select(automated, other_database, same_database_other_case) == ["train-case"]
+    automated = snapshot(run_name("auto"), snapshot_type="automated")
+    other_database = snapshot(run_name("other"), instance="another-db")
+    same_database_other_case = snapshot(run_name("case"), instance="Loan-DB")  # RDS identifiers ignore case
+    assert select(automated, other_database, same_database_other_case) == [run_name("case")]
 
 
 @pytest.mark.parametrize("status", ["creating", "copying", "deleting"])
@@ -71,7 +75,7 @@ def test_given_a_snapshot_still_being_created_without_a_creation_time_then_it_is
 
 
 def test_given_a_failed_snapshot_then_it_is_selected() -> None:
-    assert select(snapshot(status="failed")) == ["train-0b1c"]
+    assert select(snapshot(status="failed")) == [run_name("0b1c")]
 
 
 def test_given_an_empty_prefix_then_selection_refuses() -> None:
@@ -81,7 +85,7 @@ def test_given_an_empty_prefix_then_selection_refuses() -> None:
 
 def test_given_an_rds_entry_then_its_fields_are_read_and_a_naive_time_is_taken_as_utc() -> None:
     entry = {
-        "DBSnapshotIdentifier": "train-0b1c",
+        "DBSnapshotIdentifier": run_name("0b1c"),
         "DBInstanceIdentifier": DATABASE,
         "SnapshotType": "manual",
         "Status": "available",

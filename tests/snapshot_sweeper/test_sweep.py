@@ -18,6 +18,7 @@ from lambdas.snapshot_sweeper.sweep import (
     SweepSettings,
     run_sweep,
 )
+from tests.snapshot_sweeper.names import run_name
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 DATABASE = "loan-db"
@@ -106,13 +107,13 @@ def entry(name: str, *, created_at: datetime = OLD, snapshot_type: str = "manual
 
 def test_given_stale_snapshots_with_and_without_a_finished_export_then_both_are_deleted() -> None:
     rds = FakeRds(
-        [entry("train-done"), entry("train-noexport"), entry("train-young", created_at=NOW)],
-        exports={"train-done": "COMPLETE"},
+        [entry(run_name("done")), entry(run_name("noexport")), entry(run_name("young"), created_at=NOW)],
+        exports={run_name("done"): "COMPLETE"},
     )
     report = run_sweep(ENV, rds, NOW)
-    assert sorted(report.deleted) == ["train-done", "train-noexport"]
+    assert sorted(report.deleted) == sorted([run_name("done"), run_name("noexport")])
     assert (report.waiting, report.failed) == ([], {})
-    assert rds.names == {"train-young"}
+    assert rds.names == {run_name("young")}
     # Only the database's manual snapshots are listed
     assert rds.called("describe_db_snapshots") == [
         {"DBInstanceIdentifier": DATABASE, "SnapshotType": "manual"}
@@ -124,61 +125,60 @@ def test_given_an_export_still_running_then_it_is_cancelled_and_the_snapshot_kep
 ) -> None:
     # Given a stale run snapshot whose export is still running (RDS will not delete it meanwhile)
     rds = FakeRds(
-        [entry("train-running"), entry("train-canceling")],
-        exports={"train-running": "IN_PROGRESS", "train-canceling": "CANCELING"},
+        [entry(run_name("running")), entry(run_name("canceling"))],
+        exports={run_name("running"): "IN_PROGRESS", run_name("canceling"): "CANCELING"},
     )
     with caplog.at_level(logging.INFO, logger=SWEEP_LOGGER):
         report = run_sweep(ENV, rds, NOW)
     # Then the running export is cancelled, one being cancelled is left alone, and neither snapshot is
     # deleted yet; that is not a failure
-    assert rds.called("cancel_export_task") == [{"ExportTaskIdentifier": "train-running"}]
+    assert rds.called("cancel_export_task") == [{"ExportTaskIdentifier": run_name("running")}]
     assert not rds.called("delete_db_snapshot")
-    assert sorted(report.waiting) == ["train-canceling", "train-running"]
+    assert sorted(report.waiting) == sorted([run_name("canceling"), run_name("running")])
     assert report.failed == {}
     cancelled = [r for r in caplog.records if r.getMessage().startswith("cancelled a stale run's export")]
-    assert [getattr(r, "snapshot", None) for r in cancelled] == ["train-running"]
+    assert [getattr(r, "snapshot", None) for r in cancelled] == [run_name("running")]
     # And once the export has stopped, the next sweep deletes the snapshot
-    rds.exports["train-running"] = "CANCELED"
-    rds.exports["train-canceling"] = "CANCELED"
-    assert sorted(run_sweep(ENV, rds, NOW + timedelta(days=1)).deleted) == [
-        "train-canceling",
-        "train-running",
-    ]
+    rds.exports[run_name("running")] = "CANCELED"
+    rds.exports[run_name("canceling")] = "CANCELED"
+    assert sorted(run_sweep(ENV, rds, NOW + timedelta(days=1)).deleted) == sorted(
+        [run_name("canceling"), run_name("running")]
+    )
     assert rds.names == set()
 
 
 def test_given_a_refused_deletion_then_the_others_are_still_swept_and_the_sweep_fails_naming_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    rds = FakeRds([entry("train-a"), entry("train-b"), entry("train-c")], exports={})
-    rds.refuse[("delete_db_snapshot", "train-b")] = ClientError("InvalidDBSnapshotState")
-    rds.refuse[("describe_export_tasks", "train-c")] = ClientError("AccessDenied")
+    rds = FakeRds([entry(run_name("a")), entry(run_name("b")), entry(run_name("c"))], exports={})
+    rds.refuse[("delete_db_snapshot", run_name("b"))] = ClientError("InvalidDBSnapshotState")
+    rds.refuse[("describe_export_tasks", run_name("c"))] = ClientError("AccessDenied")
     with caplog.at_level(logging.INFO, logger=SWEEP_LOGGER), pytest.raises(SweepFailed) as failed:
         run_sweep(ENV, rds, NOW)
     # Then every stale snapshot was tried, and the failure (Lambda counts an error: the alarm) names
     # each one left and why
-    assert rds.names == {"train-b", "train-c"}
+    assert rds.names == {run_name("b"), run_name("c")}
     message = str(failed.value)
     assert "2 stale run snapshot(s)" in message
-    assert "train-b" in message
+    assert run_name("b") in message
     assert "InvalidDBSnapshotState" in message
-    assert "train-c" in message
+    assert run_name("c") in message
     assert "AccessDenied" in message
     # And the log says what was deleted
     deleted = [r for r in caplog.records if r.getMessage() == "deleted a stale run snapshot"]
-    assert [getattr(r, "snapshot", None) for r in deleted] == ["train-a"]
+    assert [getattr(r, "snapshot", None) for r in deleted] == [run_name("a")]
     assert getattr(deleted[0], "age_hours", None) == 48.0
 
 
 def test_given_a_snapshot_deleted_meanwhile_then_the_sweep_does_not_fail() -> None:
-    rds = FakeRds([entry("train-gone")], exports={})
-    rds.refuse[("delete_db_snapshot", "train-gone")] = ClientError("DBSnapshotNotFound")
+    rds = FakeRds([entry(run_name("gone"))], exports={})
+    rds.refuse[("delete_db_snapshot", run_name("gone"))] = ClientError("DBSnapshotNotFound")
     report = run_sweep(ENV, rds, NOW)
     assert (report.deleted, report.failed) == ([], {})
 
 
 def test_given_more_snapshots_than_one_page_then_every_page_is_swept() -> None:
-    rds = FakeRds([entry(f"train-{n}") for n in range(5)], exports={}, page_size=2)
+    rds = FakeRds([entry(run_name(str(n))) for n in range(5)], exports={}, page_size=2)
     report = run_sweep(ENV, rds, NOW)
     assert len(report.deleted) == 5
     assert [c.get("Marker") for c in rds.called("describe_db_snapshots")] == [None, "2", "4"]
@@ -191,7 +191,7 @@ def test_given_more_snapshots_than_one_page_then_every_page_is_swept() -> None:
 def test_given_a_bad_setting_then_the_sweep_stops_naming_it_before_any_call(
     variable: str, value: str
 ) -> None:
-    rds = FakeRds([entry("train-a")], exports={})
+    rds = FakeRds([entry(run_name("a"))], exports={})
     with pytest.raises(SettingsError, match=variable):
         run_sweep({**ENV, variable: value}, rds, NOW)
     assert rds.calls == []

@@ -20,6 +20,7 @@ import pytest
 from lambdas.snapshot_sweeper import handler as sweeper_handler
 from lambdas.snapshot_sweeper.sweep import DATABASE_ENV, MIN_AGE_ENV, PREFIX_ENV, run_sweep
 from tests.integration.conftest import moto_endpoint  # noqa: F401  (fixture)
+from tests.snapshot_sweeper.names import run_name
 
 # What infra/snapshot_sweeper.py sets (the state machine's 12 h timeout plus 2 h; checked there).
 MIN_AGE_SECONDS = 14 * 3600
@@ -66,7 +67,7 @@ def test_given_old_and_young_snapshots_when_swept_then_only_the_old_run_snapshot
     # of another name, another database with an old run snapshot, and then a young run snapshot
     database, other_database = _database(rds), _database(rds)
     tag = uuid.uuid4().hex[:8]
-    old = _snapshot(rds, database, f"train-old-{tag}")
+    old = _snapshot(rds, database, run_name(f"old-{tag}"))
     rds.start_export_task(
         ExportTaskIdentifier=old["DBSnapshotIdentifier"],
         SourceArn=old["DBSnapshotArn"],
@@ -75,9 +76,9 @@ def test_given_old_and_young_snapshots_when_swept_then_only_the_old_run_snapshot
         KmsKeyId="arn:aws:kms:us-east-1:123456789012:key/export",
     )
     other_name = _snapshot(rds, database, f"before-upgrade-{tag}")["DBSnapshotIdentifier"]
-    elsewhere = _snapshot(rds, other_database, f"train-elsewhere-{tag}")["DBSnapshotIdentifier"]
+    elsewhere = _snapshot(rds, other_database, run_name(f"elsewhere-{tag}"))["DBSnapshotIdentifier"]
     time.sleep(1.1)
-    young = _snapshot(rds, database, f"train-young-{tag}")
+    young = _snapshot(rds, database, run_name(f"young-{tag}"))
     automated = {n for n in _names(rds, database) if n.startswith("rds:")}
     assert automated  # moto keeps an automated backup of the instance: it must survive too
 
@@ -110,7 +111,7 @@ def test_given_the_handler_when_invoked_then_it_sweeps_the_configured_database_a
 ) -> None:
     # Given the function's environment (as infra/snapshot_sweeper.py sets it) and a run snapshot taken now
     database = _database(rds)
-    young = _snapshot(rds, database, f"train-{uuid.uuid4().hex[:8]}")["DBSnapshotIdentifier"]
+    young = _snapshot(rds, database, f"train-{uuid.uuid4()}")["DBSnapshotIdentifier"]
     for name, value in _env(database).items():
         monkeypatch.setenv(name, value)
 

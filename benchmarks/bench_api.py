@@ -367,8 +367,8 @@ out.write("WARM_TIMINGS " + json.dumps(found) + "\\n")
 """
 
 
-def _cold_run(script: str, args: list[str], env: dict[str, str]) -> float:
-    started = time.time()
+def _marked_line(script: str, args: list[str], env: dict[str, str], marker: str, *, on_stderr: bool) -> str:
+    """Run ``script`` in a fresh process and return what follows ``marker`` on its last line that has it."""
     completed = subprocess.run(
         [sys.executable, "-c", script, *args],
         cwd=REPO_ROOT,
@@ -377,10 +377,16 @@ def _cold_run(script: str, args: list[str], env: dict[str, str]) -> float:
         text=True,
         check=False,
     )
-    marks = [line for line in completed.stderr.splitlines() if line.startswith("FIRST_RESPONSE_AT ")]
+    output = completed.stderr if on_stderr else completed.stdout
+    marks = [line for line in output.splitlines() if line.startswith(marker)]
     if completed.returncode != 0 or not marks:
-        raise RuntimeError(f"cold-start process failed:\n{completed.stderr[-2000:]}")
-    return float(marks[-1].split()[1]) - started
+        raise RuntimeError(f"benchmark process failed ({marker.strip()}):\n{completed.stderr[-2000:]}")
+    return marks[-1].removeprefix(marker)
+
+
+def _cold_run(script: str, args: list[str], env: dict[str, str]) -> float:
+    started = time.time()
+    return float(_marked_line(script, args, env, "FIRST_RESPONSE_AT ", on_stderr=True)) - started
 
 
 # What Lambda sets for a function with active tracing (infra/scoring_functions.py): the handler's Tracer
@@ -430,18 +436,10 @@ def warm_entry_point(
     for round_index in range(rounds):
         share = repeats // rounds + (1 if round_index < repeats % rounds else 0)
         for name, mode_env, sampled in modes if round_index % 2 == 0 else modes[::-1]:
-            completed = subprocess.run(
-                [sys.executable, "-c", _OURS_WARM, str(event_file), str(WARMUP_CALLS), str(share), sampled],
-                cwd=REPO_ROOT,
-                env=mode_env,
-                capture_output=True,
-                text=True,
-                check=False,
+            arguments = [str(event_file), str(WARMUP_CALLS), str(share), sampled]
+            result = json.loads(
+                _marked_line(_OURS_WARM, arguments, mode_env, "WARM_TIMINGS ", on_stderr=False)
             )
-            lines = [line for line in completed.stdout.splitlines() if line.startswith("WARM_TIMINGS ")]
-            if completed.returncode != 0 or not lines:
-                raise RuntimeError(f"warm entry-point process failed:\n{completed.stderr[-2000:]}")
-            result = json.loads(lines[-1].removeprefix("WARM_TIMINGS "))
             found[name]["timings"].extend(result["timings"])
             found[name]["provider"] = result["provider"]
     return {

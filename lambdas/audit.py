@@ -14,10 +14,13 @@ from collections.abc import Mapping
 # decision, reasons and their texts), plus the caller, the request id (correlation_id) and the model version.
 API_DECISION = "scored"
 API_DECISIONS = "scored batch"
+# API: a request whose decisions were recorded above but whose answer was a fault (500): the caller
+# never received them. Same request id (correlation_id) as the decisions' line.
+API_NOT_DELIVERED = "decisions not delivered"
 # Batch: one line per file with the input object (key, ETag, version), outputs, model version and counts.
 BATCH_FILE = "file processed"
 
-AUDIT_MESSAGES: tuple[str, ...] = (API_DECISION, API_DECISIONS, BATCH_FILE)
+AUDIT_MESSAGES: tuple[str, ...] = (API_DECISION, API_DECISIONS, API_NOT_DELIVERED, BATCH_FILE)
 
 # The audit lines are logged at INFO. Powertools' Logger takes its level from AWS_LAMBDA_LOG_LEVEL
 # (which Lambda sets from the function's ApplicationLogLevel, by which Lambda itself also drops lines

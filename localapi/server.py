@@ -6,9 +6,11 @@
 
 The event has the shape API Gateway (REST, Lambda proxy integration) sends: resource, path, method,
 single and multi-value headers and query parameters, a request context with a fresh request id and
-the caller's source IP, and a body (base64 when it is not UTF-8). The proxy result is written back as
-the HTTP response. Requests are read concurrently (an idle or slow client blocks no one) and passed
-to the handler one at a time, like one Lambda execution environment.
+the caller's source IP, and the body as text (the stage has no binary media types, so bytes that are
+not UTF-8 arrive replaced by U+FFFD, never base64). The proxy result is written back as the HTTP
+response, over HTTP/1.1 as API Gateway speaks it (persistent connections, pipelining, 100-continue).
+Requests are read concurrently (an idle or slow client blocks no one) and passed to the handler one at
+a time, like one Lambda execution environment.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import ValidationError
 
-from lambdas.api.errors import JSON_CONTENT_TYPE, error_response
+from lambdas.api.errors import JSON_CONTENT_TYPE, MODEL_VERSION_HEADER, error_response
 from lambdas.api.settings import SettingsError
 from lambdas.api.wiring import LambdaHandler, create_handler
 from lambdas.local_context import LocalLambdaContext
@@ -41,14 +43,16 @@ from lambdas.scoring.runtime import ModelBundleError
 
 LOCAL_HOST = "127.0.0.1"
 STAGE = "local"
-MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
+# Bodies of this many bytes or more are refused with a 413, as the deployed API's web ACL does
+# (infra/firewall.py: larger ones would not fit Lambda's 6 MB event); API Gateway's own limit is 10 MB.
+MAX_BODY_BYTES = 5_000_000
 # A connection that sends nothing (a browser's preconnect) or stops mid-body is dropped after this.
 SOCKET_TIMEOUT_SECONDS = 30.0
 # Stable codes for the errors the server answers itself (as API Gateway would, before the function).
 _SERVER_ERROR_CODES = {
     400: "bad_request",
     411: "length_required",
-    413: "payload_too_large",
+    413: "request_too_large",  # the code API Gateway's and the web ACL's 413 carry
     414: "uri_too_long",
     431: "headers_too_large",
     501: "method_not_implemented",
@@ -63,19 +67,15 @@ def proxy_event(
     """An API Gateway REST (v1) Lambda proxy event for one HTTP request."""
     split = urlsplit(raw_path)
     path = split.path or "/"
+    # The resource API Gateway matched: it routes /v1/health/ to /v1/health (the routes have no parameters).
+    resource = path.rstrip("/") or "/"
     query = parse_qs(split.query, keep_blank_values=True)
-    text_body: str | None
-    encoded = False
-    if not body:
-        text_body = None
-    else:
-        try:
-            text_body = body.decode("utf-8")
-        except UnicodeDecodeError:
-            text_body, encoded = base64.b64encode(body).decode("ascii"), True
+    # Without binary media types API Gateway passes any body as UTF-8 text, undecodable bytes replaced: the
+    # handler must see what the deployed function sees, not a base64 body it never gets there.
+    text_body = body.decode("utf-8", errors="replace") if body else None
     now = datetime.now(UTC)
     return {
-        "resource": path,
+        "resource": resource,
         "path": path,
         "httpMethod": method,
         "headers": {name: values[-1] for name, values in headers.items()} or None,
@@ -85,7 +85,7 @@ def proxy_event(
         "pathParameters": None,
         "stageVariables": None,
         "requestContext": {
-            "resourcePath": path,
+            "resourcePath": resource,
             "httpMethod": method,
             "path": f"/{STAGE}{path}",
             "stage": STAGE,
@@ -100,7 +100,7 @@ def proxy_event(
             "identity": {"sourceIp": source_ip, "userAgent": _last_value(headers, "User-Agent")},
         },
         "body": text_body,
-        "isBase64Encoded": encoded,
+        "isBase64Encoded": False,
     }
 
 
@@ -117,12 +117,24 @@ def _make_request_handler(lambda_handler: LambdaHandler, model_version: str) -> 
 
     class ProxyRequestHandler(BaseHTTPRequestHandler):
         server_version = "loan-scoring-local/1.0"
+        # As API Gateway: persistent connections and pipelining (HTTP/1.0 closed after each answer and
+        # dropped a pipelined request), and 100 Continue for a client that waits for it (curl, > 1 MB).
+        protocol_version = "HTTP/1.1"
         timeout = SOCKET_TIMEOUT_SECONDS
+        _expects_continue = False
+
+        def handle_expect_100(self) -> bool:
+            # Deferred to _proxy: a body that would be refused (413, 411) is answered instead of invited.
+            self._expects_continue = True
+            return True
 
         def _proxy(self) -> None:
+            expects_continue, self._expects_continue = self._expects_continue, False
             length = self._body_length()
             if length is None:
                 return  # answered
+            if expects_continue and length:
+                super().handle_expect_100()
             body = self.rfile.read(length) if length else b""
             if len(body) < length:  # the client closed early: API Gateway never invokes with part of a body
                 self.send_error(400, f"The body ended after {len(body)} of {length} bytes (Content-Length)")
@@ -156,8 +168,8 @@ def _make_request_handler(lambda_handler: LambdaHandler, model_version: str) -> 
             if not (length.isascii() and length.isdigit()):
                 self.send_error(400, f"Content-Length must be a non-negative integer (got {length!r})")
                 return None
-            if int(length) > MAX_BODY_BYTES:
-                self.send_error(413, f"The body is larger than {MAX_BODY_BYTES} bytes")
+            if int(length) >= MAX_BODY_BYTES:
+                self.send_error(413, f"The body must be smaller than {MAX_BODY_BYTES} bytes")
                 return None
             return int(length)
 
@@ -172,12 +184,17 @@ def _make_request_handler(lambda_handler: LambdaHandler, model_version: str) -> 
                 request_id=str(uuid.uuid4()),
                 model_version=model_version,
             )
+            body, headers = str(response.body), dict(response.headers)
+            if status is HTTPStatus.BAD_GATEWAY:
+                # API Gateway's own answer to a failed function (infra/gateway_responses.py): no model ran.
+                body = json.dumps({**json.loads(body), "model_version": None})
+                del headers[MODEL_VERSION_HEADER]
             self.close_connection = True  # the unread body, if any, must not be taken for a request
             self._write(
                 {
                     "statusCode": response.status_code,
-                    "headers": {"Content-Type": JSON_CONTENT_TYPE, "Connection": "close", **response.headers},
-                    "body": response.body,
+                    "headers": {"Content-Type": JSON_CONTENT_TYPE, "Connection": "close", **headers},
+                    "body": body,
                 }
             )
 
@@ -194,9 +211,14 @@ def _make_request_handler(lambda_handler: LambdaHandler, model_version: str) -> 
                 if name.lower() not in sent and name.lower() != "content-length":
                     self.send_header(name, str(value))
             self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            if self.command != "HEAD":  # HEAD: the headers of the answer, never a body
-                self.wfile.write(payload)
+            try:
+                self.end_headers()
+                if self.command != "HEAD":  # HEAD: the headers of the answer, never a body
+                    self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                # The client's doing (Ctrl-C on curl), not a server fault: one line, not a traceback.
+                self.close_connection = True
+                self.log_error("the client left before the answer was sent")
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _proxy  # noqa: N815
 

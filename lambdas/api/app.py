@@ -46,7 +46,7 @@ from lambdas.api.errors import (
 from lambdas.api.observability import logger, metrics, tracer
 from lambdas.api.schemas import APPLICATION_ID_MAX_LENGTH, ErrorResponse, Health, build_schemas
 from lambdas.api.settings import Settings
-from lambdas.audit import API_DECISION, API_DECISIONS
+from lambdas.audit import API_DECISION, API_DECISIONS, API_NOT_DELIVERED
 from lambdas.rollout_check.marker import rollout_check_of
 from lambdas.scoring.card import FeatureSchema, ModelCard
 from lambdas.scoring.drift import DriftSummary, DriftWindow
@@ -70,6 +70,11 @@ _ERROR_CONTENT = {JSON_CONTENT_TYPE: {"model": ErrorResponse}}
 # API Gateway (infra/gateway_responses.py) and its web ACL answer these before the function runs, in the
 # same format with model_version null: documented on every route, so a generated client knows them.
 _GATEWAY_ERRORS: dict[int, Any] = {
+    401: {
+        "description": "From API Gateway, with authMode=cognito: the Authorization token is missing, "
+        "invalid or expired",
+        "content": _ERROR_CONTENT,
+    },
     403: {
         "description": "From API Gateway: a missing, invalid or expired signature or token, access denied, "
         "no such route or method, or blocked by the web ACL",
@@ -88,7 +93,14 @@ _GATEWAY_ERRORS: dict[int, Any] = {
 }
 _POST_ERRORS: dict[int, Any] = {
     400: {"description": "Malformed JSON, empty body or invalid fields", "content": _ERROR_CONTENT},
-    413: {"description": "From API Gateway: the body is larger than 10 MB", "content": _ERROR_CONTENT},
+    413: {
+        # The maximum is infra/firewall.py's MAX_BODY_BYTES (tests/infra/test_body_size_rule.py checks it).
+        "description": "request_too_large, before the function runs: from the web ACL, a Content-Length of "
+        "5,000,000 bytes or more; from API Gateway, a body over 10 MB. Keep bodies under 5,000,000 bytes: "
+        "one that gets past both (chunked, without a Content-Length, or with the web ACL off) but takes "
+        "the event over Lambda's 6 MB invoke limit most likely gets a 5xx (internal_error) instead",
+        "content": _ERROR_CONTENT,
+    },
     415: {
         "description": "Content-Type is not application/json, or the body is compressed",
         "content": _ERROR_CONTENT,
@@ -125,6 +137,8 @@ class ScoringApi:
             else None
         )
         self._results_per_audit_line = results_per_audit_line(model.card, settings.log_applicant_values)
+        # Decisions the running request has written to the audit trail (see _fault).
+        self._decisions_recorded = 0
         # Filled by _register_routes: the methods of each path (a known path with another method is a 405).
         self._methods_by_path: dict[str, set[str]] = {}
         self._register_routes()
@@ -142,6 +156,7 @@ class ScoringApi:
             caller=_caller(event),
             rollout_check=rollout_check_of(event),
         )
+        self._decisions_recorded = 0  # this request's, so that a fault after them can say so
         checked = dict(event)
         rejected = self._check_json_body(checked)
         result = rejected if rejected is not None else self.app.resolve(checked, context)
@@ -165,17 +180,14 @@ class ScoringApi:
                 "unsupported_media_type",
                 f"Content-Type must be application/json (got {shown})",
             )
-        if event.get("isBase64Encoded") and event.get("body"):
-            try:
-                base64.b64decode(str(event["body"]), validate=True).decode("utf-8")
-            except (ValueError, UnicodeDecodeError):
-                compressed = self._compressed_body_error(event)
-                if compressed is not None:
-                    metrics.add_metric(name="ValidationErrors", unit=MetricUnit.Count, value=1)
-                    return self._proxy_result(compressed)
-                return self._early_error(
-                    event, HTTPStatus.BAD_REQUEST, "malformed_json", "The request body is not UTF-8 JSON"
-                )
+        if event.get("body") and not _is_utf8_body(event):
+            compressed = self._compressed_body_error(event)
+            if compressed is not None:
+                metrics.add_metric(name="ValidationErrors", unit=MetricUnit.Count, value=1)
+                return self._proxy_result(compressed)
+            return self._early_error(
+                event, HTTPStatus.BAD_REQUEST, "malformed_json", "The request body is not UTF-8 JSON"
+            )
         headers = {k: v for k, v in (event.get("headers") or {}).items() if str(k).lower() != "content-type"}
         event["headers"] = headers | {"Content-Type": JSON_CONTENT_TYPE}
         return None
@@ -394,6 +406,7 @@ class ScoringApi:
             | ({"features": record} if self.settings.log_applicant_values else {})
             for r, record in zip(results, records, strict=True)
         ]
+        self._decisions_recorded = len(logged)
         if len(logged) == 1:
             logger.info(API_DECISION, extra={**logged[0], "threshold": threshold})
             return
@@ -456,6 +469,15 @@ class ScoringApi:
     def _fault(self, request_id: str, error: BaseException) -> Response[str]:
         """Real faults only: logged with the stack trace, answered without it."""
         logger.exception("unhandled fault")
+        if self._decisions_recorded:
+            # The trail holds this request's decisions, which the caller will not receive: say so there.
+            logger.info(
+                API_NOT_DELIVERED,
+                extra={
+                    "status_code": HTTPStatus.INTERNAL_SERVER_ERROR.value,
+                    "applications": self._decisions_recorded,
+                },
+            )
         # The resolver answers the fault instead of raising it, so the handler's trace would look
         # healthy: record it in a subsegment, as X-Ray records a raised exception (fault flag, cause).
         # (X-Ray takes one StackSummary, what Powertools' annotation calls a list of them.)
@@ -475,12 +497,18 @@ class ScoringApi:
         def current_request_id() -> str:
             return _request_id(app.current_event.raw_event)
 
-        def log_rejected(details: list[dict[str, str]], unlisted: int = 0) -> None:
+        def rejected(
+            status: HTTPStatus, code: str, message: str, details: list[dict[str, str]], unlisted: int = 0
+        ) -> Response[str]:
+            """An answer naming the fields, and its "rejected" log line."""
             # The first fields and the count only: a thousand long unknown keys would make a line beyond
             # CloudWatch's 256 KB, cut and so no longer JSON.
             logged_fields = [d["field"] for d in details[:MAX_FIELDS_IN_MESSAGE]]
             logger.info(
                 "rejected", extra={"error_fields": logged_fields, "error_count": len(details) + unlisted}
+            )
+            return self._error(
+                status, code, message, request_id=current_request_id(), details=details, unlisted=unlisted
             )
 
         @app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
@@ -505,27 +533,19 @@ class ScoringApi:
                     request_id=current_request_id(),
                 )
             details = pydantic_error_details(errors)
-            log_rejected(details)
-            return self._error(
+            return rejected(
                 HTTPStatus.BAD_REQUEST,
                 "validation_error",
                 f"Invalid request: {fields_text(details)}",
-                request_id=current_request_id(),
-                details=details,
+                details,
             )
 
         @app.exception_handler(DuplicateKeysError)  # type: ignore[untyped-decorator]
         def duplicate_keys(error: DuplicateKeysError) -> Response[str]:
             metrics.add_metric(name="ValidationErrors", unit=MetricUnit.Count, value=1)
             details = duplicate_key_details(error.paths)
-            log_rejected(details)
-            return self._error(
-                HTTPStatus.BAD_REQUEST,
-                "duplicate_key",
-                f"Each key may appear once in a JSON object; repeated: {fields_text(details)}",
-                request_id=current_request_id(),
-                details=details,
-            )
+            message = f"Each key may appear once in a JSON object; repeated: {fields_text(details)}"
+            return rejected(HTTPStatus.BAD_REQUEST, "duplicate_key", message, details)
 
         @app.exception_handler(TooManyUnknownFieldsError)  # type: ignore[untyped-decorator]
         def too_many_unknown_fields(error: TooManyUnknownFieldsError) -> Response[str]:
@@ -534,14 +554,12 @@ class ScoringApi:
             metrics.add_metric(name="ValidationErrors", unit=MetricUnit.Count, value=1)
             details = unknown_field_details(error.locations)
             unlisted = error.total - len(details)
-            log_rejected(details, unlisted)
-            return self._error(
+            return rejected(
                 HTTPStatus.BAD_REQUEST,
                 "validation_error",
                 f"Invalid request: {fields_text(details, unlisted)}",
-                request_id=current_request_id(),
-                details=details,
-                unlisted=unlisted,
+                details,
+                unlisted,
             )
 
         @app.exception_handler(RecursionError)  # type: ignore[untyped-decorator]
@@ -642,6 +660,20 @@ def _record_drift(summary: DriftSummary | None) -> None:
         logger.warning("significant drift against the model's reference data", extra={"drift": figures})
     else:
         logger.info("drift window", extra={"drift": figures})
+
+
+def _is_utf8_body(event: Mapping[str, Any]) -> bool:
+    """Whether the client's body was UTF-8. API Gateway passes it as text (the stage has no binary media
+    types), each byte it could not decode replaced by U+FFFD; so a literal U+FFFD is refused too (its
+    escaped form, \\ufffd, is not). A base64 body (a local or test event) is decoded and checked."""
+    body = str(event["body"])
+    if not event.get("isBase64Encoded"):
+        return "\ufffd" not in body
+    try:
+        base64.b64decode(body, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return True
 
 
 def _route_path(event: Mapping[str, Any]) -> str:

@@ -57,7 +57,7 @@ class ErrorBody(_Closed):
     )
     message: str
     details: list[ErrorDetail]
-    # Null only in the web ACL's rate-limit answer (infra/firewall.py), which cannot name the request.
+    # Null only in the web ACL's answers (infra/firewall.py: its 429 and 413), which cannot name the request.
     request_id: str | None
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,9 @@ from lambdas.api.wiring import LambdaHandler, make_handler
 from lambdas.audit import API_DECISIONS
 from lambdas.local_context import LocalLambdaContext
 from lambdas.scoring.runtime import ScoringModel
+from localapi.server import _make_request_handler
 from tests.conftest import captured_log
-from tests.scoring.bundles import write_logistic_bundle
+from tests.scoring.bundles import MODEL_VERSION, write_logistic_bundle
 
 EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -143,3 +145,21 @@ def raw_request(server_url: str, request: bytes) -> tuple[int, dict[str, str], b
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     headers = dict(line.split(": ", 1) for line in header_lines)
     return int(status_line.split()[1]), headers, body
+
+
+@pytest.fixture
+def in_process_server() -> Iterator[Any]:
+    """Start a local API server in this process around a given handler function (the toy bundle's
+    model version); stopped at the end."""
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(handler: Any) -> str:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _make_request_handler(handler, MODEL_VERSION))
+        servers.append(server)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()

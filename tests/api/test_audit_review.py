@@ -14,7 +14,7 @@ from infra.audit_trail import audit_filter_pattern
 from lambdas.api.app import create_api
 from lambdas.api.observability import logger
 from lambdas.api.wiring import make_handler
-from lambdas.audit import AUDIT_MESSAGES, BATCH_FILE
+from lambdas.audit import API_NOT_DELIVERED, AUDIT_MESSAGES, BATCH_FILE
 from lambdas.batch import wiring as batch_wiring
 from lambdas.batch.manifest import Counts, InputObject, Manifest, Outputs, ReasonsPolicy, Timings
 from lambdas.batch.service import Outcome
@@ -144,7 +144,9 @@ def test_given_the_lines_both_functions_write_then_the_filter_ships_the_audit_li
     # Then exactly the decision and file lines match, each one JSON object on one line
     shipped = [json.loads(line) for line in api_lines + batch_lines if _filter_matches(pattern, line)]
     assert [line["message"] for line in shipped] == ["scored", "scored batch", BATCH_FILE, BATCH_FILE]
-    assert {line["message"] for line in shipped} == set(AUDIT_MESSAGES)
+    # (all but the line of decisions not delivered, which only a fault after scoring writes:
+    # tests/test_audit_review15.py)
+    assert {line["message"] for line in shipped} == set(AUDIT_MESSAGES) - {API_NOT_DELIVERED}
     assert shipped[0]["correlation_id"] == "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
     assert shipped[2]["input"]["version_id"] == "v1"
     assert [line["redelivered"] for line in shipped[2:]] == [False, True]

@@ -8,6 +8,7 @@ an interruption must leave no server or worker process behind, and a good run mu
 
 from __future__ import annotations
 
+import ast
 import gzip
 import os
 import shutil
@@ -24,6 +25,7 @@ import psutil
 import pytest
 
 from localapi.background import LOOPBACK, background_server
+from tests.conftest import skip_unless_ci
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_DATA = REPO_ROOT / "training" / "data" / "credit_risk_dataset.csv.gz"
@@ -419,3 +421,70 @@ def test_given_a_failing_make_test_when_ci_runs_then_it_fails(tmp_path: Path) ->
         [str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
     assert completed.returncode != 0
+
+
+# ---- CI=true runs every test: no skip that CI would pass ---------------------------------------------
+
+
+def test_given_a_missing_prerequisite_then_the_test_skips_locally_and_fails_under_ci(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no bundle here"):
+        skip_unless_ci("no bundle here")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true must run every test: no bundle here"):
+        skip_unless_ci("no bundle here")
+
+
+def _skips_ci_would_pass(source: str) -> list[str]:
+    """The skips in ``source`` that would pass under CI=true: a skip or importorskip whose function does
+    not fail under CI, a skip or skipif mark, and an xfail that is not strict (a fixed bug would XPASS)."""
+    tree = ast.parse(source)
+    found = []
+    functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    for function in functions:
+        calls = {ast.unparse(n.func) for n in ast.walk(function) if isinstance(n, ast.Call)}
+        if calls & {"pytest.skip", "pytest.importorskip"} and "pytest.fail" not in calls:
+            found.append(f"{function.name} (line {function.lineno}): a skip without a CI failure")
+    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call | ast.Attribute) or id(node) in called:
+            continue  # a mark is looked at once: as the call, or as the bare decorator
+        name = ast.unparse(node.func if isinstance(node, ast.Call) else node)
+        if name in ("pytest.mark.skip", "pytest.mark.skipif", "pytest.xfail"):
+            found.append(f"line {node.lineno}: {name}")
+        strict = isinstance(node, ast.Call) and any(
+            k.arg == "strict" and isinstance(k.value, ast.Constant) and k.value.value is True
+            for k in node.keywords
+        )
+        if name == "pytest.mark.xfail" and not strict:
+            found.append(f"line {node.lineno}: an xfail that is not strict=True")
+    return found
+
+
+def test_given_the_suite_then_every_skip_fails_under_ci_and_every_xfail_is_strict() -> None:
+    tests = REPO_ROOT / "tests"
+    found = {
+        str(path.relative_to(tests)): problems
+        for path in sorted(tests.rglob("*.py"))
+        if (problems := _skips_ci_would_pass(path.read_text()))
+    }
+    assert found == {}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "def test_x():\n    pytest.skip('no data')\n",
+        "def test_x():\n    pytest.importorskip('sklearn')\n",
+        "@pytest.mark.skipif(True, reason='r')\ndef test_x():\n    pass\n",
+        "@pytest.mark.xfail(reason='r')\ndef test_x():\n    pass\n",
+        "@pytest.mark.xfail(strict=False, reason='r')\ndef test_x():\n    pass\n",
+    ],
+)
+def test_given_a_skip_ci_would_pass_then_the_suite_check_finds_it(source: str) -> None:
+    assert len(_skips_ci_would_pass(source)) == 1
+    guarded = "def test_x():\n    if CI:\n        pytest.fail('r')\n    pytest.skip('r')\n"
+    strict = "@pytest.mark.xfail(strict=True, reason='r')\ndef test_x():\n    pass\n"
+    assert _skips_ci_would_pass(guarded) == _skips_ci_would_pass(strict) == []

@@ -99,6 +99,8 @@ def test_given_model_and_health_events_when_handled_then_they_show_the_card_and_
     assert [f["name"] for f in card["features"]] == ["age", "income", "home", "loan_ratio", "prior_default"]
     assert card["max_batch_applications"] == 5
     assert "lineage" not in card
+    # The holdout's class counts: PR AUC and the decision rates cannot be read without the base rate
+    assert set(card["data"]) == {"rows_holdout", "holdout_positives", "holdout_negatives"}
     status, health, _ = invoke(stored_event("health.json"))
     assert (status, health) == (200, {"status": "ok", "model_version": MODEL_VERSION})
 

@@ -305,7 +305,7 @@ def test_given_the_document_then_every_route_documents_api_gateways_statuses(inv
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             responses = operation["responses"]
-            expected = {"403", "429", "500", "502", "504"} | (
+            expected = {"401", "403", "429", "500", "502", "504"} | (
                 {"400", "413", "415"} if method == "post" else set()
             )
             assert expected <= set(responses), (method, path, sorted(responses))

@@ -12,15 +12,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from http.server import ThreadingHTTPServer
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from localapi.server import _make_request_handler, main, proxy_event
+from localapi.server import main, proxy_event
 from tests.api.conftest import raw_request
 from tests.scoring.bundles import MODEL_VERSION, good_application
 
@@ -92,23 +91,6 @@ def test_given_a_lower_case_user_agent_when_the_event_is_built_then_identity_has
     # HTTP header names are case-insensitive; fetch and HTTP/2 clients send them in lower case.
     event = proxy_event("GET", "/v1/health", {"user-agent": ["node"]}, b"", "127.0.0.1")
     assert event["requestContext"]["identity"]["userAgent"] == "node"
-
-
-@pytest.fixture
-def in_process_server() -> Iterator[Any]:
-    """Start a server in this process around a given handler function; stopped at the end."""
-    servers: list[ThreadingHTTPServer] = []
-
-    def start(handler: Any) -> str:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _make_request_handler(handler, MODEL_VERSION))
-        servers.append(server)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{server.server_port}"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def test_given_a_handler_that_raises_when_called_then_502_in_the_error_format_and_the_server_lives_on(

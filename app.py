@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks, NIST80053R5Checks, ServerlessChecks
 
-from infra.config import config_from_context
+from infra.config import ConfigError, config_from_context
 from infra.stack import LoanScoringStack
 
 
@@ -32,7 +34,16 @@ def build_app(app: cdk.App) -> LoanScoringStack:
     return stack
 
 
-if __name__ == "__main__":
+def main() -> int:
     cdk_app = cdk.App()
-    build_app(cdk_app)
+    try:
+        build_app(cdk_app)
+    except ConfigError as error:  # a bad -c value or cdk.json entry: its message says which and why
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     cdk_app.synth()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

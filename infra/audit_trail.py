@@ -24,7 +24,7 @@ from infra.alarms import alarm_on_any
 from infra.buckets import rotating_key, secure_bucket
 from infra.config import AppConfig
 from infra.log_groups import encrypted_log_group
-from infra.nag import KMS_WRITE_ACTIONS, S3_READ_ACTIONS, S3_WRITE_ACTIONS, bucket_objects, suppress
+from infra.nag import bucket_objects, suppress
 from lambdas.audit import AUDIT_MESSAGES
 
 RECORDS_PREFIX = "decisions/"
@@ -92,21 +92,23 @@ class AuditTrail(Construct):
                 conditions={"StringEquals": {"sts:ExternalId": Stack.of(self).account}},
             ),
         )
+        # Delivery and processing errors, kept two years (Firehose's default), encrypted like the rest.
+        stream_errors = encrypted_log_group(
+            self, "StreamErrors", key=logs_key, retention=logs.RetentionDays.TWO_YEARS
+        )
+        # CDK's grants to the role it is given are read-write on the bucket (deletes, retention, legal-hold
+        # and tag changes) and any use of the key: the role gets _grant_delivery's instead.
+        writer = self.delivery_role.without_policy_updates()
         destination = firehose.S3Bucket(
             self.bucket,
-            role=self.delivery_role,
+            role=writer,
             encryption_key=self.key,
             compression=firehose.Compression.GZIP,
             data_output_prefix=RECORDS_PREFIX + _DATE_PATH,
             error_output_prefix=ERRORS_PREFIX + "!{firehose:error-output-type}/" + _DATE_PATH,
             buffering_interval=Duration.seconds(60),
             buffering_size=Size.mebibytes(5),
-            # Delivery and processing errors, kept two years (Firehose's default), encrypted like the rest.
-            logging_config=firehose.EnableLogging(
-                encrypted_log_group(
-                    self, "StreamErrors", key=logs_key, retention=logs.RetentionDays.TWO_YEARS
-                )
-            ),
+            logging_config=firehose.EnableLogging(stream_errors),
             processors=[
                 firehose.DecompressionProcessor(),
                 firehose.CloudWatchLogProcessor(data_message_extraction=True),
@@ -118,7 +120,11 @@ class AuditTrail(Construct):
             "AuditStream",
             destination=destination,
             encryption=firehose.StreamEncryption.customer_managed_key(self.key),
+            # Firehose encrypts the stream through a grant it creates on the key, not through a role: without
+            # this, CDK adds a role (assumable by any stream of the account) holding the key for nothing.
+            role=writer,
         )
+        self._grant_delivery(stream_errors)
         # One filter name per stack, the same on every group: the DeliveryErrors query below finds them by it.
         filter_name = f"{Stack.of(self).stack_name}-audit-trail"
         for name, log_group in log_groups.items():
@@ -172,6 +178,33 @@ class AuditTrail(Construct):
                 stack.node.try_remove_child(child.node.id)
         self._acknowledge()
 
+    def _grant_delivery(self, stream_errors: logs.ILogGroup) -> None:
+        """What AWS documents for a Firehose S3 destination's role, and nothing more: write (and list,
+        read back, abort) records, use the key through S3, log delivery errors to the stream's own log
+        stream (created by CDK). Created before the stream, which checks its access when created."""
+        statements = [
+            iam.PolicyStatement(
+                actions=["s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"],
+                resources=[self.bucket.bucket_arn],
+            ),
+            iam.PolicyStatement(
+                actions=["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"],
+                resources=[self.bucket.arn_for_objects("*")],
+            ),
+            iam.PolicyStatement(
+                actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                resources=[self.key.key_arn],
+                conditions={"StringEquals": {"kms:ViaService": f"s3.{Stack.of(self).region}.amazonaws.com"}},
+            ),
+            iam.PolicyStatement(actions=["logs:PutLogEvents"], resources=[stream_errors.log_group_arn]),
+        ]
+        stream = self.stream.node.default_child
+        assert stream is not None
+        for statement in statements:
+            granted = self.delivery_role.add_to_principal_policy(statement)
+            if granted.policy_dependable is not None:
+                stream.node.add_dependency(granted.policy_dependable)
+
     def _protect_key(self) -> None:
         """Nobody disables the key or schedules its deletion, which would make every record unreadable.
 
@@ -224,23 +257,11 @@ class AuditTrail(Construct):
         )
 
     def _acknowledge(self) -> None:
-        reason = (
-            "Firehose's roles as CDK grants them: object actions on this one audit bucket (deletes are "
-            "denied to every principal by the bucket policy, and Object Lock keeps every version) and "
-            "data-key use of this trail's own key only."
+        suppress(
+            self.delivery_role,
+            "AwsSolutions-IAM5",
+            "Firehose writes records under names of its own (date prefix, stream name, time, random "
+            "part): put, read back and abort uploads on any object of this one audit bucket, whose policy "
+            "denies deletes to every principal and whose Object Lock keeps every version.",
+            findings=[bucket_objects(self.bucket, "*")],
         )
-        for construct in self.node.find_all():
-            if construct is self.delivery_role:
-                suppress(
-                    construct,
-                    "AwsSolutions-IAM5",
-                    reason,
-                    findings=[
-                        *S3_READ_ACTIONS,
-                        *S3_WRITE_ACTIONS,
-                        *KMS_WRITE_ACTIONS,
-                        bucket_objects(self.bucket, "*"),
-                    ],
-                )
-            if construct.node.id == "Service Role":
-                suppress(construct, "AwsSolutions-IAM5", reason, findings=list(KMS_WRITE_ACTIONS))

@@ -86,6 +86,7 @@ class BatchScoring(Construct):
             "DeadLetterQueue",
             holds=f"the notifications of files that failed {MAX_RECEIVE_COUNT} times",
             then="redrives them to the incoming queue once the cause is fixed",
+            named_in_redrive_policy=True,
         )
         self.queue = sqs.Queue(
             self,
@@ -112,7 +113,10 @@ class BatchScoring(Construct):
             memory_mb=config.batch_memory_mb,
             timeout=BATCH_TIMEOUT,
             # The bucket comes with each S3 event: the function reads no bucket name from its settings.
-            extra_environment=self.model_bundle.environment() if self.model_bundle else None,
+            extra_environment={
+                "BATCH_ONNX_THREADS": str(config.batch_onnx_threads),
+                **(self.model_bundle.environment() if self.model_bundle else {}),
+            },
             ephemeral_storage=BATCH_EPHEMERAL_STORAGE,
         )
         self.function.add_event_source(

@@ -48,6 +48,9 @@ CONTEXT_KEYS = (
     "batchMaxConcurrency",
     "apiFirewall",
     "apiRateLimitPerAddress",
+    "maxBatchApplications",
+    "driftWindowApplications",
+    "batchOnnxThreads",
 )
 
 _ENVIRONMENT_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
@@ -62,6 +65,14 @@ _BUNDLE_VERSION_PATTERN = re.compile(rf"^{REGISTRY_NAME_REGEX}/{REGISTRY_NAME_RE
 
 # Lambda's bounds for an SQS event source's maximum concurrency.
 BATCH_MAX_CONCURRENCY_RANGE = (2, 1000)
+# The bounds the functions' cold starts apply to the variables these keys set: lambdas/api/settings.py
+# (MAX_BATCH_APPLICATIONS_LIMIT; DRIFT_WINDOW_APPLICATIONS, from lambdas/scoring/drift.py's
+# MIN_ROWS_FOR_VERDICT) and lambdas/batch/wiring.py (BATCH_ONNX_THREADS). Restated, not imported: those
+# modules import numpy and onnxruntime (the batch one Powertools and pyarrow too), which the CDK app does
+# not load; tests/infra/test_settings_keys.py feeds the boundary values to both sides.
+MAX_BATCH_APPLICATIONS_RANGE = (1, 1000)
+MIN_DRIFT_WINDOW_APPLICATIONS = 500
+BATCH_ONNX_THREADS_MIN = 1
 
 T = TypeVar("T")
 
@@ -117,6 +128,16 @@ class AppConfig:
     # Requests one client address may make in 5 minutes before the firewall answers 429 (the stage's
     # own throttle, 50 requests per second, is shared by all callers).
     api_rate_limit_per_address: int = 3000
+    # The most applications one POST /v1/score/batch takes (MAX_BATCH_APPLICATIONS): the API's OpenAPI
+    # document and GET /v1/model state it. At most 1,000: such a batch stays below the web ACL's body limit.
+    max_batch_applications: int = 100
+    # Applications per API drift window in each execution environment (DRIFT_WINDOW_APPLICATIONS); 0 turns
+    # API drift measurement off, and fewer than MIN_DRIFT_WINDOW_APPLICATIONS would never give a verdict.
+    drift_window_applications: int = 1000
+    # onnxruntime threads of the batch function (BATCH_ONNX_THREADS). More only help with more vCPUs (a
+    # larger batchMemoryMb), and above 1 a probability may differ from the API's in its last bit on about
+    # one row in a million (lambdas/scoring/runtime.py).
+    batch_onnx_threads: int = 1
 
     @property
     def stack_prefix(self) -> str:
@@ -215,6 +236,17 @@ def config_from_context(context: Mapping[str, Any]) -> AppConfig:
         api_rate_limit_per_address=_int_in_range(
             context, "apiRateLimitPerAddress", defaults.api_rate_limit_per_address, 10, 2_000_000_000
         ),
+        max_batch_applications=_int_in_range(
+            context,
+            "maxBatchApplications",
+            defaults.max_batch_applications,
+            MAX_BATCH_APPLICATIONS_RANGE[0],
+            MAX_BATCH_APPLICATIONS_RANGE[1],
+        ),
+        drift_window_applications=_drift_window(context, defaults.drift_window_applications),
+        batch_onnx_threads=_int_at_least(
+            context, "batchOnnxThreads", defaults.batch_onnx_threads, BATCH_ONNX_THREADS_MIN
+        ),
     )
 
 
@@ -257,6 +289,24 @@ def _bool(context: Mapping[str, Any], key: str, default: bool) -> bool:
 def _int_in_range(context: Mapping[str, Any], key: str, default: int, low: int, high: int) -> int:
     value = _get(context, key, int, default)
     _require(context, key, value, low <= value <= high, f"an integer from {low} to {high}")
+    return value
+
+
+def _int_at_least(context: Mapping[str, Any], key: str, default: int, low: int) -> int:
+    value = _get(context, key, int, default)
+    _require(context, key, value, value >= low, f"an integer, at least {low}")
+    return value
+
+
+def _drift_window(context: Mapping[str, Any], default: int) -> int:
+    value = _get(context, "driftWindowApplications", int, default)
+    _require(
+        context,
+        "driftWindowApplications",
+        value,
+        value == 0 or value >= MIN_DRIFT_WINDOW_APPLICATIONS,
+        f"0 (off) or at least {MIN_DRIFT_WINDOW_APPLICATIONS}, the rows a drift verdict needs",
+    )
     return value
 
 

@@ -13,13 +13,11 @@ from constructs import Construct
 
 from infra.buckets import grant_read_under, refuse_other_encryption, rotating_key, secure_bucket
 from infra.config import AppConfig
-from infra.execution_roles import cdk_helper_role
+from infra.execution_roles import LAMBDA_DEFAULT_LOG_GROUPS, cdk_helper_role
 from infra.nag import (
     ANY_RESOURCE,
     KMS_WRITE_ACTIONS,
     S3_OBJECT_READ_ACTIONS,
-    S3_READ_ACTIONS,
-    S3_WRITE_ACTIONS,
     bucket_objects,
     suppress,
 )
@@ -38,6 +36,8 @@ SLOW_QUERY_SECONDS = 2
 # The RDS CA bundle inside the training image: RDS server certificates chain to RDS's own CAs, which no
 # system trust store holds, so the loader verifies the server against this file (DB_TLS_CA).
 RDS_CA_BUNDLE = "/etc/ssl/rds/global-bundle.pem"
+# CDK's singleton log-retention function, a child of the stack named LogRetention<uuid>.
+_LOG_RETENTION_HELPER = "LogRetention"
 
 
 class Data(Construct):
@@ -162,6 +162,9 @@ class Data(Construct):
         )
         # CDK's log-retention helper function (which sets the exported log groups' retention) gets a role
         # that writes Lambda's default log groups only, instead of AWS's managed policy on every group.
+        # CDK would also allow it logs:PutRetentionPolicy and DeleteRetentionPolicy on "*" (any log group
+        # of the account, the scoring functions' and CloudTrail's included): it is handed the role
+        # without policy updates, and _scope_log_retention_role grants what the helper does.
         log_retention_role = cdk_helper_role(self, "LogRetentionRole")
         database = rds.DatabaseInstance(
             self,
@@ -188,19 +191,12 @@ class Data(Construct):
             # No "general": it would log every statement, applicant data included.
             cloudwatch_logs_exports=list(LOG_EXPORTS),
             cloudwatch_logs_retention=logs.RetentionDays.ONE_MONTH,
-            cloudwatch_logs_retention_role=log_retention_role,
+            cloudwatch_logs_retention_role=log_retention_role.without_policy_updates(),
             deletion_protection=config.rds_deletion_protection,
             removal_policy=removal_policy,
             auto_minor_version_upgrade=True,
         )
-        suppress(
-            log_retention_role,
-            "AwsSolutions-IAM5",
-            "CDK's log-retention helper sets retention on log groups whose names are only known at deploy "
-            "time (RDS log exports), so logs:PutRetentionPolicy and logs:DeleteRetentionPolicy need '*'.",
-            findings=[ANY_RESOURCE],
-        )
-        self._allow_creating_exported_log_groups(log_retention_role, database)
+        self._scope_log_retention_role(log_retention_role, database)
         # The credentials stay as long as the database (or its final snapshot) does: without them it
         # could not be logged into. (database.secret is the attachment; the secret is this child.)
         generated_secret = database.node.find_child("Secret")
@@ -223,7 +219,9 @@ class Data(Construct):
             database,
             "AwsSolutions-IAM4",
             "Enhanced Monitoring's role (assumable by monitoring.rds.amazonaws.com only) uses the "
-            "AWS-managed AmazonRDSEnhancedMonitoringRole policy: it only writes the RDSOSMetrics log group.",
+            "AWS-managed AmazonRDSEnhancedMonitoringRole policy: it creates, writes and sets the retention "
+            "of log groups named RDS* only (Enhanced Monitoring's is RDSOSMetrics); the stack's own log "
+            "groups, the audit trail's sources among them, are named after the stack.",
             findings=[
                 "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
             ],
@@ -269,19 +267,37 @@ class Data(Construct):
             )
         return database
 
-    def _allow_creating_exported_log_groups(self, role: iam.Role, database: rds.DatabaseInstance) -> None:
-        """CDK's log-retention handler calls logs:CreateLogGroup on each group before setting its retention
-        (RDS creates the group only when it first exports a line) and fails on anything but "already
-        exists": without this, IAM refuses the call and the first deploy fails. Only this database's
-        export groups, and only creating them: nothing is written to them."""
+    def _scope_log_retention_role(self, role: iam.Role, database: rds.DatabaseInstance) -> None:
+        """What CDK's log-retention helper does with this database's exported log groups: create each
+        (its handler calls logs:CreateLogGroup first, as RDS creates the group only when it first exports
+        a line, and fails on anything but "already exists") and set or remove its retention; and set its
+        own log group's retention (/aws/lambda/<its name>, made at deploy time). Nothing is written to
+        the database's groups, and no other group's retention can be changed."""
         stack = Stack.of(self)
-        exported_groups = stack.format_arn(
-            service="logs",
-            resource="log-group",
-            resource_name=f"/aws/rds/instance/{database.instance_identifier}/*",
-            arn_format=ArnFormat.COLON_RESOURCE_NAME,
-        )
+
+        def log_groups(name: str) -> str:
+            return stack.format_arn(
+                service="logs",
+                resource="log-group",
+                resource_name=name,
+                arn_format=ArnFormat.COLON_RESOURCE_NAME,
+            )
+
+        exported_groups = log_groups(f"/aws/rds/instance/{database.instance_identifier}/*")
         role.add_to_policy(iam.PolicyStatement(actions=["logs:CreateLogGroup"], resources=[exported_groups]))
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:PutRetentionPolicy", "logs:DeleteRetentionPolicy"],
+                resources=[exported_groups, log_groups(LAMBDA_DEFAULT_LOG_GROUPS)],
+            )
+        )
+        # CDK makes its helper wait for the policies of the role it was given; the role without policy
+        # updates has none, so the wait is stated here (else its first run could meet no permissions).
+        helpers = [c for c in stack.node.children if c.node.id.startswith(_LOG_RETENTION_HELPER)]
+        if not helpers:
+            raise RuntimeError("the database's log exports need CDK's log-retention helper; none found")
+        for helper in helpers:
+            helper.node.add_dependency(role)
         instance = database.node.default_child
         assert isinstance(instance, CfnElement)
         database_id = stack.get_logical_id(instance)
@@ -289,8 +305,9 @@ class Data(Construct):
             role,
             "AwsSolutions-IAM5",
             "The log-retention helper creates the database's exported log groups "
-            "(/aws/rds/instance/<this instance>/audit, error, slowquery) when RDS has not yet: the "
-            "wildcard covers that one instance's export groups, and the action is CreateLogGroup only.",
+            "(/aws/rds/instance/<this instance>/audit, error, slowquery) when RDS has not yet, and sets "
+            "their retention: the wildcard covers that one instance's export groups, and the actions are "
+            "CreateLogGroup and Put/DeleteRetentionPolicy only, no writes.",
             findings=[
                 "Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:"
                 f"/aws/rds/instance/<{database_id}>/*"
@@ -298,7 +315,9 @@ class Data(Construct):
         )
 
     def _build_export_role(self) -> iam.Role:
-        """The role RDS assumes to write a snapshot export into the export bucket."""
+        """The role RDS assumes to write a snapshot export into the export bucket, under EXPORT_PREFIX
+        only: the state machine's StartExportTask names that prefix (S3Prefix), so the role cannot be
+        used to write, read or delete the loader's datasets/ files or anything else in the bucket."""
         role = iam.Role(
             self,
             "SnapshotExportRole",
@@ -306,22 +325,38 @@ class Data(Construct):
                 "export.rds.amazonaws.com",
                 conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
             ),
-            description="RDS snapshot export writes Parquet into the export bucket",
+            description="RDS snapshot export writes Parquet under the export bucket's exports/ prefix",
         )
-        self.export_bucket.grant_read_write(role)
+        # The actions the RDS user guide lists for the export role. The bucket-level two cannot be
+        # scoped by ARN; RDS does not document which prefixes it lists, so no s3:prefix condition.
         role.add_to_policy(
-            iam.PolicyStatement(actions=["s3:GetBucketLocation"], resources=[self.export_bucket.bucket_arn])
+            iam.PolicyStatement(
+                actions=["s3:ListBucket", "s3:GetBucketLocation"], resources=[self.export_bucket.bucket_arn]
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["s3:PutObject*", "s3:GetObject*", "s3:DeleteObject*"],
+                resources=[self.export_bucket.arn_for_objects(EXPORT_PREFIX + "*")],
+            )
+        )
+        # S3 encrypts and decrypts the SSE-KMS objects with the caller's (this role's) use of the key.
+        self.key.grant(
+            role, "kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"
         )
         suppress(
             role,
             "AwsSolutions-IAM5",
-            "Object wildcard and grant_read_write action groups are limited to the export bucket and its "
-            "KMS key, which is what the RDS export service documents it needs.",
+            "The RDS export role's documented object actions (s3:PutObject*, s3:GetObject*, "
+            f"s3:DeleteObject*) on the {EXPORT_PREFIX} prefix of the export bucket only (the state "
+            "machine's S3Prefix; each export's folder is named at run time), and data-key use of the "
+            "bucket's key for the SSE-KMS objects (kms:GenerateDataKey*, kms:ReEncrypt*).",
             findings=[
-                *S3_READ_ACTIONS,
-                *S3_WRITE_ACTIONS,
+                "Action::s3:PutObject*",
+                *S3_OBJECT_READ_ACTIONS,
+                "Action::s3:DeleteObject*",
                 *KMS_WRITE_ACTIONS,
-                bucket_objects(self.export_bucket, "*"),
+                bucket_objects(self.export_bucket, EXPORT_PREFIX + "*"),
             ],
         )
         return role

@@ -67,8 +67,9 @@ def cdk_helper_role(scope: Construct, construct_id: str) -> iam.Role:
         "AwsSolutions-IAM5",
         "A CDK helper function without a log group setting logs to /aws/lambda/<its name>, a group "
         "Lambda creates on its first log line under a name CloudFormation makes at deploy time: the "
-        "role may create and write log groups under /aws/lambda/ only, none of which the stack creates "
-        "(its functions' log groups, the audit trail's sources among them, are named after the stack).",
+        "role may create and write log groups (and, for CDK's log-retention helper, set their "
+        "retention) under /aws/lambda/ only, none of which the stack creates (its functions' log "
+        "groups, the audit trail's sources among them, are named after the stack).",
         findings=[
             "Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:"
             + LAMBDA_DEFAULT_LOG_GROUPS

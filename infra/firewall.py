@@ -5,7 +5,11 @@ all the function ever sees, but unsigned traffic still reaches API Gateway, and 
 the stage's shared throttle. The web ACL stops, before API Gateway's authoriser:
 - addresses on Amazon's IP reputation list (bots, scanners, known attackers);
 - request patterns of known exploits (AWS's "known bad inputs" and common rule groups);
-- any one address above ``apiRateLimitPerAddress`` requests per 5 minutes (429, JSON body).
+- any one address above ``apiRateLimitPerAddress`` requests per 5 minutes (429, JSON body);
+- a body whose Content-Length says it is ``MAX_BODY_BYTES`` or more (413, JSON body). API Gateway
+  takes up to 10 MB, but Lambda refuses an event (body and headers) over 6 MB before the function
+  runs, and API Gateway answers that with a 5xx. A request without a Content-Length (a chunked body)
+  is not matched: it goes on as before (API Gateway's own 413 above 10 MB, else that 5xx).
 
 Its log (blocked and counted requests only; the Authorization and X-Amz-Security-Token headers
 redacted) goes to a CloudWatch log group encrypted with the stack's logs key.
@@ -26,18 +30,31 @@ from infra.config import AppConfig
 from infra.gateway_responses import SECURITY_HEADERS
 from infra.log_groups import encrypted_log_group
 
-# AWS managed rule groups, in evaluation order after the rate limit (vendor "AWS").
+# AWS managed rule groups, in evaluation order after the rate and body size limits (vendor "AWS").
 MANAGED_RULE_GROUPS = (
     "AWSManagedRulesAmazonIpReputationList",
     "AWSManagedRulesKnownBadInputsRuleSet",
     "AWSManagedRulesCommonRuleSet",
 )
+# Capacity: 2 (rate limit) + 3 (body size: a regex, no text transformation) + 25 + 200 + 700 (the groups'
+# published capacities) = 930 WCUs, within the 1,500 a web ACL has at its base price.
 # Rules of those groups that only count: the common rule set blocks bodies over 8 KB, and a batch of up
 # to the API's maximum applications (100 by default) is larger. The function enforces that maximum (a
-# 400 naming it) and API Gateway its 10 MB payload limit.
+# 400 naming it) and the body size rule below the whole body's size.
 COUNT_ONLY_RULES = {"AWSManagedRulesCommonRuleSet": ("SizeRestrictions_BODY",)}
 RATE_WINDOW_SECONDS = 300
 RATE_LIMITED_BODY_KEY = "rate_limited"
+# Bodies of this many bytes or more (by their Content-Length) are refused with a 413. A synchronous
+# Lambda invoke takes an event of at most 6,291,456 bytes, and the proxy event holds the body as a JSON
+# string (each quote escaped: about 6% more for a batch), the headers twice and the request context:
+# a 6,000,000-byte body of applications makes a 6.38 MB event, a 5,000,000-byte one 5.32 MB
+# (tests/infra/test_body_size_rule.py). The largest valid batch (1,000 applications) is far smaller.
+MAX_BODY_BYTES = 5_000_000
+# Content-Length values of MAX_BODY_BYTES or more: 7 digits from 5, or 8 and more; leading zeros and
+# blanks around skipped. WAF has no numeric comparison of a header. [0-9], not \d (Python's \d also
+# takes other scripts' digits); no capturing group (WAF refuses them).
+BODY_TOO_LARGE_PATTERN = r"^[ \t]*0*(?:[5-9][0-9]{6}|[1-9][0-9]{7,})[ \t]*$"
+REQUEST_TOO_LARGE_BODY_KEY = "request_too_large"
 # Credentials a signed or token-bearing request carries in its headers (WAF matches names lowercase).
 REDACTED_HEADERS = ("authorization", "x-amz-security-token")
 # What the log keeps: blocks, and matches of counting rules (EXCLUDED_AS_COUNT: a rule of a managed group
@@ -61,7 +78,11 @@ class ApiFirewall(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         metric_prefix = f"loan-scoring-{config.environment}"
-        rules = [self._rate_limit(metric_prefix, config.api_rate_limit_per_address)]
+        rules = [
+            self._rate_limit(metric_prefix, config.api_rate_limit_per_address),
+            # After the rate limit, so that an address's oversized requests still count towards it.
+            self._body_size_limit(metric_prefix, priority=1),
+        ]
         rules += [
             _managed_group(metric_prefix, name, priority)
             for priority, name in enumerate(MANAGED_RULE_GROUPS, start=len(rules))
@@ -70,26 +91,16 @@ class ApiFirewall(Construct):
             self,
             "WebAcl",
             scope="REGIONAL",
-            description="Loan scoring API: IP reputation, bad inputs, common exploits, rate per address",
+            description="Loan scoring API: IP reputation, bad inputs, common exploits, rate per address, "
+            "body size",
             default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
             visibility_config=_visibility(f"{metric_prefix}-api"),
             rules=rules,
             custom_response_bodies={
-                RATE_LIMITED_BODY_KEY: wafv2.CfnWebACL.CustomResponseBodyProperty(
-                    content_type="APPLICATION_JSON",
-                    # The API's error format; no request id or model version: the request never reached it.
-                    content=json.dumps(
-                        {
-                            "error": {
-                                "code": "rate_limited",
-                                "message": "Too many requests from this address; retry after a few minutes",
-                                "details": [],
-                                "request_id": None,
-                            },
-                            "model_version": None,
-                        }
-                    ),
+                key: wafv2.CfnWebACL.CustomResponseBodyProperty(
+                    content_type="APPLICATION_JSON", content=content
                 )
+                for key, content in CUSTOM_RESPONSE_BODIES.items()
             },
         )
         self.association = wafv2.CfnWebACLAssociation(
@@ -144,23 +155,73 @@ class ApiFirewall(Construct):
                     aggregate_key_type="IP", limit=limit, evaluation_window_sec=RATE_WINDOW_SECONDS
                 )
             ),
-            action=wafv2.CfnWebACL.RuleActionProperty(
-                block=wafv2.CfnWebACL.BlockActionProperty(
-                    custom_response=wafv2.CfnWebACL.CustomResponseProperty(
-                        response_code=429,
-                        custom_response_body_key=RATE_LIMITED_BODY_KEY,
-                        # As on the function's and API Gateway's answers (infra/gateway_responses.py): not
-                        # cached, not sniffed. WAF adds custom response headers as named (any but
-                        # content-type, which the body's content type sets).
-                        response_headers=[
-                            wafv2.CfnWebACL.CustomHTTPHeaderProperty(name=name, value=value)
-                            for name, value in SECURITY_HEADERS.items()
-                        ],
-                    )
-                )
-            ),
+            action=_block_with(429, RATE_LIMITED_BODY_KEY),
             visibility_config=_visibility(f"{metric_prefix}-rate-limit"),
         )
+
+    @staticmethod
+    def _body_size_limit(metric_prefix: str, priority: int) -> wafv2.CfnWebACL.RuleProperty:
+        return wafv2.CfnWebACL.RuleProperty(
+            name="RequestTooLarge",
+            priority=priority,
+            statement=wafv2.CfnWebACL.StatementProperty(
+                regex_match_statement=wafv2.CfnWebACL.RegexMatchStatementProperty(
+                    # WAF matches the header's name in any case.
+                    field_to_match=wafv2.CfnWebACL.FieldToMatchProperty(
+                        single_header={"Name": "content-length"}
+                    ),
+                    regex_string=BODY_TOO_LARGE_PATTERN,
+                    text_transformations=[
+                        wafv2.CfnWebACL.TextTransformationProperty(priority=0, type="NONE")
+                    ],
+                )
+            ),
+            action=_block_with(413, REQUEST_TOO_LARGE_BODY_KEY),
+            visibility_config=_visibility(f"{metric_prefix}-request-too-large"),
+        )
+
+
+def _error_body(code: str, message: str) -> str:
+    """A web ACL answer in the API's error format; no request id or model version: the request never
+    reached API Gateway's integration or the function."""
+    return json.dumps(
+        {
+            "error": {"code": code, "message": message, "details": [], "request_id": None},
+            "model_version": None,
+        }
+    )
+
+
+# The web ACL's own answers, by key.
+CUSTOM_RESPONSE_BODIES = {
+    RATE_LIMITED_BODY_KEY: _error_body(
+        "rate_limited", "Too many requests from this address; retry after a few minutes"
+    ),
+    # The code of API Gateway's own 413 (infra/gateway_responses.py).
+    REQUEST_TOO_LARGE_BODY_KEY: _error_body(
+        "request_too_large",
+        f"The body is {MAX_BODY_BYTES:,} bytes or more (Content-Length), more than the API accepts; "
+        "send fewer applications per call",
+    ),
+}
+
+
+def _block_with(status: int, body_key: str) -> wafv2.CfnWebACL.RuleActionProperty:
+    return wafv2.CfnWebACL.RuleActionProperty(
+        block=wafv2.CfnWebACL.BlockActionProperty(
+            custom_response=wafv2.CfnWebACL.CustomResponseProperty(
+                response_code=status,
+                custom_response_body_key=body_key,
+                # As on the function's and API Gateway's answers (infra/gateway_responses.py): not
+                # cached, not sniffed. WAF adds custom response headers as named (any but
+                # content-type, which the body's content type sets).
+                response_headers=[
+                    wafv2.CfnWebACL.CustomHTTPHeaderProperty(name=name, value=value)
+                    for name, value in SECURITY_HEADERS.items()
+                ],
+            )
+        )
+    )
 
 
 def _managed_group(metric_prefix: str, name: str, priority: int) -> wafv2.CfnWebACL.RuleProperty:

@@ -57,7 +57,12 @@ class Serving(Construct):
             logs_key=logs_key,
             memory_mb=config.lambda_memory_mb,
             timeout=API_TIMEOUT,
-            extra_environment=self.model_bundle.environment() if self.model_bundle else None,
+            extra_environment={
+                # Read at cold start by lambdas/api/settings.py; a change publishes a new version.
+                "MAX_BATCH_APPLICATIONS": str(config.max_batch_applications),
+                "DRIFT_WINDOW_APPLICATIONS": str(config.drift_window_applications),
+                **(self.model_bundle.environment() if self.model_bundle else {}),
+            },
             snap_start=config.api_snap_start,
         )
         # Every registered bundle, not only the configured one: the canary below keeps the previous

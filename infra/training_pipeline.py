@@ -42,7 +42,6 @@ from infra.log_groups import encrypted_log_group
 from infra.nag import (
     ANY_RESOURCE,
     S3_OBJECT_READ_ACTIONS,
-    S3_READ_ACTIONS,
     bucket_objects,
     suppress,
     task_definition_revisions,
@@ -280,7 +279,7 @@ class TrainingPipeline(Construct):
             "Train reads the exports/ prefix of the export bucket and the models/ registry, and may only "
             "put objects under candidates/ (one folder per run, named at run time).",
             findings=[
-                *S3_READ_ACTIONS,
+                *S3_OBJECT_READ_ACTIONS,
                 bucket_objects(data.export_bucket, EXPORT_PREFIX + "*"),
                 bucket_objects(self.artifact_bucket, REGISTRY_PREFIX + "*"),
                 bucket_objects(self.artifact_bucket, CANDIDATES_PREFIX + "*"),
@@ -468,8 +467,13 @@ class TrainingPipeline(Construct):
             additional_iam_statements=[
                 iam.PolicyStatement(actions=["iam:PassRole"], resources=[data.export_role.role_arn]),
                 iam.PolicyStatement(
-                    actions=["kms:CreateGrant", "kms:DescribeKey", "kms:RetireGrant"],
+                    actions=["kms:DescribeKey", "kms:RetireGrant"], resources=[data.key.key_arn]
+                ),
+                # Only grants RDS creates for the export: the key also encrypts the database and its secret.
+                iam.PolicyStatement(
+                    actions=["kms:CreateGrant"],
                     resources=[data.key.key_arn],
+                    conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
                 ),
             ],
             result_path=sfn.JsonPath.DISCARD,

@@ -30,14 +30,14 @@ def test_given_the_default_app_when_synthesised_then_a_regional_web_acl_allows_b
     assert properties["VisibilityConfig"]["SampledRequestsEnabled"] is True
 
 
-def test_given_the_web_acl_when_read_then_the_rate_limit_comes_first_then_the_managed_groups(
+def test_given_the_web_acl_when_read_then_the_rate_limit_comes_first_then_body_size_then_managed_groups(
     resources: Resources,
 ) -> None:
     rules = sorted(
         _only(resources, "AWS::WAFv2::WebACL")[1]["Properties"]["Rules"], key=lambda r: r["Priority"]
     )
     assert [r["Priority"] for r in rules] == list(range(len(rules)))
-    rate, *managed = rules
+    rate, body_size, *managed = rules
     # Then one address is limited to the configured requests per 5 minutes, answered with 429
     statement = rate["Statement"]["RateBasedStatement"]
     assert statement == {
@@ -58,7 +58,9 @@ def test_given_the_web_acl_when_read_then_the_rate_limit_comes_first_then_the_ma
             }
         }
     }
-    # And the AWS managed groups follow, each with its own actions (no override to count)
+    # And the body size limit follows (tests/infra/test_body_size_rule.py), then the AWS managed groups,
+    # each with its own actions (no override to count)
+    assert body_size["Name"] == "RequestTooLarge"
     assert [r["Statement"]["ManagedRuleGroupStatement"]["Name"] for r in managed] == list(MANAGED_RULE_GROUPS)
     for rule in managed:
         assert rule["Statement"]["ManagedRuleGroupStatement"]["VendorName"] == "AWS"

@@ -126,8 +126,9 @@ def _matches(rule: Json, data: Json, context: Json) -> bool:
     (operator,) = [k for k in rule if k in _COMPARISONS]
     try:
         value = _path(rule["Variable"], data, context)
-    except (KeyError, IndexError, TypeError):
-        return False
+    except (KeyError, IndexError, TypeError) as missing:
+        # Step Functions fails the run on a path the input lacks; only a value of another type is false
+        raise TaskError("States.Runtime", f"invalid path {rule['Variable']!r}") from missing
     return _COMPARISONS[operator](value, rule[operator])
 
 
@@ -167,7 +168,11 @@ def execute(definition: Json, services: dict[str, Service], name: str = "run-1",
             run.cause = state.get("Cause") or _path(state["CausePath"], data, context)
             return run
         if kind == "Choice":
-            chosen = [c["Next"] for c in state["Choices"] if _matches(c, data, context)]
+            try:
+                chosen = [c["Next"] for c in state["Choices"] if _matches(c, data, context)]
+            except TaskError as error:  # a Choice state has no Catch: the run fails
+                run.status, run.error, run.cause = "FAILED", error.error, error.cause
+                return run
             current = chosen[0] if chosen else state["Default"]
             continue
         if kind == "Pass":
@@ -281,6 +286,40 @@ def _write_rds_export(root: Path, export_id: str) -> int:
 
 def _argument(command: list[str], flag: str) -> str:
     return command[command.index(flag) + 1]
+
+
+def _choice_machine(given: Json, variable: str) -> Json:
+    """A Pass state that sets ``given``, then a Choice on ``variable`` being true."""
+    return {
+        "StartAt": "Set",
+        "States": {
+            "Set": {"Type": "Pass", "Parameters": given, "Next": "Won?"},
+            "Won?": {
+                "Type": "Choice",
+                "Choices": [{"Variable": variable, "BooleanEquals": True, "Next": "Won"}],
+                "Default": "Lost",
+            },
+            "Won": {"Type": "Succeed"},
+            "Lost": {"Type": "Succeed"},
+        },
+    }
+
+
+@pytest.mark.parametrize("variable", ["$.gate.passed", "$.gate[0]", "$.name.passed"])
+def test_given_a_choice_on_a_path_the_input_lacks_then_the_interpreter_fails_the_run_as_step_functions_does(
+    variable: str,
+) -> None:
+    # Given a Choice that reads a field no earlier state set (a renamed ResultPath, say)
+    run = execute(_choice_machine({"name": "x"}, variable), {})
+    # Then the run fails (States.Runtime), instead of quietly taking the Default branch
+    assert (run.status, run.error, run.states) == ("FAILED", "States.Runtime", ["Set", "Won?"])
+
+
+def test_given_a_choice_on_a_field_of_another_type_then_the_comparison_does_not_hold() -> None:
+    run = execute(_choice_machine({"gate": {"passed": "true"}}, "$.gate.passed"), {})
+    assert (run.status, run.states[-1]) == ("SUCCEEDED", "Lost")
+    run = execute(_choice_machine({"gate": {"passed": True}}, "$.gate.passed"), {})
+    assert (run.status, run.states[-1]) == ("SUCCEEDED", "Won")
 
 
 def test_given_a_completed_export_when_the_run_trains_then_train_reads_the_export_rds_wrote(

@@ -544,8 +544,8 @@ FACTS: tuple[tuple[str, str, tuple[Callable[[], float], ...]], ...] = (
     ),
     (
         "docs/deploy.md",
-        r"`DRIFT_WINDOW_APPLICATIONS` \(an environment variable of the API function, which the stack leaves "
-        r"unset: default ([\d,]+); 0 turns it off; at least ([\d,]+)",
+        r"`driftWindowApplications` of them \(the API function's `DRIFT_WINDOW_APPLICATIONS`, which the "
+        r"stack sets: default ([\d,]+); 0 turns it off; at least ([\d,]+)",
         (
             lambda: _constant("lambdas/api/settings.py", "DEFAULT_DRIFT_WINDOW_APPLICATIONS"),
             lambda: _constant("lambdas/scoring/drift.py", "MIN_ROWS_FOR_VERDICT"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +10,8 @@ from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
 
 from infra.config import AppConfig
-from infra.lambda_package import REPO_ROOT, LambdaFunction, build_lambda_package, exclusive_lock
-
-LIGHTWEIGHT_ASSETS_ROOT = REPO_ROOT / "build" / "lightweight-assets"
-_LIGHTWEIGHT_HANDLER = '''"""Placeholder for infra tests (context lightweightAssets=true); never deployed."""
-
-
-def handler(event, context):
-    raise RuntimeError("lightweight test asset: synthesise without lightweightAssets to deploy")
-'''
+from infra.lambda_package import REPO_ROOT, LambdaFunction, build_lambda_package
+from infra.lightweight_assets import lightweight_asset_dir
 
 
 @jsii.implements(ILocalBundling)
@@ -69,19 +61,3 @@ def lambda_code(function: LambdaFunction, config: AppConfig) -> lambda_.Code:
             local=LocalPackageBundling(function, arch, model_bundle_dir),
         ),
     )
-
-
-def lightweight_asset_dir(function: str, root: Path = LIGHTWEIGHT_ASSETS_ROOT) -> Path:
-    """The placeholder package of ``function`` under ``root``, written once. Every pytest worker
-    synthesises, so the check and the rewrite happen under one file lock (beside the folder, so it
-    never changes the asset's hash)."""
-    folder = root / function
-    handler_file = folder / "lambdas" / function / "handler.py"
-    with exclusive_lock(root / f"{function}.lock"):
-        if not handler_file.is_file() or handler_file.read_text() != _LIGHTWEIGHT_HANDLER:
-            shutil.rmtree(folder, ignore_errors=True)
-            handler_file.parent.mkdir(parents=True)
-            for package in (folder / "lambdas", handler_file.parent):
-                (package / "__init__.py").write_text("")
-            handler_file.write_text(_LIGHTWEIGHT_HANDLER)
-    return folder

@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 from aws_cdk import aws_apigateway as apigw
 
+from lambdas.api.stage import MISSING_ROUTE_CODE, MISSING_ROUTE_MESSAGE
+
 JSON_CONTENT_TYPE = "application/json"
 REQUEST_ID_HEADER = "X-Request-Id"  # as lambdas/api/errors.py
 # As the function's SECURITY_HEADERS (lambdas/api/errors.py): never cached, never sniffed.
@@ -43,11 +45,8 @@ GATEWAY_ERRORS: tuple[GatewayError, ...] = (
     # in authMode=cognito too). "Missing Authentication Token" sends callers of a mistyped path after
     # their credentials, so the code and the message name both causes; the status stays 403, because a
     # 404 would be wrong for every unsigned call to a real route.
-    GatewayError(
-        apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN,
-        "not_found_or_unauthenticated",
-        "No such route or method, or the request carries no authentication (SigV4 signature or token)",
-    ),
+    # The local server answers a path or method the stage lacks with the same (lambdas/api/stage.py).
+    GatewayError(apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, MISSING_ROUTE_CODE, MISSING_ROUTE_MESSAGE),
     GatewayError(apigw.ResponseType.RESOURCE_NOT_FOUND, "not_found"),  # 404
     GatewayError(apigw.ResponseType.THROTTLED, "throttled"),  # 429: the stage's rate/burst limits
     GatewayError(apigw.ResponseType.QUOTA_EXCEEDED, "quota_exceeded"),  # 429: a usage plan's quota
@@ -71,6 +70,8 @@ def add_error_responses(api: apigw.RestApi) -> None:
     model_version is null: the function did not run, so no model answered (and no X-Model-Version).
     """
     for error in GATEWAY_ERRORS:
+        # The shape lambdas/api/stage.py's gateway_error_body gives the local server's answers
+        # (tests/api/test_localapi_review15.py renders this template and compares them).
         body = {
             "error": {
                 "code": error.code,

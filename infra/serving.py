@@ -22,9 +22,8 @@ from infra.nag import ANY_RESOURCE, suppress
 from infra.registered_bundle import RegisteredBundle, grant_registry_read
 from infra.rollout import ApiRollout, PreTrafficCheck
 from infra.scoring_functions import scoring_function
+from lambdas.api.stage import ROUTES
 
-# (path under /v1, HTTP method) of every authorised route; health is added separately without auth.
-AUTHORISED_ROUTES = (("score", "POST"), ("score/batch", "POST"), ("model", "GET"), ("openapi.json", "GET"))
 THROTTLE_RATE_PER_SECOND = 50
 THROTTLE_BURST = 100
 API_TIMEOUT = Duration.seconds(15)
@@ -148,25 +147,19 @@ class Serving(Construct):
         validator = self.api.add_request_validator(
             "Validator", validate_request_body=True, validate_request_parameters=True
         )
-        v1 = self.api.root.add_resource("v1")
-        for path, http_method in AUTHORISED_ROUTES:
-            resource = v1.resource_for_path(path)
-            resource.add_method(
-                http_method,
+        # The stage's routes, shared with the local server (lambdas/api/stage.py): every other path or
+        # method gets API Gateway's 403 there and here.
+        for route in ROUTES:
+            method = self.api.root.resource_for_path(route.path).add_method(
+                route.method,
                 integration,
                 request_validator=validator,
-                authorization_type=authorization_type,
-                authorizer=authorizer,
+                authorization_type=authorization_type if route.authorised else apigw.AuthorizationType.NONE,
+                authorizer=authorizer if route.authorised else None,
             )
-        self.health_method = v1.add_resource("health").add_method(
-            "GET", integration, authorization_type=apigw.AuthorizationType.NONE, request_validator=validator
-        )
-        suppress(
-            self.health_method, "AwsSolutions-APIG4", "Health check is public by design: it reveals no data."
-        )
-        suppress(
-            self.health_method, "AwsSolutions-COG4", "Health check is public by design: it reveals no data."
-        )
+            if not route.authorised:  # the health check
+                for rule in ("AwsSolutions-APIG4", "AwsSolutions-COG4"):
+                    suppress(method, rule, "Health check is public by design: it reveals no data.")
         if config.auth_mode == "iam":
             suppress(
                 self.api,

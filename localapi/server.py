@@ -8,7 +8,9 @@ The event has the shape API Gateway (REST, Lambda proxy integration) sends: reso
 single and multi-value headers and query parameters, a request context with a fresh request id and
 the caller's source IP, and the body as text (the stage has no binary media types, so bytes that are
 not UTF-8 arrive replaced by U+FFFD, never base64). The proxy result is written back as the HTTP
-response, over HTTP/1.1 as API Gateway speaks it (persistent connections, pipelining, 100-continue).
+response, over HTTP/1.1 as API Gateway speaks it (persistent connections, pipelining, 100-continue,
+chunked request bodies). A path or method the stage has no route for (lambdas/api/stage.py) never
+reaches the handler: API Gateway's own 403 answers it, as on AWS.
 Requests are read concurrently (an idle or slow client blocks no one) and passed to the handler one at
 a time, like one Lambda execution environment.
 """
@@ -19,6 +21,7 @@ import argparse
 import base64
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -29,13 +32,26 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import ValidationError
 
-from lambdas.api.errors import JSON_CONTENT_TYPE, MODEL_VERSION_HEADER, error_response
+from lambdas.api.errors import (
+    JSON_CONTENT_TYPE,
+    MODEL_VERSION_HEADER,
+    REQUEST_ID_HEADER,
+    SECURITY_HEADERS,
+    error_response,
+)
 from lambdas.api.settings import SettingsError
+from lambdas.api.stage import (
+    MISSING_ROUTE_CODE,
+    MISSING_ROUTE_MESSAGE,
+    MISSING_ROUTE_STATUS,
+    gateway_error_body,
+    has_route,
+)
 from lambdas.api.wiring import LambdaHandler, create_handler
 from lambdas.local_context import LocalLambdaContext
 from lambdas.scoring.card import ModelCard
@@ -45,13 +61,19 @@ LOCAL_HOST = "127.0.0.1"
 STAGE = "local"
 # Bodies of this many bytes or more are refused with a 413, as the deployed API's web ACL does
 # (infra/firewall.py: larger ones would not fit Lambda's 6 MB event); API Gateway's own limit is 10 MB.
+# Chunked bodies too: the web ACL cannot see their size, but no such body fits Lambda's event either.
 MAX_BODY_BYTES = 5_000_000
+# A chunked body's framing: the longest chunk-size or trailer line, the most trailer fields (what
+# http.client allows a header section).
+MAX_FRAMING_LINE_BYTES = 8192
+MAX_TRAILER_FIELDS = 100
+CHUNKED: Final = "chunked"
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
 # A connection that sends nothing (a browser's preconnect) or stops mid-body is dropped after this.
 SOCKET_TIMEOUT_SECONDS = 30.0
 # Stable codes for the errors the server answers itself (as API Gateway would, before the function).
 _SERVER_ERROR_CODES = {
     400: "bad_request",
-    411: "length_required",
     413: "request_too_large",  # the code API Gateway's and the web ACL's 413 carry
     414: "uri_too_long",
     431: "headers_too_large",
@@ -61,15 +83,89 @@ _SERVER_ERROR_CODES = {
 }
 
 
+class BodyError(Exception):
+    """A request body that cannot be read as API Gateway reads it: answered with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _Stream(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+    def readline(self, size: int, /) -> bytes: ...
+
+
+def read_chunked_body(stream: _Stream, max_bytes: int) -> bytes:
+    """A chunked request body (RFC 9112, 7.1) from ``stream``; trailer fields are read and dropped.
+
+    Raises BodyError: 413 as soon as the chunk sizes reach ``max_bytes`` (the rest is not read), 400
+    for broken framing or a body that ends before its last chunk.
+    """
+    body = bytearray()
+    while True:
+        line = _framing_line(stream, "chunk size")
+        size_text = line.split(b";", 1)[0].strip(b" \t")  # a chunk extension after ';' is ignored
+        if not _CHUNK_SIZE.fullmatch(size_text):
+            raise BodyError(400, f"A chunk must start with its size in hexadecimal (got {line[:40]!r})")
+        size = int(size_text, 16)
+        if size == 0:
+            break
+        if len(body) + size >= max_bytes:
+            raise BodyError(413, f"The body must be smaller than {max_bytes} bytes")
+        data = stream.read(size)
+        if len(data) < size:
+            raise BodyError(400, f"The chunked body ended inside a chunk ({len(data)} of {size} bytes)")
+        body += data
+        if stream.read(2) != b"\r\n":
+            raise BodyError(400, f"A chunk of {size} bytes is not followed by CRLF (is its size right?)")
+    for _ in range(MAX_TRAILER_FIELDS + 1):  # the fields and the empty line that ends them
+        field = _framing_line(stream, "trailer")
+        if not field:
+            return bytes(body)
+        if b":" not in field:
+            raise BodyError(400, f"A trailer field must be 'name: value' (got {field[:40]!r})")
+    raise BodyError(400, f"The chunked body has more than {MAX_TRAILER_FIELDS} trailer fields")
+
+
+def _framing_line(stream: _Stream, what: str) -> bytes:
+    """One CRLF-terminated line of a chunked body's framing, without its CRLF."""
+    line = stream.readline(MAX_FRAMING_LINE_BYTES + 1)
+    if line.endswith(b"\r\n"):
+        return line[:-2]
+    if len(line) > MAX_FRAMING_LINE_BYTES:
+        raise BodyError(
+            400, f"A {what} line of the chunked body is longer than {MAX_FRAMING_LINE_BYTES} bytes"
+        )
+    if not line or not line.endswith(b"\n"):
+        raise BodyError(400, f"The chunked body ended before its last chunk (in a {what} line)")
+    raise BodyError(400, f"A {what} line of the chunked body must end with CRLF, not a bare LF")
+
+
+def _split_target(raw_path: str) -> tuple[str, str]:
+    """The path and query of a request target. Origin-form ('/...') is split at '?' only: urlsplit
+    would take '//host/v1/score' for a host and the path /v1/score."""
+    if raw_path.startswith("/"):
+        path, _, query = raw_path.partition("?")
+        return path, query
+    split = urlsplit(raw_path)  # absolute-form, as sent to a proxy
+    return split.path or "/", split.query
+
+
+def resource_of(raw_path: str) -> str:
+    """The resource API Gateway matches a request target to: it routes /v1/health/ to /v1/health (the
+    routes have no parameters)."""
+    return _split_target(raw_path)[0].rstrip("/") or "/"
+
+
 def proxy_event(
     method: str, raw_path: str, headers: Mapping[str, list[str]], body: bytes, source_ip: str
 ) -> dict[str, Any]:
     """An API Gateway REST (v1) Lambda proxy event for one HTTP request."""
-    split = urlsplit(raw_path)
-    path = split.path or "/"
-    # The resource API Gateway matched: it routes /v1/health/ to /v1/health (the routes have no parameters).
-    resource = path.rstrip("/") or "/"
-    query = parse_qs(split.query, keep_blank_values=True)
+    path, query_text = _split_target(raw_path)
+    resource = resource_of(raw_path)
+    query = parse_qs(query_text, keep_blank_values=True)
     # Without binary media types API Gateway passes any body as UTF-8 text, undecodable bytes replaced: the
     # handler must see what the deployed function sees, not a base64 body it never gets there.
     text_body = body.decode("utf-8", errors="replace") if body else None
@@ -124,20 +220,29 @@ def _make_request_handler(lambda_handler: LambdaHandler, model_version: str) -> 
         _expects_continue = False
 
         def handle_expect_100(self) -> bool:
-            # Deferred to _proxy: a body that would be refused (413, 411) is answered instead of invited.
+            # Deferred to _proxy: a body that would be refused (413, 403) is answered instead of invited.
             self._expects_continue = True
             return True
 
         def _proxy(self) -> None:
             expects_continue, self._expects_continue = self._expects_continue, False
-            length = self._body_length()
-            if length is None:
+            framing = self._body_framing()
+            if framing is None:
                 return  # answered
-            if expects_continue and length:
+            # The web ACL's 413 (above) comes first; then API Gateway answers a route it lacks itself.
+            if not has_route(self.command, resource_of(self.path)):
+                self._answer_missing_route(body_unread=framing != 0)
+                return
+            if expects_continue and framing:
                 super().handle_expect_100()
-            body = self.rfile.read(length) if length else b""
-            if len(body) < length:  # the client closed early: API Gateway never invokes with part of a body
-                self.send_error(400, f"The body ended after {len(body)} of {length} bytes (Content-Length)")
+            try:
+                body = (
+                    self._read(framing)
+                    if isinstance(framing, int)
+                    else read_chunked_body(self.rfile, MAX_BODY_BYTES)
+                )
+            except BodyError as error:
+                self.send_error(error.status, error.message)
                 return
             headers: dict[str, list[str]] = {}
             for name, value in self.headers.items():
@@ -153,12 +258,25 @@ def _make_request_handler(lambda_handler: LambdaHandler, model_version: str) -> 
                 return
             self._write(result)
 
-        def _body_length(self) -> int | None:
-            """The body's length from Content-Length, or None after answering a request whose body
-            cannot be read as API Gateway would (chunked, a bad length, too large)."""
-            if self.headers.get("Transfer-Encoding"):
-                self.send_error(411, "Send the body with a Content-Length (chunked bodies are not read)")
-                return None
+        def _read(self, length: int) -> bytes:
+            body = self.rfile.read(length) if length else b""
+            if len(body) < length:  # the client closed early: API Gateway never invokes with part of a body
+                raise BodyError(400, f"The body ended after {len(body)} of {length} bytes (Content-Length)")
+            return body
+
+        def _body_framing(self) -> int | Literal["chunked"] | None:
+            """The body's length from Content-Length, CHUNKED, or None after answering a request whose
+            body cannot be read as API Gateway would (ambiguous framing, a bad length, too large)."""
+            encodings = self.headers.get_all("Transfer-Encoding")
+            if encodings is not None:
+                codings = [coding.strip().lower() for value in encodings for coding in value.split(",")]
+                if self.headers.get_all("Content-Length"):  # which one frames the body (request smuggling)?
+                    self.send_error(400, "Send either Transfer-Encoding or Content-Length, not both")
+                    return None
+                if codings != [CHUNKED]:
+                    self.send_error(400, f"Transfer-Encoding must be chunked (got {', '.join(encodings)!r})")
+                    return None
+                return CHUNKED
             declared = {value.strip() for value in self.headers.get_all("Content-Length") or ["0"]}
             if len(declared) > 1:  # which one frames the body is ambiguous (request smuggling)
                 self.send_error(400, f"Conflicting Content-Length headers: {', '.join(sorted(declared))}")
@@ -172,6 +290,17 @@ def _make_request_handler(lambda_handler: LambdaHandler, model_version: str) -> 
                 self.send_error(413, f"The body must be smaller than {MAX_BODY_BYTES} bytes")
                 return None
             return int(length)
+
+        def _answer_missing_route(self, *, body_unread: bool) -> None:
+            """API Gateway's own answer to a path or method the stage lacks (infra/gateway_responses.py):
+            the function never runs, so no model is named."""
+            request_id = str(uuid.uuid4())
+            headers = {"Content-Type": JSON_CONTENT_TYPE, REQUEST_ID_HEADER: request_id, **SECURITY_HEADERS}
+            if body_unread:  # the body, not read, must not be taken for the next request
+                self.close_connection = True
+                headers["Connection"] = "close"
+            body = gateway_error_body(MISSING_ROUTE_CODE, MISSING_ROUTE_MESSAGE, request_id)
+            self._write({"statusCode": MISSING_ROUTE_STATUS, "headers": headers, "body": json.dumps(body)})
 
         def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
             """Errors of the server itself (bad request line, unknown method, the checks above) in the

@@ -134,6 +134,14 @@ def judge_model(result: Mapping[str, Any], expected_model_version: str | None) -
     threshold = policy.get("threshold")
     if not _is_probability(threshold):
         raise CheckFailed(f"{what}: the decision threshold {threshold!r} is not a probability")
+    # The API always publishes the direction (a card's bool); the check must not guess which decision
+    # is right when a version leaves it out or sends something else.
+    approve_below_threshold = policy.get("approve_below_threshold")
+    if not isinstance(approve_below_threshold, bool):
+        raise CheckFailed(
+            f"{what}: the decision policy's approve_below_threshold {approve_below_threshold!r} is not "
+            "true or false"
+        )
     labels = policy.get("decision_labels")
     if not isinstance(labels, Mapping) or not all(
         isinstance(labels.get(key), str) and labels.get(key) for key in ("approve", "decline")
@@ -147,7 +155,7 @@ def judge_model(result: Mapping[str, Any], expected_model_version: str | None) -
     return ServedModel(
         model_version=version,
         threshold=float(threshold),
-        approve_below_threshold=policy.get("approve_below_threshold", True) is not False,
+        approve_below_threshold=approve_below_threshold,
         approve_label=str(labels["approve"]),
         decline_label=str(labels["decline"]),
         features=tuple(features),

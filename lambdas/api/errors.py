@@ -103,8 +103,11 @@ class TooManyUnknownFieldsError(Exception):
 
 
 def unknown_field_details(locations: Iterable[tuple[str | int, ...]]) -> list[dict[str, str]]:
-    """``unknown_field`` details exactly as validation would give them for these locations."""
-    return [_pydantic_detail({"type": "extra_forbidden", "loc": location}) for location in locations]
+    """``unknown_field`` details exactly as validation would give them for these locations (within the
+    body, so placed under "body" as Powertools places them)."""
+    return [
+        _pydantic_detail({"type": "extra_forbidden", "loc": ("body", *location)}) for location in locations
+    ]
 
 
 def pydantic_error_details(errors: Sequence[Any]) -> list[dict[str, str]]:
@@ -123,7 +126,11 @@ def is_empty_body(errors: Sequence[Any]) -> bool:
 
 
 def _pydantic_detail(error: Mapping[str, Any]) -> dict[str, str]:
-    location = [part for part in error.get("loc", ()) if part != "body"]
+    # Powertools locates the request body as "body": only that first part, a key of that name within it
+    # is a field like any other (features.body).
+    location = list(error.get("loc", ()))
+    if location[:1] == ["body"]:
+        location = location[1:]
     field = _field_path(location)
     if len(field) > MAX_FIELD_CHARS:  # an unknown key can be megabytes long
         field = field[:MAX_FIELD_CHARS] + "…"

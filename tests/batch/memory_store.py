@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from lambdas.batch.events import ObjectCreated
 from lambdas.batch.service import (
     ConditionFailedError,
     ObjectGoneError,
@@ -98,3 +99,11 @@ class MemoryObjectStore:
         if current is None or current.etag != etag or version_id is not None:
             raise ObjectGoneError(f"memory://{bucket}/{key} is gone or changed")
         return current.body
+
+
+def put_and_announce(store: MemoryObjectStore, bucket: str, key: str, body: bytes) -> ObjectCreated:
+    """Put ``body`` at ``key`` and return the ObjectCreated event S3 would send for it."""
+    store.put_bytes(bucket, key, body)
+    info = store.head(bucket, key, None)
+    assert info is not None
+    return ObjectCreated(bucket, key, info.etag, info.version_id, info.size, "ObjectCreated:Put")

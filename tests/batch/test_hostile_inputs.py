@@ -32,17 +32,14 @@ from lambdas.batch.layout import manifest_key_for
 from lambdas.batch.service import BatchSettings, process_object
 from lambdas.scoring.runtime import ScoringModel
 from tests.batch.helpers import GOOD_LINE, HEADER, score
-from tests.batch.memory_store import MemoryObjectStore
+from tests.batch.memory_store import MemoryObjectStore, put_and_announce
 
 BUCKET = "hostile-bucket"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def delivered(store: MemoryObjectStore, key: str, body: bytes) -> ObjectCreated:
-    store.put_bytes(BUCKET, key, body)
-    info = store.head(BUCKET, key, None)
-    assert info is not None
-    return ObjectCreated(BUCKET, key, info.etag, info.version_id, info.size, "ObjectCreated:Put")
+    return put_and_announce(store, BUCKET, key, body)
 
 
 def manifest_of(store: MemoryObjectStore, key: str) -> dict[str, object]:

@@ -46,7 +46,7 @@ from tests.batch.helpers import (
     read_scored,
     score,
 )
-from tests.batch.memory_store import MemoryObjectStore
+from tests.batch.memory_store import MemoryObjectStore, put_and_announce
 from tests.batch.test_delivery_review import created
 
 BUCKET = "mutants-bucket"
@@ -71,10 +71,7 @@ class RecordingStore(MemoryObjectStore):
 
 
 def _deliver(store: MemoryObjectStore, key: str, body: bytes) -> ObjectCreated:
-    store.put_bytes(BUCKET, key, body)
-    info = store.head(BUCKET, key, None)
-    assert info is not None
-    return ObjectCreated(BUCKET, key, info.etag, info.version_id, info.size, "ObjectCreated:Put")
+    return put_and_announce(store, BUCKET, key, body)
 
 
 def _manifest(store: MemoryObjectStore, key: str) -> dict[str, Any]:

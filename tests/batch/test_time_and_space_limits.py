@@ -26,7 +26,7 @@ from lambdas.batch.service import BatchSettings, Outcome, process_object
 from lambdas.local_context import LocalLambdaContext
 from lambdas.scoring.runtime import ScoringModel
 from tests.batch.helpers import GOOD_LINE, HEADER
-from tests.batch.memory_store import MemoryObjectStore
+from tests.batch.memory_store import MemoryObjectStore, put_and_announce
 
 BUCKET = "limits-bucket"
 KEY = "incoming/limits/applications.csv"
@@ -39,10 +39,7 @@ def _csv() -> bytes:
 
 
 def _delivered(store: MemoryObjectStore, body: bytes) -> ObjectCreated:
-    store.put_bytes(BUCKET, KEY, body)
-    info = store.head(BUCKET, KEY, None)
-    assert info is not None
-    return ObjectCreated(BUCKET, KEY, info.etag, info.version_id, info.size, "ObjectCreated:Put")
+    return put_and_announce(store, BUCKET, KEY, body)
 
 
 def _manifest(store: MemoryObjectStore) -> dict[str, Any]:

@@ -39,7 +39,6 @@ from pydantic import ValidationError
 
 from lambdas.api.errors import (
     JSON_CONTENT_TYPE,
-    MODEL_VERSION_HEADER,
     REQUEST_ID_HEADER,
     SECURITY_HEADERS,
     error_response,
@@ -231,7 +230,10 @@ def _make_request_handler(lambda_handler: LambdaHandler, model_version: str) -> 
                 return  # answered
             # The web ACL's 413 (above) comes first; then API Gateway answers a route it lacks itself.
             if not has_route(self.command, resource_of(self.path)):
-                self._answer_missing_route(body_unread=framing != 0)
+                # A path or method the stage lacks: the function never runs.
+                self._answer_as_gateway(
+                    MISSING_ROUTE_STATUS, MISSING_ROUTE_CODE, MISSING_ROUTE_MESSAGE, close=framing != 0
+                )
                 return
             if expects_continue and framing:
                 super().handle_expect_100()
@@ -291,33 +293,29 @@ def _make_request_handler(lambda_handler: LambdaHandler, model_version: str) -> 
                 return None
             return int(length)
 
-        def _answer_missing_route(self, *, body_unread: bool) -> None:
-            """API Gateway's own answer to a path or method the stage lacks (infra/gateway_responses.py):
-            the function never runs, so no model is named."""
+        def _answer_as_gateway(self, status: int, code: str, message: str, *, close: bool) -> None:
+            """An answer API Gateway gives itself (infra/gateway_responses.py): the function gave none, so
+            no model is named. ``close``: a body left unread must not be taken for the next request."""
             request_id = str(uuid.uuid4())
             headers = {"Content-Type": JSON_CONTENT_TYPE, REQUEST_ID_HEADER: request_id, **SECURITY_HEADERS}
-            if body_unread:  # the body, not read, must not be taken for the next request
+            if close:
                 self.close_connection = True
                 headers["Connection"] = "close"
-            body = gateway_error_body(MISSING_ROUTE_CODE, MISSING_ROUTE_MESSAGE, request_id)
-            self._write({"statusCode": MISSING_ROUTE_STATUS, "headers": headers, "body": json.dumps(body)})
+            body = gateway_error_body(code, message, request_id)
+            self._write({"statusCode": status, "headers": headers, "body": json.dumps(body)})
 
         def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
             """Errors of the server itself (bad request line, unknown method, the checks above) in the
             API's JSON error format rather than http.server's HTML page."""
             status = HTTPStatus(code)
+            error_code, text = _SERVER_ERROR_CODES.get(code, "bad_request"), message or status.phrase
+            if status is HTTPStatus.BAD_GATEWAY:  # API Gateway's own answer to a failed function
+                self._answer_as_gateway(code, error_code, text, close=True)
+                return
             response = error_response(
-                status,
-                _SERVER_ERROR_CODES.get(code, "bad_request"),
-                message or status.phrase,
-                request_id=str(uuid.uuid4()),
-                model_version=model_version,
+                status, error_code, text, request_id=str(uuid.uuid4()), model_version=model_version
             )
             body, headers = str(response.body), dict(response.headers)
-            if status is HTTPStatus.BAD_GATEWAY:
-                # API Gateway's own answer to a failed function (infra/gateway_responses.py): no model ran.
-                body = json.dumps({**json.loads(body), "model_version": None})
-                del headers[MODEL_VERSION_HEADER]
             self.close_connection = True  # the unread body, if any, must not be taken for a request
             self._write(
                 {

@@ -110,6 +110,10 @@ def test_given_a_handler_that_raises_when_called_then_502_in_the_error_format_an
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "internal_error"
     assert "out of memory" not in response.text
+    # Answered by API Gateway, not by a model: none is named
+    assert response.json()["model_version"] is None
+    assert "X-Model-Version" not in response.headers
+    assert response.json()["error"]["request_id"] == response.headers["X-Request-Id"]
     assert requests.get(f"{url}/v1/health", timeout=10).status_code == 204
 
 

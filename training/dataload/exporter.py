@@ -135,14 +135,27 @@ def _date_text(value: dt.date) -> str:
     return value.isoformat()
 
 
+def _forget_dead_result(stream: Any) -> None:
+    """Tell an unbuffered cursor whose connection was lost that nothing is left to drain: else the
+    finalisers of the cursor and of its result try, and print an "Exception ignored" AttributeError
+    (pymysql 1.1 has no public call for this)."""
+    result = getattr(stream, "_result", None)
+    if result is not None:
+        result.unbuffered_active = False
+    stream.connection = None
+
+
 def _time_text(value: dt.timedelta | dt.time) -> str:
     if isinstance(value, dt.time):
         return value.isoformat()
-    total = int(value.total_seconds())
-    sign = "-" if total < 0 else ""
-    hours, remainder = divmod(abs(total), 3600)
+    # In whole microseconds: TIME(6) keeps fractions, and -00:00:00.5 must keep its sign.
+    micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+    sign = "-" if micros < 0 else ""
+    total, fraction = divmod(abs(micros), 1_000_000)
+    hours, remainder = divmod(total, 3600)
     minutes, seconds = divmod(remainder, 60)
-    return f"{sign}{hours:02d}:{minutes:02d}:{seconds:02d}"
+    text = f"{sign}{hours:02d}:{minutes:02d}:{seconds:02d}"
+    return f"{text}.{fraction:06d}" if fraction else text
 
 
 def _as_decimal(value: int | Decimal) -> Decimal:
@@ -328,9 +341,16 @@ def export_database(
                 )
                 table_infos.append(info)
                 exported_tables.append(table_export)
+        # Inside the try: an export whose tables-info cannot be written is marked FAILED.
+        _write_json(
+            storage,
+            f"{export_id}/export_tables_info_{export_id}_from_1_to_{len(table_infos)}.json",
+            {"perTableStatus": table_infos},
+        )
     except Exception as error:
         if started_writing:
-            with contextlib.suppress(StorageError):  # keep the original error if storage itself failed
+            # Keep the original error if storage itself failed (a folder raises OSError).
+            with contextlib.suppress(StorageError, OSError):
                 failed = {**export_info, "status": "FAILED", "failureCause": str(error)}
                 _write_json(storage, info_key, failed)
         raise
@@ -338,11 +358,6 @@ def export_database(
         rollback_quietly(connection)  # read-only work: just end the snapshot transaction
 
     total_bytes = sum(info["sizeBytes"] for info in table_infos)
-    _write_json(
-        storage,
-        f"{export_id}/export_tables_info_{export_id}_from_1_to_{len(table_infos)}.json",
-        {"perTableStatus": table_infos},
-    )
     export_info.update(
         {
             "taskEndTime": _utc_now(),
@@ -408,6 +423,8 @@ def _export_table(
         # pymysql would raise an AttributeError in place of the "Lost connection" error.
         if connection.open:
             stream.close()
+        else:
+            _forget_dead_result(stream)
 
     info = {
         "tableStatistics": {

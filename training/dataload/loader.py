@@ -13,8 +13,9 @@ Values are converted chunk by chunk (memory stays bounded and a bad row midway f
 earlier rows were written, which the rollback then undoes); the error names the table, the
 row, the column and the value. Values are stored exactly or refused: a DECIMAL value with more
 decimal places than its column is an error (MariaDB would round it with only a note, even in
-strict mode), and an existing table must have the schema's column types, precision and scale
-included.
+strict mode), as are a DECIMAL value with more digits before the point than its column holds and a
+DATE given a time of day (MariaDB would drop it); and an existing table must have the schema's
+column types, precision and scale included.
 """
 
 from __future__ import annotations
@@ -89,9 +90,10 @@ def _to_float(value: object) -> float:
 
 
 def _to_date(value: object) -> dt.date:
-    if isinstance(value, pd.Timestamp):
-        return value.date()
-    if isinstance(value, dt.datetime):
+    if isinstance(value, dt.datetime):  # pd.Timestamp included
+        if value.time() != dt.time(0):
+            # A DATE column would keep the day and drop the time without an error.
+            raise ValueError("has a time of day, which a DATE column would drop")
         return value.date()
     if isinstance(value, dt.date):
         return value
@@ -156,6 +158,10 @@ def _convert(table: TableSchema, column: Column, row_index: int, value: object) 
         if scale is not None and _digits_beyond_scale(converted, scale):
             # MariaDB would round it with only a note, which strict mode lets pass.
             raise ValueError(f"more than {scale} decimal places; MariaDB would round it")
+        precision = column.decimal_precision
+        if precision is not None and scale is not None and _integer_digits(converted) > precision - scale:
+            # Checked here: sending 1E+400000000000 would make the driver spell out every digit.
+            raise ValueError(f"more than {precision - scale} digits before the decimal point")
     except (ValueError, TypeError, OverflowError) as error:
         raise LoadError(
             f"table {table.name}, row {row_index + 1}: {column.name} = {value!r} "
@@ -171,6 +177,11 @@ def _digits_beyond_scale(value: Decimal, scale: int) -> bool:
         return True
     extra = -scale - exponent
     return extra > 0 and any(digits[-extra:])
+
+
+def _integer_digits(value: Decimal) -> int:
+    """How many digits ``value`` has before its decimal point (0 for zero and for |value| < 1)."""
+    return max(value.adjusted() + 1, 0) if value else 0
 
 
 def _chunks(total: int, size: int) -> Iterator[tuple[int, int]]:

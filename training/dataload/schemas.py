@@ -63,6 +63,15 @@ class Column:
         parts = arguments.rstrip(") ").split(",")
         return int(parts[1]) if len(parts) == 2 else 0
 
+    @property
+    def decimal_precision(self) -> int | None:
+        """All digits of a DECIMAL/NUMERIC column (MariaDB's default is 10), else None."""
+        if self.kind != "decimal":
+            return None
+        _, _, arguments = self.sql_type.partition("(")
+        first = arguments.rstrip(") ").split(",")[0].strip()
+        return int(first) if first else 10
+
 
 @dataclass(frozen=True)
 class ForeignKey:

@@ -103,7 +103,11 @@ class LocalStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write beside the target, then rename: a reader never sees half a file.
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temporary.write_bytes(data)
+        try:
+            temporary.write_bytes(data)
+        except BaseException:
+            temporary.unlink(missing_ok=True)  # a half-written temporary must not stay beside the object
+            raise
         if if_match is not None:
             try:
                 self._replace_if_unchanged(path, temporary, if_match)

@@ -5,7 +5,6 @@ Each test builds one account with one loan (1995-06-01) by hand and changes one 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.training.helpers import berka_one_loan_tables
 from training.datasets import catalog
 from training.datasets.berka import build_berka_frame, read_berka_files
 from training.datasets.spec import spec_from_file
@@ -28,46 +28,10 @@ def _tables(trans_rows: Sequence[TransRow]) -> dict[str, pd.DataFrame]:
 
     Transaction rows: (trans_id, date, type, operation, amount, balance, bank, account).
     """
-    district = {"district_id": [1], "A2": ["Town"], "A3": ["region"], "A4": [100_000]}
-    district |= {f"A{i}": [1] for i in range(5, 10)}
-    district |= {"A10": [50.0], "A11": [10_000], "A12": [3.0], "A13": [4.0], "A14": [120], "A15": [1_000]}
-    district |= {"A16": [2_000]}
     trans = pd.DataFrame(
         trans_rows, columns=["trans_id", "date", "type", "operation", "amount", "balance", "bank", "account"]
     ).assign(account_id=1, k_symbol=None)
-    return {
-        "account": pd.DataFrame(
-            {"account_id": [1], "district_id": [1], "frequency": ["POPLATEK MESICNE"], "date": ["1995-01-01"]}
-        ),
-        "client": pd.DataFrame(
-            {"client_id": [1], "gender": ["M"], "birth_date": [dt.date(1960, 1, 1)], "district_id": [1]}
-        ),
-        "disp": pd.DataFrame({"disp_id": [1], "client_id": [1], "account_id": [1], "type": ["OWNER"]}),
-        "district": pd.DataFrame(district),
-        "order": pd.DataFrame(
-            {
-                "order_id": [1],
-                "account_id": [1],
-                "bank_to": ["AB"],
-                "account_to": [123],
-                "amount": [500.0],
-                "k_symbol": ["SIPO"],
-            }
-        ),
-        "card": pd.DataFrame({"card_id": [1], "disp_id": [1], "type": ["classic"], "issued": ["1995-02-01"]}),
-        "loan": pd.DataFrame(
-            {
-                "loan_id": [7],
-                "account_id": [1],
-                "date": [LOAN_DATE],
-                "amount": [12_000],
-                "duration": [12],
-                "payments": [1000.0],
-                "status": ["A"],
-            }
-        ),
-        "trans": trans,
-    }
+    return berka_one_loan_tables(trans, loan_date=LOAN_DATE, with_order_and_card=True)
 
 
 OPENING: TransRow = (1, "1995-01-01", "PRIJEM", "VKLAD", 5000.0, 5000.0, None, None)

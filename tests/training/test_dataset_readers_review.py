@@ -8,13 +8,13 @@ the account closed with, which the next day's first transaction confirms.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from tests.training.helpers import berka_one_loan_tables
 from training.datasets.berka import build_berka_frame, read_berka_files, read_complete_history_loans
 
 LOAN_DATE = "1993-08-10"
@@ -25,44 +25,10 @@ TransRow = tuple[int, str, str, str | None, float, float, str | None]
 
 def _one_loan_tables(trans_rows: Sequence[TransRow]) -> dict[str, pd.DataFrame]:
     """One district, account (opened 1993-07-01), owner and loan (granted LOAN_DATE), and the transactions."""
-    district: dict[str, list[object]] = {
-        "district_id": [1],
-        "A2": ["Town"],
-        "A3": ["region"],
-        "A4": [100_000],
-    }
-    district |= {f"A{i}": [1] for i in range(5, 10)}
-    district |= {"A10": [50.0], "A11": [10_000], "A12": [3.0], "A13": [4.0], "A14": [120], "A15": [1_000]}
-    district |= {"A16": [2_000]}
     trans = pd.DataFrame(
         trans_rows, columns=["trans_id", "date", "type", "operation", "amount", "balance", "k_symbol"]
     ).assign(account_id=1, bank=None, account=None)
-    return {
-        "account": pd.DataFrame(
-            {"account_id": [1], "district_id": [1], "frequency": ["POPLATEK MESICNE"], "date": ["1993-07-01"]}
-        ),
-        "client": pd.DataFrame(
-            {"client_id": [1], "gender": ["M"], "birth_date": [dt.date(1960, 1, 1)], "district_id": [1]}
-        ),
-        "disp": pd.DataFrame({"disp_id": [1], "client_id": [1], "account_id": [1], "type": ["OWNER"]}),
-        "district": pd.DataFrame(district),
-        "order": pd.DataFrame(
-            {"order_id": [], "account_id": [], "bank_to": [], "account_to": [], "amount": [], "k_symbol": []}
-        ),
-        "card": pd.DataFrame({"card_id": [], "disp_id": [], "type": [], "issued": []}),
-        "loan": pd.DataFrame(
-            {
-                "loan_id": [7],
-                "account_id": [1],
-                "date": [LOAN_DATE],
-                "amount": [12_000],
-                "duration": [12],
-                "payments": [1000.0],
-                "status": ["A"],
-            }
-        ),
-        "trans": trans,
-    }
+    return berka_one_loan_tables(trans, loan_date=LOAN_DATE, account_opened="1993-07-01")
 
 
 def test_given_a_month_end_with_a_rounding_drift_then_the_closing_balance_is_the_last_booking() -> None:

@@ -423,11 +423,21 @@ def _check_feature_name(name: str, path: Path) -> None:
 
 
 def _check_values(values: pd.Series, name: str, kind: str, path: Path) -> None:
-    """Values the declared type cannot hold: whole numbers for an integer (the card's schema makes the
-    API refuse any other value), booleans for a boolean; and categories clients could not tell apart."""
+    """Values the declared type cannot hold: finite numbers for a number, whole ones for an integer
+    (the card's schema makes the API refuse any other value), booleans for a boolean; and categories
+    clients could not tell apart."""
     present = values.dropna()
     if kind == "category":
         _check_category_forms(present, name, path)
+    if kind in ("number", "integer"):
+        # A CSV's "inf" reads as a float; kept, it would first fail inside scikit-learn.
+        infinite = present.loc[np.isinf(pd.to_numeric(present, errors="coerce"))]
+        if len(infinite):
+            count = len(infinite)
+            raise ValueError(
+                f"spec file {path}: feature {name!r} holds {count} infinite value{'s' * (count > 1)}, "
+                f"e.g. {infinite.tolist()[0]!r}; numbers must be finite (the API refuses Infinity too)"
+            )
     if kind == "integer":
         numbers = pd.to_numeric(present, errors="coerce")
         fractional = present.loc[numbers.notna() & (numbers != numbers.round())]

@@ -250,6 +250,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         command = commands.add_parser(name, help=text)
         command.add_argument("--candidate", required=True, help="candidate bundle folder or s3://…/")
         command.add_argument("--registry", required=True, help="registry folder or s3://bucket/prefix")
+        _new_registry_argument(command)
     commands.choices["gate"].add_argument(
         "--verdict",
         default=None,
@@ -262,7 +263,17 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     loop.add_argument("--database", default=None, help="MariaDB database (default: the dataset's name)")
     loop.add_argument("--exports", required=True, help="export location: folder or s3://bucket/prefix")
     loop.add_argument("--registry", required=True, help="registry folder or s3://bucket/prefix")
+    _new_registry_argument(loop)
     return parser.parse_args(argv)
+
+
+def _new_registry_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--new-registry",
+        action="store_true",
+        help="start a new registry at an S3 location although a neighbouring prefix holds one of the model "
+        "(without it, such a location is refused as mistyped)",
+    )
 
 
 def _training_arguments(parser: argparse.ArgumentParser, *, sources: bool) -> None:
@@ -397,8 +408,10 @@ def _publish(bundle: Path, location: str) -> None:
         storage.write_bytes(name, (bundle / name).read_bytes())
 
 
-def _champion_bundle(registry: str, model_name: str, workspace: Path) -> Path | None:
-    if latest_pointer(registry, model_name) is None:
+def _champion_bundle(
+    registry: str, model_name: str, workspace: Path, *, new_registry: bool = False
+) -> Path | None:
+    if latest_pointer(registry, model_name, new_registry=new_registry) is None:
         return None
     destination = workspace / "champion"
     download_bundle(registry, model_name, destination)
@@ -431,7 +444,10 @@ def _train(args: argparse.Namespace, out: str, registry: str | None, *, in_loop:
         workspace = Path(scratch)
         # The champion of the model being trained: named from the dataset's spec, not --dataset.
         model_name = default_model_name(dataset.spec.name)
-        champion = _champion_bundle(registry, model_name, workspace) if registry else None
+        new_registry = bool(getattr(args, "new_registry", False))  # the loop's option
+        champion = (
+            _champion_bundle(registry, model_name, workspace, new_registry=new_registry) if registry else None
+        )
         bundle = workspace / "bundle" if _is_remote(out) else Path(out)
         card = train_bundle(dataset, bundle, replace(config, champion_bundle=champion))
         _publish(bundle, out)
@@ -452,7 +468,9 @@ def _gate_or_register(args: argparse.Namespace) -> int:
         if args.command == "gate":
             _check_registry_folder("--registry", args.registry)
         decision = gate(
-            card, champion_card(args.registry, card["model_name"]), registry_location=args.registry
+            card,
+            champion_card(args.registry, card["model_name"], new_registry=args.new_registry),
+            registry_location=args.registry,
         )
         version = None
         if decision.passed and args.command in ("register", "loop"):

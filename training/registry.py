@@ -16,6 +16,8 @@ gated against; the API and the next gate read the champion through it.
 Registering a stored version again completes an interrupted registration (the missing card, or
 the latest.json move); when latest.json points at another version, it moves back to this one (how
 the champion is rolled back: the old version's files are still there); otherwise nothing changes.
+An S3 location that holds nothing of the model while a neighbouring prefix holds its registry (a
+mistyped prefix) is refused rather than read as an empty registry (``--new-registry`` allows it).
 
 Gate rule (``gate``): a candidate may replace the champion only if
 
@@ -68,6 +70,7 @@ from typing import Any
 from training.dataload.storage import (
     ObjectChangedError,
     ObjectExistsError,
+    S3Storage,
     Storage,
     StorageError,
     open_storage,
@@ -82,6 +85,8 @@ DEFAULT_BRIER_TOLERANCE = 0.005
 DEFAULT_MIN_HOLDOUT_POSITIVES = 30
 DEFAULT_MIN_HOLDOUT_NEGATIVES = 30
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# How many neighbouring S3 prefixes are searched for a model's registry when a location holds none.
+NEIGHBOURS_SEARCHED = 100
 
 
 class RegistryError(Exception):
@@ -418,12 +423,84 @@ def _checked_card(card_json: bytes, model: bytes, card_where: str, model_where: 
     return card
 
 
-def latest_pointer(registry_location: str | Path, model_name: str) -> dict[str, Any] | None:
-    """The ``latest.json`` of ``model_name``, or None if nothing is registered yet."""
+def latest_pointer(
+    registry_location: str | Path, model_name: str, *, new_registry: bool = False
+) -> dict[str, Any] | None:
+    """The ``latest.json`` of ``model_name``, or None if nothing is registered yet.
+
+    An S3 location holding nothing of ``model_name`` while a neighbouring prefix holds its registry is
+    a RegistryError (see :func:`_refuse_mistyped_location`), unless ``new_registry`` says a new registry
+    is started there on purpose.
+    """
     storage = open_storage(registry_location)
     key = f"{model_name}/{LATEST_FILE}"
-    read = storage.read_versioned(key)  # one request: absent is None
-    return None if read is None else _pointer(read[0], storage.describe(key))
+    read = _read_latest(storage, key)  # one request: absent is None
+    if read is None:
+        if not new_registry:
+            _refuse_mistyped_location(storage, model_name)
+        return None
+    return _pointer(read[0], storage.describe(key))
+
+
+def _read_latest(storage: Storage, key: str) -> tuple[bytes, str] | None:
+    if not isinstance(storage, S3Storage):
+        return storage.read_versioned(key)
+    try:
+        return storage.read_versioned(key)
+    except storage.client.exceptions.NoSuchBucket as error:  # else a bare botocore error escapes
+        raise RegistryError(
+            f"registry {storage.describe()}: bucket {storage.bucket!r} does not exist"
+        ) from error
+
+
+def _refuse_mistyped_location(storage: Storage, model_name: str) -> None:
+    """Refuse an S3 location without ``model_name`` when a neighbouring prefix holds its registry.
+
+    S3 has no folders: a mistyped prefix (``s3://b/modles`` for ``s3://b/models``, ``s3://b`` for
+    ``s3://b/models``, or a model's folder ``s3://b/models/<model>``) reads as an empty registry, so the
+    gate would pass any candidate and register it there, beside the real champion. The neighbours are
+    the location's siblings, its sub-prefixes and its parent. A location holding any object of the model
+    (an interrupted first registration) or with no registry of it nearby (the first publication into a
+    new registry) is not refused; neither is a folder (the CLI refuses a folder that does not exist).
+    """
+    if not isinstance(storage, S3Storage):
+        return
+    client, bucket, prefix = storage.client, storage.bucket, storage.prefix
+
+    def keys(under: str, *, delimiter: bool = False) -> list[str]:
+        """Up to NEIGHBOURS_SEARCHED keys under ``under`` (with ``delimiter``: its sub-prefixes)."""
+        arguments: dict[str, Any] = {"Bucket": bucket, "Prefix": under, "MaxKeys": NEIGHBOURS_SEARCHED}
+        if delimiter:
+            arguments["Delimiter"] = "/"
+        page = client.list_objects_v2(**arguments)
+        if delimiter:
+            return [str(common["Prefix"]) for common in page.get("CommonPrefixes", [])]
+        return [str(item["Key"]) for item in page.get("Contents", [])]
+
+    parent = prefix.rstrip("/").rpartition("/")[0]
+    parent = f"{parent}/" if parent else ""
+    try:
+        if keys(f"{prefix}{model_name}/"):
+            return
+        neighbours = [p for p in keys(parent, delimiter=True) if p != prefix] if prefix else []
+        neighbours += keys(prefix, delimiter=True)
+        if prefix:
+            neighbours.append(parent)
+        pointers = [f"{neighbour}{model_name}/{LATEST_FILE}" for neighbour in neighbours]
+        found = [pointer for pointer in pointers if pointer in keys(pointer)]
+    except client.exceptions.ClientError:
+        return  # a role that may not list there: the read of latest.json already said "absent"
+    if found:
+        registries = ", ".join(
+            f"s3://{bucket}/{pointer.removesuffix(f'{model_name}/{LATEST_FILE}')}" for pointer in found
+        )
+        raise RegistryError(
+            f"registry {storage.describe()} holds nothing of {model_name} (no {model_name}/{LATEST_FILE}), "
+            f"but {registries} holds its registry: is the location mistyped? Read as an empty registry, any "
+            f"candidate would pass the gate and be registered there. To start a new registry of {model_name} "
+            "there on purpose, pass --new-registry (python -m training gate, register or loop, or "
+            "python -m training.registry register)"
+        )
 
 
 def _pointer(data: bytes, where: str) -> dict[str, Any]:
@@ -433,9 +510,11 @@ def _pointer(data: bytes, where: str) -> dict[str, Any]:
     return pointer
 
 
-def champion_card(registry_location: str | Path, model_name: str) -> dict[str, Any] | None:
-    """The card of the version ``latest.json`` points at, or None."""
-    pointer = latest_pointer(registry_location, model_name)
+def champion_card(
+    registry_location: str | Path, model_name: str, *, new_registry: bool = False
+) -> dict[str, Any] | None:
+    """The card of the version ``latest.json`` points at, or None (see :func:`latest_pointer`)."""
+    pointer = latest_pointer(registry_location, model_name, new_registry=new_registry)
     if pointer is None:
         return None
     storage = open_storage(registry_location)
@@ -593,10 +672,15 @@ def gate_and_register(
     registry_location: str | Path,
     rule: GateRule = GateRule(),
     champion_metrics_on_candidate_holdout: Mapping[str, float] | None = None,
+    *,
+    new_registry: bool = False,
 ) -> tuple[GateDecision, str | None]:
-    """Gate the bundle against the registered champion; register it only if the gate passes."""
+    """Gate the bundle against the registered champion; register it only if the gate passes.
+
+    ``new_registry``: a new registry is started on purpose at an S3 location beside another registry of
+    the model (see :func:`latest_pointer`)."""
     card = read_bundle_card(Path(bundle_dir))
-    champion = champion_card(registry_location, card["model_name"])
+    champion = champion_card(registry_location, card["model_name"], new_registry=new_registry)
     decision = gate(
         card, champion, rule, champion_metrics_on_candidate_holdout, registry_location=registry_location
     )
@@ -622,10 +706,17 @@ def main(argv: list[str] | None = None) -> int:
     register.add_argument("--registry", required=True, help="a folder or s3://bucket/prefix")
     register.add_argument("--roc-auc-tolerance", type=float, default=DEFAULT_ROC_AUC_TOLERANCE)
     register.add_argument("--brier-tolerance", type=float, default=DEFAULT_BRIER_TOLERANCE)
+    register.add_argument(
+        "--new-registry",
+        action="store_true",
+        help="start a new registry at an S3 location although a neighbouring prefix holds one of the model",
+    )
     arguments = parser.parse_args(argv)
     rule = GateRule(arguments.roc_auc_tolerance, arguments.brier_tolerance)
     try:
-        decision, version = gate_and_register(arguments.bundle, arguments.registry, rule)
+        decision, version = gate_and_register(
+            arguments.bundle, arguments.registry, rule, new_registry=arguments.new_registry
+        )
     except (RegistryError, StorageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -23,6 +23,9 @@ MODEL_BUNDLE_URI = "MODEL_BUNDLE_URI"
 MODEL_BUNDLE_VERSION = "MODEL_BUNDLE_VERSION"
 # What S3 answers for an object that is not there, given s3:ListBucket on the bucket.
 _MISSING_CODES = frozenset({"NoSuchKey", "404"})
+# What S3 answers for an object that is not there to a caller without s3:ListBucket (or one not allowed
+# to read it): a mistyped folder must not read as a permissions problem only.
+_DENIED_CODES = frozenset({"AccessDenied", "403"})
 # The characters botocore accepts in a bucket name (S3's own rules are stricter for new buckets).
 _BUCKET_NAME = re.compile(r"[a-zA-Z0-9.\-_]{1,255}")
 # A registered version is one folder name (training/registry.py's naming rule).
@@ -154,6 +157,12 @@ def _read(s3_client: Any, location: S3Location, file: str) -> bytes:
         if code == "NoSuchBucket":
             raise ModelBundleError(
                 f"model bundle {location.uri}: bucket {location.bucket} does not exist"
+            ) from error
+        if code in _DENIED_CODES:
+            raise ModelBundleError(
+                f"cannot read s3://{location.bucket}/{key}: access denied, which S3 also answers for an "
+                "object that does not exist to a caller that may not list the bucket (is the folder "
+                f"{location.uri} right, and does it hold {file}?): {error}"
             ) from error
         raise ModelBundleError(f"cannot read s3://{location.bucket}/{key}: {error}") from error
     except BotoCoreError as error:  # no credentials, endpoint unreachable, timeout, body cut short
